@@ -1,0 +1,225 @@
+//! API keys: `sk_` + 32 random base62 characters + a 6-character checksum.
+//!
+//! Only the SHA-256 of the whole key is stored. The checksum (base62 of the first four bytes of
+//! the SHA-256 of the random part) lets a typo be refused without a database lookup and lets
+//! secret scanners recognise a real key. Table: `api_keys`.
+
+use deadpool_postgres::GenericClient;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+const PREFIX: &str = "sk_";
+const RANDOM_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Characters of the key shown in listings (`sk_` + 8).
+const DISPLAY_PREFIX_LEN: usize = PREFIX.len() + 8;
+
+/// A freshly generated key. The plaintext exists only here, to be shown once.
+pub struct NewKey {
+    pub plaintext: String,
+    pub hash: [u8; 32],
+    pub prefix: String,
+}
+
+impl NewKey {
+    pub fn generate() -> Self {
+        // Two v4 UUIDs give 244 random bits from the OS generator; 32 base62 digits keep 190.
+        let mut entropy = u128::from_le_bytes(*Uuid::new_v4().as_bytes());
+        let mut more = u128::from_le_bytes(*Uuid::new_v4().as_bytes());
+        let mut random = String::with_capacity(RANDOM_LEN);
+        for i in 0..RANDOM_LEN {
+            let source = if i < RANDOM_LEN / 2 { &mut entropy } else { &mut more };
+            random.push(BASE62[(*source % 62) as usize] as char);
+            *source /= 62;
+        }
+        let plaintext = format!("{PREFIX}{random}{}", checksum(&random));
+        Self { hash: hash_key(&plaintext), prefix: plaintext[..DISPLAY_PREFIX_LEN].to_owned(), plaintext }
+    }
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// Whether `candidate` has the shape and checksum of one of our keys. No database access.
+pub fn is_well_formed(candidate: &str) -> bool {
+    let Some(body) = candidate.strip_prefix(PREFIX) else {
+        return false;
+    };
+    if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    let (random, check) = body.split_at(RANDOM_LEN);
+    checksum(random) == check
+}
+
+pub fn hash_key(plaintext: &str) -> [u8; 32] {
+    Sha256::digest(plaintext.as_bytes()).into()
+}
+
+fn checksum(random: &str) -> String {
+    let digest = Sha256::digest(random.as_bytes());
+    let mut n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8(out.to_vec()).expect("base62 is ASCII")
+}
+
+/// Who may do what with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "client" => Some(Self::Client),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A key as the service sees it after authentication.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub role: Role,
+    /// `None`: every account.
+    pub allowed_accounts: Option<Vec<String>>,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl ApiKey {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        let role: String = row.get("role");
+        Self {
+            id: row.get("id"),
+            name: row.get("name"),
+            prefix: row.get("prefix"),
+            role: Role::parse(&role).unwrap_or(Role::Client),
+            allowed_accounts: row.get("allowed_accounts"),
+            created_at: row.get("created_at"),
+            last_used_at: row.get("last_used_at"),
+            revoked_at: row.get("revoked_at"),
+        }
+    }
+
+    pub fn may_access(&self, account: &str) -> bool {
+        self.allowed_accounts.as_ref().is_none_or(|allowed| allowed.iter().any(|a| a == account))
+    }
+}
+
+const COLUMNS: &str = "id, name, prefix, role, allowed_accounts, created_at, last_used_at, revoked_at";
+
+/// Stores a new key and returns it with its plaintext (to be shown once).
+pub async fn create(
+    db: &impl GenericClient,
+    name: &str,
+    role: Role,
+    allowed_accounts: Option<&[String]>,
+) -> Result<(ApiKey, NewKey), DbError> {
+    let key = NewKey::generate();
+    let row = db
+        .query_one(
+            &format!(
+                "INSERT INTO api_keys (id, name, prefix, key_hash, role, allowed_accounts)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 RETURNING {COLUMNS}"
+            ),
+            &[&Uuid::new_v4(), &name, &key.prefix, &key.hash.as_slice(), &role.as_str(), &allowed_accounts],
+        )
+        .await?;
+    Ok((ApiKey::from_row(&row), key))
+}
+
+/// The active key with this plaintext, if any.
+pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Option<ApiKey>, DbError> {
+    if !is_well_formed(plaintext) {
+        return Ok(None);
+    }
+    let hash = hash_key(plaintext);
+    let statement = db
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"))
+        .await?;
+    let row = db.query_opt(&statement, &[&hash.as_slice()]).await?;
+    Ok(row.as_ref().map(ApiKey::from_row))
+}
+
+/// Records use of a key, at most once a minute per key (no write on every request).
+pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE api_keys SET last_used_at = now()
+         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every key, newest first.
+pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
+    let rows = db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"), &[]).await?;
+    Ok(rows.iter().map(ApiKey::from_row).collect())
+}
+
+/// Revokes the key whose id or display prefix is `id_or_prefix`. Returns how many were revoked.
+pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, DbError> {
+    let id = Uuid::parse_str(id_or_prefix).ok();
+    Ok(db
+        .execute(
+            "UPDATE api_keys SET revoked_at = now()
+             WHERE revoked_at IS NULL AND (id = $1 OR prefix = $2)",
+            &[&id, &id_or_prefix],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let a = NewKey::generate();
+        let b = NewKey::generate();
+        assert!(is_well_formed(&a.plaintext), "{}", a.plaintext);
+        assert_ne!(a.plaintext, b.plaintext);
+        assert_eq!(a.plaintext.len(), 3 + 32 + 6);
+        assert!(a.plaintext.starts_with(&a.prefix));
+        assert!(!format!("{a:?}").contains(&a.plaintext[12..]), "Debug must not print the secret");
+    }
+
+    #[test]
+    fn a_single_typo_fails_the_checksum() {
+        let key = NewKey::generate().plaintext;
+        let mut chars: Vec<char> = key.chars().collect();
+        chars[10] = if chars[10] == 'a' { 'b' } else { 'a' };
+        let typo: String = chars.into_iter().collect();
+        assert!(!is_well_formed(&typo));
+        assert!(!is_well_formed("sk_short"));
+        assert!(!is_well_formed(&key.replacen("sk_", "pk_", 1)));
+    }
+}

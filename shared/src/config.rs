@@ -1,0 +1,190 @@
+//! Configuration from environment variables.
+//!
+//! Every variable is read through a strict helper: a value that is set but malformed stops
+//! start-up with an error naming the variable and the expected form, it never falls back to the
+//! default. With nothing set, the embedded defaults run the quick start (local Postgres and
+//! MariaDB, local-disk storage).
+
+use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+use crate::tables::{TableConfigError, TableRegistry};
+
+/// A configuration problem found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: expected {expected}, got {value:?}")]
+    Invalid { var: &'static str, expected: &'static str, value: String },
+    #[error("{var} is required when {because}")]
+    Missing { var: &'static str, because: &'static str },
+    #[error("EXPORT_TABLES_FILE: {0}")]
+    Tables(#[from] TableConfigError),
+}
+
+/// Where export files are kept.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// A directory on local disk; the API serves files under HMAC-signed URLs.
+    Local { root: PathBuf },
+    /// S3 or an S3-compatible server (MinIO); downloads are pre-signed GET URLs.
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// Custom endpoint for MinIO or another S3-compatible server.
+    pub endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO expects.
+    pub path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+}
+
+/// Settings shared by the API and the worker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres: export metadata, API keys and the job table.
+    pub database_url: SecretString,
+    /// The read-only MySQL/MariaDB transactions database.
+    pub source_database_url: SecretString,
+    pub storage: StorageConfig,
+    /// Bytes per multipart upload part (S3 requires at least 5 MiB).
+    pub upload_part_size: usize,
+    /// How long a download URL stays valid.
+    pub download_url_ttl: Duration,
+    /// Key for local-storage download URLs. `None`: a random key per process.
+    pub signing_secret: Option<SecretString>,
+    pub tables: TableRegistry,
+}
+
+/// Settings only the API reads.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    /// Base of the URLs the API hands out (download links), e.g. `https://exports.example.com`.
+    pub public_base_url: String,
+}
+
+/// Settings only the worker reads.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once by one worker process.
+    pub concurrency: usize,
+    /// How long a claim is valid without a heartbeat.
+    pub lease: Duration,
+    /// Polling fallback when no NOTIFY arrives.
+    pub poll_interval: Duration,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
+pub const DEFAULT_SOURCE_DATABASE_URL: &str =
+    "mysql://statements_ro:statements_ro@127.0.0.1:3306/statements_demo";
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let storage = match var_or("STORAGE_BACKEND", "local").as_str() {
+            "local" => {
+                StorageConfig::Local { root: PathBuf::from(var_or("LOCAL_STORAGE_DIR", "./data/exports")) }
+            }
+            "s3" => StorageConfig::S3(S3Config {
+                bucket: env::var("S3_BUCKET")
+                    .map_err(|_| ConfigError::Missing { var: "S3_BUCKET", because: "STORAGE_BACKEND=s3" })?,
+                region: var_or("S3_REGION", "us-east-1"),
+                endpoint: env::var("S3_ENDPOINT").ok().filter(|v| !v.is_empty()),
+                path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
+                access_key_id: env::var("S3_ACCESS_KEY_ID").ok(),
+                secret_access_key: env::var("S3_SECRET_ACCESS_KEY").ok().map(SecretString::from),
+            }),
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: "STORAGE_BACKEND",
+                    expected: "`local` or `s3`",
+                    value: other.to_owned(),
+                });
+            }
+        };
+        let upload_part_size: usize =
+            parse_var("UPLOAD_PART_SIZE_BYTES", "a byte count of at least 5242880", 8 * 1024 * 1024)?;
+        if upload_part_size < 5 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                var: "UPLOAD_PART_SIZE_BYTES",
+                expected: "a byte count of at least 5242880 (5 MiB, the S3 minimum part size)",
+                value: upload_part_size.to_string(),
+            });
+        }
+        let tables = match env::var("EXPORT_TABLES_FILE") {
+            Ok(path) => TableRegistry::from_file(path.as_ref())?,
+            Err(_) => TableRegistry::demo(),
+        };
+        Ok(Self {
+            database_url: SecretString::from(var_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
+            source_database_url: SecretString::from(var_or(
+                "SOURCE_DATABASE_URL",
+                DEFAULT_SOURCE_DATABASE_URL,
+            )),
+            storage,
+            upload_part_size,
+            download_url_ttl: Duration::from_secs(parse_var(
+                "DOWNLOAD_URL_TTL_SECS",
+                "a number of seconds",
+                900,
+            )?),
+            signing_secret: env::var("SIGNING_SECRET").ok().filter(|v| !v.is_empty()).map(SecretString::from),
+            tables,
+        })
+    }
+}
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let bind: SocketAddr =
+            parse_var("API_BIND", "a socket address such as 127.0.0.1:8080", ([127, 0, 0, 1], 8080).into())?;
+        let public_base_url = var_or("PUBLIC_BASE_URL", &format!("http://{bind}"));
+        Ok(Self { bind, public_base_url: public_base_url.trim_end_matches('/').to_owned() })
+    }
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let concurrency: usize = parse_var("WORKER_CONCURRENCY", "a positive number of jobs", 4)?;
+        if concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                var: "WORKER_CONCURRENCY",
+                expected: "a positive number of jobs",
+                value: "0".into(),
+            });
+        }
+        Ok(Self {
+            concurrency,
+            lease: Duration::from_secs(parse_var("JOB_LEASE_SECS", "a number of seconds", 30)?),
+            poll_interval: Duration::from_millis(parse_var(
+                "JOB_POLL_INTERVAL_MS",
+                "a number of milliseconds",
+                1000,
+            )?),
+        })
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { concurrency: 4, lease: Duration::from_secs(30), poll_interval: Duration::from_secs(1) }
+    }
+}
+
+fn var_or(var: &str, default: &str) -> String {
+    env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// Reads `var` and parses it; unset or empty gives `default`, anything unparsable is an error.
+fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) -> Result<T, ConfigError> {
+    match env::var(var) {
+        Ok(value) if !value.is_empty() => {
+            value.trim().parse().map_err(|_| ConfigError::Invalid { var, expected, value })
+        }
+        _ => Ok(default),
+    }
+}

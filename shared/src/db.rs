@@ -1,0 +1,92 @@
+//! The Postgres pool and the embedded migrations (`sql/`).
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::{NoTls, error::SqlState};
+
+mod embedded {
+    refinery::embed_migrations!("../sql");
+}
+
+/// A Postgres failure, classified for the layers above.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("postgres pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(String),
+    #[error("migrations: {0}")]
+    Migration(String),
+    #[error("contention: {0}")]
+    Contention(&'static str),
+}
+
+impl DbError {
+    /// The database cannot be reached right now (down, restarting, pool exhausted): callers
+    /// answer 503 and retry later rather than fail for good.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_none()
+                    || e.code().is_some_and(|c| {
+                        c.code().starts_with("08") // connection exception
+                            || *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                            || *c == SqlState::TOO_MANY_CONNECTIONS
+                    })
+            }
+            Self::Url(_) | Self::Migration(_) | Self::Contention(_) => false,
+        }
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Postgres(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+/// Builds the pool. Connections are made lazily; `wait_timeout`/`create_timeout` bound how long
+/// a request waits when Postgres is down, so it gets a 503 quickly instead of hanging.
+pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
+    let config: tokio_postgres::Config =
+        url.expose_secret().parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| DbError::Url(e.to_string()))
+}
+
+/// Key of the session advisory lock that serialises migration runs.
+const MIGRATION_LOCK: i64 = 0x5354_4d54_4d49_4752; // "STMTMIGR"
+
+/// Applies pending migrations over a dedicated connection, holding an advisory lock so the API
+/// and any number of workers may all call this at start-up.
+pub async fn migrate(url: &SecretString) -> Result<(), DbError> {
+    let (mut client, connection) = tokio_postgres::connect(url.expose_secret(), NoTls).await?;
+    let task = tokio::spawn(connection);
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let report = embedded::migrations::runner()
+        .set_grouped(true)
+        .run_async(&mut client)
+        .await
+        .map_err(|e| DbError::Migration(e.to_string()));
+    drop(client);
+    let _ = task.await;
+    report.map(|_| ())
+}
+
+/// The newest migration version compiled into this binary.
+pub fn latest_migration_version() -> Option<i32> {
+    embedded::migrations::runner().get_migrations().iter().map(|m| m.version()).max()
+}

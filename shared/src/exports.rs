@@ -1,0 +1,296 @@
+//! Export records (table `exports`): creation with deduplication, status, results.
+//!
+//! Deduplication is a partial unique index on `request_hash` over the live exports
+//! (pending, processing, completed and not superseded): concurrent identical requests race on
+//! the index, never on a check-then-insert. Worker writes are fenced by the job's attempt token.
+
+use deadpool_postgres::{GenericClient, Object};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::{db::DbError, queue, statement::StatementRequest};
+
+/// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
+pub const EXPORT_JOB_KIND: &str = "export_statement";
+/// Attempts before an export is FAILED for good.
+pub const EXPORT_MAX_ATTEMPTS: i32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl ExportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "PENDING" => Self::Pending,
+            "PROCESSING" => Self::Processing,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            "EXPIRED" => Self::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// One export as stored.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub id: Uuid,
+    pub api_key_id: Option<Uuid>,
+    pub account_id: String,
+    pub table_name: String,
+    pub date_from: Date,
+    pub date_to: Date,
+    pub format: String,
+    pub status: ExportStatus,
+    pub file_key: Option<String>,
+    pub file_size: Option<i64>,
+    pub row_count: Option<i64>,
+    pub rows_exported: i64,
+    pub sha256: Option<String>,
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub snapshot_at: Option<OffsetDateTime>,
+    pub started_at: Option<OffsetDateTime>,
+    pub completed_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, \
+    file_key, file_size, row_count, rows_exported, sha256, error, created_at, snapshot_at, started_at, \
+    completed_at, expires_at";
+
+impl Export {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        let status: &str = row.get("status");
+        Self {
+            id: row.get("id"),
+            api_key_id: row.get("api_key_id"),
+            account_id: row.get("account_id"),
+            table_name: row.get("table_name"),
+            date_from: row.get("date_from"),
+            date_to: row.get("date_to"),
+            format: row.get("format"),
+            status: ExportStatus::parse(status).unwrap_or(ExportStatus::Failed),
+            file_key: row.get("file_key"),
+            file_size: row.get("file_size"),
+            row_count: row.get("row_count"),
+            rows_exported: row.get("rows_exported"),
+            sha256: row.get("sha256"),
+            error: row.get("error"),
+            created_at: row.get("created_at"),
+            snapshot_at: row.get("snapshot_at"),
+            started_at: row.get("started_at"),
+            completed_at: row.get("completed_at"),
+            expires_at: row.get("expires_at"),
+        }
+    }
+}
+
+/// The outcome of asking for a statement.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub export: Export,
+    /// An identical live export already existed and is returned instead of a new one.
+    pub reused: bool,
+}
+
+/// Arguments of an export job, as stored in `jobs.args`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExportJobArgs {
+    pub export_id: Uuid,
+}
+
+/// Returns the live export for this request, or creates one and enqueues its job in the same
+/// transaction. `force_refresh` retires the live export from deduplication (it stays readable)
+/// and creates a new one.
+pub async fn request(
+    db: &mut Object,
+    request: &StatementRequest,
+    api_key_id: Option<Uuid>,
+    force_refresh: bool,
+) -> Result<Requested, DbError> {
+    let hash = request.request_hash();
+    // A live export can leave the dedup slot (fail, expire) between our insert and our select;
+    // then the next round inserts. Three rounds cover any realistic interleaving.
+    for _ in 0..3 {
+        let tx = db.transaction().await?;
+        if force_refresh {
+            tx.execute(
+                "UPDATE exports SET superseded_at = now()
+                 WHERE request_hash = $1 AND superseded_at IS NULL
+                   AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')",
+                &[&hash.as_slice()],
+            )
+            .await?;
+        }
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO exports (id, request_hash, api_key_id, account_id, table_name, date_from, date_to, format)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (request_hash)
+                         WHERE superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
+                         DO NOTHING
+                     RETURNING {COLUMNS}"
+                ),
+                &[
+                    &Uuid::new_v4(),
+                    &hash.as_slice(),
+                    &api_key_id,
+                    &request.account.as_str(),
+                    &request.table,
+                    &request.range.from(),
+                    &request.range.to(),
+                    &request.format.as_str(),
+                ],
+            )
+            .await?;
+        if let Some(row) = inserted {
+            let export = Export::from_row(&row);
+            let args = serde_json::to_value(ExportJobArgs { export_id: export.id }).expect("serializable");
+            queue::enqueue(&tx, EXPORT_JOB_KIND, &args, EXPORT_MAX_ATTEMPTS).await?;
+            tx.commit().await?;
+            return Ok(Requested { export, reused: false });
+        }
+        let existing = tx
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM exports
+                     WHERE request_hash = $1 AND superseded_at IS NULL
+                       AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')"
+                ),
+                &[&hash.as_slice()],
+            )
+            .await?;
+        tx.commit().await?;
+        if let Some(row) = existing {
+            return Ok(Requested { export: Export::from_row(&row), reused: true });
+        }
+    }
+    Err(DbError::Contention("deduplication did not settle after 3 rounds"))
+}
+
+/// One export by id.
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Export>, DbError> {
+    let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1")).await?;
+    Ok(db.query_opt(&statement, &[&id]).await?.as_ref().map(Export::from_row))
+}
+
+/// A job attempt that holds an export: every write below checks it still holds the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub export_id: Uuid,
+    pub job_id: i64,
+    pub token: Uuid,
+}
+
+/// Condition shared by every fenced write: the job still runs under this attempt's token.
+const FENCE: &str =
+    "EXISTS (SELECT 1 FROM jobs WHERE jobs.id = $2 AND jobs.attempt_token = $3 AND jobs.state = 'running')";
+
+/// Marks the export PROCESSING with the snapshot time. `None` when fenced out or when the
+/// export is no longer waiting to run (cancelled, superseded ones still run).
+pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<Export>, DbError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE exports SET status = 'PROCESSING', started_at = now(), snapshot_at = now(),
+                     rows_exported = 0, error = NULL
+                 WHERE id = $1 AND status IN ('PENDING', 'PROCESSING') AND {FENCE}
+                 RETURNING {COLUMNS}"
+            ),
+            &[&attempt.export_id, &attempt.job_id, &attempt.token],
+        )
+        .await?;
+    Ok(row.as_ref().map(Export::from_row))
+}
+
+/// Records progress. `false` when fenced out.
+pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i64) -> Result<bool, DbError> {
+    let statement = db
+        .prepare_cached(&format!(
+            "UPDATE exports SET rows_exported = $4 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
+        ))
+        .await?;
+    Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
+}
+
+/// The finished file.
+#[derive(Debug, Clone)]
+pub struct ExportResult {
+    pub file_key: String,
+    pub file_size: i64,
+    pub row_count: i64,
+    pub sha256: String,
+}
+
+/// Marks the export COMPLETED and its job completed, atomically. `false` when fenced out:
+/// nothing was written and the caller must discard its object.
+pub async fn complete(db: &mut Object, attempt: Attempt, result: &ExportResult) -> Result<bool, DbError> {
+    let tx = db.transaction().await?;
+    let updated = tx
+        .execute(
+            &format!(
+                "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
+                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL
+                 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
+            ),
+            &[
+                &attempt.export_id,
+                &attempt.job_id,
+                &attempt.token,
+                &result.file_key,
+                &result.file_size,
+                &result.row_count,
+                &result.sha256,
+            ],
+        )
+        .await?;
+    if updated != 1 || !queue::complete(&tx, attempt.job_id, attempt.token).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Marks the export FAILED with a message for the client (no internal details).
+pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now()
+         WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
+        &[&export_id, &message],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Back to PENDING while its job waits for a retry; the message says why.
+pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE exports SET status = 'PENDING', error = $2, rows_exported = 0
+         WHERE id = $1 AND status = 'PROCESSING'",
+        &[&export_id, &message],
+    )
+    .await?;
+    Ok(())
+}

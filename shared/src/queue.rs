@@ -1,0 +1,173 @@
+//! The Postgres job queue (table `jobs`).
+//!
+//! Jobs are enqueued in the caller's transaction, claimed in batches with
+//! `FOR UPDATE SKIP LOCKED`, and held under a lease that the worker extends with one batched
+//! heartbeat. Each claim draws a fresh `attempt_token`; every later write must present it, so a
+//! worker that stalled past its lease cannot overwrite a job another worker has re-claimed.
+//! No transaction is held open while a job runs.
+
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+/// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
+pub const NOTIFY_CHANNEL: &str = "statement_jobs";
+
+/// A job this worker holds under lease.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub args: serde_json::Value,
+    /// 1 for the first run.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// Fencing token of this attempt.
+    pub token: Uuid,
+}
+
+/// Adds a job. Call it inside the transaction that writes the domain row so both commit or
+/// neither does. Returns the job id.
+pub async fn enqueue(
+    db: &impl GenericClient,
+    kind: &str,
+    args: &serde_json::Value,
+    max_attempts: i32,
+) -> Result<i64, DbError> {
+    let row = db
+        .query_one(
+            "INSERT INTO jobs (kind, args, max_attempts) VALUES ($1, $2, $3) RETURNING id",
+            &[&kind, args, &max_attempts],
+        )
+        .await?;
+    db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
+    Ok(row.get(0))
+}
+
+/// Claims up to `limit` ready jobs for `worker_id`, highest priority and oldest first.
+pub async fn claim(
+    db: &impl GenericClient,
+    worker_id: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>, DbError> {
+    let statement = db.prepare_cached(include_str!("queue/claim.sql")).await?;
+    let rows = db.query(&statement, &[&limit, &worker_id, &lease_seconds(lease)]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| ClaimedJob {
+            id: row.get("id"),
+            kind: row.get("kind"),
+            args: row.get("args"),
+            attempt: row.get("attempt"),
+            max_attempts: row.get("max_attempts"),
+            token: row.get("attempt_token"),
+        })
+        .collect())
+}
+
+/// Extends the lease of every job this worker still holds, in one statement. Returns the
+/// tokens that are still valid; a token missing from the answer was lost (rescued or cancelled)
+/// and its job must stop.
+pub async fn heartbeat(
+    db: &impl GenericClient,
+    tokens: &[Uuid],
+    lease: Duration,
+) -> Result<Vec<Uuid>, DbError> {
+    if tokens.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = db
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
+             WHERE attempt_token = ANY($1) AND state = 'running'
+             RETURNING attempt_token",
+        )
+        .await?;
+    let rows = db.query(&statement, &[&tokens, &lease_seconds(lease)]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Marks the attempt completed. `false`: the token no longer holds the job (fenced out).
+pub async fn complete(db: &impl GenericClient, id: i64, token: Uuid) -> Result<bool, DbError> {
+    let statement = db
+        .prepare_cached(
+            "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
+             WHERE id = $1 AND attempt_token = $2 AND state = 'running'",
+        )
+        .await?;
+    Ok(db.execute(&statement, &[&id, &token]).await? == 1)
+}
+
+/// What happened to a job whose attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Scheduled to run again at the given time.
+    Retrying(OffsetDateTime),
+    /// No attempts left, or the error was fatal.
+    Failed,
+    /// The token no longer holds the job: nothing was written.
+    Fenced,
+}
+
+/// Records a failed attempt: back to the queue at `retry_at` when there is one and attempts
+/// remain, otherwise `failed` for good.
+pub async fn fail(
+    db: &impl GenericClient,
+    id: i64,
+    token: Uuid,
+    error: &str,
+    retry_at: Option<OffsetDateTime>,
+) -> Result<FailOutcome, DbError> {
+    let row = db
+        .query_opt(
+            "UPDATE jobs SET
+                 state = CASE WHEN $4::timestamptz IS NOT NULL AND attempt < max_attempts
+                              THEN 'retryable' ELSE 'failed' END,
+                 run_at = COALESCE($4, run_at),
+                 finished_at = CASE WHEN $4::timestamptz IS NOT NULL AND attempt < max_attempts
+                                    THEN NULL ELSE now() END,
+                 last_error = $3, lease_expires_at = NULL, attempt_token = NULL
+             WHERE id = $1 AND attempt_token = $2 AND state = 'running'
+             RETURNING state, run_at",
+            &[&id, &token, &error, &retry_at],
+        )
+        .await?;
+    Ok(match row {
+        None => FailOutcome::Fenced,
+        Some(row) if row.get::<_, &str>("state") == "retryable" => FailOutcome::Retrying(row.get("run_at")),
+        Some(_) => FailOutcome::Failed,
+    })
+}
+
+/// Returns jobs whose lease expired to the queue, or fails them when no attempts remain.
+/// Returns the ids and args of the jobs that failed for good, so their owners can record it.
+pub async fn rescue_expired(
+    db: &impl GenericClient,
+) -> Result<Vec<(i64, String, serde_json::Value)>, DbError> {
+    let rows = db
+        .query(
+            "UPDATE jobs SET
+                 state = CASE WHEN attempt < max_attempts THEN 'retryable' ELSE 'failed' END,
+                 finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+                 last_error = 'worker lost its lease (crashed or stalled) during attempt ' || attempt,
+                 lease_expires_at = NULL, attempt_token = NULL, run_at = now()
+             WHERE state = 'running' AND lease_expires_at < now()
+             RETURNING id, kind, args, state",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, &str>("state") == "failed")
+        .map(|r| (r.get("id"), r.get("kind"), r.get("args")))
+        .collect())
+}
+
+fn lease_seconds(lease: Duration) -> f64 {
+    lease.as_secs_f64()
+}

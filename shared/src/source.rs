@@ -1,0 +1,102 @@
+//! The read-only MySQL/MariaDB transactions database.
+//!
+//! The service connects as a user with SELECT only. Each export reads inside one
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` and streams rows with the text
+//! protocol, which returns every value exactly as the server formats it (no float conversion).
+
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, prelude::Queryable};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::tables::TableRegistry;
+
+pub use mysql_async::{Error as MysqlError, Row, Transaction, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid SOURCE_DATABASE_URL: {0}")]
+    Url(String),
+    #[error("source database: {0}")]
+    Mysql(#[from] mysql_async::Error),
+    #[error("table {table:?}: {problem}")]
+    Schema { table: String, problem: String },
+}
+
+impl SourceError {
+    /// Configuration problems (a table or column that does not exist, a refused SELECT) cannot
+    /// be fixed by retrying; connection problems can.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Mysql(mysql_async::Error::Server(e)) => !matches!(
+                e.code,
+                1044 | 1045 | 1049 | 1054 | 1142 | 1143 | 1146 // access denied, unknown db/column/table
+            ),
+            Self::Mysql(_) => true,
+            Self::Url(_) | Self::Schema { .. } => false,
+        }
+    }
+}
+
+/// A pool of read-only connections to the source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pool: Pool,
+}
+
+impl Source {
+    pub fn new(url: &SecretString, max_connections: usize) -> Result<Self, SourceError> {
+        let opts = Opts::from_url(url.expose_secret()).map_err(|e| SourceError::Url(e.to_string()))?;
+        let constraints = PoolConstraints::new(0, max_connections.max(1)).expect("0 <= max");
+        let opts = OptsBuilder::from_opts(opts).pool_opts(PoolOpts::default().with_constraints(constraints));
+        Ok(Self { pool: Pool::new(opts) })
+    }
+
+    /// Opens a read-only transaction on a consistent snapshot: rows committed after this call
+    /// are invisible to it.
+    pub async fn snapshot(&self) -> Result<Transaction<'static>, SourceError> {
+        let mut opts = TxOpts::default();
+        opts.with_consistent_snapshot(true).with_readonly(Some(true));
+        Ok(self.pool.start_transaction(opts).await?)
+    }
+
+    /// Whether the source answers.
+    pub async fn ping(&self) -> Result<(), SourceError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    /// Checks every configured table and column exists and is readable.
+    pub async fn validate(&self, tables: &TableRegistry) -> Result<(), SourceError> {
+        let mut conn = self.pool.get_conn().await?;
+        for spec in tables.iter() {
+            let mut needed: Vec<&str> = spec.columns.iter().map(String::as_str).collect();
+            needed.extend([spec.account_column.as_str(), spec.date_column.as_str(), spec.id_column.as_str()]);
+            let sql = format!(
+                "SELECT {} FROM `{}` WHERE 1 = 0",
+                needed.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                spec.source_table()
+            );
+            conn.query_drop(sql).await.map_err(|e| match e {
+                mysql_async::Error::Server(server) => {
+                    SourceError::Schema { table: spec.name.clone(), problem: server.message }
+                }
+                other => SourceError::Mysql(other),
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.pool.disconnect().await;
+    }
+}
+
+/// A row value as CSV bytes: `None` for NULL. The text protocol yields bytes for every other
+/// value; anything else would be a protocol surprise and is rendered through its SQL form.
+pub fn value_bytes(value: &Value) -> Option<std::borrow::Cow<'_, [u8]>> {
+    match value {
+        Value::NULL => None,
+        Value::Bytes(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+        other => Some(std::borrow::Cow::Owned(other.as_sql(true).into_bytes())),
+    }
+}

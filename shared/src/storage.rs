@@ -1,0 +1,166 @@
+//! Export files in object storage: local disk (default), S3 or MinIO, through `object_store`.
+//!
+//! Uploads go through `object_store`'s multipart writer, so nothing appears under the final key
+//! until the upload completes, and an aborted upload leaves nothing behind. Downloads are
+//! short-lived signed URLs: pre-signed GETs for S3, HMAC-signed API URLs for local disk.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use object_store::{
+    ObjectStore, ObjectStoreExt,
+    aws::{AmazonS3, AmazonS3Builder},
+    buffered::BufWriter,
+    local::LocalFileSystem,
+    path::Path,
+    signer::{Method, Signer},
+};
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+
+use crate::{config::StorageConfig, signing::UrlSigner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid object key {0:?}")]
+    Key(String),
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local,
+    S3(Arc<AmazonS3>),
+}
+
+/// The export file store.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    backend: Backend,
+    part_size: usize,
+}
+
+impl Storage {
+    pub fn new(config: &StorageConfig, part_size: usize) -> Result<Self, StorageError> {
+        match config {
+            StorageConfig::Local { root } => {
+                std::fs::create_dir_all(root)?;
+                let store = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
+                Ok(Self { store: Arc::new(store), backend: Backend::Local, part_size })
+            }
+            StorageConfig::S3(s3) => {
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_virtual_hosted_style_request(!s3.path_style);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder =
+                        builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
+                }
+                if let Some(id) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(id);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose_secret());
+                }
+                let s3 = Arc::new(builder.build()?);
+                Ok(Self { store: s3.clone(), backend: Backend::S3(s3), part_size })
+            }
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local)
+    }
+
+    /// A writer for a new object at `key`; see [`Upload`].
+    pub fn upload(&self, key: &str) -> Result<Upload, StorageError> {
+        let path = parse_key(key)?;
+        let writer =
+            BufWriter::with_capacity(self.store.clone(), path, self.part_size).with_max_concurrency(2);
+        Ok(Upload { writer: Some(writer) })
+    }
+
+    /// The object's bytes as a stream (used by the API to serve local files).
+    pub async fn get(&self, key: &str) -> Result<object_store::GetResult, StorageError> {
+        Ok(self.store.get(&parse_key(key)?).await?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&parse_key(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the store answers: a cheap HEAD of a key that need not exist.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self.store.head(&Path::from("health/ping")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A URL that lets its holder download `key` until it expires. For local storage the URL
+    /// points at the API's `/files/` route under `public_base_url`.
+    pub async fn download_url(
+        &self,
+        key: &str,
+        ttl: Duration,
+        public_base_url: &str,
+        signer: &UrlSigner,
+    ) -> Result<(String, OffsetDateTime), StorageError> {
+        let expires_at = OffsetDateTime::now_utc() + ttl;
+        match &self.backend {
+            Backend::Local => {
+                let expires = expires_at.unix_timestamp();
+                let signature = signer.sign(key, expires);
+                Ok((
+                    format!("{public_base_url}/files/{key}?expires={expires}&signature={signature}"),
+                    expires_at,
+                ))
+            }
+            Backend::S3(s3) => {
+                let url = s3.signed_url(Method::GET, &parse_key(key)?, ttl).await?;
+                Ok((url.to_string(), expires_at))
+            }
+        }
+    }
+}
+
+fn parse_key(key: &str) -> Result<Path, StorageError> {
+    Path::parse(key).map_err(|_| StorageError::Key(key.to_owned()))
+}
+
+/// An upload in progress. Nothing is visible under the key until [`Upload::finish`]; on any
+/// error call [`Upload::abort`] (dropping it without either also leaves no object).
+pub struct Upload {
+    writer: Option<BufWriter>,
+}
+
+impl Upload {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        let writer = self.writer.as_mut().ok_or(StorageError::Key("upload already finished".into()))?;
+        writer.put(chunk).await?;
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn abort(mut self) -> Result<(), StorageError> {
+        if let Some(mut writer) = self.writer.take() {
+            writer.abort().await?;
+        }
+        Ok(())
+    }
+}
