@@ -1,1 +1,105 @@
+//! The statement export HTTP API (poem + poem-openapi). The OpenAPI document is generated from
+//! this code; `openapi.yaml` at the repository root is a committed copy checked by a test.
 
+pub mod auth;
+pub mod error;
+pub mod exports;
+pub mod files;
+pub mod health;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use deadpool_postgres::Pool;
+use poem::{EndpointExt, Route, endpoint::make_sync, middleware::Tracing};
+use poem_openapi::{OpenApiService, Tags};
+use secrecy::ExposeSecret;
+use shared::{
+    config::{ApiConfig, Config},
+    db,
+    signing::UrlSigner,
+    storage::Storage,
+    tables::TableRegistry,
+};
+
+/// Everything a request handler needs.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub storage: Storage,
+    pub signer: UrlSigner,
+    pub tables: Arc<TableRegistry>,
+    pub public_base_url: String,
+    pub download_url_ttl: Duration,
+    /// Longest statement a client may request, in days.
+    pub max_range_days: i64,
+}
+
+impl AppState {
+    pub fn from_config(config: &Config, api: &ApiConfig) -> anyhow::Result<Self> {
+        let signer = match &config.signing_secret {
+            Some(secret) => UrlSigner::new(secret.expose_secret().as_bytes()),
+            None => {
+                tracing::warn!(
+                    "SIGNING_SECRET is not set: download links use a random key and stop working \
+                     when the API restarts (set it when running more than one API process)"
+                );
+                UrlSigner::random()
+            }
+        };
+        Ok(Self {
+            pool: db::pool(&config.database_url, 16).context("DATABASE_URL")?,
+            storage: Storage::new(&config.storage, config.upload_part_size).context("storage")?,
+            signer,
+            tables: Arc::new(config.tables.clone()),
+            public_base_url: api.public_base_url.clone(),
+            download_url_ttl: config.download_url_ttl,
+            max_range_days: 3660,
+        })
+    }
+}
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Statement exports
+    Exports,
+    /// Health and readiness
+    Operations,
+}
+
+/// The OpenAPI service (operations and their generated document).
+pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthApi), ()> {
+    OpenApiService::new((exports::ExportsApi, health::HealthApi), "Bank statement export service", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Request a bank statement export (account, table, date range), poll it by reference id, \
+             and download the CSV through a short-lived signed URL. Identical requests are deduplicated. \
+             Every error is an RFC 9457 `application/problem+json` document.",
+        )
+}
+
+/// The generated spec as YAML (what `openapi.yaml` must equal).
+pub fn openapi_yaml() -> String {
+    openapi_service().spec_yaml()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> impl poem::Endpoint {
+    let service = openapi_service();
+    let spec_json = service.spec();
+    let spec_yaml = service.spec_yaml();
+    let docs = service.swagger_ui();
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.json", make_sync(move |_| spec_json.clone()).map_to_response().with(json_content_type()))
+        .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
+        .at("/files/*key", poem::get(files::download))
+        .with(poem::middleware::SizeLimit::new(64 * 1024))
+        .catch_all_error(error::into_problem)
+        .data(state)
+        .with(Tracing)
+}
+
+fn json_content_type() -> poem::middleware::SetHeader {
+    poem::middleware::SetHeader::new().overriding(poem::http::header::CONTENT_TYPE, "application/json")
+}

@@ -91,12 +91,12 @@ impl Source {
     }
 }
 
-/// A row value as CSV bytes: `None` for NULL. The text protocol yields bytes for every other
-/// value; anything else would be a protocol surprise and is rendered through its SQL form.
-pub fn value_bytes(value: &Value) -> Option<std::borrow::Cow<'_, [u8]>> {
+/// A row value's bytes, `None` for NULL. The text protocol yields bytes for every non-NULL
+/// value; anything else is a protocol surprise the caller must refuse rather than guess at.
+pub fn text_value(value: &Value) -> Result<Option<&[u8]>, ()> {
     match value {
-        Value::NULL => None,
-        Value::Bytes(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
-        other => Some(std::borrow::Cow::Owned(other.as_sql(true).into_bytes())),
+        Value::NULL => Ok(None),
+        Value::Bytes(bytes) => Ok(Some(bytes)),
+        _ => Err(()),
     }
 }

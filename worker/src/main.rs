@@ -1,1 +1,51 @@
-fn main() {}
+use anyhow::Context as _;
+use clap::Parser;
+use shared::config::{Config, WorkerConfig};
+use worker::runner::Runner;
+
+/// Statement export worker: claims export jobs from Postgres, streams rows from the source
+/// database to CSV in object storage.
+///
+/// Configuration comes from environment variables (see .env.example).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Run the jobs that are ready now, then exit (instead of running until SIGTERM).
+    #[arg(long)]
+    once: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::from_env()?;
+    let worker_config = WorkerConfig::from_env()?;
+    shared::db::migrate(&config.database_url).await.context("applying migrations")?;
+    let ctx = worker::context(&config, worker_config.concurrency)?;
+    if let Err(e) = ctx.source.validate(&ctx.tables).await {
+        tracing::warn!(error = %e, "source database check failed; exports will retry until it answers");
+    }
+    let runner = Runner::new(ctx, worker_config);
+    if cli.once {
+        let done = runner.run_pending().await?;
+        tracing::info!(jobs = done, "ran the ready jobs");
+        return Ok(());
+    }
+    runner.run(&config.database_url, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,234 @@
+//! `/api/export`: create a statement export and read its status.
+
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::Example};
+use shared::{
+    api_keys::ApiKey,
+    exports::{self, Export, ExportStatus},
+    statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{
+    AppState, ApiTags,
+    auth::BearerKey,
+    error::{ApiError, ErrorResponse},
+};
+
+/// A request for one account's statement over a date range.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct ExportRequest {
+    /// The account whose transactions to export (1-64 of `A-Z a-z 0-9 . _ -`).
+    pub account_id: String,
+    /// A configured exportable table, e.g. `bank_transactions`.
+    pub table_name: String,
+    /// First day, inclusive (`YYYY-MM-DD`).
+    pub date_from: String,
+    /// Last day, inclusive (`YYYY-MM-DD`).
+    pub date_to: String,
+    /// Make a new export even when an identical one exists.
+    #[oai(default)]
+    pub force_refresh: bool,
+    /// Output format; `csv` (default).
+    pub format: Option<String>,
+}
+
+impl Example for ExportRequest {
+    fn example() -> Self {
+        Self {
+            account_id: "ACC-1001".into(),
+            table_name: "bank_transactions".into(),
+            date_from: "2024-01-01".into(),
+            date_to: "2024-01-31".into(),
+            force_refresh: false,
+            format: None,
+        }
+    }
+}
+
+/// Export states. `PENDING` → `PROCESSING` → `COMPLETED` or `FAILED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl From<ExportStatus> for Status {
+    fn from(s: ExportStatus) -> Self {
+        match s {
+            ExportStatus::Pending => Self::Pending,
+            ExportStatus::Processing => Self::Processing,
+            ExportStatus::Completed => Self::Completed,
+            ExportStatus::Failed => Self::Failed,
+            ExportStatus::Cancelled => Self::Cancelled,
+            ExportStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// The answer to an export request.
+#[derive(Debug, Object)]
+pub struct ExportAccepted {
+    /// Use it to poll `GET /api/export/{reference_id}`.
+    pub reference_id: Uuid,
+    pub status: Status,
+    /// `true` when an identical export already existed and is returned instead of a new one.
+    pub reused: bool,
+    pub message: String,
+}
+
+/// An export's state and, once completed, its file.
+#[derive(Debug, Object)]
+pub struct ExportDetails {
+    pub reference_id: Uuid,
+    pub status: Status,
+    pub account_id: String,
+    pub table_name: String,
+    /// `YYYY-MM-DD`
+    pub date_from: String,
+    /// `YYYY-MM-DD`
+    pub date_to: String,
+    pub format: String,
+    /// Short-lived signed download URL (COMPLETED only).
+    pub file_url: Option<String>,
+    /// When `file_url` stops working.
+    pub file_url_expires_at: Option<OffsetDateTime>,
+    /// File size in bytes.
+    pub file_size: Option<i64>,
+    /// Data rows in the file (the header row not counted).
+    pub row_count: Option<i64>,
+    /// Rows written so far (progress while PROCESSING).
+    pub rows_exported: i64,
+    /// Hex SHA-256 of the file.
+    pub sha256: Option<String>,
+    /// Why the export failed (FAILED), or why the last attempt failed (PENDING, retrying).
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum CreateResponse {
+    /// A new export was queued.
+    #[oai(status = 202)]
+    Accepted(Json<ExportAccepted>),
+    /// An identical export exists; it is returned (`reused: true`).
+    #[oai(status = 200)]
+    Reused(Json<ExportAccepted>),
+}
+
+pub struct ExportsApi;
+
+#[OpenApi(tag = "ApiTags::Exports")]
+impl ExportsApi {
+    /// Request a statement export
+    ///
+    /// Answers at once with a reference id; a worker produces the file in the background.
+    /// Identical requests (same account, table, dates and format) return the existing export
+    /// unless `force_refresh` is set.
+    #[oai(path = "/api/export", method = "post")]
+    async fn create(
+        &self,
+        state: poem::web::Data<&AppState>,
+        auth: BearerKey,
+        body: Json<ExportRequest>,
+    ) -> Result<CreateResponse, ErrorResponse> {
+        let key = state.authenticate(&auth).await?;
+        let request = validate(&state, &body.0)?;
+        if !key.may_access(request.account.as_str()) {
+            return Err(ApiError::Forbidden("This API key may not export this account.").into());
+        }
+        let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let requested = exports::request(&mut db, &request, Some(key.id), body.0.force_refresh).await?;
+        let export = requested.export;
+        let accepted = ExportAccepted {
+            reference_id: export.id,
+            status: export.status.into(),
+            reused: requested.reused,
+            message: if requested.reused {
+                "An identical export already exists".into()
+            } else {
+                "Export job queued successfully".into()
+            },
+        };
+        Ok(if requested.reused { CreateResponse::Reused(Json(accepted)) } else { CreateResponse::Accepted(Json(accepted)) })
+    }
+
+    /// Get an export's status and download link
+    #[oai(path = "/api/export/:reference_id", method = "get")]
+    async fn get(
+        &self,
+        state: poem::web::Data<&AppState>,
+        auth: BearerKey,
+        /// The `reference_id` returned when the export was requested.
+        reference_id: Path<Uuid>,
+    ) -> Result<Json<ExportDetails>, ErrorResponse> {
+        let key = state.authenticate(&auth).await?;
+        let db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let export = exports::get(&db, reference_id.0).await?;
+        let Some(export) = export.filter(|e| visible_to(&key, e)) else {
+            return Err(ApiError::NotFound("No export with this reference id.").into());
+        };
+        Ok(Json(details(&state, export).await?))
+    }
+}
+
+/// A key sees the exports of the accounts it may access; others look like they do not exist.
+fn visible_to(key: &ApiKey, export: &Export) -> bool {
+    key.may_access(&export.account_id)
+}
+
+fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, ApiError> {
+    let mut errors = Vec::new();
+    let account = AccountId::parse(&body.account_id).map_err(|e| errors.push(e)).ok();
+    if state.tables.get(&body.table_name).is_none() {
+        let known: Vec<&str> = state.tables.names().collect();
+        errors.push(FieldError::new("table_name", format!("must be one of: {}", known.join(", "))));
+    }
+    let range =
+        DateRange::parse(&body.date_from, &body.date_to, state.max_range_days).map_err(|e| errors.push(e)).ok();
+    let format = ExportFormat::parse(body.format.as_deref().unwrap_or("csv")).map_err(|e| errors.push(e)).ok();
+    match (account, range, format) {
+        (Some(account), Some(range), Some(format)) if errors.is_empty() => {
+            Ok(StatementRequest { account, table: body.table_name.clone(), range, format })
+        }
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiError> {
+    let (file_url, file_url_expires_at) = match (&export.status, &export.file_key) {
+        (ExportStatus::Completed, Some(key)) => {
+            let (url, expires) = state
+                .storage
+                .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
+                .await?;
+            (Some(url), Some(expires))
+        }
+        _ => (None, None),
+    };
+    Ok(ExportDetails {
+        reference_id: export.id,
+        status: export.status.into(),
+        account_id: export.account_id,
+        table_name: export.table_name,
+        date_from: export.date_from.to_string(),
+        date_to: export.date_to.to_string(),
+        format: export.format,
+        file_url,
+        file_url_expires_at,
+        file_size: export.file_size,
+        row_count: export.row_count,
+        rows_exported: export.rows_exported,
+        sha256: export.sha256,
+        error: export.error,
+        created_at: export.created_at,
+        completed_at: export.completed_at,
+    })
+}

@@ -1,0 +1,188 @@
+//! `export_statement`: stream one account's rows from the source into a CSV object.
+//!
+//! Stages overlap through a bounded channel: the source reader encodes rows into CSV chunks and
+//! hashes them, while the uploader writes earlier chunks to storage. Memory is bounded by the
+//! channel depth, the chunk size and the upload part size, whatever the row count.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, anyhow};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use shared::{
+    csv_out::CsvEncoder,
+    exports::{self, Attempt, ExportJobArgs, ExportResult},
+    queue::ClaimedJob,
+    source::{self, SourceError, Transaction},
+    statement::{AccountId, DateRange},
+    storage::{StorageError, Upload},
+    tables::TableSpec,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{JobContext, JobError};
+
+/// Bytes of CSV handed to the uploader at a time.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks in flight between the reader and the uploader.
+const CHANNEL_DEPTH: usize = 4;
+
+pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
+    let args: ExportJobArgs = serde_json::from_value(job.args.clone())
+        .map_err(|e| JobError::Fatal(anyhow!("malformed job arguments: {e}")))?;
+    let attempt = Attempt { export_id: args.export_id, job_id: job.id, token: job.token };
+    let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    let Some(export) = exports::start(&db, attempt).await? else {
+        return Err(JobError::Fenced);
+    };
+    let spec = ctx
+        .tables
+        .get(&export.table_name)
+        .ok_or_else(|| JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name)))?;
+    let account = AccountId::parse(&export.account_id).map_err(|e| JobError::Fatal(e.into()))?;
+    let range = DateRange::new(export.date_from, export.date_to, i64::MAX).map_err(|e| JobError::Fatal(e.into()))?;
+    let key = format!(
+        "exports/{id}/attempt-{n}/statement_{account}_{from}_{to}.csv",
+        id = export.id,
+        n = job.attempt,
+        from = range.from(),
+        to = range.to(),
+    );
+
+    let started = Instant::now();
+    let upload = ctx.storage.upload(&key).map_err(storage_error)?;
+    let (chunks, receiver) = mpsc::channel(CHANNEL_DEPTH);
+    let uploader = tokio::spawn(upload_chunks(upload, receiver));
+    let produced = produce(ctx, spec, &account, &range, attempt, &cancel, &chunks).await;
+    if produced.is_ok() {
+        let _ = chunks.send(Chunk::Finish).await;
+    }
+    drop(chunks); // closed without Finish, the uploader aborts: no object appears
+    let uploaded = uploader.await.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
+    let (rows, size, digest) = produced?;
+    uploaded.map_err(storage_error)?;
+
+    let result = ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
+    if !exports::complete(&mut db, attempt, &result).await? {
+        // Another attempt owns the export now; our object must not linger.
+        warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
+        let _ = ctx.storage.delete(&key).await;
+        return Err(JobError::Fenced);
+    }
+    let elapsed = started.elapsed();
+    info!(
+        export.id = %export.id,
+        rows,
+        size_bytes = size,
+        duration_ms = elapsed.as_millis() as u64,
+        "export {} completed",
+        export.id
+    );
+    Ok(())
+}
+
+enum Chunk {
+    Data(Bytes),
+    Finish,
+}
+
+/// Writes chunks until `Finish`; a channel closed without it aborts the upload.
+async fn upload_chunks(mut upload: Upload, mut receiver: mpsc::Receiver<Chunk>) -> Result<(), StorageError> {
+    loop {
+        match receiver.recv().await {
+            Some(Chunk::Data(bytes)) => {
+                if let Err(e) = upload.write(bytes).await {
+                    let _ = upload.abort().await;
+                    return Err(e);
+                }
+            }
+            Some(Chunk::Finish) => return upload.finish().await,
+            None => {
+                upload.abort().await?;
+                return Err(StorageError::Key("upload abandoned".into()));
+            }
+        }
+    }
+}
+
+/// Reads the statement inside one snapshot and sends CSV chunks. Returns rows, bytes, SHA-256.
+async fn produce(
+    ctx: &JobContext,
+    spec: &TableSpec,
+    account: &AccountId,
+    range: &DateRange,
+    attempt: Attempt,
+    cancel: &CancellationToken,
+    chunks: &mpsc::Sender<Chunk>,
+) -> Result<(i64, u64, String), JobError> {
+    let mut encoder = CsvEncoder::new(CHUNK_BYTES);
+    encoder.write_record(spec.columns.iter().map(|c| Some(c.as_bytes())));
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut rows: i64 = 0;
+    let mut last_progress = Instant::now();
+
+    let mut tx: Transaction<'static> = ctx.source.snapshot().await.map_err(source_error)?;
+    {
+        let mut result = mysql_async::prelude::Queryable::query_iter(&mut tx, spec.select_sql(account, range))
+            .await
+            .map_err(|e| source_error(SourceError::from(e)))?;
+        while let Some(row) = result.next().await.map_err(|e| source_error(SourceError::from(e)))? {
+            if let Some(i) = (0..row.len()).find(|&i| row.as_ref(i).is_some_and(|v| source::text_value(v).is_err())) {
+                return Err(JobError::Fatal(anyhow!("column {i} did not arrive as text")));
+            }
+            encoder.write_record((0..row.len()).map(|i| row.as_ref(i).and_then(|v| source::text_value(v).ok()?)));
+            rows += 1;
+            if let Some(chunk) = encoder.take_full_chunk() {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                if cancel.is_cancelled() {
+                    return Err(JobError::Fenced);
+                }
+                chunks.send(Chunk::Data(chunk)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
+                if last_progress.elapsed() >= ctx.progress_interval {
+                    last_progress = Instant::now();
+                    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+                    if !exports::record_progress(&db, attempt, rows).await? {
+                        return Err(JobError::Fenced);
+                    }
+                }
+            }
+        }
+    }
+    tx.commit().await.map_err(|e| source_error(SourceError::from(e)))?;
+    let last = encoder.take();
+    hasher.update(&last);
+    size += last.len() as u64;
+    if !last.is_empty() {
+        chunks.send(Chunk::Data(last)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
+    }
+    Ok((rows, size, hex::encode(hasher.finalize())))
+}
+
+fn source_error(e: SourceError) -> JobError {
+    if e.is_retryable() { JobError::Retryable(e.into()) } else { JobError::Fatal(e.into()) }
+}
+
+fn storage_error(e: StorageError) -> JobError {
+    JobError::Retryable(anyhow::Error::from(e).context("storage"))
+}
+
+/// Keeps the export row in step with its job: PENDING while a retry waits, FAILED for good.
+pub async fn on_failure(ctx: &JobContext, args: &serde_json::Value, retrying: bool, message: &str) {
+    let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return };
+    let outcome = async {
+        let db = ctx.pool.get().await.context("postgres")?;
+        if retrying {
+            exports::retry_later(&db, args.export_id, message).await?;
+        } else {
+            exports::fail(&db, args.export_id, message).await?;
+        }
+        anyhow::Ok(())
+    };
+    if let Err(e) = outcome.await {
+        warn!(export.id = %args.export_id, error = %e, "could not record the failed attempt");
+    }
+}
