@@ -80,13 +80,13 @@ impl Problem {
             errors: Vec::new(),
         }
     }
-
 }
 
 impl Example for Problem {
     fn example() -> Self {
         let mut p = Self::new(StatusCode::BAD_REQUEST, "The request is invalid.");
-        p.errors.push(ProblemField { field: "date_from".into(), message: "must not be after date_to".into() });
+        p.errors
+            .push(ProblemField { field: "date_from".into(), message: "must not be after date_to".into() });
         p
     }
 }
@@ -187,8 +187,5 @@ pub fn problem_response(problem: Problem) -> Response {
         "status": problem.status,
         "detail": problem.detail,
     });
-    Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .body(body.to_string())
+    Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
 }

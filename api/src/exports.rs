@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    AppState, ApiTags,
+    ApiTags, AppState,
     auth::BearerKey,
     error::{ApiError, ErrorResponse},
 };
@@ -157,7 +157,11 @@ impl ExportsApi {
                 "Export job queued successfully".into()
             },
         };
-        Ok(if requested.reused { CreateResponse::Reused(Json(accepted)) } else { CreateResponse::Accepted(Json(accepted)) })
+        Ok(if requested.reused {
+            CreateResponse::Reused(Json(accepted))
+        } else {
+            CreateResponse::Accepted(Json(accepted))
+        })
     }
 
     /// Get an export's status and download link
@@ -191,9 +195,11 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
         let known: Vec<&str> = state.tables.names().collect();
         errors.push(FieldError::new("table_name", format!("must be one of: {}", known.join(", "))));
     }
-    let range =
-        DateRange::parse(&body.date_from, &body.date_to, state.max_range_days).map_err(|e| errors.push(e)).ok();
-    let format = ExportFormat::parse(body.format.as_deref().unwrap_or("csv")).map_err(|e| errors.push(e)).ok();
+    let range = DateRange::parse(&body.date_from, &body.date_to, state.max_range_days)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let format =
+        ExportFormat::parse(body.format.as_deref().unwrap_or("csv")).map_err(|e| errors.push(e)).ok();
     match (account, range, format) {
         (Some(account), Some(range), Some(format)) if errors.is_empty() => {
             Ok(StatementRequest { account, table: body.table_name.clone(), range, format })

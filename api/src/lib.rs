@@ -69,12 +69,16 @@ pub enum ApiTags {
 
 /// The OpenAPI service (operations and their generated document).
 pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthApi), ()> {
-    OpenApiService::new((exports::ExportsApi, health::HealthApi), "Bank statement export service", env!("CARGO_PKG_VERSION"))
-        .description(
-            "Request a bank statement export (account, table, date range), poll it by reference id, \
+    OpenApiService::new(
+        (exports::ExportsApi, health::HealthApi),
+        "Bank statement export service",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Request a bank statement export (account, table, date range), poll it by reference id, \
              and download the CSV through a short-lived signed URL. Identical requests are deduplicated. \
              Every error is an RFC 9457 `application/problem+json` document.",
-        )
+    )
 }
 
 /// The generated spec as YAML (what `openapi.yaml` must equal).
@@ -91,13 +95,41 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     Route::new()
         .nest("/", service)
         .nest("/docs", docs)
-        .at("/openapi.json", make_sync(move |_| spec_json.clone()).map_to_response().with(json_content_type()))
+        .at(
+            "/openapi.json",
+            make_sync(move |_| spec_json.clone()).map_to_response().with(json_content_type()),
+        )
         .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
         .at("/files/*key", poem::get(files::download))
-        .with(poem::middleware::SizeLimit::new(64 * 1024))
+        .around(limit_body)
         .catch_all_error(error::into_problem)
         .data(state)
         .with(Tracing)
+}
+
+/// Largest request body accepted (requests are a few hundred bytes of JSON).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whether announced by `Content-Length` or
+/// streamed chunked. (poem's `SizeLimit` also demands `Content-Length` on body-less requests.)
+async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: poem::Request) -> poem::Result<poem::Response> {
+    use poem::{IntoResponse, http::StatusCode};
+    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY_BYTES => return Err(too_large()),
+        Some(_) => {}
+        None if req.headers().contains_key(poem::http::header::TRANSFER_ENCODING) => {
+            let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+            req.set_body(body);
+        }
+        None => {}
+    }
+    Ok(ep.call(req).await?.into_response())
 }
 
 fn json_content_type() -> poem::middleware::SetHeader {

@@ -96,11 +96,19 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
             let role = Role::parse(&role).context("--role must be `client` or `admin`")?;
             let accounts = (!accounts.is_empty()).then_some(accounts);
             let (key, new) = api_keys::create(&db, &name, role, accounts.as_deref()).await?;
-            eprintln!("Created {} key {:?} ({}). It is shown once; store it now:", key.role.as_str(), key.name, key.id);
+            eprintln!(
+                "Created {} key {:?} ({}). It is shown once; store it now:",
+                key.role.as_str(),
+                key.name,
+                key.id
+            );
             println!("{}", new.plaintext);
         }
         KeyAction::List => {
-            println!("{:<36}  {:<11}  {:<6}  {:<8}  {:<20}  NAME", "ID", "PREFIX", "ROLE", "STATE", "LAST USED");
+            println!(
+                "{:<36}  {:<11}  {:<6}  {:<8}  {:<20}  NAME",
+                "ID", "PREFIX", "ROLE", "STATE", "LAST USED"
+            );
             for key in api_keys::list(&db).await? {
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
                 let last = key.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());

@@ -1,1 +1,291 @@
+//! `TestApp`: the real wiring on real services, one fresh world per test.
+//!
+//! Each test gets its own Postgres database (migrated), its own MariaDB source database (with
+//! the demo table's schema, readable by the service's SELECT-only user), its own storage
+//! directory, the API bound on port 0 and an in-process worker runner. Nothing is mocked.
+//!
+//! Where the services are comes from `PG_ADMIN_URL` and `SOURCE_ADMIN_URL` (written by
+//! `scripts/services.sh`), defaulting to the CI machine's.
 
+use std::{path::PathBuf, sync::Arc};
+
+use mysql_async::prelude::Queryable;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::{
+    api_keys::{self, Role},
+    config::{Config, StorageConfig, WorkerConfig},
+    db,
+    tables::TableRegistry,
+};
+use worker::runner::Runner;
+
+pub use reqwest::StatusCode;
+
+pub fn pg_admin_url() -> String {
+    std::env::var("PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn source_admin_url() -> String {
+    std::env::var("SOURCE_ADMIN_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// The demo table's schema; tests insert their own rows.
+pub const SOURCE_SCHEMA: &str = "CREATE TABLE bank_transactions (
+    id           BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+    account_id   VARCHAR(32)     NOT NULL,
+    txn_date     DATE            NOT NULL,
+    posted_at    DATETIME(6)     NOT NULL,
+    description  VARCHAR(255)    NULL,
+    counterparty VARCHAR(255)    NULL,
+    amount       DECIMAL(18, 2)  NOT NULL,
+    currency     CHAR(3)         NOT NULL,
+    reference    VARCHAR(64)     NULL,
+    KEY account_date (account_id, txn_date, id)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin";
+
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub pool: deadpool_postgres::Pool,
+    /// Root connection pool to this test's source database.
+    pub source_admin: mysql_async::Pool,
+    pub source_db: String,
+    pub storage_dir: PathBuf,
+    runner: Arc<Runner>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(TableRegistry::demo()).await
+    }
+
+    pub async fn spawn_with(tables: TableRegistry) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let pg_db = format!("stmt_test_{}", &id[..16]);
+        let source_db = format!("stmt_src_{}", &id[..16]);
+
+        // Postgres: a fresh database, migrated.
+        let (admin, conn) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("Postgres answers at PG_ADMIN_URL (run scripts/services.sh)");
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("CREATE DATABASE {pg_db}")).await.expect("create test database");
+        let base = pg_admin_url();
+        let database_url = format!("{}/{pg_db}", base.rsplit_once('/').expect("URL has a path").0);
+
+        // MariaDB: a fresh source database with the demo schema, readable by the SELECT-only user.
+        let source_admin_base = mysql_async::Pool::new(source_admin_url().as_str());
+        let mut conn = source_admin_base.get_conn().await.expect("MariaDB answers at SOURCE_ADMIN_URL");
+        conn.query_drop(format!("CREATE DATABASE {source_db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+            .await
+            .unwrap();
+        for host in ["%", "localhost"] {
+            conn.query_drop(format!(
+                "CREATE USER IF NOT EXISTS 'statements_ro'@'{host}' IDENTIFIED BY 'statements_ro'"
+            ))
+            .await
+            .unwrap();
+            conn.query_drop(format!("GRANT SELECT ON {source_db}.* TO 'statements_ro'@'{host}'"))
+                .await
+                .unwrap();
+        }
+        conn.query_drop(format!("USE {source_db}")).await.unwrap();
+        conn.query_drop(SOURCE_SCHEMA).await.unwrap();
+        drop(conn);
+        source_admin_base.disconnect().await.unwrap();
+        let source_admin = mysql_async::Pool::new(format!("{}/{source_db}", source_admin_url()).as_str());
+        let host_port = source_admin_url().rsplit_once('@').map(|(_, hp)| hp.to_owned()).unwrap();
+        let source_url = format!("mysql://statements_ro:statements_ro@{host_port}/{source_db}");
+
+        let storage_dir = std::env::temp_dir().join(format!("stmt-test-{id}"));
+        let config = Config {
+            database_url: SecretString::from(database_url),
+            source_database_url: SecretString::from(source_url),
+            storage: StorageConfig::Local { root: storage_dir.clone() },
+            upload_part_size: 5 * 1024 * 1024,
+            download_url_ttl: std::time::Duration::from_secs(300),
+            signing_secret: Some(SecretString::from("test signing secret".to_owned())),
+            tables,
+        };
+        db::migrate(&config.database_url).await.expect("migrations apply");
+
+        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        let base_url = format!("http://{addr}");
+        let api_config = shared::config::ApiConfig { bind: addr, public_base_url: base_url.clone() };
+        let state = api::AppState::from_config(&config, &api_config).unwrap();
+        let pool = state.pool.clone();
+        let server = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(api::app(state)).await;
+        });
+
+        let ctx = worker::context(&config, 4).unwrap();
+        let runner = Arc::new(Runner::new(ctx, WorkerConfig::default()));
+        Self {
+            base_url,
+            http: reqwest::Client::new(),
+            config,
+            pool,
+            source_admin,
+            source_db,
+            storage_dir,
+            runner,
+            server,
+        }
+    }
+
+    /// A new active API key (plaintext).
+    pub async fn create_key(&self, accounts: Option<&[&str]>) -> String {
+        let db = self.pool.get().await.unwrap();
+        let accounts: Option<Vec<String>> = accounts.map(|a| a.iter().map(|s| s.to_string()).collect());
+        let (_, key) = api_keys::create(&db, "test", Role::Client, accounts.as_deref()).await.unwrap();
+        key.plaintext
+    }
+
+    pub async fn revoke_key(&self, plaintext: &str) {
+        let db = self.pool.get().await.unwrap();
+        let prefix = &plaintext[..11];
+        assert_eq!(api_keys::revoke(&db, prefix).await.unwrap(), 1);
+    }
+
+    pub async fn post_export(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/export", self.base_url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_export(&self, key: &str, reference_id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/export/{reference_id}", self.base_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Claims and runs every ready job in-process; returns how many ran.
+    pub async fn run_pending_jobs(&self) -> usize {
+        self.runner.run_pending().await.unwrap()
+    }
+
+    pub async fn download(&self, url: &str) -> reqwest::Response {
+        self.http.get(url).send().await.unwrap()
+    }
+
+    /// Runs SQL against this test's source database as root.
+    pub async fn source_exec(&self, sql: &str) {
+        let mut conn = self.source_admin.get_conn().await.unwrap();
+        conn.query_drop(sql).await.unwrap();
+    }
+
+    /// The source rows of a statement as text (NULL → None), ordered as the export is.
+    pub async fn source_rows(&self, account: &str, from: &str, to: &str) -> Vec<Vec<Option<String>>> {
+        let mut conn = self.source_admin.get_conn().await.unwrap();
+        let sql = format!(
+            "SELECT id, account_id, txn_date, posted_at, description, counterparty, amount, currency, reference
+             FROM bank_transactions WHERE account_id = '{account}' AND txn_date BETWEEN '{from}' AND '{to}'
+             ORDER BY txn_date, id"
+        );
+        let rows: Vec<mysql_async::Row> = conn.query(sql).await.unwrap();
+        rows.into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::NULL => None,
+                        mysql_async::Value::Bytes(b) => Some(String::from_utf8(b).unwrap()),
+                        other => panic!("text protocol returned {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Polls until the export leaves PENDING/PROCESSING (running jobs in between).
+    pub async fn run_until_settled(&self, key: &str, reference_id: &str) -> Value {
+        for _ in 0..50 {
+            self.run_pending_jobs().await;
+            let body: Value = self.get_export(key, reference_id).await.json().await.unwrap();
+            if !matches!(body["status"].as_str(), Some("PENDING" | "PROCESSING")) {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("export {reference_id} did not settle");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
+}
+
+/// A small, independent RFC 4180 reader that keeps what the csv crate drops: whether a field
+/// was quoted. An unquoted empty field is `None` (SQL NULL); `""` is `Some("")`.
+pub fn parse_csv(bytes: &[u8]) -> Vec<Vec<Option<String>>> {
+    let text = std::str::from_utf8(bytes).expect("the export is UTF-8");
+    let mut records = Vec::new();
+    let mut record: Vec<Option<String>> = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut at_field_start = true;
+    while let Some(c) = chars.next() {
+        if at_field_start && c == '"' {
+            quoted = true;
+            at_field_start = false;
+            loop {
+                match chars.next().expect("unterminated quoted field") {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    other => field.push(other),
+                }
+            }
+            continue;
+        }
+        at_field_start = false;
+        match c {
+            ',' => {
+                record.push(finish_field(&mut field, &mut quoted));
+                at_field_start = true;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {
+                chars.next();
+                record.push(finish_field(&mut field, &mut quoted));
+                records.push(std::mem::take(&mut record));
+                at_field_start = true;
+            }
+            other => {
+                assert!(!quoted, "text after a closing quote");
+                field.push(other);
+            }
+        }
+    }
+    assert!(record.is_empty() && field.is_empty(), "the file ends with CRLF");
+    records
+}
+
+fn finish_field(field: &mut String, quoted: &mut bool) -> Option<String> {
+    let value = std::mem::take(field);
+    let was_quoted = std::mem::replace(quoted, false);
+    if value.is_empty() && !was_quoted { None } else { Some(value) }
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

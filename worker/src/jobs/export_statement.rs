@@ -37,12 +37,12 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let Some(export) = exports::start(&db, attempt).await? else {
         return Err(JobError::Fenced);
     };
-    let spec = ctx
-        .tables
-        .get(&export.table_name)
-        .ok_or_else(|| JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name)))?;
+    let spec = ctx.tables.get(&export.table_name).ok_or_else(|| {
+        JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name))
+    })?;
     let account = AccountId::parse(&export.account_id).map_err(|e| JobError::Fatal(e.into()))?;
-    let range = DateRange::new(export.date_from, export.date_to, i64::MAX).map_err(|e| JobError::Fatal(e.into()))?;
+    let range =
+        DateRange::new(export.date_from, export.date_to, i64::MAX).map_err(|e| JobError::Fatal(e.into()))?;
     let key = format!(
         "exports/{id}/attempt-{n}/statement_{account}_{from}_{to}.csv",
         id = export.id,
@@ -64,7 +64,8 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let (rows, size, digest) = produced?;
     uploaded.map_err(storage_error)?;
 
-    let result = ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
+    let result =
+        ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
     if !exports::complete(&mut db, attempt, &result).await? {
         // Another attempt owns the export now; our object must not linger.
         warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
@@ -126,14 +127,19 @@ async fn produce(
 
     let mut tx: Transaction<'static> = ctx.source.snapshot().await.map_err(source_error)?;
     {
-        let mut result = mysql_async::prelude::Queryable::query_iter(&mut tx, spec.select_sql(account, range))
-            .await
-            .map_err(|e| source_error(SourceError::from(e)))?;
+        let mut result =
+            mysql_async::prelude::Queryable::query_iter(&mut tx, spec.select_sql(account, range))
+                .await
+                .map_err(|e| source_error(SourceError::from(e)))?;
         while let Some(row) = result.next().await.map_err(|e| source_error(SourceError::from(e)))? {
-            if let Some(i) = (0..row.len()).find(|&i| row.as_ref(i).is_some_and(|v| source::text_value(v).is_err())) {
+            if let Some(i) =
+                (0..row.len()).find(|&i| row.as_ref(i).is_some_and(|v| source::text_value(v).is_err()))
+            {
                 return Err(JobError::Fatal(anyhow!("column {i} did not arrive as text")));
             }
-            encoder.write_record((0..row.len()).map(|i| row.as_ref(i).and_then(|v| source::text_value(v).ok()?)));
+            encoder.write_record(
+                (0..row.len()).map(|i| row.as_ref(i).and_then(|v| source::text_value(v).ok()?)),
+            );
             rows += 1;
             if let Some(chunk) = encoder.take_full_chunk() {
                 hasher.update(&chunk);
@@ -141,7 +147,10 @@ async fn produce(
                 if cancel.is_cancelled() {
                     return Err(JobError::Fenced);
                 }
-                chunks.send(Chunk::Data(chunk)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
+                chunks
+                    .send(Chunk::Data(chunk))
+                    .await
+                    .map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
                 if last_progress.elapsed() >= ctx.progress_interval {
                     last_progress = Instant::now();
                     let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;

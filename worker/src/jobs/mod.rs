@@ -63,7 +63,13 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
 
 /// Lets a job kind record a failed attempt in its own tables. `retrying`: the queue will run it
 /// again; otherwise the job failed for good.
-pub async fn on_failure(ctx: &JobContext, job_kind: &str, args: &serde_json::Value, retrying: bool, message: &str) {
+pub async fn on_failure(
+    ctx: &JobContext,
+    job_kind: &str,
+    args: &serde_json::Value,
+    retrying: bool,
+    message: &str,
+) {
     if job_kind == shared::exports::EXPORT_JOB_KIND {
         export_statement::on_failure(ctx, args, retrying, message).await;
     }

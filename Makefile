@@ -1,0 +1,16 @@
+.PHONY: run test fmt openapi
+
+## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
+run:
+	bash scripts/run.sh
+
+## The whole test suite (what CI runs): fmt, clippy, unit and end-to-end tests.
+test:
+	bash scripts/test.sh
+
+fmt:
+	cargo fmt --all
+
+## Regenerate openapi.yaml from the code.
+openapi:
+	cargo run -q -p statement-api -- openapi > openapi.yaml

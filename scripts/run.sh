@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make run`: starts what is needed, loads the demo dataset, creates an API key (printed once)
+# and runs the API and a worker on the embedded defaults (local-disk storage).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/services.sh
+# shellcheck disable=SC1091
+source .local/services.env
+mapfile -t margs < <(python3 - "$SOURCE_ADMIN_URL" <<'PY'
+import sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+print("\n".join(["-h", u.hostname, "-P", str(u.port or 3306), "-u", u.username or "root", "--protocol=TCP"] + (["-p" + u.password] if u.password else [])))
+PY
+)
+echo "[run] loading the demo dataset (100,000 transactions, 5 accounts)"
+mariadb "${margs[@]}" --default-character-set=utf8mb4 < scripts/demo-data.sql
+
+echo "[run] building"
+cargo build --release --bin statement-api --bin statement-worker
+bin=target/release
+
+# A stable signing key for local download links, kept across restarts.
+[ -f .local/signing_secret ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .local/signing_secret
+export SIGNING_SECRET="${SIGNING_SECRET:-$(cat .local/signing_secret)}"
+export API_BIND="${API_BIND:-127.0.0.1:8080}"
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://$API_BIND}"
+export RUST_LOG="${RUST_LOG:-info}"
+
+key=$("$bin/statement-api" keys create --name "demo $(date -u +%FT%TZ)" 2>/dev/null)
+
+"$bin/statement-worker" &
+worker=$!
+trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT INT TERM
+
+cat <<MSG
+
+  Statement export service on $PUBLIC_BASE_URL   (Swagger UI: $PUBLIC_BASE_URL/docs)
+
+  Your demo API key (shown once; only its SHA-256 is stored):
+
+      $key
+
+  Try it:
+
+      curl -s -X POST $PUBLIC_BASE_URL/api/export \\
+        -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \\
+        -d '{"account_id":"ACC-1001","table_name":"bank_transactions","date_from":"2024-01-01","date_to":"2024-12-31"}'
+
+      curl -s $PUBLIC_BASE_URL/api/export/<reference_id> -H "Authorization: Bearer $key"
+
+  then download the file_url it returns. Ctrl-C stops the API and the worker.
+
+MSG
+"$bin/statement-api" serve
