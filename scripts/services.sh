@@ -130,13 +130,8 @@ if ! psql "$pg_admin_url" -Atqc "select 1 from pg_database where datname = 'stat
   psql "$pg_admin_url" -qc 'CREATE DATABASE statements' >/dev/null
 fi
 mapfile -t margs < <(mysql_args "$source_admin_url")
-mariadb "${margs[@]}" <<'SQL'
-CREATE DATABASE IF NOT EXISTS statements_demo CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-CREATE USER IF NOT EXISTS 'statements_ro'@'%' IDENTIFIED BY 'statements_ro';
-CREATE USER IF NOT EXISTS 'statements_ro'@'localhost' IDENTIFIED BY 'statements_ro';
-GRANT SELECT ON statements_demo.* TO 'statements_ro'@'%';
-GRANT SELECT ON statements_demo.* TO 'statements_ro'@'localhost';
-SQL
+{ echo "CREATE DATABASE IF NOT EXISTS statements_demo CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+  cat "$root_dir/scripts/readonly-user.sql"; } | mariadb "${margs[@]}"
 src_hostport="${source_admin_url#*@}"
 
 cat >"$env_file" <<EOF

@@ -91,12 +91,17 @@ impl Source {
     }
 }
 
+/// A value that did not arrive through the text protocol as bytes.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("value did not arrive as text")]
+pub struct NotText;
+
 /// A row value's bytes, `None` for NULL. The text protocol yields bytes for every non-NULL
 /// value; anything else is a protocol surprise the caller must refuse rather than guess at.
-pub fn text_value(value: &Value) -> Result<Option<&[u8]>, ()> {
+pub fn text_value(value: &Value) -> Result<Option<&[u8]>, NotText> {
     match value {
         Value::NULL => Ok(None),
         Value::Bytes(bytes) => Ok(Some(bytes)),
-        _ => Err(()),
+        _ => Err(NotText),
     }
 }

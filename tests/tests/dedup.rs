@@ -1,0 +1,91 @@
+//! Deduplication: identical requests share one export; `force_refresh` makes a new one.
+
+use serde_json::{Value, json};
+use testkit::{StatusCode, TestApp};
+
+fn request(force_refresh: bool) -> Value {
+    json!({
+        "account_id": "ACC-1", "table_name": "bank_transactions",
+        "date_from": "2024-01-01", "date_to": "2024-01-31", "force_refresh": force_refresh
+    })
+}
+
+async fn export_count(app: &TestApp) -> i64 {
+    let db = app.pool.get().await.unwrap();
+    db.query_one("SELECT count(*) FROM exports", &[]).await.unwrap().get(0)
+}
+
+async fn job_count(app: &TestApp) -> i64 {
+    let db = app.pool.get().await.unwrap();
+    db.query_one("SELECT count(*) FROM jobs", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn an_identical_request_returns_the_same_export_marked_reused() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let first: Value = app.post_export(&key, &request(false)).await.json().await.unwrap();
+
+    // Pending, then completed: both are reused.
+    let second = app.post_export(&key, &request(false)).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["reference_id"], first["reference_id"]);
+    assert_eq!(second["reused"], true);
+
+    app.run_until_settled(&key, first["reference_id"].as_str().unwrap()).await;
+    // A different spelling of the same request (default format, explicit false) is identical too.
+    let same = json!({"account_id": "ACC-1", "table_name": "bank_transactions",
+                      "date_from": "2024-01-01", "date_to": "2024-01-31", "format": "csv"});
+    let third: Value = app.post_export(&key, &same).await.json().await.unwrap();
+    assert_eq!(third["reference_id"], first["reference_id"]);
+    assert_eq!(third["status"], "COMPLETED");
+    assert_eq!(third["reused"], true);
+    assert_eq!(export_count(&app).await, 1);
+    assert_eq!(job_count(&app).await, 1, "a reused export enqueues nothing");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_requests_create_one_export() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let body = request(false);
+    let responses = futures::future::join_all((0..50).map(|_| app.post_export(&key, &body))).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::ACCEPTED => created += 1,
+            StatusCode::OK => {}
+            other => panic!("unexpected status {other}"),
+        }
+        let body: Value = response.json().await.unwrap();
+        ids.insert(body["reference_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1, "exactly one request created the export");
+    assert_eq!(ids.len(), 1, "everyone got the same reference");
+    assert_eq!(export_count(&app).await, 1);
+    assert_eq!(job_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn force_refresh_creates_a_new_export_and_later_requests_reuse_the_new_one() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let first: Value = app.post_export(&key, &request(false)).await.json().await.unwrap();
+    app.run_until_settled(&key, first["reference_id"].as_str().unwrap()).await;
+
+    let forced = app.post_export(&key, &request(true)).await;
+    assert_eq!(forced.status(), StatusCode::ACCEPTED);
+    let forced: Value = forced.json().await.unwrap();
+    assert_ne!(forced["reference_id"], first["reference_id"]);
+    assert_eq!(forced["reused"], false);
+
+    let after: Value = app.post_export(&key, &request(false)).await.json().await.unwrap();
+    assert_eq!(after["reference_id"], forced["reference_id"]);
+    // The superseded export stays readable and downloadable.
+    let old: Value =
+        app.get_export(&key, first["reference_id"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(old["status"], "COMPLETED");
+    assert!(old["file_url"].is_string());
+}
