@@ -7,12 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/services.sh
 # shellcheck disable=SC1091
 source .local/services.env
-mapfile -t margs < <(python3 - "$SOURCE_ADMIN_URL" <<'PY'
-import sys, urllib.parse
-u = urllib.parse.urlparse(sys.argv[1])
-print("\n".join(["-h", u.hostname, "-P", str(u.port or 3306), "-u", u.username or "root", "--protocol=TCP"] + (["-p" + u.password] if u.password else [])))
-PY
-)
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+mapfile -t margs < <(mysql_args "$SOURCE_ADMIN_URL")
 echo "[run] loading the demo dataset (100,000 transactions, 5 accounts)"
 mariadb "${margs[@]}" --default-character-set=utf8mb4 < scripts/demo-data.sql
 

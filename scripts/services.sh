@@ -9,6 +9,8 @@
 set -euo pipefail
 
 root_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$root_dir/scripts/lib.sh"
 local_dir="$root_dir/.local"
 mkdir -p "$local_dir"
 env_file="$local_dir/services.env"
@@ -75,17 +77,6 @@ else
 fi
 
 # ---------- MariaDB / MySQL ----------
-# mysql://user[:pass]@host:port → CLI arguments
-mysql_args() {
-  python3 - "$1" <<'PY'
-import sys, urllib.parse
-u = urllib.parse.urlparse(sys.argv[1])
-args = ["-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", urllib.parse.unquote(u.username or "root"), "--protocol=TCP"]
-if u.password:
-    args.append("-p" + urllib.parse.unquote(u.password))
-print("\n".join(args))
-PY
-}
 mysql_answers() {
   command -v mariadb >/dev/null || return 1
   local args; mapfile -t args < <(mysql_args "$1")

@@ -8,6 +8,18 @@ bash scripts/services.sh
 # shellcheck disable=SC1091
 source .local/services.env
 
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+# Databases left by earlier test runs (each test makes its own).
+for db in $(psql "$PG_ADMIN_URL" -Atc "select datname from pg_database where datname like 'stmt_test_%'"); do
+  psql "$PG_ADMIN_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
+done
+mapfile -t margs < <(mysql_args "$SOURCE_ADMIN_URL")
+for db in $(mariadb "${margs[@]}" -N -e "select schema_name from information_schema.schemata where schema_name like 'stmt_src_%'"); do
+  mariadb "${margs[@]}" -e "DROP DATABASE \`$db\`"
+done
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"

@@ -1,5 +1,4 @@
-//! The statement export HTTP API (poem + poem-openapi). The OpenAPI document is generated from
-//! this code; `openapi.yaml` at the repository root is a committed copy checked by a test.
+#![doc = include_str!("../README.md")]
 
 pub mod auth;
 pub mod error;

@@ -1,7 +1,4 @@
-//! The statement export worker: claims jobs from the Postgres queue and runs them.
-//!
-//! Thin on purpose: job kinds live in [`jobs`], the loop in [`runner`]; SQL, storage and the
-//! source are in the `shared` crate.
+#![doc = include_str!("../README.md")]
 
 pub mod jobs;
 pub mod runner;
