@@ -18,6 +18,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -106,6 +108,9 @@ pub enum ErrorResponse {
     /// No such export (or not visible to this key).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// The request conflicts with the resource's state (e.g. cancelling a finished export).
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
     /// Unexpected server error (details are in the server log).
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -131,6 +136,7 @@ impl From<ApiError> for ErrorResponse {
             ))),
             ApiError::Forbidden(detail) => Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail))),
             ApiError::NotFound(detail) => Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail))),
+            ApiError::Conflict(detail) => Self::Conflict(Json(Problem::new(StatusCode::CONFLICT, detail))),
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
                 Self::Unavailable(

@@ -145,7 +145,14 @@ impl ExportsApi {
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
         let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
-        let requested = exports::request(&mut db, &request, Some(key.id), body.0.force_refresh).await?;
+        let requested = exports::request(
+            &mut db,
+            &request,
+            Some(key.id),
+            body.0.force_refresh,
+            state.export_max_attempts,
+        )
+        .await?;
         let export = requested.export;
         let accepted = ExportAccepted {
             reference_id: export.id,
@@ -180,6 +187,35 @@ impl ExportsApi {
             return Err(ApiError::NotFound("No export with this reference id.").into());
         };
         Ok(Json(details(&state, export).await?))
+    }
+
+    /// Cancel an export
+    ///
+    /// A pending export is cancelled at once; a running one stops within one worker heartbeat
+    /// (its partial upload is aborted, no file appears). Cancelling a finished export is 409.
+    #[oai(path = "/api/export/:reference_id/cancel", method = "post")]
+    async fn cancel(
+        &self,
+        state: poem::web::Data<&AppState>,
+        auth: BearerKey,
+        /// The `reference_id` returned when the export was requested.
+        reference_id: Path<Uuid>,
+    ) -> Result<Json<ExportDetails>, ErrorResponse> {
+        let key = state.authenticate(&auth).await?;
+        let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let visible = exports::get(&db, reference_id.0).await?.is_some_and(|e| visible_to(&key, &e));
+        if !visible {
+            return Err(ApiError::NotFound("No export with this reference id.").into());
+        }
+        match exports::cancel(&mut db, reference_id.0).await? {
+            exports::Cancelled::Now(export) => Ok(Json(details(&state, export).await?)),
+            exports::Cancelled::AlreadyFinished(_) => {
+                Err(ApiError::Conflict("The export has already finished; there is nothing to cancel.").into())
+            }
+            exports::Cancelled::NotFound => {
+                Err(ApiError::NotFound("No export with this reference id.").into())
+            }
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct AppState {
     pub download_url_ttl: Duration,
     /// Longest statement a client may request, in days.
     pub max_range_days: i64,
+    /// Attempts an export's job gets before it FAILS for good.
+    pub export_max_attempts: i32,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             public_base_url: api.public_base_url.clone(),
             download_url_ttl: config.download_url_ttl,
             max_range_days: 3660,
+            export_max_attempts: config.export_max_attempts,
         })
     }
 }

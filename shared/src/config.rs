@@ -58,6 +58,10 @@ pub struct Config {
     /// Key for local-storage download URLs. `None`: a random key per process.
     pub signing_secret: Option<SecretString>,
     pub tables: TableRegistry,
+    /// Attempts before an export is FAILED for good.
+    pub export_max_attempts: i32,
+    /// How long a completed export's file is kept; then it is deleted and the export EXPIRED.
+    pub export_retention: Duration,
 }
 
 /// Settings only the API reads.
@@ -77,6 +81,17 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Polling fallback when no NOTIFY arrives.
     pub poll_interval: Duration,
+    /// First retry delay; it doubles per attempt (with ±25 % jitter) up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// On SIGTERM, how long running jobs may take to finish before they are released.
+    pub shutdown_grace: Duration,
+    /// How often the maintenance leader rescues leases, expires exports and prunes jobs.
+    pub maintenance_interval: Duration,
+    /// Finished job rows older than this are pruned.
+    pub job_retention: Duration,
+    /// Interval between progress writes of a running export.
+    pub progress_interval: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -134,6 +149,8 @@ impl Config {
             )?),
             signing_secret: env::var("SIGNING_SECRET").ok().filter(|v| !v.is_empty()).map(SecretString::from),
             tables,
+            export_max_attempts: positive("EXPORT_MAX_ATTEMPTS", "a positive number of attempts", 5)?,
+            export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
         })
     }
 }
@@ -149,29 +166,35 @@ impl ApiConfig {
 
 impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let concurrency: usize = parse_var("WORKER_CONCURRENCY", "a positive number of jobs", 4)?;
-        if concurrency == 0 {
-            return Err(ConfigError::Invalid {
-                var: "WORKER_CONCURRENCY",
-                expected: "a positive number of jobs",
-                value: "0".into(),
-            });
-        }
+        let concurrency: usize = positive("WORKER_CONCURRENCY", "a positive number of jobs", 4)?;
+        let defaults = Self::default();
         Ok(Self {
             concurrency,
-            lease: Duration::from_secs(parse_var("JOB_LEASE_SECS", "a number of seconds", 30)?),
-            poll_interval: Duration::from_millis(parse_var(
-                "JOB_POLL_INTERVAL_MS",
-                "a number of milliseconds",
-                1000,
-            )?),
+            lease: Duration::from_secs(positive("JOB_LEASE_SECS", "a positive number of seconds", 30)?),
+            poll_interval: millis("JOB_POLL_INTERVAL_MS", defaults.poll_interval)?,
+            retry_base: secs("JOB_RETRY_BASE_SECS", defaults.retry_base)?,
+            retry_max: secs("JOB_RETRY_MAX_SECS", defaults.retry_max)?,
+            shutdown_grace: secs("WORKER_SHUTDOWN_GRACE_SECS", defaults.shutdown_grace)?,
+            maintenance_interval: secs("MAINTENANCE_INTERVAL_SECS", defaults.maintenance_interval)?,
+            job_retention: days("JOB_RETENTION_DAYS", 7)?,
+            progress_interval: millis("EXPORT_PROGRESS_INTERVAL_MS", defaults.progress_interval)?,
         })
     }
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { concurrency: 4, lease: Duration::from_secs(30), poll_interval: Duration::from_secs(1) }
+        Self {
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(2),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(10),
+            job_retention: Duration::from_secs(7 * 86_400),
+            progress_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -187,4 +210,34 @@ fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) 
         }
         _ => Ok(default),
     }
+}
+
+fn positive<T: FromStr + Default + PartialOrd>(
+    var: &'static str,
+    expected: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    let value = parse_var(var, expected, default)?;
+    if value <= T::default() {
+        return Err(ConfigError::Invalid { var, expected, value: env::var(var).unwrap_or_default() });
+    }
+    Ok(value)
+}
+
+fn secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    parse_var(var, "a number of seconds", default.as_secs_f64())
+        .and_then(|s| Duration::try_from_secs_f64(s).map_err(|_| invalid(var, "a number of seconds")))
+}
+
+fn millis(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    parse_var(var, "a number of milliseconds", default.as_millis() as u64).map(Duration::from_millis)
+}
+
+fn days(var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    let days: f64 = parse_var(var, "a number of days", default as f64)?;
+    Duration::try_from_secs_f64(days * 86_400.0).map_err(|_| invalid(var, "a number of days"))
+}
+
+fn invalid(var: &'static str, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid { var, expected, value: env::var(var).unwrap_or_default() }
 }

@@ -12,8 +12,6 @@ use crate::{db::DbError, queue, statement::StatementRequest};
 
 /// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
 pub const EXPORT_JOB_KIND: &str = "export_statement";
-/// Attempts before an export is FAILED for good.
-pub const EXPORT_MAX_ATTEMPTS: i32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportStatus {
@@ -127,6 +125,7 @@ pub async fn request(
     request: &StatementRequest,
     api_key_id: Option<Uuid>,
     force_refresh: bool,
+    max_attempts: i32,
 ) -> Result<Requested, DbError> {
     let hash = request.request_hash();
     // A live export can leave the dedup slot (fail, expire) between our insert and our select;
@@ -167,7 +166,8 @@ pub async fn request(
         if let Some(row) = inserted {
             let export = Export::from_row(&row);
             let args = serde_json::to_value(ExportJobArgs { export_id: export.id }).expect("serializable");
-            queue::enqueue(&tx, EXPORT_JOB_KIND, &args, EXPORT_MAX_ATTEMPTS).await?;
+            let job_id = queue::enqueue(&tx, EXPORT_JOB_KIND, &args, max_attempts).await?;
+            tx.execute("UPDATE exports SET job_id = $2 WHERE id = $1", &[&export.id, &job_id]).await?;
             tx.commit().await?;
             return Ok(Requested { export, reused: false });
         }
@@ -243,15 +243,22 @@ pub struct ExportResult {
     pub sha256: String,
 }
 
-/// Marks the export COMPLETED and its job completed, atomically. `false` when fenced out:
-/// nothing was written and the caller must discard its object.
-pub async fn complete(db: &mut Object, attempt: Attempt, result: &ExportResult) -> Result<bool, DbError> {
+/// Marks the export COMPLETED and its job completed, atomically; the file is kept for
+/// `retention`. `false` when fenced out: nothing was written and the caller must discard its
+/// object.
+pub async fn complete(
+    db: &mut Object,
+    attempt: Attempt,
+    result: &ExportResult,
+    retention: std::time::Duration,
+) -> Result<bool, DbError> {
     let tx = db.transaction().await?;
     let updated = tx
         .execute(
             &format!(
                 "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
-                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL
+                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL,
+                     expires_at = now() + make_interval(secs => $8)
                  WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
             ),
             &[
@@ -262,6 +269,7 @@ pub async fn complete(db: &mut Object, attempt: Attempt, result: &ExportResult) 
                 &result.file_size,
                 &result.row_count,
                 &result.sha256,
+                &retention.as_secs_f64(),
             ],
         )
         .await?;
@@ -290,6 +298,72 @@ pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, message: &str
         "UPDATE exports SET status = 'PENDING', error = $2, rows_exported = 0
          WHERE id = $1 AND status = 'PROCESSING'",
         &[&export_id, &message],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The outcome of a cancel request.
+#[derive(Debug, Clone)]
+pub enum Cancelled {
+    /// Cancelled now; a running attempt stops at its next heartbeat.
+    Now(Export),
+    /// Already finished (completed, failed, cancelled or expired): nothing changed.
+    AlreadyFinished(Export),
+    NotFound,
+}
+
+/// Cancels a pending or processing export and its job, in one transaction.
+pub async fn cancel(db: &mut Object, id: Uuid) -> Result<Cancelled, DbError> {
+    let tx = db.transaction().await?;
+    let Some(row) = tx
+        .query_opt(&format!("SELECT {COLUMNS}, job_id FROM exports WHERE id = $1 FOR UPDATE"), &[&id])
+        .await?
+    else {
+        return Ok(Cancelled::NotFound);
+    };
+    let export = Export::from_row(&row);
+    let job_id: Option<i64> = row.get("job_id");
+    if !matches!(export.status, ExportStatus::Pending | ExportStatus::Processing) {
+        return Ok(Cancelled::AlreadyFinished(export));
+    }
+    let row = tx
+        .query_one(
+            &format!(
+                "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error = 'cancelled by the client'
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ),
+            &[&id],
+        )
+        .await?;
+    if let Some(job_id) = job_id {
+        queue::cancel(&tx, job_id).await?;
+    }
+    tx.commit().await?;
+    Ok(Cancelled::Now(Export::from_row(&row)))
+}
+
+/// Completed exports whose retention has run out, oldest first, at most `batch`.
+pub async fn due_to_expire(
+    db: &impl GenericClient,
+    batch: i64,
+) -> Result<Vec<(Uuid, Option<String>)>, DbError> {
+    let rows = db
+        .query(
+            "SELECT id, file_key FROM exports
+             WHERE status = 'COMPLETED' AND expires_at < now()
+             ORDER BY expires_at LIMIT $1",
+            &[&batch],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Marks an export EXPIRED (its file is gone): deduplication no longer returns it.
+pub async fn mark_expired(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE exports SET status = 'EXPIRED', file_key = NULL WHERE id = $1 AND status = 'COMPLETED'",
+        &[&id],
     )
     .await?;
     Ok(())

@@ -11,3 +11,4 @@ pub mod source;
 pub mod statement;
 pub mod storage;
 pub mod tables;
+pub mod workers;

@@ -103,6 +103,77 @@ pub async fn complete(db: &impl GenericClient, id: i64, token: Uuid) -> Result<b
     Ok(db.execute(&statement, &[&id, &token]).await? == 1)
 }
 
+/// Completes several attempts in one statement (batched workers and the queue benchmark).
+/// Returns how many were still held and are now completed.
+pub async fn complete_many(db: &impl GenericClient, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
+    let statement = db
+        .prepare_cached(
+            "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
+             FROM unnest($1::bigint[], $2::uuid[]) AS done(id, token)
+             WHERE jobs.id = done.id AND jobs.attempt_token = done.token AND jobs.state = 'running'",
+        )
+        .await?;
+    Ok(db.execute(&statement, &[&ids, &tokens]).await?)
+}
+
+/// Cancels a job that has not finished. A running attempt loses its token at once and learns
+/// it at its next heartbeat. Returns `false` when the job had already finished.
+pub async fn cancel(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+    Ok(db
+        .execute(
+            "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
+                 lease_expires_at = NULL, last_error = 'cancelled'
+             WHERE id = $1 AND state IN ('available', 'retryable', 'running')",
+            &[&id],
+        )
+        .await?
+        == 1)
+}
+
+/// Gives running attempts back to the queue without counting them (graceful shutdown: the
+/// work was interrupted, not failed). Returns the released jobs' kinds and args.
+pub async fn release(
+    db: &impl GenericClient,
+    tokens: &[Uuid],
+) -> Result<Vec<(i64, String, serde_json::Value)>, DbError> {
+    let rows = db
+        .query(
+            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
+                 attempt_token = NULL, lease_expires_at = NULL, worker_id = NULL
+             WHERE attempt_token = ANY($1) AND state = 'running'
+             RETURNING id, kind, args",
+            &[&tokens],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get("id"), r.get("kind"), r.get("args"))).collect())
+}
+
+/// Deletes up to `batch` finished jobs older than `older_than`; call repeatedly until it
+/// returns less than `batch`. Bounded so a large backlog never becomes one long transaction.
+pub async fn prune_finished(
+    db: &impl GenericClient,
+    older_than: Duration,
+    batch: i64,
+) -> Result<u64, DbError> {
+    Ok(db
+        .execute(
+            "DELETE FROM jobs WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE state IN ('completed', 'failed', 'cancelled')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at
+                 LIMIT $2)",
+            &[&older_than.as_secs_f64(), &batch],
+        )
+        .await?)
+}
+
+/// Jobs by state (queue depth), for readiness, metrics and the dashboard.
+pub async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(String, i64)>, DbError> {
+    let rows = db.query("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// What happened to a job whose attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {

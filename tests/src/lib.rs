@@ -110,6 +110,8 @@ impl TestApp {
             download_url_ttl: std::time::Duration::from_secs(300),
             signing_secret: Some(SecretString::from("test signing secret".to_owned())),
             tables,
+            export_max_attempts: 3,
+            export_retention: std::time::Duration::from_secs(30 * 86_400),
         };
         db::migrate(&config.database_url).await.expect("migrations apply");
 
@@ -123,8 +125,7 @@ impl TestApp {
             let _ = poem::Server::new_with_acceptor(acceptor).run(api::app(state)).await;
         });
 
-        let ctx = worker::context(&config, 4).unwrap();
-        let runner = Arc::new(Runner::new(ctx, WorkerConfig::default()));
+        let runner = Arc::new(Self::runner_for(&config, Self::worker_config()));
         Self {
             base_url,
             http: reqwest::Client::new(),
@@ -136,6 +137,28 @@ impl TestApp {
             runner,
             server,
         }
+    }
+
+    /// Worker settings for tests: short leases and intervals so failure paths show in seconds.
+    pub fn worker_config() -> WorkerConfig {
+        WorkerConfig {
+            lease: std::time::Duration::from_secs(3),
+            poll_interval: std::time::Duration::from_millis(200),
+            maintenance_interval: std::time::Duration::from_millis(500),
+            progress_interval: std::time::Duration::from_millis(100),
+            ..WorkerConfig::default()
+        }
+    }
+
+    /// A worker runner (in-process) on this app's configuration.
+    pub fn runner_for(config: &Config, worker: WorkerConfig) -> Runner {
+        let ctx = worker::context(config, &worker).unwrap();
+        Runner::new(ctx, worker, config.database_url.clone())
+    }
+
+    /// A new runner on this app's configuration.
+    pub fn runner(&self, worker: WorkerConfig) -> Runner {
+        Self::runner_for(&self.config, worker)
     }
 
     /// A new active API key (plaintext).

@@ -24,8 +24,7 @@ async fn a_source_that_is_down_is_retried_later_and_the_export_stays_pending() {
     let mut config = app.config.clone();
     config.source_database_url =
         secrecy::SecretString::from("mysql://statements_ro:x@127.0.0.1:1/none".to_owned());
-    let ctx = worker::context(&config, 1).unwrap();
-    let runner = worker::runner::Runner::new(ctx, shared::config::WorkerConfig::default());
+    let runner = TestApp::runner_for(&config, TestApp::worker_config());
     assert_eq!(runner.run_pending().await.unwrap(), 1);
 
     let (state, attempt, error, scheduled_later) = job_row(&app).await;

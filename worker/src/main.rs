@@ -26,17 +26,17 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let worker_config = WorkerConfig::from_env()?;
     shared::db::migrate(&config.database_url).await.context("applying migrations")?;
-    let ctx = worker::context(&config, worker_config.concurrency)?;
+    let ctx = worker::context(&config, &worker_config)?;
     if let Err(e) = ctx.source.validate(&ctx.tables).await {
         tracing::warn!(error = %e, "source database check failed; exports will retry until it answers");
     }
-    let runner = Runner::new(ctx, worker_config);
+    let runner = Runner::new(ctx, worker_config, config.database_url.clone());
     if cli.once {
         let done = runner.run_pending().await?;
         tracing::info!(jobs = done, "ran the ready jobs");
         return Ok(());
     }
-    runner.run(&config.database_url, shutdown_signal()).await;
+    runner.run(shutdown_signal()).await;
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -12,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use shared::{
     config::WorkerConfig,
     queue::{self, ClaimedJob, FailOutcome},
+    workers,
 };
 use time::OffsetDateTime;
 use tokio::{sync::Notify, task::JoinSet};
@@ -19,13 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::jobs::{self, JobContext, JobError};
+use crate::{
+    jobs::{self, JobContext, JobError, Setback},
+    maintenance::Maintenance,
+};
 
-/// Backoff before retry `attempt` (1-based): 2 s doubling, capped at 5 minutes, with ±25 %
-/// jitter so a burst of failures does not retry in lockstep.
-pub fn backoff(attempt: i32) -> Duration {
-    let base = 2f64 * 2f64.powi(attempt.clamp(1, 20) - 1);
-    let capped = base.min(300.0);
+/// Backoff after failed attempt `attempt` (1-based): `base` doubling per attempt, capped at
+/// `max`, with ±25 % jitter so a burst of failures does not retry in lockstep.
+pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let nominal = base.as_secs_f64() * 2f64.powi(attempt.clamp(1, 30) - 1);
+    let capped = nominal.min(max.as_secs_f64());
     let jitter = 0.75 + 0.5 * unit_random();
     Duration::from_secs_f64(capped * jitter)
 }
@@ -40,20 +47,28 @@ type Running = Arc<Mutex<HashMap<Uuid, CancellationToken>>>;
 pub struct Runner {
     ctx: JobContext,
     config: WorkerConfig,
+    database_url: SecretString,
     worker_id: String,
     running: Running,
     wake: Arc<Notify>,
+    leader: Arc<AtomicBool>,
 }
 
 impl Runner {
-    pub fn new(ctx: JobContext, config: WorkerConfig) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    pub fn new(ctx: JobContext, config: WorkerConfig, database_url: SecretString) -> Self {
         Self {
             ctx,
             config,
-            worker_id: format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().to_string()[..8]),
+            database_url,
+            worker_id: format!(
+                "{}:{}:{}",
+                host(),
+                std::process::id(),
+                &Uuid::new_v4().simple().to_string()[..8]
+            ),
             running: Arc::default(),
             wake: Arc::new(Notify::new()),
+            leader: Arc::default(),
         }
     }
 
@@ -61,17 +76,26 @@ impl Runner {
         &self.worker_id
     }
 
-    /// Claims and runs jobs until `shutdown` resolves, then stops claiming and waits for the
-    /// running jobs.
-    pub async fn run(&self, database_url: &SecretString, shutdown: impl Future<Output = ()>) {
+    /// Claims and runs jobs until `shutdown` resolves. Then it stops claiming, lets running jobs
+    /// finish within the grace period, and gives the rest back to the queue for other workers.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        if let Err(e) = self.register().await {
+            warn!(error = %e, "could not register in the worker registry");
+        }
         let stop = CancellationToken::new();
-        let listener = tokio::spawn(listen(database_url.clone(), self.wake.clone(), stop.clone()));
+        let listener = tokio::spawn(listen(self.database_url.clone(), self.wake.clone(), stop.clone()));
         let heartbeat = tokio::spawn(heartbeat_loop(
             self.ctx.clone(),
             self.running.clone(),
             self.config.lease,
+            self.worker_id.clone(),
+            self.leader.clone(),
             stop.clone(),
         ));
+        let maintenance =
+            Maintenance::new(self.ctx.clone(), self.database_url.clone(), self.config.job_retention)
+                .with_leader_flag(self.leader.clone());
+        let maintenance = tokio::spawn(maintenance.run(self.config.maintenance_interval, stop.clone()));
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         info!(worker.id = %self.worker_id, concurrency = self.config.concurrency, "worker started");
@@ -95,11 +119,54 @@ impl Runner {
                 () = tokio::time::sleep(self.config.poll_interval), if !full => {}
             }
         }
-        info!(worker.id = %self.worker_id, running = tasks.len(), "shutting down: waiting for running jobs");
-        while tasks.join_next().await.is_some() {}
+
+        info!(
+            worker.id = %self.worker_id,
+            running = tasks.len(),
+            grace_ms = self.config.shutdown_grace.as_millis() as u64,
+            "shutting down: no new claims; waiting for running jobs"
+        );
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.config.shutdown_grace, drain).await.is_err() {
+            self.release_running().await;
+            while tasks.join_next().await.is_some() {}
+        }
         stop.cancel();
-        let _ = listener.await;
-        let _ = heartbeat.await;
+        let _ = tokio::join!(listener, heartbeat, maintenance);
+        if let Ok(db) = self.ctx.pool.get().await {
+            let _ = workers::deregister(&db, &self.worker_id).await;
+        }
+        info!(worker.id = %self.worker_id, "worker stopped");
+    }
+
+    async fn register(&self) -> anyhow::Result<()> {
+        let db = self.ctx.pool.get().await?;
+        workers::register(&db, &self.worker_id, &host(), std::process::id(), env!("CARGO_PKG_VERSION"))
+            .await?;
+        Ok(())
+    }
+
+    /// Gives every job still running back to the queue (uncounted), then stops them.
+    async fn release_running(&self) {
+        let held: Vec<(Uuid, CancellationToken)> =
+            self.running.lock().expect("not poisoned").iter().map(|(t, c)| (*t, c.clone())).collect();
+        let tokens: Vec<Uuid> = held.iter().map(|(t, _)| *t).collect();
+        match self.ctx.pool.get().await {
+            Ok(db) => match queue::release(&db, &tokens).await {
+                Ok(released) => {
+                    for (id, kind, args) in released {
+                        info!(job.id = id, "released to the queue at shutdown");
+                        let message = "the worker shut down; another worker will resume the export";
+                        jobs::on_setback(&self.ctx, &kind, &args, Setback::Released, message).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not release running jobs; their leases will expire"),
+            },
+            Err(e) => warn!(error = %e, "could not release running jobs; their leases will expire"),
+        }
+        for (_, cancel) in held {
+            cancel.cancel();
+        }
     }
 
     /// Claims and runs ready jobs until none is left (tests and one-shot runs).
@@ -132,12 +199,13 @@ impl Runner {
 
     fn execute_owned(&self, job: ClaimedJob) -> impl Future<Output = ()> + Send + 'static {
         let ctx = self.ctx.clone();
+        let config = self.config.clone();
         let running = self.running.clone();
         let span = info_span!("job", job.id = job.id, job.kind = %job.kind, attempt = job.attempt);
         async move {
             let cancel = running.lock().expect("not poisoned").get(&job.token).cloned().unwrap_or_default();
             let outcome = jobs::run(&ctx, &job, cancel).await;
-            settle(&ctx, &job, outcome).await;
+            settle(&ctx, &config, &job, outcome).await;
             running.lock().expect("not poisoned").remove(&job.token);
         }
         .instrument(span)
@@ -145,7 +213,7 @@ impl Runner {
 }
 
 /// Records the outcome of an attempt in the queue (and, through the job kind, its domain row).
-async fn settle(ctx: &JobContext, job: &ClaimedJob, outcome: Result<(), JobError>) {
+async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outcome: Result<(), JobError>) {
     let Ok(db) = ctx.pool.get().await else {
         // The lease will expire and the rescuer will put the job back.
         error!("postgres unavailable; the job's lease will expire and it will be retried");
@@ -163,33 +231,43 @@ async fn settle(ctx: &JobContext, job: &ClaimedJob, outcome: Result<(), JobError
             return;
         }
         Err(JobError::Retryable(e)) => {
-            (format!("{e:#}"), Some(OffsetDateTime::now_utc() + backoff(job.attempt)))
+            let delay = backoff(job.attempt, config.retry_base, config.retry_max);
+            (format!("{e:#}"), Some(OffsetDateTime::now_utc() + delay))
         }
         Err(JobError::Fatal(e)) => (format!("{e:#}"), None),
     };
     match queue::fail(&db, job.id, job.token, &message, retry_at).await {
         Ok(FailOutcome::Retrying(at)) => {
             warn!(error = %message, retry_at = %at, "attempt failed; will retry");
-            jobs::on_failure(ctx, &job.kind, &job.args, true, &public_message(&message, true)).await;
+            jobs::on_setback(
+                ctx,
+                &job.kind,
+                &job.args,
+                Setback::Retrying,
+                &format!("attempt failed, retrying: {message}"),
+            )
+            .await;
         }
         Ok(FailOutcome::Failed) => {
             error!(error = %message, "job failed for good");
-            jobs::on_failure(ctx, &job.kind, &job.args, false, &public_message(&message, false)).await;
+            jobs::on_setback(ctx, &job.kind, &job.args, Setback::Failed, &message).await;
         }
         Ok(FailOutcome::Fenced) => info!("attempt fenced out; its failure is not recorded"),
         Err(e) => error!(error = %e, "could not record the failed attempt"),
     }
 }
 
-/// The message stored for clients: the error chain's outermost part, which our job code writes
-/// to be readable (no credentials ever appear in our error texts).
-fn public_message(message: &str, retrying: bool) -> String {
-    if retrying { format!("attempt failed, retrying: {message}") } else { message.to_owned() }
-}
-
-/// Extends every held lease in one statement every third of the lease; cancels jobs whose
-/// token the database no longer honours (rescued elsewhere or cancelled).
-async fn heartbeat_loop(ctx: JobContext, running: Running, lease: Duration, stop: CancellationToken) {
+/// Every third of the lease: extends every held lease in one statement, cancels jobs whose
+/// token the database no longer honours (rescued elsewhere or cancelled), and records this
+/// worker in the registry.
+async fn heartbeat_loop(
+    ctx: JobContext,
+    running: Running,
+    lease: Duration,
+    worker_id: String,
+    leader: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -197,45 +275,41 @@ async fn heartbeat_loop(ctx: JobContext, running: Running, lease: Duration, stop
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        rescue_expired(&ctx).await;
         let tokens: Vec<Uuid> = running.lock().expect("not poisoned").keys().copied().collect();
-        if tokens.is_empty() {
-            continue;
-        }
-        let held = match ctx.pool.get().await {
-            Ok(db) => queue::heartbeat(&db, &tokens, lease).await,
-            Err(e) => Err(e.into()),
+        let db = match ctx.pool.get().await {
+            Ok(db) => db,
+            Err(e) => {
+                warn!(error = %e, "heartbeat: Postgres unavailable");
+                continue;
+            }
         };
-        match held {
-            Ok(held) => {
-                let running = running.lock().expect("not poisoned");
-                for token in tokens.iter().filter(|t| !held.contains(t)) {
-                    if let Some(cancel) = running.get(token) {
-                        cancel.cancel();
+        if !tokens.is_empty() {
+            match queue::heartbeat(&db, &tokens, lease).await {
+                Ok(held) => {
+                    let running = running.lock().expect("not poisoned");
+                    for token in tokens.iter().filter(|t| !held.contains(t)) {
+                        if let Some(cancel) = running.get(token) {
+                            info!(%token, "lease lost or job cancelled; stopping the attempt");
+                            cancel.cancel();
+                        }
                     }
                 }
+                Err(e) => warn!(error = %e, "heartbeat failed"),
             }
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+        let is_leader = leader.load(Ordering::Relaxed);
+        if let Err(e) = workers::heartbeat(&db, &worker_id, tokens.len() as i32, is_leader).await {
+            debug!(error = %e, "registry heartbeat failed");
         }
     }
 }
 
-/// Puts jobs of crashed or stalled workers back to work (idempotent, safe on every worker).
-async fn rescue_expired(ctx: &JobContext) {
-    let rescued = match ctx.pool.get().await {
-        Ok(db) => queue::rescue_expired(&db).await,
-        Err(e) => Err(e.into()),
-    };
-    match rescued {
-        Ok(failed) => {
-            for (id, kind, args) in failed {
-                warn!(job.id = id, "job failed for good after its last lease expired");
-                let message = "the export was interrupted too many times (worker lost)";
-                jobs::on_failure(ctx, &kind, &args, false, message).await;
-            }
-        }
-        Err(e) => warn!(error = %e, "lease rescue failed"),
-    }
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// LISTENs for enqueue notifications and wakes the claim loop. A hint only: the loop also polls.
@@ -293,9 +367,10 @@ mod tests {
     fn backoff_doubles_with_jitter_and_is_capped() {
         for attempt in 1..=4 {
             let nominal = 2f64 * 2f64.powi(attempt - 1);
-            let d = backoff(attempt).as_secs_f64();
+            let d = backoff(attempt, Duration::from_secs(2), Duration::from_secs(300)).as_secs_f64();
             assert!(d >= nominal * 0.75 && d <= nominal * 1.25, "attempt {attempt}: {d}");
         }
-        assert!(backoff(30).as_secs_f64() <= 300.0 * 1.25);
+        let capped = backoff(30, Duration::from_secs(2), Duration::from_secs(300)).as_secs_f64();
+        assert!((225.0..=375.0).contains(&capped), "{capped}");
     }
 }

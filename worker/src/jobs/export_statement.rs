@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{JobContext, JobError};
+use super::{JobContext, JobError, Setback};
 
 /// Bytes of CSV handed to the uploader at a time.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -66,7 +66,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
 
     let result =
         ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
-    if !exports::complete(&mut db, attempt, &result).await? {
+    if !exports::complete(&mut db, attempt, &result, ctx.export_retention).await? {
         // Another attempt owns the export now; our object must not linger.
         warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
         let _ = ctx.storage.delete(&key).await;
@@ -179,15 +179,17 @@ fn storage_error(e: StorageError) -> JobError {
     JobError::Retryable(anyhow::Error::from(e).context("storage"))
 }
 
-/// Keeps the export row in step with its job: PENDING while a retry waits, FAILED for good.
-pub async fn on_failure(ctx: &JobContext, args: &serde_json::Value, retrying: bool, message: &str) {
+/// Keeps the export row in step with its job: PENDING while a retry waits or after a release,
+/// FAILED for good.
+pub async fn on_setback(ctx: &JobContext, args: &serde_json::Value, setback: Setback, message: &str) {
     let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return };
     let outcome = async {
         let db = ctx.pool.get().await.context("postgres")?;
-        if retrying {
-            exports::retry_later(&db, args.export_id, message).await?;
-        } else {
-            exports::fail(&db, args.export_id, message).await?;
+        match setback {
+            Setback::Retrying | Setback::Released => {
+                exports::retry_later(&db, args.export_id, message).await?
+            }
+            Setback::Failed => exports::fail(&db, args.export_id, message).await?,
         }
         anyhow::Ok(())
     };

@@ -2,11 +2,16 @@
 
 pub mod export_statement;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 use shared::{
-    config::Config, db::DbError, queue::ClaimedJob, source::Source, storage::Storage, tables::TableRegistry,
+    config::{Config, WorkerConfig},
+    db::DbError,
+    queue::ClaimedJob,
+    source::Source,
+    storage::Storage,
+    tables::TableRegistry,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -17,18 +22,21 @@ pub struct JobContext {
     pub source: Source,
     pub storage: Storage,
     pub tables: Arc<TableRegistry>,
-    /// Rows between progress writes are bounded by this interval.
-    pub progress_interval: std::time::Duration,
+    /// Interval between progress writes of a running export.
+    pub progress_interval: Duration,
+    /// How long a completed export's file is kept.
+    pub export_retention: Duration,
 }
 
 impl JobContext {
-    pub fn new(config: &Config, pool: Pool, source: Source, storage: Storage) -> Self {
+    pub fn new(config: &Config, worker: &WorkerConfig, pool: Pool, source: Source, storage: Storage) -> Self {
         Self {
             pool,
             source,
             storage,
             tables: Arc::new(config.tables.clone()),
-            progress_interval: std::time::Duration::from_secs(1),
+            progress_interval: worker.progress_interval,
+            export_retention: config.export_retention,
         }
     }
 }
@@ -61,16 +69,26 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     }
 }
 
-/// Lets a job kind record a failed attempt in its own tables. `retrying`: the queue will run it
-/// again; otherwise the job failed for good.
-pub async fn on_failure(
+/// What became of a job that did not complete, for its kind's own tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setback {
+    /// The attempt failed; the queue will run the job again after a backoff.
+    Retrying,
+    /// The worker shut down and gave the job back; another worker will pick it up.
+    Released,
+    /// No attempts left, or a fatal error: the job failed for good.
+    Failed,
+}
+
+/// Lets a job kind record a setback in its own tables (the export row's status and message).
+pub async fn on_setback(
     ctx: &JobContext,
     job_kind: &str,
     args: &serde_json::Value,
-    retrying: bool,
+    setback: Setback,
     message: &str,
 ) {
     if job_kind == shared::exports::EXPORT_JOB_KIND {
-        export_statement::on_failure(ctx, args, retrying, message).await;
+        export_statement::on_setback(ctx, args, setback, message).await;
     }
 }

@@ -31,6 +31,8 @@ CREATE TABLE exports (
     rows_exported bigint NOT NULL DEFAULT 0,
     sha256        text,
     error         text,
+    -- The job that produces this export (cancel goes through it).
+    job_id        bigint,
     -- Set when a newer export (force_refresh) takes over this request's deduplication slot.
     superseded_at timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
@@ -46,6 +48,8 @@ CREATE TABLE exports (
 CREATE UNIQUE INDEX exports_dedup_slot ON exports (request_hash)
     WHERE superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED');
 CREATE INDEX exports_created_at ON exports (created_at DESC, id DESC);
+-- Retention: maintenance finds completed exports whose files are due for deletion.
+CREATE INDEX exports_due_to_expire ON exports (expires_at) WHERE status = 'COMPLETED';
 
 -- Generic job queue. Workers claim with SELECT ... FOR UPDATE SKIP LOCKED.
 CREATE TABLE jobs (
@@ -71,3 +75,15 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_ready ON jobs (priority, run_at, id) WHERE state IN ('available', 'retryable');
 CREATE INDEX jobs_running_lease ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
+
+-- Worker processes, for the dashboard and readiness: each upserts itself and heartbeats.
+CREATE TABLE workers (
+    id                text PRIMARY KEY,
+    host              text NOT NULL,
+    pid               integer NOT NULL,
+    version           text NOT NULL,
+    started_at        timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    running_jobs      integer NOT NULL DEFAULT 0,
+    is_leader         boolean NOT NULL DEFAULT false
+);

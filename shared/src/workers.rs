@@ -1,0 +1,93 @@
+//! The worker registry (table `workers`): each worker process records itself and heartbeats,
+//! so operators (dashboard, `/ready`) can see who is alive and what each one runs.
+
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
+
+use crate::db::DbError;
+
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub started_at: OffsetDateTime,
+    pub last_heartbeat_at: OffsetDateTime,
+    pub running_jobs: i32,
+    pub is_leader: bool,
+}
+
+pub async fn register(
+    db: &impl GenericClient,
+    id: &str,
+    host: &str,
+    pid: u32,
+    version: &str,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO workers (id, host, pid, version) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()",
+        &[&id, &host, &(pid as i32), &version],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records that the worker is alive, how many jobs it runs and whether it leads maintenance.
+pub async fn heartbeat(
+    db: &impl GenericClient,
+    id: &str,
+    running_jobs: i32,
+    is_leader: bool,
+) -> Result<(), DbError> {
+    let statement = db
+        .prepare_cached(
+            "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2, is_leader = $3 WHERE id = $1",
+        )
+        .await?;
+    db.execute(&statement, &[&id, &running_jobs, &is_leader]).await?;
+    Ok(())
+}
+
+pub async fn deregister(db: &impl GenericClient, id: &str) -> Result<(), DbError> {
+    db.execute("DELETE FROM workers WHERE id = $1", &[&id]).await?;
+    Ok(())
+}
+
+/// Workers that heartbeated within `alive_within`, oldest first.
+pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec<WorkerInfo>, DbError> {
+    let rows = db
+        .query(
+            "SELECT id, host, pid, version, started_at, last_heartbeat_at, running_jobs, is_leader FROM workers
+             WHERE last_heartbeat_at > now() - make_interval(secs => $1)
+             ORDER BY started_at, id",
+            &[&alive_within.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| WorkerInfo {
+            id: r.get(0),
+            host: r.get(1),
+            pid: r.get(2),
+            version: r.get(3),
+            started_at: r.get(4),
+            last_heartbeat_at: r.get(5),
+            running_jobs: r.get(6),
+            is_leader: r.get(7),
+        })
+        .collect())
+}
+
+/// Forgets workers silent for longer than `silent_for` (crashed without deregistering).
+pub async fn prune_silent(db: &impl GenericClient, silent_for: Duration) -> Result<u64, DbError> {
+    Ok(db
+        .execute(
+            "DELETE FROM workers WHERE last_heartbeat_at < now() - make_interval(secs => $1)",
+            &[&silent_for.as_secs_f64()],
+        )
+        .await?)
+}

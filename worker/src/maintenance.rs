@@ -1,0 +1,209 @@
+//! Periodic maintenance, run by exactly one worker at a time.
+//!
+//! Leadership is a Postgres session advisory lock held on a dedicated connection: whoever holds
+//! it runs maintenance; if that worker dies, its connection closes, the lock is released and
+//! another worker takes over at its next tick. The leader rescues expired leases, deletes the
+//! files of exports past retention (marking them EXPIRED so deduplication stops returning them)
+//! and prunes old finished jobs in bounded batches.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use shared::{exports, queue, workers};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::jobs::{self, JobContext, Setback};
+
+/// Key of the session advisory lock that elects the maintenance leader.
+const LEADER_LOCK: i64 = 0x5354_4d54_4d41_494e; // "STMTMAIN"
+/// Rows handled per statement, so no maintenance step becomes one long transaction.
+const BATCH: i64 = 500;
+/// Batches per step per tick: a backlog is worked off over several ticks.
+const MAX_BATCHES: usize = 20;
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub rescued_failed: usize,
+    pub expired: usize,
+    pub pruned: u64,
+}
+
+pub struct Maintenance {
+    ctx: JobContext,
+    database_url: SecretString,
+    job_retention: Duration,
+    /// The dedicated session that holds (or tries for) the lock.
+    session: Option<tokio_postgres::Client>,
+    leader: bool,
+    /// Mirrors `leader` for the registry heartbeat.
+    flag: Arc<AtomicBool>,
+}
+
+impl Maintenance {
+    pub fn new(ctx: JobContext, database_url: SecretString, job_retention: Duration) -> Self {
+        Self { ctx, database_url, job_retention, session: None, leader: false, flag: Arc::default() }
+    }
+
+    pub fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
+        Self { flag, ..self }
+    }
+
+    fn set_leader(&mut self, leader: bool) {
+        self.leader = leader;
+        self.flag.store(leader, Ordering::Relaxed);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// Takes leadership if nobody holds it. Returns whether this process leads.
+    pub async fn try_lead(&mut self) -> bool {
+        if self.session.as_ref().is_some_and(|s| s.is_closed()) {
+            self.session = None;
+            self.set_leader(false);
+        }
+        if self.leader {
+            return true;
+        }
+        if self.session.is_none() {
+            match tokio_postgres::connect(self.database_url.expose_secret(), tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    self.session = Some(client);
+                }
+                Err(e) => {
+                    warn!(error = %e, "maintenance: cannot connect to Postgres");
+                    return false;
+                }
+            }
+        }
+        let session = self.session.as_ref().expect("connected above");
+        match session.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK]).await {
+            Ok(row) => {
+                self.set_leader(row.get(0));
+                if self.leader {
+                    info!("this worker now leads maintenance");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "maintenance: lock attempt failed");
+                self.session = None;
+            }
+        }
+        self.leader
+    }
+
+    /// Gives leadership up (graceful shutdown) so another worker takes over at once.
+    pub async fn resign(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]).await;
+        }
+        self.set_leader(false);
+    }
+
+    /// One pass of every maintenance step, if this process leads.
+    pub async fn tick(&mut self) -> Option<Report> {
+        if !self.try_lead().await {
+            return None;
+        }
+        let report = run_once(&self.ctx, self.job_retention).await;
+        if report != Report::default() {
+            info!(?report, "maintenance pass");
+        }
+        Some(report)
+    }
+
+    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            self.tick().await;
+        }
+        self.resign().await;
+    }
+}
+
+/// Every maintenance step once, regardless of leadership (the caller ensures it).
+pub async fn run_once(ctx: &JobContext, job_retention: Duration) -> Report {
+    let mut report = Report::default();
+    let db = match ctx.pool.get().await {
+        Ok(db) => db,
+        Err(e) => {
+            warn!(error = %e, "maintenance: Postgres unavailable");
+            return report;
+        }
+    };
+
+    match queue::rescue_expired(&db).await {
+        Ok(failed) => {
+            for (id, kind, args) in failed {
+                warn!(job.id = id, "job failed for good after its last lease expired");
+                let message = "the export was interrupted too many times (worker lost during every attempt)";
+                jobs::on_setback(ctx, &kind, &args, Setback::Failed, message).await;
+                report.rescued_failed += 1;
+            }
+        }
+        Err(e) => warn!(error = %e, "maintenance: lease rescue failed"),
+    }
+
+    for _ in 0..MAX_BATCHES {
+        let due = match exports::due_to_expire(&db, BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e, "maintenance: listing expired exports failed");
+                break;
+            }
+        };
+        let n = due.len();
+        for (id, file_key) in due {
+            if let Some(key) = file_key {
+                // Delete first: a file without a COMPLETED row is never handed out, while a
+                // COMPLETED row without its file would be.
+                if let Err(e) = ctx.storage.delete(&key).await {
+                    warn!(export.id = %id, error = %e, "maintenance: deleting an expired file failed; will retry");
+                    continue;
+                }
+            }
+            match exports::mark_expired(&db, id).await {
+                Ok(()) => report.expired += 1,
+                Err(e) => warn!(export.id = %id, error = %e, "maintenance: marking an export expired failed"),
+            }
+        }
+        if n < BATCH as usize {
+            break;
+        }
+    }
+
+    for _ in 0..MAX_BATCHES {
+        match queue::prune_finished(&db, job_retention, BATCH).await {
+            Ok(n) => {
+                report.pruned += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "maintenance: pruning jobs failed");
+                break;
+            }
+        }
+    }
+
+    if let Err(e) = workers::prune_silent(&db, Duration::from_secs(600)).await {
+        debug!(error = %e, "maintenance: pruning silent workers failed");
+    }
+    report
+}
