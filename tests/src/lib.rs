@@ -209,6 +209,23 @@ impl TestApp {
         conn.query_drop(sql).await.unwrap();
     }
 
+    /// Inserts `n` generated rows for `account`, one per second from 2024-01-01 on, ids from
+    /// `first_id`. Big enough statements for exports that take a while.
+    pub async fn insert_generated_rows(&self, account: &str, first_id: u64, n: u64) {
+        let digits = "(SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 \
+                      UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)";
+        let sql = format!(
+            "INSERT INTO bank_transactions
+             SELECT {first_id} + n, '{account}', DATE_ADD('2024-01-01', INTERVAL n DIV 86400 DAY),
+                    DATE_ADD('2024-01-01', INTERVAL n SECOND), CONCAT('generated row, number ', n),
+                    IF(n % 7 = 0, NULL, 'Counterparty \"quoted\"'), (n % 100000) / 100, 'EUR', CONCAT('G-', n)
+             FROM (SELECT a.d + 10*b.d + 100*c.d + 1000*e.d + 10000*f.d + 100000*g.d AS n
+                   FROM {digits} a, {digits} b, {digits} c, {digits} e, {digits} f, {digits} g) numbers
+             WHERE n < {n}"
+        );
+        self.source_exec(&sql).await;
+    }
+
     /// The source rows of a statement as text (NULL → None), ordered as the export is.
     pub async fn source_rows(&self, account: &str, from: &str, to: &str) -> Vec<Vec<Option<String>>> {
         let mut conn = self.source_admin.get_conn().await.unwrap();

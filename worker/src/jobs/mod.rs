@@ -1,6 +1,7 @@
 //! Job kinds and the context they run in. One file per kind; `run` is the registration list.
 
 pub mod export_statement;
+pub mod noop;
 
 use std::{sync::Arc, time::Duration};
 
@@ -65,6 +66,7 @@ impl From<DbError> for JobError {
 pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
     match job.kind.as_str() {
         shared::exports::EXPORT_JOB_KIND => export_statement::run(ctx, job, cancel).await,
+        noop::KIND => noop::run().await,
         other => Err(JobError::Fatal(anyhow::anyhow!("unknown job kind {other:?}"))),
     }
 }
