@@ -249,6 +249,19 @@ impl TestApp {
             .collect()
     }
 
+    /// Polls a boolean query until it is true (at most 30 s): tests wait on state, not on time.
+    pub async fn wait_for(&self, sql: &str) {
+        for _ in 0..1200 {
+            let db = self.pool.get().await.unwrap();
+            if db.query_opt(sql, &[]).await.unwrap().is_some_and(|r| r.get::<_, bool>(0)) {
+                return;
+            }
+            drop(db);
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for: {sql}");
+    }
+
     /// Polls until the export leaves PENDING/PROCESSING (running jobs in between).
     pub async fn run_until_settled(&self, key: &str, reference_id: &str) -> Value {
         for _ in 0..50 {
@@ -328,4 +341,18 @@ fn finish_field(field: &mut String, quoted: &mut bool) -> Option<String> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Every file below `dir` (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

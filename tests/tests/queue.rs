@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::{exports, queue};
-use testkit::{StatusCode, TestApp};
+use testkit::{StatusCode, TestApp, files_under};
 use worker::{jobs::JobContext, maintenance::Maintenance};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -189,7 +189,7 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
             .await
     });
     // Wait until the export is producing rows.
-    wait_for(&app, &format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
     let response = app
         .http
         .post(format!("{}/api/export/{id}/cancel", app.base_url))
@@ -199,7 +199,7 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
-    wait_for(&app, "SELECT running_jobs = 0 FROM workers").await;
+    app.wait_for("SELECT running_jobs = 0 FROM workers").await;
     let _ = stop_tx.send(());
     running.await.unwrap();
 
@@ -229,7 +229,7 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
             })
             .await
     });
-    wait_for(&app, &format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
     let _ = stop_tx.send(());
     enqueue_noops(&app, 1).await;
     running.await.unwrap();
@@ -255,7 +255,7 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
             })
             .await
     });
-    wait_for(&app, &format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
     let _ = stop_tx.send(());
     running.await.unwrap();
     let job: (String, i32) = {
@@ -339,38 +339,11 @@ async fn an_idle_worker_is_woken_by_notify_not_by_polling() {
             })
             .await
     });
-    wait_for(&app, "SELECT count(*) = 1 FROM workers").await;
+    app.wait_for("SELECT count(*) = 1 FROM workers").await;
     // Give the listener a moment to subscribe, then enqueue.
     tokio::time::sleep(Duration::from_millis(500)).await;
     enqueue_noops(&app, 1).await;
-    wait_for(&app, "SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
+    app.wait_for("SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
     let _ = stop_tx.send(());
     running.await.unwrap();
-}
-
-/// Polls a boolean query until it is true (at most 30 s): waiting on state, not on time.
-async fn wait_for(app: &TestApp, sql: &str) {
-    for _ in 0..600 {
-        let db = app.pool.get().await.unwrap();
-        if db.query_opt(sql, &[]).await.unwrap().is_some_and(|r| r.get::<_, bool>(0)) {
-            return;
-        }
-        drop(db);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {sql}");
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
