@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi
+.PHONY: run test fmt openapi bench-queue
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -14,3 +14,7 @@ fmt:
 ## Regenerate openapi.yaml from the code.
 openapi:
 	cargo run -q -p statement-api -- openapi > openapi.yaml
+
+## Queue throughput and pickup latency vs pgbench on the same SQL (prints name: value lines).
+bench-queue:
+	bash scripts/bench.sh bench-queue

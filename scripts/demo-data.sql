@@ -24,7 +24,7 @@ SELECT n + 1,
        DATE_ADD('2024-01-01', INTERVAL (n DIV 5) % 731 DAY),
        DATE_ADD(DATE_ADD('2024-01-01', INTERVAL (n DIV 5) % 731 DAY),
                 INTERVAL ((n * 7919 * 104729) % 86400000000) MICROSECOND),
-       CASE n % 10
+       CASE (n DIV 5) % 10
            WHEN 0 THEN CONCAT('Card payment ', n)
            WHEN 1 THEN 'Coffee, croissant and juice'
            WHEN 2 THEN 'Refund for "damaged" item'

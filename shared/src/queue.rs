@@ -17,6 +17,18 @@ use crate::db::DbError;
 /// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
 pub const NOTIFY_CHANNEL: &str = "statement_jobs";
 
+/// The claim CTE: `$1` limit, `$2` worker id, `$3` lease seconds.
+pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
+/// Completes one attempt: `$1` job id, `$2` attempt token.
+pub const COMPLETE_SQL: &str =
+    "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
+     WHERE id = $1 AND attempt_token = $2 AND state = 'running'";
+/// Completes many attempts: `$1` job ids, `$2` attempt tokens (same order).
+pub const COMPLETE_MANY_SQL: &str =
+    "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
+     FROM unnest($1::bigint[], $2::uuid[]) AS done(id, token)
+     WHERE jobs.id = done.id AND jobs.attempt_token = done.token AND jobs.state = 'running'";
+
 /// A job this worker holds under lease.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
@@ -55,7 +67,7 @@ pub async fn claim(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>, DbError> {
-    let statement = db.prepare_cached(include_str!("queue/claim.sql")).await?;
+    let statement = db.prepare_cached(CLAIM_SQL).await?;
     let rows = db.query(&statement, &[&limit, &worker_id, &lease_seconds(lease)]).await?;
     Ok(rows
         .iter()
@@ -94,25 +106,14 @@ pub async fn heartbeat(
 
 /// Marks the attempt completed. `false`: the token no longer holds the job (fenced out).
 pub async fn complete(db: &impl GenericClient, id: i64, token: Uuid) -> Result<bool, DbError> {
-    let statement = db
-        .prepare_cached(
-            "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
-             WHERE id = $1 AND attempt_token = $2 AND state = 'running'",
-        )
-        .await?;
+    let statement = db.prepare_cached(COMPLETE_SQL).await?;
     Ok(db.execute(&statement, &[&id, &token]).await? == 1)
 }
 
 /// Completes several attempts in one statement (batched workers and the queue benchmark).
 /// Returns how many were still held and are now completed.
 pub async fn complete_many(db: &impl GenericClient, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
-    let statement = db
-        .prepare_cached(
-            "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
-             FROM unnest($1::bigint[], $2::uuid[]) AS done(id, token)
-             WHERE jobs.id = done.id AND jobs.attempt_token = done.token AND jobs.state = 'running'",
-        )
-        .await?;
+    let statement = db.prepare_cached(COMPLETE_MANY_SQL).await?;
     Ok(db.execute(&statement, &[&ids, &tokens]).await?)
 }
 

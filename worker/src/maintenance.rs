@@ -25,8 +25,11 @@ use crate::jobs::{self, JobContext, Setback};
 const LEADER_LOCK: i64 = 0x5354_4d54_4d41_494e; // "STMTMAIN"
 /// Rows handled per statement, so no maintenance step becomes one long transaction.
 const BATCH: i64 = 500;
-/// Batches per step per tick: a backlog is worked off over several ticks.
+/// Batches per step per pass: a backlog is worked off over several passes.
 const MAX_BATCHES: usize = 20;
+/// Lease rescue runs every tick; retention and pruning every this many ticks (they have
+/// nothing urgent to do, and an idle leader should cost Postgres next to nothing).
+const HOUSEKEEPING_EVERY: u64 = 6;
 
 /// What one maintenance pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +46,22 @@ pub struct Maintenance {
     /// The dedicated session that holds (or tries for) the lock.
     session: Option<tokio_postgres::Client>,
     leader: bool,
+    ticks: u64,
     /// Mirrors `leader` for the registry heartbeat.
     flag: Arc<AtomicBool>,
 }
 
 impl Maintenance {
     pub fn new(ctx: JobContext, database_url: SecretString, job_retention: Duration) -> Self {
-        Self { ctx, database_url, job_retention, session: None, leader: false, flag: Arc::default() }
+        Self {
+            ctx,
+            database_url,
+            job_retention,
+            session: None,
+            leader: false,
+            ticks: 0,
+            flag: Arc::default(),
+        }
     }
 
     pub fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
@@ -110,12 +122,15 @@ impl Maintenance {
         self.set_leader(false);
     }
 
-    /// One pass of every maintenance step, if this process leads.
+    /// One maintenance pass, if this process leads: lease rescue always, housekeeping
+    /// (retention, pruning) on every [`HOUSEKEEPING_EVERY`]th pass, starting with the first.
     pub async fn tick(&mut self) -> Option<Report> {
         if !self.try_lead().await {
             return None;
         }
-        let report = run_once(&self.ctx, self.job_retention).await;
+        let housekeeping = self.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
+        self.ticks += 1;
+        let report = run_pass(&self.ctx, self.job_retention, housekeeping).await;
         if report != Report::default() {
             info!(?report, "maintenance pass");
         }
@@ -138,6 +153,10 @@ impl Maintenance {
 
 /// Every maintenance step once, regardless of leadership (the caller ensures it).
 pub async fn run_once(ctx: &JobContext, job_retention: Duration) -> Report {
+    run_pass(ctx, job_retention, true).await
+}
+
+async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool) -> Report {
     let mut report = Report::default();
     let db = match ctx.pool.get().await {
         Ok(db) => db,
@@ -157,6 +176,9 @@ pub async fn run_once(ctx: &JobContext, job_retention: Duration) -> Report {
             }
         }
         Err(e) => warn!(error = %e, "maintenance: lease rescue failed"),
+    }
+    if !housekeeping {
+        return report;
     }
 
     for _ in 0..MAX_BATCHES {

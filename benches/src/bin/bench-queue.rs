@@ -1,0 +1,196 @@
+//! `make bench-queue`: how fast the Postgres job queue burns down work, against pgbench running
+//! the very same claim and complete SQL on the same number of connections, in the same run.
+//!
+//! Prints `name: value` lines:
+//! - `per_job_jobs_per_s`, `pgbench_per_job_tps`, `per_job_ratio_vs_pgbench`: claim 1 + complete 1;
+//! - `batched_jobs_per_s`, `pgbench_batch100_jobs_per_s`, `batched_ratio_vs_pgbench`: claim 100 +
+//!   complete 100 in one statement;
+//! - `pickup_p50_ms`, `pickup_p99_ms`: a real worker (LISTEN/NOTIFY) picking up jobs inserted one
+//!   by one into an idle queue (insert commit → claim, measured by Postgres's own clock);
+//! - `idle_queries_per_s_per_worker`: statements an idle worker sends.
+//!
+//! Settings: `BENCH_JOBS` (default 20000), `BENCH_CONNECTIONS` (default 4), `BENCH_PICKUPS` (200).
+
+use std::time::{Duration, Instant};
+
+use benchkit::{figure, fresh_database, percentile, pgbench_sql, pgbench_tps};
+use secrecy::SecretString;
+use shared::{config::WorkerConfig, queue};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let jobs = env_usize("BENCH_JOBS", 20_000);
+    let connections = env_usize("BENCH_CONNECTIONS", 4);
+    let pickups = env_usize("BENCH_PICKUPS", 200);
+    let url = fresh_database("stmt_bench_queue").await?;
+    let pool = shared::db::pool(&SecretString::from(url.clone()), connections + 4)?;
+    println!("jobs: {jobs}");
+    println!("connections: {connections}");
+
+    // Per job: claim one, complete it.
+    insert_noops(&pool, jobs).await?;
+    let started = Instant::now();
+    let done = burn_down(&pool, connections, 1).await?;
+    let per_job = done as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(done == jobs, "burned {done} of {jobs}");
+    figure("per_job_jobs_per_s", per_job);
+
+    // pgbench, same SQL, same connections: one transaction = claim one + complete it.
+    reset(&pool).await?;
+    insert_noops(&pool, jobs).await?;
+    // The same parameterised statements as the service's, on the same session settings.
+    let pgbench_url = benchkit::with_service_session(&url);
+    let params = [":limit", ":worker", ":lease"];
+    let script = format!(
+        "\\set limit 1\n\\set lease 30\n{}\\gset\n{}",
+        pgbench_sql(queue::CLAIM_SQL, &params).trim_end(),
+        pgbench_sql(queue::COMPLETE_SQL, &[":id", ":attempt_token"])
+    );
+    let worker = ["-D", "worker=pgbench"];
+    let pgbench_per_job = pgbench_tps(&pgbench_url, &script, connections, jobs / connections, &worker)?;
+    figure("pgbench_per_job_tps", pgbench_per_job);
+    figure("per_job_ratio_vs_pgbench", per_job / pgbench_per_job);
+
+    // Batched: claim 100, complete the 100 in one statement.
+    reset(&pool).await?;
+    insert_noops(&pool, jobs).await?;
+    let started = Instant::now();
+    let done = burn_down(&pool, connections, 100).await?;
+    let batched = done as f64 / started.elapsed().as_secs_f64();
+    figure("batched_jobs_per_s", batched);
+
+    reset(&pool).await?;
+    insert_noops(&pool, jobs).await?;
+    let script = format!(
+        "\\set limit 100\n\\set lease 30\n\
+         WITH claimed AS ({}) SELECT array_agg(id) AS ids, array_agg(attempt_token) AS tokens FROM claimed\\gset\n{}",
+        pgbench_sql(queue::CLAIM_SQL, &params).trim_end(),
+        pgbench_sql(queue::COMPLETE_MANY_SQL, &[":ids", ":tokens"])
+    );
+    let batches = jobs / 100;
+    let pgbench_batch_tps = pgbench_tps(&pgbench_url, &script, connections, batches / connections, &worker)?;
+    let pgbench_batched = pgbench_batch_tps * 100.0;
+    figure("pgbench_batch100_jobs_per_s", pgbench_batched);
+    figure("batched_ratio_vs_pgbench", batched / pgbench_batched);
+
+    // Pickup latency and idle load with a real worker.
+    reset(&pool).await?;
+    let (p50, p99, idle_qps) = pickup_and_idle(&url, &pool, pickups).await?;
+    figure("pickup_p50_ms", p50);
+    figure("pickup_p99_ms", p99);
+    figure("idle_queries_per_s_per_worker", idle_qps);
+    Ok(())
+}
+
+async fn insert_noops(pool: &deadpool_postgres::Pool, n: usize) -> anyhow::Result<()> {
+    let db = pool.get().await?;
+    db.execute(
+        "INSERT INTO jobs (kind, args) SELECT 'noop', '{}'::jsonb FROM generate_series(1, $1::int)",
+        &[&(n as i32)],
+    )
+    .await?;
+    db.batch_execute("VACUUM ANALYZE jobs").await?;
+    Ok(())
+}
+
+async fn reset(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
+    let db = pool.get().await?;
+    db.batch_execute("TRUNCATE jobs").await?;
+    db.batch_execute("VACUUM ANALYZE jobs").await?;
+    Ok(())
+}
+
+/// `connections` tasks claim `batch` at a time and complete them until the queue is empty.
+async fn burn_down(pool: &deadpool_postgres::Pool, connections: usize, batch: i64) -> anyhow::Result<usize> {
+    let tasks = (0..connections).map(|i| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let db = pool.get().await?;
+            let worker = format!("bench-{i}");
+            let mut done = 0;
+            loop {
+                let claimed = queue::claim(&db, &worker, batch, LEASE).await?;
+                if claimed.is_empty() {
+                    return anyhow::Ok(done);
+                }
+                if batch == 1 {
+                    queue::complete(&db, claimed[0].id, claimed[0].token).await?;
+                } else {
+                    let ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
+                    let tokens: Vec<uuid::Uuid> = claimed.iter().map(|j| j.token).collect();
+                    queue::complete_many(&db, &ids, &tokens).await?;
+                }
+                done += claimed.len();
+            }
+        })
+    });
+    let mut total = 0;
+    for result in futures::future::join_all(tasks).await {
+        total += result??;
+    }
+    Ok(total)
+}
+
+/// Starts a real worker on an idle queue, inserts jobs one at a time, and reads the pickup
+/// latency (claim time − insert time) from Postgres. Then counts the idle worker's statements.
+async fn pickup_and_idle(
+    url: &str,
+    pool: &deadpool_postgres::Pool,
+    pickups: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let config = shared::config::Config {
+        database_url: SecretString::from(url.to_owned()),
+        ..shared::config::Config::from_env()?
+    };
+    let worker_config = WorkerConfig { concurrency: 4, ..WorkerConfig::default() };
+    let ctx = worker::context(&config, &worker_config)?;
+    let runner = worker::runner::Runner::new(ctx, worker_config, config.database_url.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let db = pool.get().await?;
+    for _ in 0..pickups {
+        queue::enqueue(&db, worker::jobs::noop::KIND, &serde_json::json!({}), 1).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while db.query_one("SELECT count(*) FROM jobs WHERE state <> 'completed'", &[]).await?.get::<_, i64>(0)
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = db
+        .query(
+            "SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM jobs ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let latencies: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+
+    // Idle: transactions committed in this database over 20 s, minus our own reads. Postgres
+    // flushes an idle backend's statistics up to 10 s late, so let the busy phase settle first.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let window = Duration::from_secs(20);
+    let commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()";
+    db.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    let before: i64 = db.query_one(commits, &[]).await?.get(0);
+    tokio::time::sleep(window).await;
+    db.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    let after: i64 = db.query_one(commits, &[]).await?.get(0);
+    let idle_qps = (after - before - 2).max(0) as f64 / window.as_secs_f64();
+
+    let _ = stop_tx.send(());
+    running.await?;
+    Ok((percentile(&latencies, 50.0), percentile(&latencies, 99.0), idle_qps))
+}
