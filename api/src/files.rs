@@ -51,9 +51,10 @@ pub async fn download(
     };
     let size = object.meta.size;
     let filename = key.rsplit('/').next().unwrap_or("statement.csv").to_owned();
+    let content_type = if filename.ends_with(".gz") { "application/gzip" } else { "text/csv; charset=utf-8" };
     let stream = object.into_stream().map_err(std::io::Error::other);
     Response::builder()
-        .content_type("text/csv; charset=utf-8")
+        .content_type(content_type)
         .header(header::CONTENT_LENGTH, size)
         .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\""))
         .header(header::CACHE_CONTROL, "private, no-store")

@@ -62,6 +62,8 @@ pub struct Config {
     pub export_max_attempts: i32,
     /// How long a completed export's file is kept; then it is deleted and the export EXPIRED.
     pub export_retention: Duration,
+    /// Prefix text cells that start like a spreadsheet formula with `'` (see `csv_out`).
+    pub formula_guard: bool,
 }
 
 /// Settings only the API reads.
@@ -151,6 +153,7 @@ impl Config {
             tables,
             export_max_attempts: positive("EXPORT_MAX_ATTEMPTS", "a positive number of attempts", 5)?,
             export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
+            formula_guard: parse_var("EXPORT_FORMULA_GUARD", "true or false", true)?,
         })
     }
 }

@@ -7,9 +7,11 @@
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, prelude::Queryable};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::tables::TableRegistry;
+use mysql_async::consts::ColumnType;
 
-pub use mysql_async::{Error as MysqlError, Row, Transaction, Value};
+use crate::{csv_out::ColumnKind, tables::TableRegistry};
+
+pub use mysql_async::{Column, Error as MysqlError, Row, Transaction, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -104,4 +106,34 @@ pub fn text_value(value: &Value) -> Result<Option<&[u8]>, NotText> {
         Value::Bytes(bytes) => Ok(Some(bytes)),
         _ => Err(NotText),
     }
+}
+
+/// How each result column is written to CSV, from the result set's metadata.
+pub fn column_kinds(columns: &[Column]) -> Vec<ColumnKind> {
+    /// MySQL's `binary` character set: BLOB and BINARY columns, not text.
+    const BINARY_CHARSET: u16 = 63;
+    columns
+        .iter()
+        .map(|c| match c.column_type() {
+            ColumnType::MYSQL_TYPE_DATETIME
+            | ColumnType::MYSQL_TYPE_DATETIME2
+            | ColumnType::MYSQL_TYPE_TIMESTAMP
+            | ColumnType::MYSQL_TYPE_TIMESTAMP2 => ColumnKind::DateTime,
+            ColumnType::MYSQL_TYPE_VARCHAR
+            | ColumnType::MYSQL_TYPE_VAR_STRING
+            | ColumnType::MYSQL_TYPE_STRING
+            | ColumnType::MYSQL_TYPE_TINY_BLOB
+            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
+            | ColumnType::MYSQL_TYPE_LONG_BLOB
+            | ColumnType::MYSQL_TYPE_BLOB
+            | ColumnType::MYSQL_TYPE_ENUM
+            | ColumnType::MYSQL_TYPE_SET
+            | ColumnType::MYSQL_TYPE_JSON
+                if c.character_set() != BINARY_CHARSET =>
+            {
+                ColumnKind::Text
+            }
+            _ => ColumnKind::Verbatim,
+        })
+        .collect()
 }

@@ -112,19 +112,23 @@ fn date_error(field: &'static str) -> FieldError {
 pub enum ExportFormat {
     #[default]
     Csv,
+    /// The same CSV, gzip-compressed.
+    CsvGz,
 }
 
 impl ExportFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Csv => "csv",
+            Self::CsvGz => "csv.gz",
         }
     }
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         match raw {
             "csv" => Ok(Self::Csv),
-            _ => Err(FieldError::new("format", "must be \"csv\"")),
+            "csv.gz" => Ok(Self::CsvGz),
+            _ => Err(FieldError::new("format", "must be \"csv\" or \"csv.gz\"")),
         }
     }
 
@@ -135,6 +139,7 @@ impl ExportFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Csv => "text/csv; charset=utf-8",
+            Self::CsvGz => "application/gzip",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use object_store::{
-    ObjectStore, ObjectStoreExt,
+    Attribute, Attributes, ObjectStore, ObjectStoreExt,
     aws::{AmazonS3, AmazonS3Builder},
     buffered::BufWriter,
     local::LocalFileSystem,
@@ -78,11 +78,16 @@ impl Storage {
         matches!(self.backend, Backend::Local)
     }
 
-    /// A writer for a new object at `key`; see [`Upload`].
-    pub fn upload(&self, key: &str) -> Result<Upload, StorageError> {
+    /// A writer for a new object at `key`; see [`Upload`]. On S3 the object is served with
+    /// `content_type` (local files get theirs from the API's download route).
+    pub fn upload(&self, key: &str, content_type: &str) -> Result<Upload, StorageError> {
         let path = parse_key(key)?;
-        let writer =
+        let mut writer =
             BufWriter::with_capacity(self.store.clone(), path, self.part_size).with_max_concurrency(2);
+        if let Backend::S3(_) = self.backend {
+            writer = writer
+                .with_attributes(Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]));
+        }
         Ok(Upload { writer: Some(writer) })
     }
 

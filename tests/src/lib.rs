@@ -64,6 +64,11 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tables: TableRegistry) -> Self {
+        Self::spawn_configured(tables, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn_with`], with a chance to adjust the configuration first.
+    pub async fn spawn_configured(tables: TableRegistry, adjust: impl FnOnce(&mut Config)) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let pg_db = format!("stmt_test_{}", &id[..16]);
         let source_db = format!("stmt_src_{}", &id[..16]);
@@ -102,7 +107,7 @@ impl TestApp {
         let source_url = format!("mysql://statements_ro:statements_ro@{host_port}/{source_db}");
 
         let storage_dir = std::env::temp_dir().join(format!("stmt-test-{id}"));
-        let config = Config {
+        let mut config = Config {
             database_url: SecretString::from(database_url),
             source_database_url: SecretString::from(source_url),
             storage: StorageConfig::Local { root: storage_dir.clone() },
@@ -112,7 +117,9 @@ impl TestApp {
             tables,
             export_max_attempts: 3,
             export_retention: std::time::Duration::from_secs(30 * 86_400),
+            formula_guard: true,
         };
+        adjust(&mut config);
         db::migrate(&config.database_url).await.expect("migrations apply");
 
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();

@@ -15,6 +15,22 @@ const AWKWARD_ROWS: &str = r#"INSERT INTO bank_transactions VALUES
  (7, 'ACC-1', '2024-01-31', '2024-01-31 23:59:59.999999', '-minus', NULL, 0.01, 'EUR', 'last day'),
  (8, 'ACC-1', '2024-02-01', '2024-02-01 00:00:00.000000', 'after the range', NULL, 1.00, 'EUR', NULL)"#;
 
+/// The README's conventions applied to source values: DATETIME gets ISO 8601's `T`; text
+/// cells starting with `= + - @ TAB CR` get a leading `'` (columns 1, 4, 5, 7, 8 are text).
+fn documented_conventions(row: Vec<Option<String>>) -> Vec<Option<String>> {
+    row.into_iter()
+        .enumerate()
+        .map(|(i, cell)| {
+            let cell = cell?;
+            Some(match i {
+                3 => cell.replacen(' ', "T", 1),
+                1 | 4 | 5 | 7 | 8 if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{cell}"),
+                _ => cell,
+            })
+        })
+        .collect()
+}
+
 fn january(account: &str) -> Value {
     json!({"account_id": account, "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-01-31"})
 }
@@ -63,12 +79,17 @@ async fn an_export_completes_and_its_file_equals_the_source() {
     );
     let expected = app.source_rows("ACC-1", "2024-01-01", "2024-01-31").await;
     assert_eq!(expected.len(), 5);
+    let expected: Vec<_> = expected.into_iter().map(documented_conventions).collect();
     assert_eq!(&records[1..], &expected[..], "every row and column equals the source");
     // Spot-check the conventions on values we know.
     assert_eq!(records[2][6].as_deref(), Some("9999999999999999.99"), "decimals exactly as stored");
-    assert_eq!(records[2][3].as_deref(), Some("2024-01-01 08:15:30.123456"), "microseconds kept");
+    assert_eq!(records[2][3].as_deref(), Some("2024-01-01T08:15:30.123456"), "ISO 8601, microseconds kept");
     assert_eq!(records[2][5].as_deref(), Some(""), "empty string stays empty string");
     assert_eq!(records[3][8], None, "NULL stays NULL");
+    assert_eq!(records[4][4].as_deref(), Some("'=SUM(A1:A9)"), "formula guard on text");
+    assert_eq!(records[4][6].as_deref(), Some("0.00"));
+    assert_eq!(records[5][4].as_deref(), Some("'-minus"));
+    assert_eq!(records[3][6].as_deref(), Some("-9999999999999999.99"), "numbers are never guarded");
 }
 
 #[tokio::test]

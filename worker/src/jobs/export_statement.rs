@@ -8,13 +8,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use shared::{
-    csv_out::CsvEncoder,
+    csv_out::{CsvEncoder, FileBytes},
     exports::{self, Attempt, ExportJobArgs, ExportResult},
     queue::ClaimedJob,
     source::{self, SourceError, Transaction},
-    statement::{AccountId, DateRange},
+    statement::{AccountId, DateRange, ExportFormat},
     storage::{StorageError, Upload},
     tables::TableSpec,
 };
@@ -33,29 +32,34 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let args: ExportJobArgs = serde_json::from_value(job.args.clone())
         .map_err(|e| JobError::Fatal(anyhow!("malformed job arguments: {e}")))?;
     let attempt = Attempt { export_id: args.export_id, job_id: job.id, token: job.token };
-    let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
-    let Some(export) = exports::start(&db, attempt).await? else {
-        return Err(JobError::Fenced);
+    let export = {
+        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        exports::start(&db, attempt).await?.ok_or(JobError::Fenced)?
     };
-    let spec = ctx.tables.get(&export.table_name).ok_or_else(|| {
-        JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name))
-    })?;
-    let account = AccountId::parse(&export.account_id).map_err(|e| JobError::Fatal(e.into()))?;
-    let range =
-        DateRange::new(export.date_from, export.date_to, i64::MAX).map_err(|e| JobError::Fatal(e.into()))?;
+    let statement = Statement {
+        spec: ctx.tables.get(&export.table_name).ok_or_else(|| {
+            JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name))
+        })?,
+        account: AccountId::parse(&export.account_id).map_err(|e| JobError::Fatal(e.into()))?,
+        range: DateRange::new(export.date_from, export.date_to, i64::MAX)
+            .map_err(|e| JobError::Fatal(e.into()))?,
+        format: ExportFormat::parse(&export.format).map_err(|e| JobError::Fatal(e.into()))?,
+    };
     let key = format!(
-        "exports/{id}/attempt-{n}/statement_{account}_{from}_{to}.csv",
+        "exports/{id}/attempt-{n}/statement_{account}_{from}_{to}.{ext}",
         id = export.id,
         n = job.attempt,
-        from = range.from(),
-        to = range.to(),
+        account = statement.account,
+        from = statement.range.from(),
+        to = statement.range.to(),
+        ext = statement.format.extension(),
     );
 
     let started = Instant::now();
-    let upload = ctx.storage.upload(&key).map_err(storage_error)?;
+    let upload = ctx.storage.upload(&key, statement.format.content_type()).map_err(storage_error)?;
     let (chunks, receiver) = mpsc::channel(CHANNEL_DEPTH);
     let uploader = tokio::spawn(upload_chunks(upload, receiver));
-    let produced = produce(ctx, spec, &account, &range, attempt, &cancel, &chunks).await;
+    let produced = produce(ctx, &statement, attempt, &cancel, &chunks).await;
     if produced.is_ok() {
         let _ = chunks.send(Chunk::Finish).await;
     }
@@ -66,8 +70,9 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
 
     let result =
         ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
+    let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
     if !exports::complete(&mut db, attempt, &result, ctx.export_retention).await? {
-        // Another attempt owns the export now; our object must not linger.
+        // Another attempt owns the export now (or it was cancelled); our object must not linger.
         warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
         let _ = ctx.storage.delete(&key).await;
         return Err(JobError::Fenced);
@@ -78,10 +83,19 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
         rows,
         size_bytes = size,
         duration_ms = elapsed.as_millis() as u64,
+        rows_per_s = (rows as f64 / elapsed.as_secs_f64().max(1e-9)) as u64,
         "export {} completed",
         export.id
     );
     Ok(())
+}
+
+/// What one export reads and writes.
+struct Statement<'a> {
+    spec: &'a TableSpec,
+    account: AccountId,
+    range: DateRange,
+    format: ExportFormat,
 }
 
 enum Chunk {
@@ -108,29 +122,34 @@ async fn upload_chunks(mut upload: Upload, mut receiver: mpsc::Receiver<Chunk>) 
     }
 }
 
-/// Reads the statement inside one snapshot and sends CSV chunks. Returns rows, bytes, SHA-256.
+/// Reads the statement inside one snapshot and sends the file's chunks. Returns rows, bytes
+/// and the file's SHA-256.
 async fn produce(
     ctx: &JobContext,
-    spec: &TableSpec,
-    account: &AccountId,
-    range: &DateRange,
+    statement: &Statement<'_>,
     attempt: Attempt,
     cancel: &CancellationToken,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<(i64, u64, String), JobError> {
-    let mut encoder = CsvEncoder::new(CHUNK_BYTES);
-    encoder.write_record(spec.columns.iter().map(|c| Some(c.as_bytes())));
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
+    let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
+    encoder.write_header(statement.spec.columns.iter().map(String::as_str));
+    let mut file = FileBytes::new(statement.format == ExportFormat::CsvGz);
     let mut rows: i64 = 0;
     let mut last_progress = Instant::now();
+    let send = |bytes: Bytes| async move {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        chunks.send(Chunk::Data(bytes)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
+    };
 
     let mut tx: Transaction<'static> = ctx.source.snapshot().await.map_err(source_error)?;
     {
-        let mut result =
-            mysql_async::prelude::Queryable::query_iter(&mut tx, spec.select_sql(account, range))
-                .await
-                .map_err(|e| source_error(SourceError::from(e)))?;
+        let sql = statement.spec.select_sql(&statement.account, &statement.range);
+        let mut result = mysql_async::prelude::Queryable::query_iter(&mut tx, sql)
+            .await
+            .map_err(|e| source_error(SourceError::from(e)))?;
+        let kinds = source::column_kinds(result.columns_ref());
         while let Some(row) = result.next().await.map_err(|e| source_error(SourceError::from(e)))? {
             if let Some(i) =
                 (0..row.len()).find(|&i| row.as_ref(i).is_some_and(|v| source::text_value(v).is_err()))
@@ -138,37 +157,29 @@ async fn produce(
                 return Err(JobError::Fatal(anyhow!("column {i} did not arrive as text")));
             }
             encoder.write_record(
+                &kinds,
                 (0..row.len()).map(|i| row.as_ref(i).and_then(|v| source::text_value(v).ok()?)),
             );
             rows += 1;
-            if let Some(chunk) = encoder.take_full_chunk() {
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                if cancel.is_cancelled() {
+            let Some(csv) = encoder.take_full_chunk() else { continue };
+            if cancel.is_cancelled() {
+                return Err(JobError::Fenced);
+            }
+            send(file.push(csv)).await?;
+            if last_progress.elapsed() >= ctx.progress_interval {
+                last_progress = Instant::now();
+                let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+                if !exports::record_progress(&db, attempt, rows).await? {
                     return Err(JobError::Fenced);
-                }
-                chunks
-                    .send(Chunk::Data(chunk))
-                    .await
-                    .map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
-                if last_progress.elapsed() >= ctx.progress_interval {
-                    last_progress = Instant::now();
-                    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
-                    if !exports::record_progress(&db, attempt, rows).await? {
-                        return Err(JobError::Fenced);
-                    }
                 }
             }
         }
     }
     tx.commit().await.map_err(|e| source_error(SourceError::from(e)))?;
-    let last = encoder.take();
-    hasher.update(&last);
-    size += last.len() as u64;
-    if !last.is_empty() {
-        chunks.send(Chunk::Data(last)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))?;
-    }
-    Ok((rows, size, hex::encode(hasher.finalize())))
+    send(file.push(encoder.take())).await?;
+    let (last, size, digest) = file.finish();
+    send(last).await?;
+    Ok((rows, size, digest))
 }
 
 fn source_error(e: SourceError) -> JobError {

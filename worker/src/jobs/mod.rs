@@ -27,6 +27,8 @@ pub struct JobContext {
     pub progress_interval: Duration,
     /// How long a completed export's file is kept.
     pub export_retention: Duration,
+    /// Guard text cells against spreadsheet formula injection.
+    pub formula_guard: bool,
 }
 
 impl JobContext {
@@ -38,6 +40,7 @@ impl JobContext {
             tables: Arc::new(config.tables.clone()),
             progress_interval: worker.progress_interval,
             export_retention: config.export_retention,
+            formula_guard: config.formula_guard,
         }
     }
 }
