@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue
+.PHONY: run test fmt openapi bench-queue bench-export
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -18,3 +18,7 @@ openapi:
 ## Queue throughput and pickup latency vs pgbench on the same SQL (prints name: value lines).
 bench-queue:
 	bash scripts/bench.sh bench-queue
+
+## Export speed, memory and the ratio to `mariadb --quick --batch` on the same rows.
+bench-export:
+	bash scripts/bench.sh bench-export

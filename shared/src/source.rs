@@ -48,7 +48,12 @@ impl Source {
     pub fn new(url: &SecretString, max_connections: usize) -> Result<Self, SourceError> {
         let opts = Opts::from_url(url.expose_secret()).map_err(|e| SourceError::Url(e.to_string()))?;
         let constraints = PoolConstraints::new(0, max_connections.max(1)).expect("0 <= max");
-        let opts = OptsBuilder::from_opts(opts).pool_opts(PoolOpts::default().with_constraints(constraints));
+        // mysql_async switches a TCP connection to 127.0.0.1 over to the server's Unix socket by
+        // default; streaming through it measured ~35 % slower than TCP here, so stay on what the
+        // URL says (a `socket=` URL parameter still selects a socket explicitly).
+        let opts = OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            .pool_opts(PoolOpts::default().with_constraints(constraints));
         Ok(Self { pool: Pool::new(opts) })
     }
 

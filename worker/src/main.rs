@@ -1,4 +1,8 @@
 use anyhow::Context as _;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use shared::config::{Config, WorkerConfig};
 use worker::runner::Runner;

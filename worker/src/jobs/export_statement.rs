@@ -151,15 +151,21 @@ async fn produce(
             .map_err(|e| source_error(SourceError::from(e)))?;
         let kinds = source::column_kinds(result.columns_ref());
         while let Some(row) = result.next().await.map_err(|e| source_error(SourceError::from(e)))? {
-            if let Some(i) =
-                (0..row.len()).find(|&i| row.as_ref(i).is_some_and(|v| source::text_value(v).is_err()))
-            {
-                return Err(JobError::Fatal(anyhow!("column {i} did not arrive as text")));
-            }
+            let mut not_text = false;
             encoder.write_record(
                 &kinds,
-                (0..row.len()).map(|i| row.as_ref(i).and_then(|v| source::text_value(v).ok()?)),
+                (0..row.len()).map(|i| match row.as_ref(i).map(source::text_value) {
+                    Some(Ok(value)) => value,
+                    None => None,
+                    Some(Err(_)) => {
+                        not_text = true;
+                        None
+                    }
+                }),
             );
+            if not_text {
+                return Err(JobError::Fatal(anyhow!("a column did not arrive as text")));
+            }
             rows += 1;
             let Some(csv) = encoder.take_full_chunk() else { continue };
             if cancel.is_cancelled() {
