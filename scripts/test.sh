@@ -5,6 +5,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 start=$(date +%s)
 
 bash scripts/services.sh
+bash scripts/s3-test-server.sh
 # shellcheck disable=SC1091
 source .local/services.env
 

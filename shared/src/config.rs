@@ -41,6 +41,10 @@ pub struct S3Config {
     pub path_style: bool,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<SecretString>,
+    /// Retries of a failed request (with backoff) before the upload fails and the job retries.
+    pub max_retries: usize,
+    /// Give up retrying one request after this long.
+    pub retry_timeout: Duration,
 }
 
 /// Settings shared by the API and the worker.
@@ -114,6 +118,8 @@ impl Config {
                 path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
                 access_key_id: env::var("S3_ACCESS_KEY_ID").ok(),
                 secret_access_key: env::var("S3_SECRET_ACCESS_KEY").ok().map(SecretString::from),
+                max_retries: parse_var("S3_MAX_RETRIES", "a number of retries", 5)?,
+                retry_timeout: secs("S3_RETRY_TIMEOUT_SECS", Duration::from_secs(60))?,
             }),
             other => {
                 return Err(ConfigError::Invalid {

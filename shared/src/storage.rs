@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt,
+    Attribute, Attributes, BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     buffered::BufWriter,
     local::LocalFileSystem,
@@ -54,10 +54,16 @@ impl Storage {
                 Ok(Self { store: Arc::new(store), backend: Backend::Local, part_size })
             }
             StorageConfig::S3(s3) => {
+                let retry = RetryConfig {
+                    max_retries: s3.max_retries,
+                    retry_timeout: s3.retry_timeout,
+                    backoff: BackoffConfig::default(),
+                };
                 let mut builder = AmazonS3Builder::new()
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
-                    .with_virtual_hosted_style_request(!s3.path_style);
+                    .with_virtual_hosted_style_request(!s3.path_style)
+                    .with_retry(retry);
                 if let Some(endpoint) = &s3.endpoint {
                     builder =
                         builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);

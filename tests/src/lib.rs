@@ -21,6 +21,8 @@ use shared::{
 };
 use worker::runner::Runner;
 
+pub mod s3;
+
 pub use reqwest::StatusCode;
 
 pub fn pg_admin_url() -> String {

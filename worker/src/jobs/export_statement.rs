@@ -65,8 +65,14 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     }
     drop(chunks); // closed without Finish, the uploader aborts: no object appears
     let uploaded = uploader.await.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
+    // When storage failed, that is the root cause (the reader only saw the uploader stop).
+    if let Err(Uploader::Storage(e)) = uploaded {
+        return Err(storage_error(e));
+    }
     let (rows, size, digest) = produced?;
-    uploaded.map_err(storage_error)?;
+    if uploaded.is_err() {
+        return Err(JobError::Retryable(anyhow!("the upload was abandoned")));
+    }
 
     let result =
         ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
@@ -103,22 +109,39 @@ enum Chunk {
     Finish,
 }
 
-/// Writes chunks until `Finish`; a channel closed without it aborts the upload.
-async fn upload_chunks(mut upload: Upload, mut receiver: mpsc::Receiver<Chunk>) -> Result<(), StorageError> {
+/// Why the uploader stopped without completing the object.
+enum Uploader {
+    /// Storage refused or could not be reached.
+    Storage(StorageError),
+    /// The reader stopped (its own error says why); the upload was aborted.
+    Abandoned,
+}
+
+/// Writes chunks until `Finish`; a channel closed without it aborts the upload. An aborted
+/// multipart upload never becomes an object.
+async fn upload_chunks(mut upload: Upload, mut receiver: mpsc::Receiver<Chunk>) -> Result<(), Uploader> {
     loop {
         match receiver.recv().await {
             Some(Chunk::Data(bytes)) => {
                 if let Err(e) = upload.write(bytes).await {
-                    let _ = upload.abort().await;
-                    return Err(e);
+                    abort(upload).await;
+                    return Err(Uploader::Storage(e));
                 }
             }
-            Some(Chunk::Finish) => return upload.finish().await,
+            Some(Chunk::Finish) => return upload.finish().await.map_err(Uploader::Storage),
             None => {
-                upload.abort().await?;
-                return Err(StorageError::Key("upload abandoned".into()));
+                abort(upload).await;
+                return Err(Uploader::Abandoned);
             }
         }
+    }
+}
+
+async fn abort(upload: Upload) {
+    if let Err(e) = upload.abort().await {
+        // Storage is unreachable: the incomplete upload stays invisible (never an object) until
+        // the bucket's lifecycle rule for incomplete multipart uploads removes it.
+        warn!(error = %e, "could not abort the multipart upload");
     }
 }
 

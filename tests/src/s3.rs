@@ -1,0 +1,152 @@
+//! A real S3-compatible server for the tests (moto, installed by `scripts/s3-test-server.sh`)
+//! and a TCP proxy in front of it that a test can cut, to take storage away mid-upload.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use shared::config::S3Config;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub const BUCKET: &str = "statement-exports";
+
+/// A moto server on a loopback port, stopped when dropped.
+pub struct MotoServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl MotoServer {
+    pub async fn start() -> Self {
+        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/venv/bin/moto_server");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `bash scripts/s3-test-server.sh` (make test does)",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                let server = Self { child, addr };
+                server.create_bucket().await;
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not start on {addr}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn create_bucket(&self) {
+        let response =
+            reqwest::Client::new().put(format!("{}/{BUCKET}", self.endpoint())).send().await.unwrap();
+        assert!(response.status().is_success(), "create bucket: {}", response.status());
+    }
+
+    /// Keys of the completed objects under `prefix` (in-progress multipart uploads are not
+    /// objects and are not listed).
+    pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{BUCKET}?list-type=2&prefix={prefix}", self.endpoint());
+        let body = reqwest::Client::new().get(url).send().await.unwrap().text().await.unwrap();
+        body.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_owned).collect()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// S3 settings for the service, through `endpoint`, with quick retries.
+pub fn s3_config(endpoint: String) -> S3Config {
+    S3Config {
+        bucket: BUCKET.into(),
+        region: "us-east-1".into(),
+        endpoint: Some(endpoint),
+        path_style: true,
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(SecretString::from("test".to_owned())),
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(2),
+    }
+}
+
+/// Forwards TCP connections to `target` until cut.
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    acceptor: JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let acceptor = tokio::spawn({
+            let cut = cut.clone();
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection reset
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task);
+                }
+            }
+        });
+        Self { addr, cut, connections, acceptor }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Storage goes away: open connections are dropped, new ones are reset.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
