@@ -40,9 +40,10 @@ impl MotoServer {
             .spawn()
             .expect("moto_server starts");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // Owned at once, so every path below (a panic included) stops the process on drop.
+        let server = Self { child, addr };
         for _ in 0..300 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                let server = Self { child, addr };
                 server.create_bucket().await;
                 return server;
             }
