@@ -48,6 +48,7 @@ CREATE TABLE exports (
 CREATE UNIQUE INDEX exports_dedup_slot ON exports (request_hash)
     WHERE superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED');
 CREATE INDEX exports_created_at ON exports (created_at DESC, id DESC);
+CREATE INDEX exports_account_created_at ON exports (account_id, created_at DESC, id DESC);
 -- Retention: maintenance finds completed exports whose files are due for deletion.
 CREATE INDEX exports_due_to_expire ON exports (expires_at) WHERE status = 'COMPLETED';
 

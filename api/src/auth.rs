@@ -21,6 +21,9 @@ impl AppState {
         }
         let db = self.pool.get().await.map_err(shared::db::DbError::from)?;
         let key = api_keys::authenticate(&db, token).await?.ok_or(ApiError::Unauthorized)?;
+        if let Err(wait) = self.rate_limiter.check(key.id) {
+            return Err(ApiError::RateLimited(wait.as_secs().max(1)));
+        }
         let stale = key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > Duration::minutes(1));
         if stale {
             let pool = self.pool.clone();

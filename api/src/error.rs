@@ -20,6 +20,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("rate limit exceeded; retry in {0} s")]
+    RateLimited(u64),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -111,6 +113,9 @@ pub enum ErrorResponse {
     /// The request conflicts with the resource's state (e.g. cancelling a finished export).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// Too many requests for this API key; retry after the given seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// Unexpected server error (details are in the server log).
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -137,6 +142,13 @@ impl From<ApiError> for ErrorResponse {
             ApiError::Forbidden(detail) => Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail))),
             ApiError::NotFound(detail) => Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail))),
             ApiError::Conflict(detail) => Self::Conflict(Json(Problem::new(StatusCode::CONFLICT, detail))),
+            ApiError::RateLimited(seconds) => Self::TooManyRequests(
+                Json(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("Too many requests for this API key; retry in {seconds} s."),
+                )),
+                seconds,
+            ),
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
                 Self::Unavailable(

@@ -1,6 +1,11 @@
 //! `/api/export`: create a statement export and read its status.
 
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::Example};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+    types::Example,
+};
 use shared::{
     api_keys::ApiKey,
     exports::{self, Export, ExportStatus},
@@ -59,6 +64,23 @@ pub enum Status {
     Expired,
 }
 
+fn default_limit() -> i64 {
+    50
+}
+
+impl Status {
+    fn into_domain(self) -> ExportStatus {
+        match self {
+            Self::Pending => ExportStatus::Pending,
+            Self::Processing => ExportStatus::Processing,
+            Self::Completed => ExportStatus::Completed,
+            Self::Failed => ExportStatus::Failed,
+            Self::Cancelled => ExportStatus::Cancelled,
+            Self::Expired => ExportStatus::Expired,
+        }
+    }
+}
+
 impl From<ExportStatus> for Status {
     fn from(s: ExportStatus) -> Self {
         match s {
@@ -81,6 +103,8 @@ pub struct ExportAccepted {
     /// `true` when an identical export already existed and is returned instead of a new one.
     pub reused: bool,
     pub message: String,
+    /// When a reused export's source snapshot was taken (absent until it starts).
+    pub snapshot_at: Option<OffsetDateTime>,
 }
 
 /// An export's state and, once completed, its file.
@@ -110,7 +134,19 @@ pub struct ExportDetails {
     /// Why the export failed (FAILED), or why the last attempt failed (PENDING, retrying).
     pub error: Option<String>,
     pub created_at: OffsetDateTime,
+    /// When the source snapshot was taken: the file holds the rows committed by then.
+    pub snapshot_at: Option<OffsetDateTime>,
     pub completed_at: Option<OffsetDateTime>,
+    /// When the file will be deleted (retention) and the export become EXPIRED.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A page of exports, newest first.
+#[derive(Debug, Object)]
+pub struct ExportList {
+    pub items: Vec<ExportDetails>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
 }
 
 #[derive(Debug, ApiResponse)]
@@ -151,6 +187,7 @@ impl ExportsApi {
             Some(key.id),
             body.0.force_refresh,
             state.export_max_attempts,
+            state.freshness_window,
         )
         .await?;
         let export = requested.export;
@@ -163,6 +200,7 @@ impl ExportsApi {
             } else {
                 "Export job queued successfully".into()
             },
+            snapshot_at: export.snapshot_at,
         };
         Ok(if requested.reused {
             CreateResponse::Reused(Json(accepted))
@@ -187,6 +225,61 @@ impl ExportsApi {
             return Err(ApiError::NotFound("No export with this reference id.").into());
         };
         Ok(Json(details(&state, export).await?))
+    }
+
+    /// List exports
+    ///
+    /// Newest first, filtered, in pages: pass the previous page's `next_cursor` as `cursor`.
+    /// A key limited to some accounts sees only their exports.
+    #[oai(path = "/api/exports", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        state: poem::web::Data<&AppState>,
+        auth: BearerKey,
+        /// Only exports in this state.
+        status: Query<Option<Status>>,
+        /// Only this account's exports.
+        account_id: Query<Option<String>>,
+        /// Only exports of this table.
+        table_name: Query<Option<String>>,
+        /// Only exports created at or after this time (RFC 3339).
+        created_from: Query<Option<OffsetDateTime>>,
+        /// Only exports created before this time (RFC 3339).
+        created_before: Query<Option<OffsetDateTime>>,
+        /// Page size, 1 to 200 (default 50).
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<i64>,
+        /// The previous page's `next_cursor`.
+        cursor: Query<Option<Uuid>>,
+    ) -> Result<Json<ExportList>, ErrorResponse> {
+        let key = state.authenticate(&auth).await?;
+        let filter = exports::ListFilter {
+            status: status.0.map(Status::into_domain),
+            account_id: account_id.0,
+            table_name: table_name.0,
+            created_from: created_from.0,
+            created_before: created_before.0,
+            accounts: key.allowed_accounts.clone(),
+            after: cursor.0,
+        };
+        let db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let page = match exports::list(&db, &filter, limit.0 + 1).await {
+            Ok(page) => page,
+            Err(exports::ListError::UnknownCursor) => {
+                return Err(
+                    ApiError::Validation(vec![FieldError::new("cursor", "does not name an export")]).into()
+                );
+            }
+            Err(exports::ListError::Db(e)) => return Err(e.into()),
+        };
+        let more = page.len() as i64 > limit.0;
+        let mut items = Vec::with_capacity(page.len());
+        for export in page.into_iter().take(limit.0 as usize) {
+            items.push(details(&state, export).await?);
+        }
+        let next_cursor = if more { items.last().map(|e| e.reference_id) } else { None };
+        Ok(Json(ExportList { items, next_cursor }))
     }
 
     /// Cancel an export
@@ -271,6 +364,8 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         sha256: export.sha256,
         error: export.error,
         created_at: export.created_at,
+        snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
+        expires_at: export.expires_at,
     })
 }

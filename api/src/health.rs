@@ -1,8 +1,11 @@
-//! Liveness.
+//! Liveness (`/health`) and readiness (`/ready`).
 
-use poem_openapi::{Object, OpenApi, payload::Json};
+use std::time::{Duration, Instant};
 
-use crate::ApiTags;
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use crate::{ApiTags, AppState, error::Problem};
 
 #[derive(Debug, Object)]
 pub struct Health {
@@ -11,6 +14,36 @@ pub struct Health {
     /// The service version.
     pub version: String,
 }
+
+/// One dependency's state.
+#[derive(Debug, Object)]
+pub struct Check {
+    /// `postgres`, `source` or `storage`.
+    pub name: String,
+    pub ok: bool,
+    /// Round-trip time of the check, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Every dependency answered.
+#[derive(Debug, Object)]
+pub struct Readiness {
+    /// `ready`
+    pub status: String,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ReadyResponse {
+    /// Postgres, the source database and storage all answer.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A dependency does not answer; `detail` names it.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    NotReady(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct HealthApi;
 
@@ -21,4 +54,39 @@ impl HealthApi {
     async fn health(&self) -> Json<Health> {
         Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
     }
+
+    /// Readiness: Postgres, the source database and storage answer
+    #[oai(path = "/ready", method = "get")]
+    async fn ready(&self, state: poem::web::Data<&AppState>) -> ReadyResponse {
+        let postgres = timed("postgres", async {
+            let db = state.pool.get().await.map_err(|e| e.to_string())?;
+            db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())
+        });
+        let source = timed("source", async { state.source.ping().await.map_err(|e| e.to_string()) });
+        let storage = timed("storage", async { state.storage.ping().await.map_err(|e| e.to_string()) });
+        let (postgres, source, storage) = tokio::join!(postgres, source, storage);
+        let checks = vec![postgres, source, storage];
+        let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+        if failed.is_empty() {
+            return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), checks }));
+        }
+        let detail = format!("Not ready: {} not answering.", failed.join(", "));
+        ReadyResponse::NotReady(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), 5)
+    }
+}
+
+async fn timed(name: &str, check: impl Future<Output = Result<(), String>>) -> Check {
+    let started = Instant::now();
+    let ok = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(dependency = name, "readiness check timed out");
+            false
+        }
+    };
+    Check { name: name.into(), ok, latency_ms: started.elapsed().as_secs_f64() * 1000.0 }
 }

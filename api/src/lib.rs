@@ -5,6 +5,7 @@ pub mod error;
 pub mod exports;
 pub mod files;
 pub mod health;
+pub mod rate_limit;
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,6 +35,11 @@ pub struct AppState {
     pub max_range_days: i64,
     /// Attempts an export's job gets before it FAILS for good.
     pub export_max_attempts: i32,
+    /// How long an open period's completed export is reused.
+    pub freshness_window: Duration,
+    pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// The source database, for readiness.
+    pub source: shared::source::Source,
 }
 
 impl AppState {
@@ -55,8 +61,15 @@ impl AppState {
             tables: Arc::new(config.tables.clone()),
             public_base_url: api.public_base_url.clone(),
             download_url_ttl: config.download_url_ttl,
-            max_range_days: 3660,
+            max_range_days: api.max_range_days,
             export_max_attempts: config.export_max_attempts,
+            freshness_window: api.freshness_window,
+            rate_limiter: Arc::new(rate_limit::RateLimiter::new(
+                api.rate_limit_per_minute,
+                api.rate_limit_burst,
+            )),
+            source: shared::source::Source::new(&config.source_database_url, 2)
+                .context("SOURCE_DATABASE_URL")?,
         })
     }
 }

@@ -76,6 +76,14 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// Base of the URLs the API hands out (download links), e.g. `https://exports.example.com`.
     pub public_base_url: String,
+    /// A completed export of a period that had not ended at its snapshot is reused only this
+    /// long; closed periods are reused for as long as the export lives.
+    pub freshness_window: Duration,
+    /// Longest statement a client may request, in days.
+    pub max_range_days: i64,
+    /// Requests a minute per API key (average), and the burst allowed above it.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
 }
 
 /// Settings only the worker reads.
@@ -169,7 +177,14 @@ impl ApiConfig {
         let bind: SocketAddr =
             parse_var("API_BIND", "a socket address such as 127.0.0.1:8080", ([127, 0, 0, 1], 8080).into())?;
         let public_base_url = var_or("PUBLIC_BASE_URL", &format!("http://{bind}"));
-        Ok(Self { bind, public_base_url: public_base_url.trim_end_matches('/').to_owned() })
+        Ok(Self {
+            bind,
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            freshness_window: secs("FRESHNESS_WINDOW_SECS", Duration::from_secs(300))?,
+            max_range_days: positive("MAX_RANGE_DAYS", "a positive number of days", 366)?,
+            rate_limit_per_minute: positive("RATE_LIMIT_PER_MINUTE", "a positive number of requests", 600)?,
+            rate_limit_burst: positive("RATE_LIMIT_BURST", "a positive number of requests", 60)?,
+        })
     }
 }
 

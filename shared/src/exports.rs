@@ -126,6 +126,7 @@ pub async fn request(
     api_key_id: Option<Uuid>,
     force_refresh: bool,
     max_attempts: i32,
+    freshness: std::time::Duration,
 ) -> Result<Requested, DbError> {
     let hash = request.request_hash();
     // A live export can leave the dedup slot (fail, expire) between our insert and our select;
@@ -138,6 +139,18 @@ pub async fn request(
                  WHERE request_hash = $1 AND superseded_at IS NULL
                    AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')",
                 &[&hash.as_slice()],
+            )
+            .await?;
+        } else {
+            // Fresh statements only: a completed export of a period that had not ended when its
+            // snapshot was taken (date_to on or after that day, UTC) is reused only within the
+            // freshness window; a closed period's export is reused for as long as it lives.
+            tx.execute(
+                "UPDATE exports SET superseded_at = now()
+                 WHERE request_hash = $1 AND superseded_at IS NULL AND status = 'COMPLETED'
+                   AND date_to >= (snapshot_at AT TIME ZONE 'UTC')::date
+                   AND snapshot_at < now() - make_interval(secs => $2)",
+                &[&hash.as_slice(), &freshness.as_secs_f64()],
             )
             .await?;
         }
@@ -368,3 +381,78 @@ pub async fn mark_expired(db: &impl GenericClient, id: Uuid) -> Result<(), DbErr
     .await?;
     Ok(())
 }
+
+/// Filters of an export listing; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<ExportStatus>,
+    pub account_id: Option<String>,
+    pub table_name: Option<String>,
+    pub created_from: Option<OffsetDateTime>,
+    pub created_before: Option<OffsetDateTime>,
+    /// Only these accounts (the caller's key scope).
+    pub accounts: Option<Vec<String>>,
+    /// Continue after this export (the previous page's last one).
+    pub after: Option<Uuid>,
+}
+
+/// Why a listing could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("the cursor does not name an export")]
+    UnknownCursor,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Exports newest first, at most `limit`, after the cursor.
+pub async fn list(
+    db: &impl GenericClient,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<Export>, ListError> {
+    let after = match filter.after {
+        None => None,
+        Some(id) => {
+            let row = db
+                .query_opt("SELECT created_at FROM exports WHERE id = $1", &[&id])
+                .await
+                .map_err(DbError::from)?
+                .ok_or(ListError::UnknownCursor)?;
+            Some((row.get::<_, OffsetDateTime>(0), id))
+        }
+    };
+    let statement =
+        db.prepare_cached(&LIST_SQL.replace("{COLUMNS}", COLUMNS)).await.map_err(DbError::from)?;
+    let rows = db
+        .query(
+            &statement,
+            &[
+                &filter.status.map(ExportStatus::as_str),
+                &filter.account_id,
+                &filter.table_name,
+                &filter.created_from,
+                &filter.created_before,
+                &filter.accounts,
+                &after.map(|(at, _)| at),
+                &after.map(|(_, id)| id),
+                &limit,
+            ],
+        )
+        .await
+        .map_err(DbError::from)?;
+    Ok(rows.iter().map(Export::from_row).collect())
+}
+
+/// The listing; filters are optional (`NULL` matches all), keyset pagination on
+/// `(created_at, id)`.
+const LIST_SQL: &str = "SELECT {COLUMNS} FROM exports
+     WHERE ($1::text IS NULL OR status = $1)
+       AND ($2::text IS NULL OR account_id = $2)
+       AND ($3::text IS NULL OR table_name = $3)
+       AND ($4::timestamptz IS NULL OR created_at >= $4)
+       AND ($5::timestamptz IS NULL OR created_at < $5)
+       AND ($6::text[] IS NULL OR account_id = ANY($6))
+       AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
+     ORDER BY created_at DESC, id DESC
+     LIMIT $9";

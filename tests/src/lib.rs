@@ -116,7 +116,14 @@ impl TestApp {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
         let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
         let base_url = format!("http://{addr}");
-        let api_config = shared::config::ApiConfig { bind: addr, public_base_url: base_url.clone() };
+        let api_config = shared::config::ApiConfig {
+            bind: addr,
+            public_base_url: base_url.clone(),
+            freshness_window: std::time::Duration::from_secs(300),
+            max_range_days: 366,
+            rate_limit_per_minute: 6000,
+            rate_limit_burst: 2000,
+        };
         let state = api::AppState::from_config(&config, &api_config).unwrap();
         let pool = state.pool.clone();
         let server = tokio::spawn(async move {

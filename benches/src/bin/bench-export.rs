@@ -141,7 +141,7 @@ async fn request(pool: &deadpool_postgres::Pool, accounts: &[&str]) -> anyhow::R
             range: all_time(),
             format: ExportFormat::Csv,
         };
-        ids.push(shared::exports::request(&mut db, &request, None, true, 1).await?.export.id);
+        ids.push(shared::exports::request(&mut db, &request, None, true, 1, Duration::ZERO).await?.export.id);
     }
     Ok(ids)
 }

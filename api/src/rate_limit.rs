@@ -1,0 +1,65 @@
+//! Per-key rate limiting: a token bucket per API key, in memory. Each API process limits on
+//! its own, so behind N processes a key gets up to N times the rate.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use uuid::Uuid;
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// Tokens added per second.
+    rate: f64,
+    /// Bucket size: the burst a key may send at once.
+    burst: f64,
+    buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `per_minute` requests a minute on average, bursts of up to `burst`.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self { rate: f64::from(per_minute) / 60.0, burst: f64::from(burst.max(1)), buckets: Mutex::default() }
+    }
+
+    /// Takes a token for `key`, or says how long until one is available.
+    pub fn check(&self, key: Uuid) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("not poisoned");
+        if buckets.len() > 100_000 {
+            // Forget idle keys rather than grow without bound (full buckets lose nothing).
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else if self.rate <= 0.0 {
+            Err(Duration::from_secs(60))
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_requests_wait_for_tokens() {
+        let limiter = RateLimiter::new(60, 3);
+        let key = Uuid::new_v4();
+        for _ in 0..3 {
+            assert!(limiter.check(key).is_ok());
+        }
+        let wait = limiter.check(key).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limiter.check(Uuid::new_v4()).is_ok(), "keys have their own buckets");
+    }
+}
