@@ -60,7 +60,7 @@ pub struct Problem {
     /// What went wrong with this request.
     pub detail: String,
     /// Field-level problems, for validation errors.
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(default, skip_serializing_if_is_empty)]
     pub errors: Vec<ProblemField>,
 }
 
@@ -69,6 +69,7 @@ pub struct Problem {
 pub struct ProblemField {
     /// The request field, e.g. `date_from`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
@@ -110,6 +111,12 @@ pub enum ErrorResponse {
     /// No such export (or not visible to this key).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// The request body is larger than the API accepts (64 KiB).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The request body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     /// The request conflicts with the resource's state (e.g. cancelling a finished export).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),

@@ -96,28 +96,39 @@ impl From<ExportStatus> for Status {
 
 /// The answer to an export request.
 #[derive(Debug, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct ExportAccepted {
     /// Use it to poll `GET /api/export/{reference_id}`.
     pub reference_id: Uuid,
+    // No doc comment: poem-openapi would wrap the `$ref` in `allOf`, which SDK generators such
+    // as openapi-python-client cannot read. `Status` documents itself.
     pub status: Status,
     /// `true` when an identical export already existed and is returned instead of a new one.
     pub reused: bool,
+    /// A human-readable summary.
     pub message: String,
     /// When a reused export's source snapshot was taken (absent until it starts).
     pub snapshot_at: Option<OffsetDateTime>,
 }
 
-/// An export's state and, once completed, its file.
+/// An export's state and, once completed, its file. Fields without a value (no file yet, no
+/// error) are absent.
 #[derive(Debug, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct ExportDetails {
+    /// The export's id.
     pub reference_id: Uuid,
+    // See `ExportAccepted::status`.
     pub status: Status,
+    /// The account whose statement this is.
     pub account_id: String,
+    /// The exported table.
     pub table_name: String,
-    /// `YYYY-MM-DD`
+    /// First day, inclusive (`YYYY-MM-DD`).
     pub date_from: String,
-    /// `YYYY-MM-DD`
+    /// Last day, inclusive (`YYYY-MM-DD`).
     pub date_to: String,
+    /// `csv` or `csv.gz`.
     pub format: String,
     /// Short-lived signed download URL (COMPLETED only).
     pub file_url: Option<String>,
@@ -133,9 +144,11 @@ pub struct ExportDetails {
     pub sha256: Option<String>,
     /// Why the export failed (FAILED), or why the last attempt failed (PENDING, retrying).
     pub error: Option<String>,
+    /// When the export was requested.
     pub created_at: OffsetDateTime,
     /// When the source snapshot was taken: the file holds the rows committed by then.
     pub snapshot_at: Option<OffsetDateTime>,
+    /// When the export completed, failed or was cancelled.
     pub completed_at: Option<OffsetDateTime>,
     /// When the file will be deleted (retention) and the export become EXPIRED.
     pub expires_at: Option<OffsetDateTime>,
@@ -143,20 +156,86 @@ pub struct ExportDetails {
 
 /// A page of exports, newest first.
 #[derive(Debug, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct ExportList {
+    /// The exports on this page.
     pub items: Vec<ExportDetails>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<Uuid>,
 }
 
+impl Example for ExportAccepted {
+    fn example() -> Self {
+        Self {
+            reference_id: EXAMPLE_ID,
+            status: Status::Pending,
+            reused: false,
+            message: "Export job queued successfully".into(),
+            snapshot_at: None,
+        }
+    }
+}
+
+impl Example for ExportDetails {
+    fn example() -> Self {
+        let at = time::macros::datetime!(2024-02-01 10:30:00 UTC);
+        Self {
+            reference_id: EXAMPLE_ID,
+            status: Status::Completed,
+            account_id: "ACC-1001".into(),
+            table_name: "bank_transactions".into(),
+            date_from: "2024-01-01".into(),
+            date_to: "2024-01-31".into(),
+            format: "csv".into(),
+            file_url: Some(
+                "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/attempt-1/\
+                 statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&signature=3f1c…"
+                    .into(),
+            ),
+            file_url_expires_at: Some(at + time::Duration::minutes(15)),
+            file_size: Some(2_048_576),
+            row_count: Some(50_000),
+            rows_exported: 50_000,
+            sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
+            error: None,
+            created_at: at,
+            snapshot_at: Some(at),
+            completed_at: Some(at + time::Duration::seconds(4)),
+            expires_at: Some(at + time::Duration::days(30)),
+        }
+    }
+}
+
+impl Example for ExportList {
+    fn example() -> Self {
+        Self { items: vec![ExportDetails::example()], next_cursor: Some(EXAMPLE_ID) }
+    }
+}
+
+const EXAMPLE_ID: Uuid = uuid::uuid!("550e8400-e29b-41d4-a716-446655440000");
+
 #[derive(Debug, ApiResponse)]
 pub enum CreateResponse {
     /// A new export was queued.
-    #[oai(status = 202)]
+    #[oai(status = 202, content_type = "application/json")]
     Accepted(Json<ExportAccepted>),
     /// An identical export exists; it is returned (`reused: true`).
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Reused(Json<ExportAccepted>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum DetailsResponse {
+    /// The export.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<ExportDetails>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ListResponse {
+    /// A page of exports.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<ExportList>),
 }
 
 pub struct ExportsApi;
@@ -168,7 +247,7 @@ impl ExportsApi {
     /// Answers at once with a reference id; a worker produces the file in the background.
     /// Identical requests (same account, table, dates and format) return the existing export
     /// unless `force_refresh` is set.
-    #[oai(path = "/api/export", method = "post")]
+    #[oai(path = "/api/export", method = "post", operation_id = "create_export")]
     async fn create(
         &self,
         state: poem::web::Data<&AppState>,
@@ -210,28 +289,28 @@ impl ExportsApi {
     }
 
     /// Get an export's status and download link
-    #[oai(path = "/api/export/:reference_id", method = "get")]
+    #[oai(path = "/api/export/:reference_id", method = "get", operation_id = "get_export")]
     async fn get(
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
-    ) -> Result<Json<ExportDetails>, ErrorResponse> {
+    ) -> Result<DetailsResponse, ErrorResponse> {
         let key = state.authenticate(&auth).await?;
         let db = state.pool.get().await.map_err(shared::db::DbError::from)?;
         let export = exports::get(&db, reference_id.0).await?;
         let Some(export) = export.filter(|e| visible_to(&key, e)) else {
             return Err(ApiError::NotFound("No export with this reference id.").into());
         };
-        Ok(Json(details(&state, export).await?))
+        Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
     }
 
     /// List exports
     ///
     /// Newest first, filtered, in pages: pass the previous page's `next_cursor` as `cursor`.
     /// A key limited to some accounts sees only their exports.
-    #[oai(path = "/api/exports", method = "get")]
+    #[oai(path = "/api/exports", method = "get", operation_id = "list_exports")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -252,7 +331,7 @@ impl ExportsApi {
         limit: Query<i64>,
         /// The previous page's `next_cursor`.
         cursor: Query<Option<Uuid>>,
-    ) -> Result<Json<ExportList>, ErrorResponse> {
+    ) -> Result<ListResponse, ErrorResponse> {
         let key = state.authenticate(&auth).await?;
         let filter = exports::ListFilter {
             status: status.0.map(Status::into_domain),
@@ -279,21 +358,21 @@ impl ExportsApi {
             items.push(details(&state, export).await?);
         }
         let next_cursor = if more { items.last().map(|e| e.reference_id) } else { None };
-        Ok(Json(ExportList { items, next_cursor }))
+        Ok(ListResponse::Ok(Json(ExportList { items, next_cursor })))
     }
 
     /// Cancel an export
     ///
     /// A pending export is cancelled at once; a running one stops within one worker heartbeat
     /// (its partial upload is aborted, no file appears). Cancelling a finished export is 409.
-    #[oai(path = "/api/export/:reference_id/cancel", method = "post")]
+    #[oai(path = "/api/export/:reference_id/cancel", method = "post", operation_id = "cancel_export")]
     async fn cancel(
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
-    ) -> Result<Json<ExportDetails>, ErrorResponse> {
+    ) -> Result<DetailsResponse, ErrorResponse> {
         let key = state.authenticate(&auth).await?;
         let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
         let visible = exports::get(&db, reference_id.0).await?.is_some_and(|e| visible_to(&key, &e));
@@ -301,7 +380,7 @@ impl ExportsApi {
             return Err(ApiError::NotFound("No export with this reference id.").into());
         }
         match exports::cancel(&mut db, reference_id.0).await? {
-            exports::Cancelled::Now(export) => Ok(Json(details(&state, export).await?)),
+            exports::Cancelled::Now(export) => Ok(DetailsResponse::Ok(Json(details(&state, export).await?))),
             exports::Cancelled::AlreadyFinished(_) => {
                 Err(ApiError::Conflict("The export has already finished; there is nothing to cancel.").into())
             }

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
 
 use crate::{ApiTags, AppState, error::Problem};
 
+/// The process is up.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Health {
     /// Always `ok` while the process serves requests.
     pub status: String,
@@ -17,6 +19,7 @@ pub struct Health {
 
 /// One dependency's state.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Check {
     /// `postgres`, `source` or `storage`.
     pub name: String,
@@ -27,6 +30,7 @@ pub struct Check {
 
 /// Every dependency answered.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Readiness {
     /// `ready`
     pub status: String,
@@ -34,29 +38,54 @@ pub struct Readiness {
 }
 
 #[derive(Debug, ApiResponse)]
+pub enum HealthResponse {
+    /// The process is up.
+    #[oai(status = 200, content_type = "application/json")]
+    Ok(Json<Health>),
+}
+
+#[derive(Debug, ApiResponse)]
 pub enum ReadyResponse {
     /// Postgres, the source database and storage all answer.
-    #[oai(status = 200)]
+    #[oai(status = 200, content_type = "application/json")]
     Ready(Json<Readiness>),
     /// A dependency does not answer; `detail` names it.
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
+impl Example for Check {
+    fn example() -> Self {
+        Self { name: "postgres".into(), ok: true, latency_ms: 0.8 }
+    }
+}
+
+impl Example for Readiness {
+    fn example() -> Self {
+        Self { status: "ready".into(), checks: vec![Check::example()] }
+    }
+}
+
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Example for Health {
+    fn example() -> Self {
+        Self { status: "ok".into(), version: "0.1.0".into() }
+    }
+}
 
 pub struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Operations")]
 impl HealthApi {
     /// Liveness: the process is up (no dependency is checked)
-    #[oai(path = "/health", method = "get")]
-    async fn health(&self) -> Json<Health> {
-        Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
     }
 
     /// Readiness: Postgres, the source database and storage answer
-    #[oai(path = "/ready", method = "get")]
+    #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: poem::web::Data<&AppState>) -> ReadyResponse {
         let postgres = timed("postgres", async {
             let db = state.pool.get().await.map_err(|e| e.to_string())?;

@@ -118,6 +118,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         .at("/files/*key", poem::get(files::download))
         .around(limit_body)
         .catch_all_error(error::into_problem)
+        .around(allow_header)
         .data(state)
         .with(Tracing)
 }
@@ -145,6 +146,22 @@ async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: poem::Request) -> po
         None => {}
     }
     Ok(ep.call(req).await?.into_response())
+}
+
+/// RFC 9110: a 405 says which methods the resource does support.
+async fn allow_header<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let path = req.uri().path().to_owned();
+    let mut response = ep.call(req).await?.into_response();
+    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let allow = match segments.as_slice() {
+            ["api", "export"] | ["api", "export", _, "cancel"] => "POST",
+            _ => "GET",
+        };
+        response.headers_mut().insert(poem::http::header::ALLOW, poem::http::HeaderValue::from_static(allow));
+    }
+    Ok(response)
 }
 
 fn json_content_type() -> poem::middleware::SetHeader {
