@@ -211,3 +211,45 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
     }
     assert_eq!(statuses, [404, 404, 404, 429]);
 }
+
+#[tokio::test]
+async fn postgres_unreachable_is_503_with_retry_after_never_500() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let mut config = app.config.clone();
+    config.database_url = secrecy::SecretString::from("postgres://postgres@127.0.0.1:1/nowhere".to_owned());
+    let api_config = shared::config::ApiConfig {
+        bind: ([127, 0, 0, 1], 0).into(),
+        public_base_url: app.base_url.clone(),
+        freshness_window: std::time::Duration::from_secs(300),
+        max_range_days: 366,
+        rate_limit_per_minute: 60,
+        rate_limit_burst: 10,
+    };
+    let state = api::AppState::from_config(&config, &api_config).unwrap();
+    let client = poem::test::TestClient::new(api::app(state));
+    let response = client
+        .post("/api/export")
+        .header("authorization", format!("Bearer {key}"))
+        .body_json(&request("ACC-1", "2024-01-01", "2024-01-31"))
+        .send()
+        .await;
+    response.assert_status(poem::http::StatusCode::SERVICE_UNAVAILABLE);
+    response.assert_header("retry-after", "5");
+    response.assert_content_type("application/problem+json");
+    let text = response.0.into_body().into_string().await.unwrap();
+    assert!(!text.contains("127.0.0.1:1") && !text.contains("Connection refused"), "internal text leaked: {text}");
+}
+
+#[tokio::test]
+async fn swagger_ui_and_the_spec_are_served() {
+    let app = TestApp::spawn().await;
+    let get = |path: &'static str| app.http.get(format!("{}{path}", app.base_url)).send();
+    let docs = get("/docs").await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    let json: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    assert_eq!(json["info"]["title"], "Bank statement export service");
+    let yaml = get("/openapi.yaml").await.unwrap().text().await.unwrap();
+    assert_eq!(yaml, api::openapi_yaml());
+}
