@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export
+.PHONY: run test fmt openapi bench-queue bench-export bench-api
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -22,3 +22,7 @@ bench-queue:
 ## Export speed, memory and the ratio to `mariadb --quick --batch` on the same rows.
 bench-export:
 	bash scripts/bench.sh bench-export
+
+## API throughput and p99 (wrk, 16 connections) vs pgbench -S on the same machine.
+bench-api:
+	bash scripts/bench-api.sh

@@ -111,6 +111,14 @@ pub struct Requested {
     pub reused: bool,
 }
 
+/// The live export for request hash `$1` that may be reused: pending, processing, or completed
+/// and either of a closed period or younger than the freshness window (`$2` seconds).
+const REUSABLE: &str = "request_hash = $1 AND superseded_at IS NULL
+    AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
+    AND NOT (status = 'COMPLETED'
+             AND date_to >= (snapshot_at AT TIME ZONE 'UTC')::date
+             AND snapshot_at < now() - make_interval(secs => $2))";
+
 /// Arguments of an export job, as stored in `jobs.args`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExportJobArgs {
@@ -129,6 +137,14 @@ pub async fn request(
     freshness: std::time::Duration,
 ) -> Result<Requested, DbError> {
     let hash = request.request_hash();
+    if !force_refresh {
+        // Fast path for the common repeat request: one read, no transaction. It only spares
+        // work; the unique index below is what guarantees one live export per request.
+        let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE {REUSABLE}")).await?;
+        if let Some(row) = db.query_opt(&statement, &[&hash.as_slice(), &freshness.as_secs_f64()]).await? {
+            return Ok(Requested { export: Export::from_row(&row), reused: true });
+        }
+    }
     // A live export can leave the dedup slot (fail, expire) between our insert and our select;
     // then the next round inserts. Three rounds cover any realistic interleaving.
     for _ in 0..3 {

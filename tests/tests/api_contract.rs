@@ -238,7 +238,10 @@ async fn postgres_unreachable_is_503_with_retry_after_never_500() {
     response.assert_header("retry-after", "5");
     response.assert_content_type("application/problem+json");
     let text = response.0.into_body().into_string().await.unwrap();
-    assert!(!text.contains("127.0.0.1:1") && !text.contains("Connection refused"), "internal text leaked: {text}");
+    assert!(
+        !text.contains("127.0.0.1:1") && !text.contains("Connection refused"),
+        "internal text leaked: {text}"
+    );
 }
 
 #[tokio::test]
