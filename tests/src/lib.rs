@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use shared::{
     api_keys::{self, Role},
-    config::{Config, StorageConfig, WorkerConfig},
+    config::{ApiConfig, Config, StorageConfig, WorkerConfig},
     db,
     tables::TableRegistry,
 };
@@ -116,14 +116,7 @@ impl TestApp {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
         let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
         let base_url = format!("http://{addr}");
-        let api_config = shared::config::ApiConfig {
-            bind: addr,
-            public_base_url: base_url.clone(),
-            freshness_window: std::time::Duration::from_secs(300),
-            max_range_days: 366,
-            rate_limit_per_minute: 6000,
-            rate_limit_burst: 2000,
-        };
+        let api_config = Self::api_config(addr, &base_url, 6000, 2000);
         let state = api::AppState::from_config(&config, &api_config).unwrap();
         let pool = state.pool.clone();
         let server = tokio::spawn(async move {
@@ -142,6 +135,29 @@ impl TestApp {
             runner,
             server,
         }
+    }
+
+    /// API settings for tests: the defaults, with the given rate limit.
+    pub fn api_config(bind: std::net::SocketAddr, base_url: &str, per_minute: u32, burst: u32) -> ApiConfig {
+        ApiConfig {
+            bind,
+            public_base_url: base_url.to_owned(),
+            freshness_window: std::time::Duration::from_secs(300),
+            max_range_days: 366,
+            rate_limit_per_minute: per_minute,
+            rate_limit_burst: burst,
+        }
+    }
+
+    /// An in-process client of the API wired to `config` (for dependency-failure tests).
+    pub fn test_client(
+        &self,
+        config: &Config,
+        per_minute: u32,
+        burst: u32,
+    ) -> poem::test::TestClient<impl poem::Endpoint> {
+        let api_config = Self::api_config(([127, 0, 0, 1], 0).into(), &self.base_url, per_minute, burst);
+        poem::test::TestClient::new(api::app(api::AppState::from_config(config, &api_config).unwrap()))
     }
 
     /// Worker settings for tests: short leases and intervals so failure paths show in seconds.

@@ -102,16 +102,7 @@ async fn ready_checks_postgres_source_and_storage() {
     let mut config = app.config.clone();
     config.source_database_url =
         secrecy::SecretString::from("mysql://statements_ro:x@127.0.0.1:1/none".to_owned());
-    let api_config = shared::config::ApiConfig {
-        bind: ([127, 0, 0, 1], 0).into(),
-        public_base_url: app.base_url.clone(),
-        freshness_window: std::time::Duration::from_secs(300),
-        max_range_days: 366,
-        rate_limit_per_minute: 60,
-        rate_limit_burst: 10,
-    };
-    let state = api::AppState::from_config(&config, &api_config).unwrap();
-    let client = poem::test::TestClient::new(api::app(state));
+    let client = app.test_client(&config, 60, 10);
     let response = client.get("/ready").send().await;
     response.assert_status(poem::http::StatusCode::SERVICE_UNAVAILABLE);
     response.assert_header("retry-after", "5");
@@ -184,16 +175,7 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after() {
     assert!(limiter.check(key).is_err());
 
     // Through HTTP, with a tight limit.
-    let api_config = shared::config::ApiConfig {
-        bind: ([127, 0, 0, 1], 0).into(),
-        public_base_url: app.base_url.clone(),
-        freshness_window: std::time::Duration::from_secs(300),
-        max_range_days: 366,
-        rate_limit_per_minute: 60,
-        rate_limit_burst: 3,
-    };
-    let state = api::AppState::from_config(&app.config, &api_config).unwrap();
-    let client = poem::test::TestClient::new(api::app(state));
+    let client = app.test_client(&app.config, 60, 3);
     let plaintext = app.create_key(None).await;
     let id = uuid::Uuid::new_v4();
     let mut statuses = Vec::new();
@@ -218,16 +200,7 @@ async fn postgres_unreachable_is_503_with_retry_after_never_500() {
     let key = app.create_key(None).await;
     let mut config = app.config.clone();
     config.database_url = secrecy::SecretString::from("postgres://postgres@127.0.0.1:1/nowhere".to_owned());
-    let api_config = shared::config::ApiConfig {
-        bind: ([127, 0, 0, 1], 0).into(),
-        public_base_url: app.base_url.clone(),
-        freshness_window: std::time::Duration::from_secs(300),
-        max_range_days: 366,
-        rate_limit_per_minute: 60,
-        rate_limit_burst: 10,
-    };
-    let state = api::AppState::from_config(&config, &api_config).unwrap();
-    let client = poem::test::TestClient::new(api::app(state));
+    let client = app.test_client(&config, 60, 10);
     let response = client
         .post("/api/export")
         .header("authorization", format!("Bearer {key}"))

@@ -213,15 +213,7 @@ async fn rows_committed_while_an_export_runs_are_not_in_it() {
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
 
-    let runner = app.runner(TestApp::worker_config());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let worker = app.runner(TestApp::worker_config()).spawn();
     app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
     // Committed mid-export, inside the range, on the first day (already streamed past) and the
     // last day (not yet reached).
@@ -232,8 +224,7 @@ async fn rows_committed_while_an_export_runs_are_not_in_it() {
     )
     .await;
     app.wait_for(&format!("SELECT status = 'COMPLETED' FROM exports WHERE id = '{id}'")).await;
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["row_count"], 200_000, "the export saw its snapshot only");
     let bytes = app.download(details["file_url"].as_str().unwrap()).await.bytes().await.unwrap();

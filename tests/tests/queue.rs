@@ -179,15 +179,7 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
 
-    let runner = app.runner(TestApp::worker_config());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let worker = app.runner(TestApp::worker_config()).spawn();
     // Wait until the export is producing rows.
     app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
     let response = app
@@ -200,8 +192,7 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     assert_eq!(response.status(), StatusCode::OK);
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
     app.wait_for("SELECT running_jobs = 0 FROM workers").await;
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    worker.stop().await;
 
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "CANCELLED");
@@ -220,19 +211,11 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     // Generous grace: the running export completes, nothing new is claimed after the signal.
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
-    let runner = app.runner(TestApp::worker_config());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let mut worker = app.runner(TestApp::worker_config()).spawn();
     app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    let _ = stop_tx.send(());
+    worker.signal_stop();
     enqueue_noops(&app, 1).await;
-    running.await.unwrap();
+    worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "COMPLETED", "drained within the grace period");
     let noop_state: String = one_value(&app, "SELECT state FROM jobs WHERE kind = 'noop'").await;
@@ -246,18 +229,10 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     let created: Value = app.post_export(&key, &forced).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
     let impatient = app
-        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        impatient
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() })
+        .spawn();
     app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    impatient.stop().await;
     let job: (String, i32) = {
         let db = app.pool.get().await.unwrap();
         let row = db
@@ -330,20 +305,11 @@ async fn an_idle_worker_is_woken_by_notify_not_by_polling() {
     let app = TestApp::spawn().await;
     let slow_polling =
         shared::config::WorkerConfig { poll_interval: Duration::from_secs(3600), ..TestApp::worker_config() };
-    let runner = app.runner(slow_polling);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let worker = app.runner(slow_polling).spawn();
     app.wait_for("SELECT count(*) = 1 FROM workers").await;
     // Give the listener a moment to subscribe, then enqueue.
     tokio::time::sleep(Duration::from_millis(500)).await;
     enqueue_noops(&app, 1).await;
     app.wait_for("SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    worker.stop().await;
 }

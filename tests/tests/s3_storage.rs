@@ -59,21 +59,12 @@ async fn storage_going_away_mid_upload_leaves_no_object_and_the_job_retries() {
     let created: Value = app.post_export(&key, &year_2024()).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
 
-    let runner = app.runner(TestApp::worker_config());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let worker = app.runner(TestApp::worker_config()).spawn();
     // Several parts are up when storage goes away.
     app.wait_for(&format!("SELECT rows_exported >= 150000 FROM exports WHERE id = '{id}'")).await;
     proxy.cut();
     app.wait_for("SELECT state = 'retryable' FROM jobs").await;
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    worker.stop().await;
 
     assert!(moto.list_keys("exports/").await.is_empty(), "no object, complete or partial");
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();

@@ -169,6 +169,18 @@ impl Runner {
         }
     }
 
+    /// Runs [`Runner::run`] on its own task until [`Background::stop`].
+    pub fn spawn(self) -> Background {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            self.run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Background { stop: Some(stop), task }
+    }
+
     /// Claims and runs ready jobs until none is left (tests and one-shot runs).
     pub async fn run_pending(&self) -> anyhow::Result<usize> {
         let mut done = 0;
@@ -209,6 +221,27 @@ impl Runner {
             running.lock().expect("not poisoned").remove(&job.token);
         }
         .instrument(span)
+    }
+}
+
+/// A runner working on its own task (see [`Runner::spawn`]).
+pub struct Background {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Signals shutdown as SIGTERM would, without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts the runner down and waits until it has stopped.
+    pub async fn stop(mut self) {
+        self.signal_stop();
+        let _ = self.task.await;
     }
 }
 

@@ -41,19 +41,10 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
     let killed_at = std::time::Instant::now();
 
     // A healthy worker (in-process, with maintenance) rescues the lease and finishes the export.
-    let runner = app.runner(TestApp::worker_config());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let worker = app.runner(TestApp::worker_config()).spawn();
     app.wait_for(&format!("SELECT status = 'COMPLETED' FROM exports WHERE id = '{id}'")).await;
     let recovered_in = killed_at.elapsed();
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    worker.stop().await;
     assert!(recovered_in < Duration::from_secs(2 + 20), "recovered in {recovered_in:?}");
 
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();

@@ -150,15 +150,7 @@ async fn pickup_and_idle(
     };
     let worker_config = WorkerConfig { concurrency: 4, ..WorkerConfig::default() };
     let ctx = worker::context(&config, &worker_config)?;
-    let runner = worker::runner::Runner::new(ctx, worker_config, config.database_url.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        runner
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = worker::runner::Runner::new(ctx, worker_config, config.database_url.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let db = pool.get().await?;
     for _ in 0..pickups {
@@ -190,7 +182,6 @@ async fn pickup_and_idle(
     let after: i64 = db.query_one(commits, &[]).await?.get(0);
     let idle_qps = (after - before - 2).max(0) as f64 / window.as_secs_f64();
 
-    let _ = stop_tx.send(());
-    running.await?;
+    running.stop().await;
     Ok((percentile(&latencies, 50.0), percentile(&latencies, 99.0), idle_qps))
 }
