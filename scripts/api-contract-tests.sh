@@ -29,7 +29,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_contract"
 export LOCAL_STORAGE_DIR="$work/exports" API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
 export SIGNING_SECRET=contract-tests RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000
-export JOB_POLL_INTERVAL_MS=200 RUST_LOG=warn
+export JOB_POLL_INTERVAL_MS=200 RUST_LOG=info
 
 key=$(target/debug/statement-api keys create --name contract-tests 2>/dev/null)
 target/debug/statement-api serve 2>"$work/api.log" &
@@ -64,3 +64,13 @@ rm -rf "$work/client"
 "$venv/bin/openapi-python-client" generate --path openapi.yaml --output-path "$work/client" --meta none \
   --config tests/python/openapi-python-client.yaml >/dev/null
 PYTHONPATH="$work" "$venv/bin/python" tests/python/client_roundtrip.py "$PUBLIC_BASE_URL" "$key" client
+
+# Secrets never reach the logs: not the API key, not a download link's signature.
+secret_part=${key:11}
+if grep -q -e "$secret_part" -e "signature=" "$work/api.log" "$work/worker.log"; then
+  echo "[contract] a secret reached the logs" >&2
+  exit 1
+fi
+grep -q 'request' "$work/api.log" || { echo "[contract] the API logged no requests" >&2; exit 1; }
+grep -q 'completed' "$work/worker.log" || { echo "[contract] the worker logged no export" >&2; exit 1; }
+echo "[contract] logs checked: no API key, no URL signature"
