@@ -88,8 +88,11 @@ impl Storage {
     /// `content_type` (local files get theirs from the API's download route).
     pub fn upload(&self, key: &str, content_type: &str) -> Result<Upload, StorageError> {
         let path = parse_key(key)?;
-        let mut writer =
-            BufWriter::with_capacity(self.store.clone(), path, self.part_size).with_max_concurrency(2);
+        // Parts in flight: two overlap network round trips on S3; local disk gains nothing from
+        // a second one, which would only hold another part in memory.
+        let in_flight = if self.is_local() { 1 } else { 2 };
+        let mut writer = BufWriter::with_capacity(self.store.clone(), path, self.part_size)
+            .with_max_concurrency(in_flight);
         if let Backend::S3(_) = self.backend {
             writer = writer
                 .with_attributes(Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]));
