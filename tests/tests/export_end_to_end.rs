@@ -101,7 +101,9 @@ async fn download_links_refuse_tampering_and_expiry() {
     let details = app.run_until_settled(&key, accepted["reference_id"].as_str().unwrap()).await;
     let url = details["file_url"].as_str().unwrap();
 
-    let tampered_sig = format!("{}0", &url[..url.len() - 1]);
+    // Change the signature's last hex digit (to another digit: a 1-in-16 no-op otherwise).
+    let last = if url.ends_with('0') { '1' } else { '0' };
+    let tampered_sig = format!("{}{last}", &url[..url.len() - 1]);
     let tampered_expiry = url.replace("expires=", "expires=9");
     let other_file = url.replace("attempt-1", "attempt-2");
     for bad in [tampered_sig, tampered_expiry, other_file] {
