@@ -113,6 +113,8 @@ impl Runner {
             }
             let full = tasks.len() >= self.config.concurrency;
             tokio::select! {
+                // Shutdown first: once signalled, no wake-up may lead to another claim.
+                biased;
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = self.wake.notified(), if !full => {}
