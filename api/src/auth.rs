@@ -12,6 +12,11 @@ use crate::{AppState, error::ApiError};
 pub struct BearerKey(Bearer);
 
 impl AppState {
+    /// A pooled Postgres connection; a pool timeout or refused connection is 503.
+    pub async fn db(&self) -> Result<deadpool_postgres::Object, ApiError> {
+        Ok(self.pool.get().await.map_err(shared::db::DbError::from)?)
+    }
+
     /// The active key behind the bearer token. A token with a bad checksum is refused without
     /// a database lookup. `last_used_at` is refreshed in the background at most once a minute.
     pub async fn authenticate(&self, auth: &BearerKey) -> Result<ApiKey, ApiError> {
@@ -19,7 +24,7 @@ impl AppState {
         if !api_keys::is_well_formed(token) {
             return Err(ApiError::Unauthorized);
         }
-        let db = self.pool.get().await.map_err(shared::db::DbError::from)?;
+        let db = self.db().await?;
         let key = api_keys::authenticate(&db, token).await?.ok_or(ApiError::Unauthorized)?;
         if let Err(wait) = self.rate_limiter.check(key.id) {
             return Err(ApiError::RateLimited(wait.as_secs().max(1)));

@@ -259,7 +259,7 @@ impl ExportsApi {
         if !key.may_access(request.account.as_str()) {
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
-        let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let mut db = state.db().await?;
         let requested = exports::request(
             &mut db,
             &request,
@@ -298,11 +298,8 @@ impl ExportsApi {
         reference_id: Path<Uuid>,
     ) -> Result<DetailsResponse, ErrorResponse> {
         let key = state.authenticate(&auth).await?;
-        let db = state.pool.get().await.map_err(shared::db::DbError::from)?;
-        let export = exports::get(&db, reference_id.0).await?;
-        let Some(export) = export.filter(|e| visible_to(&key, e)) else {
-            return Err(ApiError::NotFound("No export with this reference id.").into());
-        };
+        let db = state.db().await?;
+        let export = visible_export(&db, &key, reference_id.0).await?;
         Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
     }
 
@@ -342,7 +339,7 @@ impl ExportsApi {
             accounts: key.allowed_accounts.clone(),
             after: cursor.0,
         };
-        let db = state.pool.get().await.map_err(shared::db::DbError::from)?;
+        let db = state.db().await?;
         let page = match exports::list(&db, &filter, limit.0 + 1).await {
             Ok(page) => page,
             Err(exports::ListError::UnknownCursor) => {
@@ -374,11 +371,8 @@ impl ExportsApi {
         reference_id: Path<Uuid>,
     ) -> Result<DetailsResponse, ErrorResponse> {
         let key = state.authenticate(&auth).await?;
-        let mut db = state.pool.get().await.map_err(shared::db::DbError::from)?;
-        let visible = exports::get(&db, reference_id.0).await?.is_some_and(|e| visible_to(&key, &e));
-        if !visible {
-            return Err(ApiError::NotFound("No export with this reference id.").into());
-        }
+        let mut db = state.db().await?;
+        visible_export(&db, &key, reference_id.0).await?;
         match exports::cancel(&mut db, reference_id.0).await? {
             exports::Cancelled::Now(export) => Ok(DetailsResponse::Ok(Json(details(&state, export).await?))),
             exports::Cancelled::AlreadyFinished(_) => {
@@ -391,9 +385,13 @@ impl ExportsApi {
     }
 }
 
-/// A key sees the exports of the accounts it may access; others look like they do not exist.
-fn visible_to(key: &ApiKey, export: &Export) -> bool {
-    key.may_access(&export.account_id)
+/// The export, if this key may see it: a key sees the exports of the accounts it may access,
+/// and others look like they do not exist.
+async fn visible_export(db: &deadpool_postgres::Object, key: &ApiKey, id: Uuid) -> Result<Export, ApiError> {
+    exports::get(db, id)
+        .await?
+        .filter(|e| key.may_access(&e.account_id))
+        .ok_or(ApiError::NotFound("No export with this reference id."))
 }
 
 fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, ApiError> {
