@@ -31,6 +31,10 @@ pub enum StorageError {
     Key(String),
 }
 
+/// Part size on local disk. S3 needs parts of at least 5 MiB (`UPLOAD_PART_SIZE_BYTES`); a
+/// file needs no such minimum, and smaller parts keep each export's buffers small.
+const LOCAL_PART_SIZE: usize = 1024 * 1024;
+
 #[derive(Debug, Clone)]
 enum Backend {
     Local,
@@ -46,12 +50,13 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// `part_size` is the S3 multipart part size; local disk writes in parts of 1 MiB.
     pub fn new(config: &StorageConfig, part_size: usize) -> Result<Self, StorageError> {
         match config {
             StorageConfig::Local { root } => {
                 std::fs::create_dir_all(root)?;
                 let store = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
-                Ok(Self { store: Arc::new(store), backend: Backend::Local, part_size })
+                Ok(Self { store: Arc::new(store), backend: Backend::Local, part_size: LOCAL_PART_SIZE })
             }
             StorageConfig::S3(s3) => {
                 let retry = RetryConfig {

@@ -28,7 +28,7 @@ use shared::{
 
 const SOURCE_DB: &str = "stmt_bench_source";
 /// Alternating rounds per comparison; each side's best counts.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -47,13 +47,22 @@ async fn main() -> anyhow::Result<()> {
     // Each comparison alternates our export and the CLI dump `ROUNDS` times and keeps each
     // side's best: a 2-core machine's background noise swings single runs by ±20 %.
     let mut worker = Worker::start(&database_url, &source_url, &storage)?;
+    let server = source_server_pid();
     let (mut ours, mut mb, mut cli) = (0f64, 0f64, 0f64);
+    let (mut worker_cpu, mut server_cpu_ours, mut client_cpu, mut server_cpu_cli) = (0f64, 0f64, 0f64, 0f64);
     for _ in 0..ROUNDS {
         let ids = request(&pool, &["BENCH-1"]).await?;
+        let (before, server_before) = (cpu_seconds(worker.child.id()), server.map(cpu_seconds));
         let (seconds, bytes) = wait_completed(&pool, &ids, &mut worker).await?;
+        worker_cpu += cpu_seconds(worker.child.id()) - before;
+        server_cpu_ours += server.map(cpu_seconds).unwrap_or(0.0) - server_before.unwrap_or(0.0);
         ours = ours.max(rows as f64 / seconds);
         mb = mb.max(bytes as f64 / seconds / 1e6);
-        cli = cli.max(rows as f64 / cli_dumps(&host_port, &["BENCH-1"], &storage)?);
+        let server_before = server.map(cpu_seconds);
+        let (seconds, cpu) = cli_dumps(&host_port, &["BENCH-1"], &storage)?;
+        client_cpu += cpu;
+        server_cpu_cli += server.map(cpu_seconds).unwrap_or(0.0) - server_before.unwrap_or(0.0);
+        cli = cli.max(rows as f64 / seconds);
     }
     figure("rows_per_s", ours);
     figure("mb_per_s", mb);
@@ -61,6 +70,16 @@ async fn main() -> anyhow::Result<()> {
     figure("peak_rss_mib", worker.peak_kib as f64 / 1024.0);
     figure("mysql_cli_rows_per_s", cli);
     figure("ratio_vs_mysql_cli", ours / cli);
+    // CPU seconds per million rows (averaged over the rounds): ours against the CLI's, and
+    // what the database server spent serving each. A client cheaper than the server per row
+    // leaves the server as the limit.
+    let per_mrow = |cpu: f64| cpu / ROUNDS as f64 / (rows as f64 / 1e6);
+    figure("worker_cpu_s_per_mrow", per_mrow(worker_cpu));
+    figure("mysql_cli_cpu_s_per_mrow", per_mrow(client_cpu));
+    if server.is_some() {
+        figure("server_cpu_s_per_mrow_ours", per_mrow(server_cpu_ours));
+        figure("server_cpu_s_per_mrow_cli", per_mrow(server_cpu_cli));
+    }
 
     // Four accounts at once in one worker vs four concurrent CLI dumps.
     let accounts = ["BENCH-2", "BENCH-3", "BENCH-4", "BENCH-5"];
@@ -69,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         let ids = request(&pool, &accounts).await?;
         let (seconds, _) = wait_completed(&pool, &ids, &mut worker).await?;
         ours = ours.max((small * 4) as f64 / seconds);
-        cli = cli.max((small * 4) as f64 / cli_dumps(&host_port, &accounts, &storage)?);
+        cli = cli.max((small * 4) as f64 / cli_dumps(&host_port, &accounts, &storage)?.0);
     }
     figure("concurrent_rows_per_s", ours);
     figure("concurrent_mysql_cli_rows_per_s", cli);
@@ -175,8 +194,9 @@ async fn wait_completed(
 }
 
 /// Runs one `mariadb --quick --batch` per account at once, each writing its rows to a file, with
-/// the same SELECT the worker runs; returns the wall-clock seconds until all finished.
-fn cli_dumps(host_port: &str, accounts: &[&str], dir: &Path) -> anyhow::Result<f64> {
+/// the same SELECT the worker runs; returns the wall-clock seconds until all finished and the
+/// CPU seconds the clients used.
+fn cli_dumps(host_port: &str, accounts: &[&str], dir: &Path) -> anyhow::Result<(f64, f64)> {
     let (host, port) = host_port.split_once(':').unwrap_or((host_port, "3306"));
     let tables = TableRegistry::demo();
     let spec = tables.get("bank_transactions").expect("demo table");
@@ -186,20 +206,52 @@ fn cli_dumps(host_port: &str, accounts: &[&str], dir: &Path) -> anyhow::Result<f
         .map(|account| {
             let sql = spec.select_sql(&AccountId::parse(account)?, &all_time());
             let out = std::fs::File::create(dir.join(format!("cli-{account}.tsv")))?;
+            // utf8mb4 results, as the worker asks for: the client's default (utf8mb3) would turn
+            // 4-byte characters into '?' and not dump the same rows.
             Command::new("mariadb")
-                .args(["--quick", "--batch", "--protocol=TCP", "-h", host, "-P", port])
+                .args(["--quick", "--batch", "--default-character-set=utf8mb4", "--protocol=TCP"])
+                .args(["-h", host, "-P", port])
                 .args(["-u", "statements_ro", "-pstatements_ro", SOURCE_DB, "-e", &sql])
                 .stdout(out)
                 .spawn()
                 .context("running the mariadb client")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let reaped_before = reaped_children_cpu_seconds();
     for mut child in children {
         if !child.wait()?.success() {
             bail!("mariadb dump failed");
         }
     }
-    Ok(started.elapsed().as_secs_f64())
+    Ok((started.elapsed().as_secs_f64(), reaped_children_cpu_seconds() - reaped_before))
+}
+
+/// User + system CPU seconds of a running process, from /proc (0 when it cannot be read).
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(&pid.to_string(), 11..13)
+}
+
+/// CPU seconds used by this process's finished (waited-for) children: `cutime` + `cstime`.
+fn reaped_children_cpu_seconds() -> f64 {
+    stat_seconds("self", 13..15)
+}
+
+/// Sums `/proc/<pid>/stat` tick fields (indexed after the parenthesised command name). Linux
+/// reports them in USER_HZ, which is 100 on every architecture it exposes to user space.
+fn stat_seconds(pid: &str, fields: std::ops::Range<usize>) -> f64 {
+    const USER_HZ: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let values: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    values.get(fields).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()) / USER_HZ
+}
+
+/// The local database server's process, when the source runs on this machine.
+fn source_server_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        matches!(comm.trim(), "mariadbd" | "mysqld").then_some(pid)
+    })
 }
 
 /// The release worker binary, with its peak resident memory sampled from /proc.
