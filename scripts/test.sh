@@ -21,6 +21,9 @@ for db in $(mariadb "${margs[@]}" -N -e "select schema_name from information_sch
   mariadb "${margs[@]}" -e "DROP DATABASE \`$db\`"
 done
 
+# Deployment files: compose.yaml against the Compose Specification, commands equal to make run,
+# every variable in .env.example, systemd units and the nginx example.
+bash scripts/check-deploy.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"

@@ -282,6 +282,7 @@ impl ExportsApi {
             snapshot_at: export.snapshot_at,
         };
         Ok(if requested.reused {
+            state.reuse.count();
             CreateResponse::Reused(Json(accepted))
         } else {
             CreateResponse::Accepted(Json(accepted))

@@ -87,14 +87,7 @@ impl HealthApi {
     /// Readiness: Postgres, the source database and storage answer
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: poem::web::Data<&AppState>) -> ReadyResponse {
-        let postgres = timed("postgres", async {
-            let db = state.pool.get().await.map_err(|e| e.to_string())?;
-            db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())
-        });
-        let source = timed("source", async { state.source.ping().await.map_err(|e| e.to_string()) });
-        let storage = timed("storage", async { state.storage.ping().await.map_err(|e| e.to_string()) });
-        let (postgres, source, storage) = tokio::join!(postgres, source, storage);
-        let checks = vec![postgres, source, storage];
+        let checks = dependency_checks(&state).await;
         let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
         if failed.is_empty() {
             return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), checks }));
@@ -102,6 +95,18 @@ impl HealthApi {
         let detail = format!("Not ready: {} not answering.", failed.join(", "));
         ReadyResponse::NotReady(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), 5)
     }
+}
+
+/// Postgres, the source database and storage, checked at once, each within a timeout.
+pub async fn dependency_checks(state: &AppState) -> Vec<Check> {
+    let postgres = timed("postgres", async {
+        let db = state.pool.get().await.map_err(|e| e.to_string())?;
+        db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())
+    });
+    let source = timed("source", async { state.source.ping().await.map_err(|e| e.to_string()) });
+    let storage = timed("storage", async { state.storage.ping().await.map_err(|e| e.to_string()) });
+    let (postgres, source, storage) = tokio::join!(postgres, source, storage);
+    vec![postgres, source, storage]
 }
 
 async fn timed(name: &str, check: impl Future<Output = Result<(), String>>) -> Check {

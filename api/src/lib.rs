@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod exports;
 pub mod files;
 pub mod health;
 pub mod rate_limit;
+pub mod reuse;
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,6 +42,11 @@ pub struct AppState {
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     /// The source database, for readiness.
     pub source: shared::source::Source,
+    /// Requests answered by deduplication, flushed to Postgres in the background.
+    pub reuse: Arc<reuse::ReuseCounter>,
+    /// Failed dashboard sign-ins are answered one at a time, each after a delay.
+    pub sign_in_failures: Arc<tokio::sync::Mutex<()>>,
+    pub admin_session_ttl: Duration,
 }
 
 impl AppState {
@@ -70,6 +77,9 @@ impl AppState {
             )),
             source: shared::source::Source::new(&config.source_database_url, 2)
                 .context("SOURCE_DATABASE_URL")?,
+            reuse: Arc::default(),
+            sign_in_failures: Arc::default(),
+            admin_session_ttl: api.admin_session_ttl,
         })
     }
 }
@@ -101,8 +111,12 @@ pub fn openapi_yaml() -> String {
     openapi_service().spec_yaml()
 }
 
+/// How often reuse counts reach Postgres.
+const REUSE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl poem::Endpoint {
+    state.reuse.spawn_flusher(state.pool.clone(), REUSE_FLUSH_INTERVAL);
     let service = openapi_service();
     let spec_json = service.spec();
     let spec_yaml = service.spec_yaml();
@@ -116,6 +130,8 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         )
         .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
         .at("/files/*key", poem::get(files::download))
+        .nest("/dashboard", dashboard::dashboard_routes())
+        .nest("/admin", dashboard::admin_routes())
         .around(limit_body)
         .catch_all_error(error::into_problem)
         .around(allow_header)
@@ -175,6 +191,8 @@ async fn allow_header<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let allow = match segments.as_slice() {
             ["api", "export"] | ["api", "export", _, "cancel"] => "POST",
+            ["dashboard", "sign-out"] | ["dashboard", "jobs", ..] | ["admin", "api-keys", _, _] => "POST",
+            ["dashboard", "sign-in"] | ["admin", "api-keys"] => "GET, POST",
             _ => "GET",
         };
         response.headers_mut().insert(poem::http::header::ALLOW, poem::http::HeaderValue::from_static(allow));

@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use poem::{Server, listener::TcpListener};
 use shared::{
-    api_keys::{self, Role},
+    api_keys::{self, KeySpec, Role},
     config::{ApiConfig, Config},
     db,
 };
@@ -37,6 +37,9 @@ enum KeyAction {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
+        /// What the key is for.
+        #[arg(long, default_value = "")]
+        description: String,
         /// `client` (exports) or `admin` (also the dashboard).
         #[arg(long, default_value = "client")]
         role: String,
@@ -79,9 +82,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Server::new(TcpListener::bind(api_config.bind))
         .run_with_graceful_shutdown(
             api::app(state),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
+            shared::shutdown::signal(),
             Some(std::time::Duration::from_secs(10)),
         )
         .await
@@ -92,10 +93,16 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
     let pool = db::pool(&config.database_url, 1)?;
     let db = pool.get().await.context("connecting to Postgres")?;
     match action {
-        KeyAction::Create { name, role, accounts } => {
+        KeyAction::Create { name, description, role, accounts } => {
             let role = Role::parse(&role).context("--role must be `client` or `admin`")?;
             let accounts = (!accounts.is_empty()).then_some(accounts);
-            let (key, new) = api_keys::create(&db, &name, role, accounts.as_deref()).await?;
+            let spec = KeySpec {
+                name: &name,
+                description: &description,
+                role,
+                allowed_accounts: accounts.as_deref(),
+            };
+            let (key, new) = api_keys::create(&db, &spec).await?;
             eprintln!(
                 "Created {} key {:?} ({}). It is shown once; store it now:",
                 key.role.as_str(),

@@ -103,6 +103,7 @@ impl Role {
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
+    pub description: String,
     pub prefix: String,
     pub role: Role,
     /// `None`: every account.
@@ -118,6 +119,7 @@ impl ApiKey {
         Self {
             id: row.get("id"),
             name: row.get("name"),
+            description: row.get("description"),
             prefix: row.get("prefix"),
             role: Role::parse(&role).unwrap_or(Role::Client),
             allowed_accounts: row.get("allowed_accounts"),
@@ -132,27 +134,41 @@ impl ApiKey {
     }
 }
 
-const COLUMNS: &str = "id, name, prefix, role, allowed_accounts, created_at, last_used_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, description, prefix, role, allowed_accounts, created_at, last_used_at, revoked_at";
 
 /// Stores a new key and returns it with its plaintext (to be shown once).
-pub async fn create(
-    db: &impl GenericClient,
-    name: &str,
-    role: Role,
-    allowed_accounts: Option<&[String]>,
-) -> Result<(ApiKey, NewKey), DbError> {
+pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), DbError> {
     let key = NewKey::generate();
     let row = db
         .query_one(
             &format!(
-                "INSERT INTO api_keys (id, name, prefix, key_hash, role, allowed_accounts)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO api_keys (id, name, description, prefix, key_hash, role, allowed_accounts)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  RETURNING {COLUMNS}"
             ),
-            &[&Uuid::new_v4(), &name, &key.prefix, &key.hash.as_slice(), &role.as_str(), &allowed_accounts],
+            &[
+                &Uuid::new_v4(),
+                &new.name,
+                &new.description,
+                &key.prefix,
+                &key.hash.as_slice(),
+                &new.role.as_str(),
+                &new.allowed_accounts,
+            ],
         )
         .await?;
     Ok((ApiKey::from_row(&row), key))
+}
+
+/// What a new key is for.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub role: Role,
+    /// `None`: every account.
+    pub allowed_accounts: Option<&'a [String]>,
 }
 
 /// The active key with this plaintext, if any.
@@ -195,6 +211,21 @@ pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, 
             &[&id, &id_or_prefix],
         )
         .await?)
+}
+
+/// Deactivates (`active = false`) or reactivates a key by id. Returns whether it changed.
+pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<bool, DbError> {
+    let sql = if active {
+        "UPDATE api_keys SET revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL"
+    } else {
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
+    };
+    Ok(db.execute(sql, &[&id]).await? == 1)
+}
+
+/// Deletes a key for good (its exports stay, without an owner). Returns whether it existed.
+pub async fn delete(db: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+    Ok(db.execute("DELETE FROM api_keys WHERE id = $1", &[&id]).await? == 1)
 }
 
 #[cfg(test)]

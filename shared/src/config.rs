@@ -84,6 +84,8 @@ pub struct ApiConfig {
     /// Requests a minute per API key (average), and the burst allowed above it.
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// How long a dashboard sign-in lasts.
+    pub admin_session_ttl: Duration,
 }
 
 /// Settings only the worker reads.
@@ -184,6 +186,11 @@ impl ApiConfig {
             max_range_days: positive("MAX_RANGE_DAYS", "a positive number of days", 366)?,
             rate_limit_per_minute: positive("RATE_LIMIT_PER_MINUTE", "a positive number of requests", 600)?,
             rate_limit_burst: positive("RATE_LIMIT_BURST", "a positive number of requests", 60)?,
+            admin_session_ttl: Duration::from_secs(positive(
+                "ADMIN_SESSION_TTL_SECS",
+                "a positive number of seconds",
+                8 * 3600,
+            )?),
         })
     }
 }

@@ -89,6 +89,9 @@ pub async fn migrate(url: &SecretString) -> Result<(), DbError> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let report = embedded::migrations::runner()
         .set_grouped(true)
+        // An older binary may start against a newer schema (rolling upgrades, rollback):
+        // migrations are additive, so versions it does not know are not an error.
+        .set_abort_missing(false)
         .run_async(&mut client)
         .await
         .map_err(|e| DbError::Migration(e.to_string()));

@@ -3,9 +3,12 @@
 pub mod api_keys;
 pub mod config;
 pub mod csv_out;
+pub mod dashboard;
 pub mod db;
 pub mod exports;
 pub mod queue;
+pub mod sessions;
+pub mod shutdown;
 pub mod signing;
 pub mod source;
 pub mod statement;

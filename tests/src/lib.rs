@@ -21,6 +21,7 @@ use shared::{
 };
 use worker::runner::Runner;
 
+pub mod dashboard;
 pub mod s3;
 
 pub use reqwest::StatusCode;
@@ -146,6 +147,7 @@ impl TestApp {
             max_range_days: 366,
             rate_limit_per_minute: per_minute,
             rate_limit_burst: burst,
+            admin_session_ttl: std::time::Duration::from_secs(3600),
         }
     }
 
@@ -186,8 +188,26 @@ impl TestApp {
     pub async fn create_key(&self, accounts: Option<&[&str]>) -> String {
         let db = self.pool.get().await.unwrap();
         let accounts: Option<Vec<String>> = accounts.map(|a| a.iter().map(|s| s.to_string()).collect());
-        let (_, key) = api_keys::create(&db, "test", Role::Client, accounts.as_deref()).await.unwrap();
+        let spec = api_keys::KeySpec {
+            name: "test",
+            description: "",
+            role: Role::Client,
+            allowed_accounts: accounts.as_deref(),
+        };
+        let (_, key) = api_keys::create(&db, &spec).await.unwrap();
         key.plaintext
+    }
+
+    /// A new admin key (plaintext): it signs in to the dashboard.
+    pub async fn create_admin_key(&self) -> String {
+        let db = self.pool.get().await.unwrap();
+        let spec = api_keys::KeySpec {
+            name: "operator",
+            description: "",
+            role: Role::Admin,
+            allowed_accounts: None,
+        };
+        api_keys::create(&db, &spec).await.unwrap().1.plaintext
     }
 
     pub async fn revoke_key(&self, plaintext: &str) {

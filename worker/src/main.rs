@@ -48,16 +48,6 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(jobs = done, "ran the ready jobs");
         return Ok(());
     }
-    runner.run(shutdown_signal()).await;
+    runner.run(shared::shutdown::signal()).await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -1,0 +1,89 @@
+//! `/dashboard/exports/{id}`: one export's request, timings, attempts and errors, and file.
+
+use maud::html;
+use poem::{
+    Request, Response, handler,
+    web::{Data, Path},
+};
+use shared::{dashboard, exports};
+
+use super::{DashboardError, Page, layout, respond, signed_in};
+use crate::AppState;
+
+#[handler]
+pub async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): Path<String>) -> Response {
+    respond(render(state, req, &id).await)
+}
+
+async fn render(state: &AppState, req: &Request, id: &str) -> Page {
+    let admin = signed_in(state, req).await?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
+    let db = state.db_for_dashboard().await?;
+    let export = exports::get(&db, id).await?.ok_or(DashboardError::NotFound)?;
+    let job = dashboard::job_of_export(&db, id).await?;
+    let requester = dashboard::requester_name(&db, id).await?;
+    let link = match (&export.file_key, export.status) {
+        (Some(key), exports::ExportStatus::Completed) => state
+            .storage
+            .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
+            .await
+            .map(|(url, _)| url)
+            .ok(),
+        _ => None,
+    };
+    let seconds = |from: Option<time::OffsetDateTime>, to: Option<time::OffsetDateTime>| {
+        from.zip(to).map(|(a, b)| (b - a).as_seconds_f64())
+    };
+    let running = matches!(export.status, exports::ExportStatus::Pending | exports::ExportStatus::Processing);
+    let body = html! {
+        h2 { "Request" }
+        dl.facts {
+            dt { "Reference" } dd.mono { (export.id) }
+            dt { "Status" } dd { (layout::status(export.status.as_str())) }
+            dt { "Account" } dd { (export.account_id) }
+            dt { "Table" } dd { (export.table_name) }
+            dt { "Period" } dd { (export.date_from) " – " (export.date_to) }
+            dt { "Format" } dd { (export.format) }
+            dt { "Requested by" } dd { (requester.as_deref().unwrap_or("—")) }
+        }
+        h2 { "Timings" }
+        dl.facts {
+            dt { "Created" } dd { (layout::timestamp(export.created_at)) }
+            dt { "Source snapshot" } dd { (layout::maybe_timestamp(export.snapshot_at)) }
+            dt { "Started" } dd { (layout::maybe_timestamp(export.started_at)) }
+            dt { "Finished" } dd { (layout::maybe_timestamp(export.completed_at)) }
+            dt { "Waited in queue" } dd { (layout::maybe_duration(seconds(Some(export.created_at), export.started_at))) }
+            dt { "Processing time" } dd { (layout::maybe_duration(seconds(export.started_at, export.completed_at))) }
+            dt { "File kept until" } dd { (layout::maybe_timestamp(export.expires_at)) }
+        }
+        h2 { "Attempts" }
+        dl.facts {
+            @if let Some(job) = &job {
+                dt { "Job" } dd { (job.id) " (" (job.kind) ", " (job.state) ")" }
+                dt { "Attempts" } dd { (job.attempt) " of " (job.max_attempts) }
+                dt { "Worker" } dd.mono { (job.worker_id.as_deref().unwrap_or("—")) }
+                dt { "Last attempt's error" } dd.error { (job.last_error.as_deref().unwrap_or("none")) }
+            }
+            dt { "Export error" } dd.error { (export.error.as_deref().unwrap_or("none")) }
+            dt { "Rows so far" } dd { @if running { progress title="running" {} " " } (layout::count(export.rows_exported)) }
+        }
+        @if let Some(job) = job.as_ref().filter(|_| running) {
+            p { (layout::action_button(&admin, &format!("/dashboard/jobs/{}/cancel", job.id), "Cancel this export", Some("danger"))) }
+        }
+        h2 { "File" }
+        dl.facts {
+            dt { "Rows" } dd { (export.row_count.map(layout::count).unwrap_or_else(|| "—".into())) }
+            dt { "Size" } dd { (export.file_size.map(layout::bytes).unwrap_or_else(|| "—".into())) }
+            dt { "SHA-256" } dd.mono { (export.sha256.as_deref().unwrap_or("—")) }
+            dt { "Download" }
+            dd {
+                @if let Some(url) = &link {
+                    a href=(url) rel="noreferrer" { "Download (link valid " (layout::duration(state.download_url_ttl.as_secs_f64())) ")" }
+                } @else { "—" }
+            }
+        }
+    };
+    let title = format!("Export {}", export.id);
+    let refresh = if running { layout::Refresh::Always } else { layout::Refresh::Never };
+    Ok(layout::html(layout::page(&admin, "", &title, refresh, body)))
+}

@@ -1,0 +1,55 @@
+//! `/dashboard/health`: whether Postgres, the source database and storage answer, and how fast;
+//! the schema and build versions; live workers.
+
+use maud::html;
+use poem::{Request, Response, handler, web::Data};
+
+use super::{Page, layout, respond, signed_in};
+use crate::{AppState, health};
+
+#[handler]
+pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
+    respond(render(state, req).await)
+}
+
+async fn render(state: &AppState, req: &Request) -> Page {
+    let admin = signed_in(state, req).await?;
+    let checks = health::dependency_checks(state).await;
+    let db = state.db_for_dashboard().await?;
+    let schema = shared::dashboard::schema_version(&db).await?;
+    let live = shared::workers::live(&db, std::time::Duration::from_secs(60)).await?;
+    let body = html! {
+        table {
+            thead { tr { th { "Dependency" } th { "State" } th.num { "Latency" } } }
+            tbody {
+                @for check in &checks {
+                    tr {
+                        td { (check.name) }
+                        td { @if check.ok { span.ok { "answering" } } @else { span.bad { "not answering" } } }
+                        td.num { (format!("{:.1} ms", check.latency_ms)) }
+                    }
+                }
+            }
+        }
+        h2 { "Versions" }
+        dl.facts {
+            dt { "API build" } dd { (env!("CARGO_PKG_VERSION")) }
+            dt { "Database schema" } dd { (schema.map_or("none".into(), |v| format!("V{v}"))) }
+            dt { "Schema this build expects" }
+            dd { (shared::db::latest_migration_version().map_or("none".into(), |v| format!("V{v}"))) }
+            dt { "Storage" } dd { (if state.storage.is_local() { "local disk" } else { "S3" }) }
+            dt { "Live workers" }
+            dd {
+                (live.len())
+                @for w in &live { " · " span.mono { (w.id) } " (" (w.version) ")" }
+            }
+        }
+    };
+    Ok(layout::html(layout::page(
+        &admin,
+        "/dashboard/health",
+        "System health",
+        layout::Refresh::Always,
+        body,
+    )))
+}

@@ -1,0 +1,189 @@
+//! `/admin/api-keys`: create a key (its secret shown exactly once, in the answer to the form),
+//! list keys by prefix, deactivate, reactivate and delete them.
+
+use maud::{Markup, html};
+use poem::{
+    Body, Request, Response, handler,
+    web::{Data, Path},
+};
+use shared::api_keys::{self, ApiKey, KeySpec, NewKey, Role};
+
+use super::{Admin, DashboardError, Fields, Page, layout, respond, see_other, signed_form, signed_in};
+use crate::AppState;
+
+#[handler]
+pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
+    respond(list(state, req).await)
+}
+
+async fn list(state: &AppState, req: &Request) -> Page {
+    let admin = signed_in(state, req).await?;
+    let notice = req.uri().query().and_then(|q| q.strip_prefix("notice=")).and_then(notice_text);
+    render(state, &admin, notice.map(|n| html! { p.notice { (n) } }), layout::Refresh::UnlessEditing).await
+}
+
+async fn render(state: &AppState, admin: &Admin, top: Option<Markup>, refresh: layout::Refresh) -> Page {
+    let db = state.db_for_dashboard().await?;
+    let keys = api_keys::list(&db).await?;
+    let body = html! {
+        @if let Some(top) = top { (top) }
+        h2 { "Keys" }
+        table {
+            thead { tr {
+                th { "Name" } th { "Prefix" } th { "Role" } th { "Accounts" } th { "Created" }
+                th { "Last used" } th { "State" } th { "" }
+            } }
+            tbody {
+                @for key in &keys { (key_row(admin, key)) }
+                @if keys.is_empty() { tr { td colspan="8" { "No keys yet." } } }
+            }
+        }
+        h2 { "Create a key" }
+        form method="post" action="/admin/api-keys" {
+            (layout::csrf(admin))
+            fieldset {
+                label for="name" { "Name" }
+                input #name type="text" name="name" maxlength="200" required;
+                label for="description" { "Description" }
+                input #description type="text" name="description" maxlength="1000";
+                label for="role" { "Role" }
+                select #role name="role" {
+                    option value="client" selected { "client — request and download exports" }
+                    option value="admin" { "admin — also signs in to this dashboard" }
+                }
+                label for="accounts" { "Allowed accounts" }
+                input #accounts type="text" name="accounts" placeholder="ACC-1001, ACC-1002";
+                p.hint { "Comma-separated; leave empty for every account." }
+                button.primary type="submit" { "Create key" }
+            }
+        }
+    };
+    Ok(layout::html(layout::page(admin, "/admin/api-keys", "API keys", refresh, body)))
+}
+
+fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
+    let active = key.revoked_at.is_none();
+    let action = |what: &str| format!("/admin/api-keys/{}/{what}", key.id);
+    html! {
+        tr {
+            td { strong { (key.name) } @if !key.description.is_empty() { br; span.hint { (key.description) } } }
+            td.mono { (key.prefix) "…" }
+            td { (key.role.as_str()) }
+            td { (key.allowed_accounts.as_ref().map_or("all".into(), |a| a.join(", "))) }
+            td { (layout::timestamp(key.created_at)) }
+            td { (layout::maybe_timestamp(key.last_used_at)) }
+            td { @if active { span.ok { "active" } } @else { span.muted { "deactivated" } } }
+            td {
+                @if active {
+                    (layout::action_button(admin, &action("deactivate"), "Deactivate", None))
+                } @else {
+                    (layout::action_button(admin, &action("reactivate"), "Reactivate", None))
+                }
+                " "
+                (layout::action_button(admin, &action("delete"), "Delete", Some("danger")))
+            }
+        }
+    }
+}
+
+#[handler]
+pub async fn create(Data(state): Data<&AppState>, req: &Request, body: Body) -> Response {
+    respond(create_key(state, req, body).await)
+}
+
+async fn create_key(state: &AppState, req: &Request, body: Body) -> Page {
+    let (admin, fields) = signed_form(state, req, body).await?;
+    let form = KeyForm::parse(&fields)?;
+    let db = state.db_for_dashboard().await?;
+    let spec = KeySpec {
+        name: &form.name,
+        description: &form.description,
+        role: form.role,
+        allowed_accounts: form.accounts.as_deref(),
+    };
+    let (key, secret) = api_keys::create(&db, &spec).await?;
+    tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
+    // The answer to the form is the only place the secret ever appears; the page does not
+    // refresh itself (that would post the form again) and no cache keeps it.
+    render(state, &admin, Some(shown_once(&key, &secret)), layout::Refresh::Never).await
+}
+
+fn shown_once(key: &ApiKey, secret: &NewKey) -> Markup {
+    html! {
+        div.notice {
+            p { "Key " strong { (key.name) } " created. Copy it now: it is shown this once and cannot be shown again." }
+            p { code #new-key .secret { (secret.plaintext) } }
+        }
+    }
+}
+
+/// The create form, validated.
+struct KeyForm {
+    name: String,
+    description: String,
+    role: Role,
+    accounts: Option<Vec<String>>,
+}
+
+impl KeyForm {
+    fn parse(fields: &Fields) -> Result<Self, DashboardError> {
+        let bad = |m: &str| DashboardError::BadRequest(m.to_owned());
+        let name = fields.get("name").unwrap_or_default().trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(bad("A key needs a name of 1 to 200 characters."));
+        }
+        let description = fields.get("description").unwrap_or_default().trim().to_owned();
+        if description.chars().count() > 1000 {
+            return Err(bad("The description is limited to 1000 characters."));
+        }
+        let role = Role::parse(fields.get("role").unwrap_or("client"))
+            .ok_or_else(|| bad("The role must be client or admin."))?;
+        let accounts: Vec<String> = fields
+            .get("accounts")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(account) = accounts.iter().find(|a| shared::statement::AccountId::parse(a).is_err()) {
+            return Err(DashboardError::BadRequest(format!("{account:?} is not a valid account id.")));
+        }
+        Ok(Self { name, description, role, accounts: (!accounts.is_empty()).then_some(accounts) })
+    }
+}
+
+#[handler]
+pub async fn change(
+    Data(state): Data<&AppState>,
+    req: &Request,
+    Path((id, action)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    respond(change_key(state, req, &id, &action, body).await)
+}
+
+async fn change_key(state: &AppState, req: &Request, id: &str, action: &str, body: Body) -> Page {
+    signed_form(state, req, body).await?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
+    let db = state.db_for_dashboard().await?;
+    let changed = match action {
+        "deactivate" => api_keys::set_active(&db, id, false).await?,
+        "reactivate" => api_keys::set_active(&db, id, true).await?,
+        "delete" => api_keys::delete(&db, id).await?,
+        _ => return Err(DashboardError::NotFound),
+    };
+    tracing::info!(api_key.id = %id, action, changed, "dashboard: key changed");
+    let notice = if changed { action } else { "unchanged" };
+    Ok(see_other(&format!("/admin/api-keys?notice={notice}")))
+}
+
+fn notice_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "deactivate" => "Key deactivated: the API refuses it from now on.",
+        "reactivate" => "Key reactivated.",
+        "delete" => "Key deleted. Its exports remain, without an owner.",
+        "unchanged" => "Nothing changed (the key was already in that state or is gone).",
+        _ => return None,
+    })
+}

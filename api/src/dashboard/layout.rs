@@ -1,0 +1,230 @@
+//! The page shell, embedded assets and value formatting shared by the dashboard pages. maud
+//! escapes every interpolated value, so user data (key names, errors) is rendered inert.
+
+use maud::{DOCTYPE, Markup, html};
+use poem::{
+    Response, handler,
+    http::{StatusCode, header},
+};
+use time::{
+    OffsetDateTime, PrimitiveDateTime, format_description::BorrowedFormatItem, macros::format_description,
+};
+
+use super::Admin;
+
+const CSS: &str = include_str!("assets/dashboard.css");
+const JS: &str = include_str!("assets/dashboard.js");
+
+#[handler]
+pub fn stylesheet() -> Response {
+    asset(CSS, "text/css; charset=utf-8")
+}
+
+#[handler]
+pub fn script() -> Response {
+    asset(JS, "text/javascript; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &str) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "public, max-age=3600")
+        .body(body)
+}
+
+/// A rendered page as a response that no cache keeps (pages show live data and secrets once).
+pub fn html(page: Markup) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(page.into_string())
+}
+
+/// How a page refreshes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Every 30 s, also without JavaScript (the page has no text fields to lose).
+    Always,
+    /// Every 30 s unless a form is being filled in (needs JavaScript).
+    UnlessEditing,
+    /// Never (the page answers a form post: reloading it would post again).
+    Never,
+}
+
+/// The signed-in page shell: navigation, the operator's name and a sign-out button.
+pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Markup) -> Markup {
+    let nav = [
+        ("/dashboard", "Overview"),
+        ("/dashboard/queue", "Queue & workers"),
+        ("/dashboard/health", "System health"),
+        ("/admin/api-keys", "API keys"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Statement exports" }
+                link rel="stylesheet" href="/dashboard/assets/dashboard.css";
+                @if refresh != Refresh::Never {
+                    script src="/dashboard/assets/dashboard.js" defer {}
+                }
+                @if refresh == Refresh::Always {
+                    noscript { meta http-equiv="refresh" content="30"; }
+                }
+            }
+            body {
+                header {
+                    span.brand { "Statement exports" }
+                    nav {
+                        @for (href, label) in nav {
+                            a href=(href) class=[(href == active).then_some("active")] { (label) }
+                        }
+                    }
+                    div.who {
+                        span { "Signed in as " strong { (admin.session.key_name) } }
+                        form.inline method="post" action="/dashboard/sign-out" {
+                            (csrf(admin))
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// A page outside the signed-in shell (sign-in, errors).
+pub fn bare(title: &str, message: &str) -> Markup {
+    bare_with(title, html! { p { (message) } p { a href="/dashboard" { "Back to the dashboard" } } })
+}
+
+pub fn bare_with(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Statement exports" }
+                link rel="stylesheet" href="/dashboard/assets/dashboard.css";
+            }
+            body { main.signin { h1 { (title) } (body) } }
+        }
+    }
+}
+
+/// The hidden CSRF field every form carries.
+pub fn csrf(admin: &Admin) -> Markup {
+    html! { input type="hidden" name="csrf" value=(admin.session.csrf_token); }
+}
+
+/// A one-button form posting to `action`.
+pub fn action_button(admin: &Admin, action: &str, label: &str, class: Option<&str>) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            (csrf(admin))
+            button type="submit" class=[class] { (label) }
+        }
+    }
+}
+
+const TIMESTAMP: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+
+pub fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC).format(TIMESTAMP).unwrap_or_else(|_| at.to_string())
+}
+
+pub fn maybe_timestamp(at: Option<OffsetDateTime>) -> String {
+    at.map(timestamp).unwrap_or_else(|| "—".into())
+}
+
+pub fn hour_label(at: PrimitiveDateTime) -> String {
+    format!("{:02}:00", at.hour())
+}
+
+pub fn day_label(at: PrimitiveDateTime) -> String {
+    format!("{:02}-{:02}", u8::from(at.month()), at.day())
+}
+
+/// `0.42 s`, `12.3 s`, `4 min 05 s`, `2 h 10 min`.
+pub fn duration(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
+    if seconds < 60.0 {
+        format!("{seconds:.prec$} s", prec = if seconds < 10.0 { 2 } else { 1 })
+    } else if seconds < 3600.0 {
+        format!("{} min {:02} s", (seconds / 60.0) as u64, (seconds % 60.0) as u64)
+    } else {
+        format!("{} h {:02} min", (seconds / 3600.0) as u64, ((seconds % 3600.0) / 60.0) as u64)
+    }
+}
+
+pub fn maybe_duration(seconds: Option<f64>) -> String {
+    seconds.map(duration).unwrap_or_else(|| "—".into())
+}
+
+/// `812 B`, `4.2 KB`, `1.5 MB` (decimal units).
+pub fn bytes(n: i64) -> String {
+    let n = n as f64;
+    match n {
+        n if n < 1e3 => format!("{n:.0} B"),
+        n if n < 1e6 => format!("{:.1} KB", n / 1e3),
+        n if n < 1e9 => format!("{:.1} MB", n / 1e6),
+        n => format!("{:.2} GB", n / 1e9),
+    }
+}
+
+/// `1,234,567`.
+pub fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn percent(rate: Option<f64>) -> String {
+    rate.map(|r| format!("{:.1} %", r * 100.0)).unwrap_or_else(|| "—".into())
+}
+
+/// A status word with its colour class.
+pub fn status(word: &str) -> Markup {
+    html! { span class={ "status " (word) } { (word) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_like_numbers() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(count(-1000), "-1,000");
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(1_500_000), "1.5 MB");
+        assert_eq!(duration(0.421), "0.42 s");
+        assert_eq!(duration(245.0), "4 min 05 s");
+        assert_eq!(duration(7800.0), "2 h 10 min");
+        assert_eq!(percent(Some(0.9876)), "98.8 %");
+        assert_eq!(percent(None), "—");
+    }
+
+    #[test]
+    fn interpolated_text_is_escaped() {
+        let markup = bare("t", "<script>alert(1)</script>").into_string();
+        assert!(markup.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{markup}");
+        assert!(!markup.contains("<script>alert"));
+    }
+}

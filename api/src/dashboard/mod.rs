@@ -1,0 +1,232 @@
+//! The operator dashboard: server-rendered maud pages that work without JavaScript and load
+//! nothing from elsewhere (CSS and the refresh script are embedded in the binary).
+//!
+//! Sign-in exchanges an admin API key for a session cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` when `PUBLIC_BASE_URL` is https). Every page needs a session (otherwise a redirect
+//! to the sign-in page) and every form carries the session's CSRF token (otherwise 403).
+
+mod charts;
+mod exports;
+mod health;
+mod keys;
+mod layout;
+mod overview;
+mod queue;
+mod sign_in;
+
+use poem::{
+    Body, EndpointExt, IntoResponse, Request, Response, Route, get,
+    http::{StatusCode, header},
+    post,
+};
+use shared::{db::DbError, sessions::Session};
+
+use crate::AppState;
+
+/// Cookie holding the session token.
+const SESSION_COOKIE: &str = "stmt_session";
+/// Where a request without a session is sent.
+pub const SIGN_IN_PATH: &str = "/dashboard/sign-in";
+
+/// The pages under `/dashboard`.
+pub fn dashboard_routes() -> impl poem::Endpoint {
+    Route::new()
+        .at("/", get(overview::page))
+        .at("/sign-in", get(sign_in::form).post(sign_in::submit))
+        .at("/sign-out", post(sign_in::sign_out))
+        .at("/queue", get(queue::page))
+        .at("/jobs/:id/retry", post(queue::retry))
+        .at("/jobs/:id/cancel", post(queue::cancel))
+        .at("/health", get(health::page))
+        .at("/exports/:id", get(exports::page))
+        .at("/assets/dashboard.css", get(layout::stylesheet))
+        .at("/assets/dashboard.js", get(layout::script))
+        .with(security_headers())
+}
+
+/// The pages under `/admin`.
+pub fn admin_routes() -> impl poem::Endpoint {
+    Route::new()
+        .at("/api-keys", get(keys::page).post(keys::create))
+        .at("/api-keys/:id/:action", post(keys::change))
+        .with(security_headers())
+}
+
+/// No framing, no foreign scripts or styles, no referrer (pages carry signed download links).
+fn security_headers() -> poem::middleware::SetHeader {
+    poem::middleware::SetHeader::new()
+        .appending(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+        .appending(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .appending(header::REFERRER_POLICY, "no-referrer")
+        .appending(header::X_FRAME_OPTIONS, "DENY")
+}
+
+/// Why a dashboard request did not get its page. Mapped to a response once, below.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("sign-in required")]
+    SignIn,
+    #[error("the form is missing its CSRF token or it does not match this session")]
+    Csrf,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl IntoResponse for DashboardError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            Self::SignIn => {
+                return Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(header::LOCATION, SIGN_IN_PATH)
+                    .header(header::CACHE_CONTROL, "no-store")
+                    .finish();
+            }
+            Self::Csrf => (
+                StatusCode::FORBIDDEN,
+                "This form has expired or did not come from this dashboard. Reload the page and try again."
+                    .to_owned(),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "There is nothing here.".to_owned()),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            Self::Db(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "dashboard: Postgres unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "Postgres is not answering; try again shortly.".to_owned())
+            }
+            Self::Db(e) => {
+                tracing::error!(error = %e, "dashboard: database error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "The database refused the request.".to_owned())
+            }
+        };
+        let page = layout::bare(status.canonical_reason().unwrap_or("Error"), &message);
+        let mut response = layout::html(page);
+        response.set_status(status);
+        response
+    }
+}
+
+impl From<shared::exports::ListError> for DashboardError {
+    fn from(e: shared::exports::ListError) -> Self {
+        match e {
+            shared::exports::ListError::Db(e) => Self::Db(e),
+            shared::exports::ListError::UnknownCursor => Self::NotFound,
+        }
+    }
+}
+
+/// A handler's outcome: the page, or the error's response.
+pub type Page = Result<Response, DashboardError>;
+
+/// Turns a handler's outcome into its response.
+fn respond(page: Page) -> Response {
+    page.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The signed-in operator behind a request.
+pub struct Admin {
+    pub session: Session,
+    token: String,
+}
+
+fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// The request's session, or [`DashboardError::SignIn`].
+pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
+    let token = cookie(req, SESSION_COOKIE).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
+    let db = state.db_for_dashboard().await?;
+    let session = shared::sessions::find(&db, token).await?.ok_or(DashboardError::SignIn)?;
+    Ok(Admin { session, token: token.to_owned() })
+}
+
+/// A submitted form's fields.
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body.
+async fn read_fields(body: Body) -> Result<Fields, DashboardError> {
+    let bytes = body
+        .into_bytes_limit(crate::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| DashboardError::BadRequest("The form could not be read.".into()))?;
+    let fields = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|_| DashboardError::BadRequest("The form could not be read.".into()))?;
+    Ok(Fields(fields))
+}
+
+/// A form post from a signed-in operator: session first (redirect), then the CSRF token (403).
+pub async fn signed_form(
+    state: &AppState,
+    req: &Request,
+    body: Body,
+) -> Result<(Admin, Fields), DashboardError> {
+    let admin = signed_in(state, req).await?;
+    let fields = read_fields(body).await.map_err(|_| DashboardError::Csrf)?;
+    let sent = fields.get("csrf").unwrap_or_default();
+    if !constant_time_eq(sent.as_bytes(), admin.session.csrf_token.as_bytes()) {
+        return Err(DashboardError::Csrf);
+    }
+    Ok((admin, fields))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 303 to `location` (after a form post, so reloading the page does not post again).
+pub fn see_other(location: &str) -> Response {
+    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
+}
+
+impl AppState {
+    /// A pooled connection for a dashboard page.
+    async fn db_for_dashboard(&self) -> Result<deadpool_postgres::Object, DashboardError> {
+        Ok(self.pool.get().await.map_err(DbError::from)?)
+    }
+
+    /// Whether cookies must be `Secure` (the service is reached over TLS).
+    fn secure_cookies(&self) -> bool {
+        self.public_base_url.starts_with("https://")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let req =
+            Request::builder().header(header::COOKIE, "other=1; stmt_session_x=2; stmt_session=abc").finish();
+        assert_eq!(cookie(&req, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&req, "missing"), None);
+    }
+
+    #[test]
+    fn csrf_comparison_needs_the_whole_token() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+    }
+}

@@ -1,0 +1,80 @@
+//! `/dashboard`: export analytics over the last 30 days.
+
+use maud::html;
+use poem::{Request, Response, handler, web::Data};
+use shared::{dashboard, exports};
+
+use super::{Page, charts, layout, respond, signed_in};
+use crate::AppState;
+
+#[handler]
+pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
+    respond(render(state, req).await)
+}
+
+async fn render(state: &AppState, req: &Request) -> Page {
+    let admin = signed_in(state, req).await?;
+    let db = state.db_for_dashboard().await?;
+    let stats = dashboard::overview(&db).await?;
+    let hourly = dashboard::exports_per_hour(&db).await?;
+    let daily = dashboard::exports_per_day(&db).await?;
+    let recent = exports::list(&db, &exports::ListFilter::default(), 20).await?;
+    let hourly: Vec<(String, i64)> = hourly.into_iter().map(|(at, n)| (layout::hour_label(at), n)).collect();
+    let daily: Vec<(String, i64)> = daily.into_iter().map(|(at, n)| (layout::day_label(at), n)).collect();
+    let cards = [
+        ("Exports (30 days)", layout::count(stats.created)),
+        ("Success rate", layout::percent(stats.success_rate())),
+        ("Average time", layout::maybe_duration(stats.avg_seconds)),
+        ("p95 time", layout::maybe_duration(stats.p95_seconds)),
+        ("Rows / s", stats.rows_per_s.map(|r| layout::count(r as i64)).unwrap_or_else(|| "—".into())),
+        ("Reuse (dedup) rate", layout::percent(stats.reuse_rate())),
+        ("Running", layout::count(stats.processing)),
+        ("Pending", layout::count(stats.pending)),
+        ("Completed", layout::count(stats.completed)),
+        ("Failed", layout::count(stats.failed)),
+        ("Cancelled", layout::count(stats.cancelled)),
+        ("Expired", layout::count(stats.expired)),
+    ];
+    let body = html! {
+        div.cards {
+            @for (label, value) in &cards {
+                div.card { div.label { (label) } div.value { (value) } }
+            }
+        }
+        p.hint { "Requests answered from an existing export: " (layout::count(stats.reused)) "." }
+        h2 { "Exports per hour (last 24 hours, UTC)" }
+        (charts::bars("Exports per hour", &hourly, 3))
+        h2 { "Exports per day (last 30 days)" }
+        (charts::bars("Exports per day", &daily, 5))
+        h2 { "Recent exports" }
+        table {
+            thead { tr {
+                th { "Reference" } th { "Account" } th { "Period" } th { "Status" }
+                th.num { "Rows" } th.num { "Size" } th { "Created" }
+            } }
+            tbody {
+                @for export in &recent {
+                    tr {
+                        td { a.mono href={ "/dashboard/exports/" (export.id) } { (export.id) } }
+                        td { (export.account_id) }
+                        td { (export.date_from) " – " (export.date_to) }
+                        td { (layout::status(export.status.as_str())) }
+                        td.num {
+                            @if export.status == exports::ExportStatus::Processing {
+                                // The total is unknown until the export ends: an indeterminate
+                                // bar with the rows written so far.
+                                progress title="running" {} " " (layout::count(export.rows_exported))
+                            } @else {
+                                (export.row_count.map(layout::count).unwrap_or_else(|| "—".into()))
+                            }
+                        }
+                        td.num { (export.file_size.map(layout::bytes).unwrap_or_else(|| "—".into())) }
+                        td { (layout::timestamp(export.created_at)) }
+                    }
+                }
+                @if recent.is_empty() { tr { td colspan="7" { "No exports yet." } } }
+            }
+        }
+    };
+    Ok(layout::html(layout::page(&admin, "/dashboard", "Overview", layout::Refresh::Always, body)))
+}

@@ -1,0 +1,323 @@
+//! The operator dashboard over HTTP: sign-in, sessions, CSRF, key management, queue actions and
+//! analytics, against a real API, Postgres and MariaDB. (The browser test drives the same pages
+//! in Chromium: tests/browser/dashboard.mjs.)
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use testkit::{TestApp, dashboard::DashboardClient};
+
+const PAGES: [&str; 5] =
+    ["/dashboard", "/dashboard/queue", "/dashboard/health", "/admin/api-keys", "/dashboard/exports/{id}"];
+
+fn january() -> Value {
+    json!({"account_id": "ACC-1", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-01-31"})
+}
+
+/// Every form route, with a real target where one is needed.
+fn forms(key_id: &str) -> Vec<String> {
+    vec![
+        "/dashboard/sign-out".into(),
+        "/dashboard/jobs/1/retry".into(),
+        "/dashboard/jobs/1/cancel".into(),
+        "/admin/api-keys".into(),
+        format!("/admin/api-keys/{key_id}/deactivate"),
+        format!("/admin/api-keys/{key_id}/reactivate"),
+        format!("/admin/api-keys/{key_id}/delete"),
+    ]
+}
+
+async fn key_id(app: &TestApp, plaintext: &str) -> String {
+    let db = app.pool.get().await.unwrap();
+    let row = db
+        .query_one("SELECT id::text FROM api_keys WHERE key_hash = sha256($1::text::bytea)", &[&plaintext])
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+async fn export_id(app: &TestApp) -> String {
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    created["reference_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn without_a_session_every_page_and_form_redirects_to_sign_in() {
+    let app = TestApp::spawn().await;
+    let client_key = app.create_key(None).await;
+    let id = export_id(&app).await;
+    let key = key_id(&app, &client_key).await;
+    for cookie in [None, Some("forged-or-expired")] {
+        let mut browser = DashboardClient::new(&app);
+        if let Some(value) = cookie {
+            browser.set_cookie("stmt_session", value);
+        }
+        for page in PAGES {
+            let fetched = browser.get(&page.replace("{id}", &id)).await;
+            assert_eq!(fetched.status, StatusCode::SEE_OTHER, "{page}");
+            assert_eq!(fetched.location.as_deref(), Some("/dashboard/sign-in"), "{page}");
+        }
+        for form in forms(&key) {
+            let fetched = browser.post_raw(&form, &[("csrf", "x"), ("name", "sneaky")]).await;
+            assert_eq!(fetched.status, StatusCode::SEE_OTHER, "{form}");
+            assert_eq!(fetched.location.as_deref(), Some("/dashboard/sign-in"), "{form}");
+        }
+    }
+    let db = app.pool.get().await.unwrap();
+    let keys: i64 =
+        db.query_one("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL", &[]).await.unwrap().get(0);
+    assert_eq!(keys, 2, "no form did anything");
+}
+
+#[tokio::test]
+async fn only_an_active_admin_key_signs_in_and_the_session_cookie_is_locked_down() {
+    let app = TestApp::spawn().await;
+    let client_key = app.create_key(None).await;
+    let admin_key = app.create_admin_key().await;
+
+    let mut browser = DashboardClient::new(&app);
+    for refused in [client_key.as_str(), "sk_not-a-key", ""] {
+        let fetched = browser.sign_in(refused).await;
+        assert_eq!(fetched.status, StatusCode::UNAUTHORIZED, "{refused}");
+        assert!(fetched.body.contains("not an active admin API key"));
+        assert!(browser.cookie("stmt_session").is_none());
+    }
+
+    // A sign-in form posted from elsewhere (no matching anti-forgery cookie) is refused.
+    let mut forger = DashboardClient::new(&app);
+    let fetched = forger.post_raw("/dashboard/sign-in", &[("csrf", "guess"), ("api_key", &admin_key)]).await;
+    assert_eq!(fetched.status, StatusCode::FORBIDDEN);
+
+    let fetched = browser.sign_in(&admin_key).await;
+    assert_eq!(fetched.status, StatusCode::SEE_OTHER);
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard"));
+    let set_cookie = fetched
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("stmt_session="))
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain http in tests: {set_cookie}");
+    let token = browser.cookie("stmt_session").unwrap().to_owned();
+    let db = app.pool.get().await.unwrap();
+    let stored: i64 = db
+        .query_one(
+            "SELECT count(*) FROM admin_sessions WHERE token_hash = sha256($1::text::bytea)",
+            &[&token],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "only the token's hash is stored");
+
+    for page in PAGES {
+        let fetched = browser.get(&page.replace("{id}", &export_id(&app).await)).await;
+        assert_eq!(fetched.status, StatusCode::OK, "{page}: {}", fetched.body);
+        assert!(fetched.headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+        assert_eq!(fetched.headers["cache-control"], "no-store");
+    }
+
+    // Sign-out ends the session: the old cookie no longer opens a page.
+    let fetched = browser.post("/dashboard/sign-out", &[]).await;
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard/sign-in"));
+    let mut replay = DashboardClient::new(&app);
+    replay.set_cookie("stmt_session", &token);
+    assert_eq!(replay.get("/dashboard").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_admin_key_is_deactivated() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    app.revoke_key(&admin_key).await;
+    assert_eq!(browser.get("/dashboard").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_form_without_the_sessions_csrf_token_is_forbidden_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let client_key = app.create_key(None).await;
+    let key = key_id(&app, &client_key).await;
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    // Another session's token is as wrong as none at all.
+    let other = DashboardClient::signed_in(&app, &admin_key).await;
+    let foreign = other.csrf.clone().unwrap();
+    assert_ne!(Some(&foreign), browser.csrf.as_ref());
+
+    for form in forms(&key) {
+        for fields in [
+            vec![("name", "x")],
+            vec![("csrf", ""), ("name", "x")],
+            vec![("csrf", foreign.as_str()), ("name", "x")],
+        ] {
+            let fetched = browser.post_raw(&form, &fields).await;
+            assert_eq!(fetched.status, StatusCode::FORBIDDEN, "{form} {fields:?}");
+        }
+    }
+    let db = app.pool.get().await.unwrap();
+    let row = db
+        .query_one("SELECT count(*), count(*) FILTER (WHERE revoked_at IS NULL) FROM api_keys", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 2));
+    assert_eq!(browser.get("/dashboard").await.status, StatusCode::OK, "still signed in");
+}
+
+#[tokio::test]
+async fn a_key_created_on_the_page_is_shown_once_and_its_state_governs_the_api() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    browser.get("/admin/api-keys").await;
+    let name = r#"<script>alert("x")</script><img src=x onerror=alert(1)>"#;
+    let fetched = browser
+        .post(
+            "/admin/api-keys",
+            &[
+                ("name", name),
+                ("description", "for <b>tests</b>"),
+                ("role", "client"),
+                ("accounts", "ACC-1, ACC-2"),
+            ],
+        )
+        .await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    let secret =
+        fetched.body.split("sk_").nth(1).map(|rest| format!("sk_{}", &rest[..38])).expect("the new key");
+    assert!(shared::api_keys::is_well_formed(&secret), "{secret}");
+    // User data is inert: escaped, never markup.
+    assert!(!fetched.body.contains("<script>alert"));
+    assert!(!fetched.body.contains("<img src=x"));
+    assert!(!fetched.body.contains("<b>tests</b>"));
+    assert!(fetched.body.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"), "{}", fetched.body);
+
+    // Never again: not on the page, not in the database.
+    let listing = browser.get("/admin/api-keys").await;
+    assert!(!listing.body.contains(&secret));
+    assert!(listing.body.contains(&secret[..11]), "the prefix identifies it");
+    let db = app.pool.get().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT id::text, role, allowed_accounts, description FROM api_keys WHERE key_hash = sha256($1::text::bytea)",
+            &[&secret],
+        )
+        .await
+        .unwrap();
+    let id: String = row.get(0);
+    assert_eq!(row.get::<_, String>(1), "client");
+    assert_eq!(row.get::<_, Option<Vec<String>>>(2), Some(vec!["ACC-1".to_owned(), "ACC-2".to_owned()]));
+    assert_eq!(row.get::<_, String>(3), "for <b>tests</b>");
+
+    assert_eq!(app.post_export(&secret, &january()).await.status(), StatusCode::ACCEPTED);
+    for (action, api_status) in [
+        ("deactivate", StatusCode::UNAUTHORIZED),
+        ("reactivate", StatusCode::OK),
+        ("delete", StatusCode::UNAUTHORIZED),
+    ] {
+        let fetched = browser.post(&format!("/admin/api-keys/{id}/{action}"), &[]).await;
+        assert_eq!(fetched.status, StatusCode::SEE_OTHER, "{action}");
+        assert_eq!(fetched.location.as_deref(), Some(format!("/admin/api-keys?notice={action}").as_str()));
+        let status = app.post_export(&secret, &january()).await.status();
+        assert_eq!(status, api_status, "after {action}");
+    }
+    let remaining: i64 =
+        db.query_one("SELECT count(*) FROM api_keys WHERE id::text = $1", &[&id]).await.unwrap().get(0);
+    assert_eq!(remaining, 0);
+
+    // Bad input is a clear 400, not a key.
+    let fetched = browser.post("/admin/api-keys", &[("name", " "), ("role", "client")]).await;
+    assert_eq!(fetched.status, StatusCode::BAD_REQUEST);
+    let fetched = browser.post("/admin/api-keys", &[("name", "x"), ("role", "root")]).await;
+    assert_eq!(fetched.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_failed_job_is_shown_with_its_error_and_retried_from_the_queue_page() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    let reference = created["reference_id"].as_str().unwrap();
+    // The table vanishes from the source: a configuration error, failed for good.
+    app.source_exec("RENAME TABLE bank_transactions TO bank_transactions_away").await;
+    let failed = app.run_until_settled(&key, reference).await;
+    assert_eq!(failed["status"], "FAILED");
+
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let queue = browser.get("/dashboard/queue").await;
+    assert!(queue.body.contains("bank_transactions"), "the error is shown: {}", queue.body);
+    assert!(queue.body.contains(reference));
+    let db = app.pool.get().await.unwrap();
+    let job_id: i64 = db.query_one("SELECT id FROM jobs", &[]).await.unwrap().get(0);
+    assert!(queue.body.contains(&format!("/dashboard/jobs/{job_id}/retry")));
+
+    app.source_exec("RENAME TABLE bank_transactions_away TO bank_transactions").await;
+    let fetched = browser.post(&format!("/dashboard/jobs/{job_id}/retry"), &[]).await;
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard/queue?notice=retried"));
+    let row = db.query_one("SELECT state, max_attempts > attempt FROM jobs", &[]).await.unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, bool>(1)), ("available".into(), true));
+    let details = app.run_until_settled(&key, reference).await;
+    assert_eq!(details["status"], "COMPLETED", "{details}");
+
+    // A completed job is not retried again; the detail page shows the file.
+    let fetched = browser.post(&format!("/dashboard/jobs/{job_id}/retry"), &[]).await;
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard/queue?notice=not-retryable"));
+    let detail = browser.get(&format!("/dashboard/exports/{reference}")).await;
+    assert!(detail.body.contains(details["sha256"].as_str().unwrap()));
+    assert!(detail.body.contains("/files/exports/"), "a signed download link");
+}
+
+#[tokio::test]
+async fn a_pending_export_is_cancelled_from_the_queue() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    let reference = created["reference_id"].as_str().unwrap();
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let db = app.pool.get().await.unwrap();
+    let job_id: i64 = db.query_one("SELECT id FROM jobs", &[]).await.unwrap().get(0);
+    let fetched = browser.post(&format!("/dashboard/jobs/{job_id}/cancel"), &[]).await;
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard/queue?notice=cancelled"));
+    let details: Value = app.get_export(&key, reference).await.json().await.unwrap();
+    assert_eq!(details["status"], "CANCELLED");
+    assert_eq!(app.run_pending_jobs().await, 0, "nothing left to run");
+}
+
+#[tokio::test]
+async fn the_overview_counts_exports_and_reuse() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    app.run_until_settled(&key, created["reference_id"].as_str().unwrap()).await;
+    let again = app.post_export(&key, &january()).await;
+    assert_eq!(again.status(), StatusCode::OK, "deduplicated");
+    // The API adds reuse counts to Postgres every few seconds.
+    app.wait_for("SELECT coalesce(sum(reused), 0) = 1 FROM export_reuse_hourly").await;
+
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let overview = browser.get("/dashboard").await;
+    let card = |label: &str| {
+        let at = overview
+            .body
+            .find(&format!(r#"<div class="label">{label}</div>"#))
+            .unwrap_or_else(|| panic!("{label}"));
+        let value = &overview.body[at..];
+        let start = value.find(r#"<div class="value">"#).unwrap() + r#"<div class="value">"#.len();
+        value[start..start + value[start..].find('<').unwrap()].to_owned()
+    };
+    assert_eq!(card("Exports (30 days)"), "1");
+    assert_eq!(card("Success rate"), "100.0 %");
+    assert_eq!(card("Reuse (dedup) rate"), "50.0 %");
+    assert_eq!(card("Completed"), "1");
+    assert_ne!(card("p95 time"), "—");
+    assert_eq!(overview.body.matches("<svg").count(), 2, "two charts");
+    assert!(overview.body.contains(created["reference_id"].as_str().unwrap()), "listed as recent");
+}
