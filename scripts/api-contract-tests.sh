@@ -29,7 +29,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_contract"
 export LOCAL_STORAGE_DIR="$work/exports" API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
 export SIGNING_SECRET=contract-tests RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000
-export JOB_POLL_INTERVAL_MS=200 RUST_LOG=info
+export JOB_POLL_INTERVAL_MS=200 RUST_LOG=info LOG_FORMAT=json
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export WORKER_METRICS_BIND="127.0.0.1:$metrics_port"
 
 key=$(target/debug/statement-api keys create --name contract-tests 2>/dev/null)
 target/debug/statement-api serve 2>"$work/api.log" &
@@ -74,3 +76,36 @@ fi
 grep -q 'request' "$work/api.log" || { echo "[contract] the API logged no requests" >&2; exit 1; }
 grep -q 'completed' "$work/worker.log" || { echo "[contract] the worker logged no export" >&2; exit 1; }
 echo "[contract] logs checked: no API key, no URL signature"
+
+# Structured logs: every line is JSON; request lines carry their request id, the worker's
+# export lines their job span (job id, attempt, export id).
+python3 - "$work/api.log" "$work/worker.log" <<'PY'
+import json, sys
+api, worker = ([json.loads(line) for line in open(path) if line.strip()] for path in sys.argv[1:])
+requests = [l for l in api if l["fields"].get("message") == "request"]
+assert requests and all(l["span"]["request_id"] for l in requests), "request lines without a request id"
+done = [l for l in worker if "completed" in l["fields"].get("message", "")]
+assert done and all(l["span"]["export.id"] and l["span"]["attempt"] for l in done), "export lines without their job span"
+print(f"[contract] JSON logs: {len(api)} API lines ({len(requests)} requests), {len(worker)} worker lines")
+PY
+
+# Metrics: both endpoints pass promtool's lint (Debian's prometheus package, unpacked: no
+# service starts).
+promtool=$(command -v promtool || echo .local/prometheus/usr/bin/promtool)
+if [ ! -x "$promtool" ]; then
+  echo "[contract] unpacking Debian's prometheus package into .local/prometheus (for promtool)" >&2
+  deb=$(mktemp -d)
+  (cd "$deb" && { apt-get download -q prometheus >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get download -q prometheus >/dev/null; }; })
+  dpkg -x "$deb"/prometheus_*.deb .local/prometheus
+  rm -rf "$deb"
+fi
+curl -sf "$PUBLIC_BASE_URL/metrics" >"$work/api.metrics"
+curl -sf "http://$WORKER_METRICS_BIND/metrics" >"$work/worker.metrics"
+for target in api worker; do
+  "$promtool" check metrics <"$work/$target.metrics" || { echo "[contract] promtool: $target /metrics" >&2; exit 1; }
+done
+grep -q '^statement_export_requests_total{result="created"}' "$work/api.metrics"
+grep -q '^statement_queue_jobs{state="completed"}' "$work/api.metrics"
+grep -q '^statement_exports_finished_total{status="completed"}' "$work/worker.metrics"
+echo "[contract] /metrics of the API and the worker pass promtool check metrics"

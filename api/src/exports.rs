@@ -1,5 +1,6 @@
 //! `/api/export`: create a statement export and read its status.
 
+use opentelemetry::KeyValue;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
@@ -281,6 +282,8 @@ impl ExportsApi {
             },
             snapshot_at: export.snapshot_at,
         };
+        let result = if requested.reused { "reused" } else { "created" };
+        state.metrics.export_requests.add(1, &[KeyValue::new("result", result)]);
         Ok(if requested.reused {
             state.reuse.count();
             CreateResponse::Reused(Json(accepted))
@@ -375,7 +378,10 @@ impl ExportsApi {
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
         match exports::cancel(&mut db, reference_id.0).await? {
-            exports::Cancelled::Now(export) => Ok(DetailsResponse::Ok(Json(details(&state, export).await?))),
+            exports::Cancelled::Now(export) => {
+                state.metrics.exports_finished.add(1, &[KeyValue::new("status", "cancelled")]);
+                Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
+            }
             exports::Cancelled::AlreadyFinished(_) => {
                 Err(ApiError::Conflict("The export has already finished; there is nothing to cancel.").into())
             }

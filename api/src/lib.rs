@@ -6,6 +6,7 @@ pub mod error;
 pub mod exports;
 pub mod files;
 pub mod health;
+pub mod metrics;
 pub mod rate_limit;
 pub mod reuse;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
     pub sign_in_failures: Arc<tokio::sync::Mutex<()>>,
     pub admin_session_ttl: Duration,
+    /// This process's instruments, with the queue gauges (served on `/metrics`).
+    pub metrics: Arc<shared::metrics::Metrics>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             reuse: Arc::default(),
             sign_in_failures: Arc::default(),
             admin_session_ttl: api.admin_session_ttl,
+            metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
         })
     }
 }
@@ -130,31 +134,70 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
         )
         .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
         .at("/files/*key", poem::get(files::download))
+        .at("/metrics", poem::get(metrics::scrape))
         .nest("/dashboard", dashboard::dashboard_routes())
         .nest("/admin", dashboard::admin_routes())
         .around(limit_body)
         .catch_all_error(error::into_problem)
         .around(allow_header)
-        .data(state)
         .around(log_request)
+        .data(state)
 }
 
-/// One log line per request: method, path, status, duration. Never the query string (local
-/// download links carry their signature there) and never a header (the API key).
+/// Every request runs inside a span carrying its request id (the client's `X-Request-Id` when
+/// it is a sane token, a new UUID otherwise), which every log line of the request shows and
+/// the response returns. One log line per request: method, path, status, duration; never the
+/// query string (local download links carry their signature there) and never a header (the API
+/// key). The same figures feed the HTTP metrics, by route template.
 async fn log_request<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem::Result<poem::Response> {
     use poem::IntoResponse;
+    use tracing::Instrument as _;
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = metrics::route_template(&path);
+    let metrics = req.data::<AppState>().map(|state| state.metrics.clone());
+    let span = tracing::info_span!("request", request_id = %request_id);
     let started = std::time::Instant::now();
-    let response = ep.call(req).await?.into_response();
-    tracing::info!(
-        http.method = %method,
-        http.path = %path,
-        http.status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    let mut response = async {
+        let response = ep.call(req).await?.into_response();
+        tracing::info!(
+            http.method = %method,
+            http.path = %path,
+            http.status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+        Ok::<_, poem::Error>(response)
+    }
+    .instrument(span)
+    .await?;
+    if let Some(metrics) = metrics {
+        let labels = [
+            opentelemetry::KeyValue::new("method", method.to_string()),
+            opentelemetry::KeyValue::new("route", route),
+            opentelemetry::KeyValue::new("status", i64::from(response.status().as_u16())),
+        ];
+        metrics.http_requests.add(1, &labels);
+        metrics.http_duration.record(started.elapsed().as_secs_f64(), &labels);
+    }
+    if let Ok(value) = poem::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
     Ok(response)
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Up to 64 letters, digits, `-`, `_` or `.`: safe to log and to echo in a header.
+fn is_sane_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Largest request body accepted (requests are a few hundred bytes of JSON).

@@ -60,12 +60,7 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", api::openapi_yaml());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shared::logging::init()?;
     let config = Config::from_env()?;
     db::migrate(&config.database_url).await.context("applying migrations")?;
     match cli.command.unwrap_or(Command::Serve) {

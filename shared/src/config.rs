@@ -88,6 +88,29 @@ pub struct ApiConfig {
     pub admin_session_ttl: Duration,
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match var_or("LOG_FORMAT", "text").trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(ConfigError::Invalid {
+                var: "LOG_FORMAT",
+                expected: "text or json",
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
 /// Settings only the worker reads.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -108,6 +131,8 @@ pub struct WorkerConfig {
     pub job_retention: Duration,
     /// Interval between progress writes of a running export.
     pub progress_interval: Duration,
+    /// Where the worker serves its Prometheus `/metrics`.
+    pub metrics_bind: SocketAddr,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -209,6 +234,11 @@ impl WorkerConfig {
             maintenance_interval: secs("MAINTENANCE_INTERVAL_SECS", defaults.maintenance_interval)?,
             job_retention: days("JOB_RETENTION_DAYS", 7)?,
             progress_interval: millis("EXPORT_PROGRESS_INTERVAL_MS", defaults.progress_interval)?,
+            metrics_bind: parse_var(
+                "WORKER_METRICS_BIND",
+                "a socket address such as 127.0.0.1:9464",
+                defaults.metrics_bind,
+            )?,
         })
     }
 }
@@ -225,6 +255,7 @@ impl Default for WorkerConfig {
             maintenance_interval: Duration::from_secs(10),
             job_retention: Duration::from_secs(7 * 86_400),
             progress_interval: Duration::from_secs(1),
+            metrics_bind: ([127, 0, 0, 1], 9464).into(),
         }
     }
 }

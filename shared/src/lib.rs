@@ -6,6 +6,8 @@ pub mod csv_out;
 pub mod dashboard;
 pub mod db;
 pub mod exports;
+pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod sessions;
 pub mod shutdown;

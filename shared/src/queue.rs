@@ -40,6 +40,8 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     /// Fencing token of this attempt.
     pub token: Uuid,
+    /// Seconds between the job becoming due and this claim.
+    pub waited_seconds: f64,
 }
 
 /// Adds a job. Call it inside the transaction that writes the domain row so both commit or
@@ -78,6 +80,7 @@ pub async fn claim(
             attempt: row.get("attempt"),
             max_attempts: row.get("max_attempts"),
             token: row.get("attempt_token"),
+            waited_seconds: row.get("waited_seconds"),
         })
         .collect())
 }

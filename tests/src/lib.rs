@@ -235,6 +235,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The in-process worker's instruments.
+    pub fn worker_metrics(&self) -> Arc<shared::metrics::Metrics> {
+        self.runner.metrics()
+    }
+
     /// Claims and runs every ready job in-process; returns how many ran.
     pub async fn run_pending_jobs(&self) -> usize {
         self.runner.run_pending().await.unwrap()

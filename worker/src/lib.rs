@@ -20,3 +20,14 @@ pub fn context(config: &Config, worker: &WorkerConfig) -> anyhow::Result<jobs::J
     let storage = Storage::new(&config.storage, config.upload_part_size).context("storage")?;
     Ok(jobs::JobContext::new(config, worker, pool, source, storage))
 }
+
+/// The worker's HTTP endpoint: `GET /metrics` in the Prometheus text format.
+pub fn metrics_endpoint(metrics: std::sync::Arc<shared::metrics::Metrics>) -> impl poem::Endpoint {
+    use poem::{EndpointExt as _, Response, get, handler, web::Data};
+
+    #[handler]
+    fn render(Data(metrics): Data<&std::sync::Arc<shared::metrics::Metrics>>) -> Response {
+        Response::builder().content_type(shared::metrics::CONTENT_TYPE).body(metrics.render())
+    }
+    poem::Route::new().at("/metrics", get(render)).data(metrics)
+}

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
+use poem::listener::Listener as _;
 use shared::config::{Config, WorkerConfig};
 use worker::runner::Runner;
 
@@ -22,12 +23,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    shared::logging::init()?;
     let config = Config::from_env()?;
     let worker_config = WorkerConfig::from_env()?;
     shared::db::migrate(&config.database_url).await.context("applying migrations")?;
@@ -42,12 +38,20 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!(error = %e, "source database unreachable at start-up; exports will retry"),
     }
+    let metrics = ctx.metrics.clone();
+    let metrics_bind = worker_config.metrics_bind;
     let runner = Runner::new(ctx, worker_config, config.database_url.clone());
     if cli.once {
         let done = runner.run_pending().await?;
         tracing::info!(jobs = done, "ran the ready jobs");
         return Ok(());
     }
+    let listener = poem::listener::TcpListener::bind(metrics_bind)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("WORKER_METRICS_BIND: cannot listen on {metrics_bind}"))?;
+    tracing::info!(bind = %metrics_bind, "serving /metrics");
+    tokio::spawn(poem::Server::new_with_acceptor(listener).run(worker::metrics_endpoint(metrics)));
     runner.run(shared::shutdown::signal()).await;
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use opentelemetry::KeyValue;
 use secrecy::{ExposeSecret, SecretString};
 use shared::{
     config::WorkerConfig,
@@ -55,6 +56,11 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// The instruments this runner records into.
+    pub fn metrics(&self) -> Arc<shared::metrics::Metrics> {
+        self.ctx.metrics.clone()
+    }
+
     pub fn new(ctx: JobContext, config: WorkerConfig, database_url: SecretString) -> Self {
         Self {
             ctx,
@@ -215,7 +221,9 @@ impl Runner {
         let ctx = self.ctx.clone();
         let config = self.config.clone();
         let running = self.running.clone();
-        let span = info_span!("job", job.id = job.id, job.kind = %job.kind, attempt = job.attempt);
+        let export_id = job.args.get("export_id").and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let span = info_span!("job", job.id = job.id, job.kind = %job.kind, attempt = job.attempt, export.id = %export_id);
+        ctx.metrics.job_wait.record(job.waited_seconds.max(0.0), &[KeyValue::new("kind", job.kind.clone())]);
         async move {
             let cancel = running.lock().expect("not poisoned").get(&job.token).cloned().unwrap_or_default();
             let outcome = jobs::run(&ctx, &job, cancel).await;
@@ -256,9 +264,12 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
     };
     let (message, retry_at) = match outcome {
         Ok(()) => {
+            // Job kinds may complete their job themselves, atomically with their domain row
+            // (exports do): then this finds nothing left to do.
             if let Err(e) = queue::complete(&db, job.id, job.token).await {
                 error!(error = %e, "could not mark the job completed");
             }
+            record_attempts(ctx, job, "completed");
             return;
         }
         Err(JobError::Fenced) => {
@@ -285,11 +296,17 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
         }
         Ok(FailOutcome::Failed) => {
             error!(error = %message, "job failed for good");
+            record_attempts(ctx, job, "failed");
             jobs::on_setback(ctx, &job.kind, &job.args, Setback::Failed, &message).await;
         }
         Ok(FailOutcome::Fenced) => info!("attempt fenced out; its failure is not recorded"),
         Err(e) => error!(error = %e, "could not record the failed attempt"),
     }
+}
+
+fn record_attempts(ctx: &JobContext, job: &ClaimedJob, outcome: &'static str) {
+    let labels = [KeyValue::new("kind", job.kind.clone()), KeyValue::new("outcome", outcome)];
+    ctx.metrics.job_attempts.record(job.attempt.max(1) as u64, &labels);
 }
 
 /// Every third of the lease: extends every held lease in one statement, cancels jobs whose

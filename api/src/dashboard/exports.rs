@@ -62,9 +62,9 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
                 dt { "Job" } dd { (job.id) " (" (job.kind) ", " (job.state) ")" }
                 dt { "Attempts" } dd { (job.attempt) " of " (job.max_attempts) }
                 dt { "Worker" } dd.mono { (job.worker_id.as_deref().unwrap_or("—")) }
-                dt { "Last attempt's error" } dd.error { (job.last_error.as_deref().unwrap_or("none")) }
+                dt { "Last attempt's error" } (error_or_none(job.last_error.as_deref()))
             }
-            dt { "Export error" } dd.error { (export.error.as_deref().unwrap_or("none")) }
+            dt { "Export error" } (error_or_none(export.error.as_deref()))
             dt { "Rows so far" } dd { @if running { progress title="running" {} " " } (layout::count(export.rows_exported)) }
         }
         @if let Some(job) = job.as_ref().filter(|_| running) {
@@ -86,4 +86,13 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
     let title = format!("Export {}", export.id);
     let refresh = if running { layout::Refresh::Always } else { layout::Refresh::Never };
     Ok(layout::html(layout::page(&admin, "", &title, refresh, body)))
+}
+
+fn error_or_none(error: Option<&str>) -> maud::Markup {
+    html! {
+        @match error {
+            Some(message) => dd.error { (message) },
+            None => dd.muted { "none" },
+        }
+    }
 }

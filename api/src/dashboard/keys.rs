@@ -73,14 +73,17 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
             td { (layout::timestamp(key.created_at)) }
             td { (layout::maybe_timestamp(key.last_used_at)) }
             td { @if active { span.ok { "active" } } @else { span.muted { "deactivated" } } }
-            td {
+            td.actions {
                 @if active {
                     (layout::action_button(admin, &action("deactivate"), "Deactivate", None))
                 } @else {
                     (layout::action_button(admin, &action("reactivate"), "Reactivate", None))
                 }
                 " "
-                (layout::action_button(admin, &action("delete"), "Delete", Some("danger")))
+                form.inline method="post" action=(action("delete")) data-confirm={ "Delete the key " (key.name) " for good?" } {
+                    (layout::csrf(admin))
+                    button.danger type="submit" { "Delete" }
+                }
             }
         }
     }

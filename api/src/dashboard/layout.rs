@@ -14,6 +14,7 @@ use super::Admin;
 
 const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 #[handler]
 pub fn stylesheet() -> Response {
@@ -23,6 +24,11 @@ pub fn stylesheet() -> Response {
 #[handler]
 pub fn script() -> Response {
     asset(JS, "text/javascript; charset=utf-8")
+}
+
+#[handler]
+pub fn icon() -> Response {
+    asset(ICON, "image/svg+xml")
 }
 
 fn asset(body: &'static str, content_type: &str) -> Response {
@@ -68,6 +74,7 @@ pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Ma
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Statement exports" }
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
+                link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
                 @if refresh != Refresh::Never {
                     script src="/dashboard/assets/dashboard.js" defer {}
                 }
@@ -111,6 +118,7 @@ pub fn bare_with(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Statement exports" }
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
+                link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
             }
             body { main.signin { h1 { (title) } (body) } }
         }

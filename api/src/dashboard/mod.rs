@@ -41,6 +41,7 @@ pub fn dashboard_routes() -> impl poem::Endpoint {
         .at("/exports/:id", get(exports::page))
         .at("/assets/dashboard.css", get(layout::stylesheet))
         .at("/assets/dashboard.js", get(layout::script))
+        .at("/assets/favicon.svg", get(layout::icon))
         .with(security_headers())
 }
 

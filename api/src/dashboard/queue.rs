@@ -179,7 +179,13 @@ async fn cancel_job(state: &AppState, req: &Request, id: &str, body: Body) -> Pa
     let mut db = state.db_for_dashboard().await?;
     let export_id = dashboard::export_of_job(&db, id).await?.ok_or(DashboardError::NotFound)?;
     let cancelled = match export_id {
-        Some(export_id) => matches!(exports::cancel(&mut db, export_id).await?, exports::Cancelled::Now(_)),
+        Some(export_id) => {
+            let now = matches!(exports::cancel(&mut db, export_id).await?, exports::Cancelled::Now(_));
+            if now {
+                state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
+            }
+            now
+        }
         None => queue::cancel(&db, id).await?,
     };
     let notice = if cancelled { "cancelled" } else { "already-finished" };

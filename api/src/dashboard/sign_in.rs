@@ -77,6 +77,7 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
         tracing::warn!("dashboard sign-in refused");
         return Ok(sign_in_page(state, Some("That is not an active admin API key.")));
     };
+    api_keys::touch(&db, key.id).await?;
     let new = shared::sessions::create(&db, key.id, &key.name, state.admin_session_ttl).await?;
     tracing::info!(api_key.id = %key.id, "dashboard sign-in");
     let mut response = see_other("/dashboard");

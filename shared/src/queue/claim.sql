@@ -20,4 +20,5 @@ SET state            = 'running',
     worker_id        = $2,
     attempted_at     = now()
 WHERE jobs.id = ANY (ARRAY(SELECT id FROM next))
-RETURNING jobs.id, jobs.kind, jobs.args, jobs.attempt, jobs.max_attempts, jobs.attempt_token
+RETURNING jobs.id, jobs.kind, jobs.args, jobs.attempt, jobs.max_attempts, jobs.attempt_token,
+          extract(epoch FROM now() - jobs.run_at)::float8 AS waited_seconds

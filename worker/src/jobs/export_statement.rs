@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use shared::{
     csv_out::{CsvEncoder, FileBytes},
     exports::{self, Attempt, ExportJobArgs, ExportResult},
@@ -84,6 +85,11 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
         return Err(JobError::Fenced);
     }
     let elapsed = started.elapsed();
+    let metrics = &ctx.metrics;
+    metrics.exports_finished.add(1, &[KeyValue::new("status", "completed")]);
+    metrics.export_duration.record(elapsed.as_secs_f64(), &[]);
+    metrics.export_rows.record(rows as u64, &[]);
+    metrics.export_bytes.record(size, &[]);
     info!(
         export.id = %export.id,
         rows,
@@ -229,7 +235,10 @@ pub async fn on_setback(ctx: &JobContext, args: &serde_json::Value, setback: Set
             Setback::Retrying | Setback::Released => {
                 exports::retry_later(&db, args.export_id, message).await?
             }
-            Setback::Failed => exports::fail(&db, args.export_id, message).await?,
+            Setback::Failed => {
+                exports::fail(&db, args.export_id, message).await?;
+                ctx.metrics.exports_finished.add(1, &[KeyValue::new("status", "failed")]);
+            }
         }
         anyhow::Ok(())
     };

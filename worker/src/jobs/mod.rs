@@ -29,6 +29,8 @@ pub struct JobContext {
     pub export_retention: Duration,
     /// Guard text cells against spreadsheet formula injection.
     pub formula_guard: bool,
+    /// This process's instruments (served on the worker's `/metrics`).
+    pub metrics: Arc<shared::metrics::Metrics>,
 }
 
 impl JobContext {
@@ -41,6 +43,7 @@ impl JobContext {
             progress_interval: worker.progress_interval,
             export_retention: config.export_retention,
             formula_guard: config.formula_guard,
+            metrics: Arc::default(),
         }
     }
 }

@@ -3,6 +3,11 @@
 // ones without text fields carry a <noscript> refresh instead).
 (function () {
   var dirty = false;
+  // Irreversible actions ask first (without JavaScript they run at once).
+  document.addEventListener('submit', function (event) {
+    var question = event.target.getAttribute('data-confirm');
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
   document.addEventListener('input', function () { dirty = true; });
   setInterval(function () {
     var active = document.activeElement;
