@@ -25,6 +25,7 @@ export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://$API_BIND}"
 export RUST_LOG="${RUST_LOG:-info}"
 
 key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "demo $(date -u +%FT%TZ)")
+admin_key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "operator $(date -u +%FT%TZ)" --role admin)
 
 "$bin/statement-worker" &
 worker=$!
@@ -37,6 +38,12 @@ cat <<MSG
   Your demo API key (shown once; only its SHA-256 is stored):
 
       $key
+
+  Operator dashboard: $PUBLIC_BASE_URL/dashboard   (sign in with this admin key, also shown once)
+
+      $admin_key
+
+  Metrics: $PUBLIC_BASE_URL/metrics (API and queue), http://127.0.0.1:9464/metrics (worker)
 
   Try it:
 

@@ -62,16 +62,18 @@ async fn main() -> anyhow::Result<()> {
     }
     shared::logging::init()?;
     let config = Config::from_env()?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Every setting is checked before anything connects: a typo fails at once, naming it.
+    let api_config = matches!(command, Command::Serve).then(ApiConfig::from_env).transpose()?;
     db::migrate(&config.database_url).await.context("applying migrations")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+    match command {
+        Command::Serve => serve(config, api_config.expect("read for serve")).await,
         Command::Keys { action } => keys(config, action).await,
         Command::Openapi => unreachable!("handled above"),
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let api_config = ApiConfig::from_env()?;
+async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     let state = api::AppState::from_config(&config, &api_config)?;
     tracing::info!(bind = %api_config.bind, url = %api_config.public_base_url, "API listening");
     Server::new(TcpListener::bind(api_config.bind))

@@ -40,3 +40,31 @@ async fn keys_are_printed_once_listed_by_prefix_and_revocable() {
     let again = cli(&url, &["keys", "revoke", &key[..11]]);
     assert!(!again.status.success(), "revoking twice reports that nothing matched");
 }
+
+#[test]
+fn help_and_version_describe_the_binary() {
+    let help = Command::new(env!("CARGO_BIN_EXE_statement-api")).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for subcommand in ["serve", "keys", "openapi"] {
+        assert!(text.contains(subcommand), "{text}");
+    }
+    let version = Command::new(env!("CARGO_BIN_EXE_statement-api")).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("statement-api {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_malformed_setting_names_the_variable_and_the_expected_form() {
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-api"))
+        .env("ADMIN_SESSION_TTL_SECS", "a day")
+        // Nothing listens there: the setting must be refused before any connection is tried.
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .expect("statement-api runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ADMIN_SESSION_TTL_SECS") && stderr.contains("seconds"), "{stderr}");
+}

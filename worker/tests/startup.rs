@@ -39,3 +39,41 @@ fn a_malformed_setting_names_the_variable_and_the_expected_form() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WORKER_CONCURRENCY") && stderr.contains("positive number"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_log_format_names_the_variable_and_the_choices() {
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_statement-worker")).env("LOG_FORMAT", "xml").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("LOG_FORMAT") && stderr.contains("text or json"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_describe_the_binary() {
+    let help = Command::new(env!("CARGO_BIN_EXE_statement-worker")).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--once") && text.contains("environment variables"), "{text}");
+    let version = Command::new(env!("CARGO_BIN_EXE_statement-worker")).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("statement-worker {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn a_metrics_port_in_use_stops_start_up_naming_the_variable() {
+    let app = TestApp::spawn().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
+        .env("DATABASE_URL", app.config.database_url.expose_secret())
+        .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
+        .env("LOCAL_STORAGE_DIR", &app.storage_dir)
+        .env("WORKER_METRICS_BIND", taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WORKER_METRICS_BIND"), "{stderr}");
+}
