@@ -32,7 +32,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_bench_api" LOCAL_STORAGE_DIR="$work/exports"
 export API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port" SIGNING_SECRET=bench
-export RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn
+export RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn WORKER_METRICS_BIND=127.0.0.1:0
 base="http://127.0.0.1:$port"
 key=$(target/release/statement-api keys create --name bench 2>/dev/null)
 target/release/statement-api serve 2>"$work/api.log" &

@@ -26,6 +26,8 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
         .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
         .env("LOCAL_STORAGE_DIR", root)
         .env("JOB_LEASE_SECS", "2")
+        // Any free port: a `make run` or another test may hold the default one.
+        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
         .env("EXPORT_PROGRESS_INTERVAL_MS", "50")
         .env("RUST_LOG", "warn")
         .spawn()

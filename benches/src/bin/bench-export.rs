@@ -268,6 +268,8 @@ impl Worker {
             .env("SOURCE_DATABASE_URL", source_url)
             .env("LOCAL_STORAGE_DIR", storage)
             .env("WORKER_CONCURRENCY", "4")
+            // Any free port: a `make run` may hold the default one.
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
