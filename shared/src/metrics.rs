@@ -187,6 +187,20 @@ impl Metrics {
         self
     }
 
+    /// A gauge whose value `read` gives at each scrape.
+    pub fn register_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        self.meter()
+            .i64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |observer| observer.observe(read(), &[]))
+            .build();
+    }
+
     fn meter(&self) -> Meter {
         self.provider.meter("statement-export")
     }
@@ -236,6 +250,7 @@ mod tests {
         metrics.http_requests.add(1, &[KeyValue::new("route", "/health")]);
         metrics.export_duration.record(1.5, &[]);
         metrics.export_bytes.record(2048, &[]);
+        metrics.register_gauge("statement_worker_running_jobs", "running", || 2);
         metrics.set_queue(QueueSnapshot {
             depth_by_state: vec![("available".into(), 3)],
             oldest_ready_seconds: 2.0,
@@ -251,6 +266,7 @@ mod tests {
             "statement_queue_jobs{state=\"available\"} 3",
             "statement_queue_oldest_ready_job_age_seconds 2",
             "statement_workers_live 1",
+            "statement_worker_running_jobs 2",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

@@ -62,6 +62,19 @@ impl Runner {
     }
 
     pub fn new(ctx: JobContext, config: WorkerConfig, database_url: SecretString) -> Self {
+        let running: Running = Arc::default();
+        let held = running.clone();
+        ctx.metrics.register_gauge(
+            "statement_worker_running_jobs",
+            "Jobs this worker is running now.",
+            move || held.lock().expect("not poisoned").len() as i64,
+        );
+        let slots = config.concurrency as i64;
+        ctx.metrics.register_gauge(
+            "statement_worker_concurrency",
+            "Jobs this worker runs at most at once (WORKER_CONCURRENCY).",
+            move || slots,
+        );
         Self {
             ctx,
             config,
@@ -72,7 +85,7 @@ impl Runner {
                 std::process::id(),
                 &Uuid::new_v4().simple().to_string()[..8]
             ),
-            running: Arc::default(),
+            running,
             wake: Arc::new(Notify::new()),
             leader: Arc::default(),
         }
