@@ -56,7 +56,8 @@ status=0
   --no-color >.local/schemathesis.txt 2>&1 || status=$?
 tail -n 25 .local/schemathesis.txt
 [ "$status" = 0 ] || { echo "[contract] schemathesis found failures: see .local/schemathesis.txt" >&2; exit 1; }
-if grep -q " 500 \| 5[0-9][0-9] Internal" "$work/api.log"; then
+# A server error in the request log, text (http.status=5xx) or JSON ("http.status":5xx).
+if grep -Eq 'http\.status(=|":)5[0-9]{2}' "$work/api.log"; then
   echo "[contract] the API logged a server error" >&2
   exit 1
 fi

@@ -91,7 +91,8 @@ if grep -qF "${secrets[@]}" "$work/api.log" "$work/worker.log"; then
   echo "[browser] an API key reached the logs" >&2
   status=1
 fi
-if grep -q " 500 \| 5[0-9][0-9] Internal" "$work/api.log"; then
+# A server error in the request log, text (http.status=5xx) or JSON ("http.status":5xx).
+if grep -Eq 'http\.status(=|":)5[0-9]{2}' "$work/api.log"; then
   echo "[browser] the API logged a server error" >&2
   status=1
 fi

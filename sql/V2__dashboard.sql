@@ -16,5 +16,6 @@ CREATE TABLE export_reuse_hourly (
     reused bigint NOT NULL DEFAULT 0
 );
 
--- Dashboard analytics over recent exports.
-CREATE INDEX exports_completed_at ON exports (completed_at) WHERE completed_at IS NOT NULL;
+-- Admin keys see every account on the dashboard: an account restriction on one would mislead.
+ALTER TABLE api_keys ADD CONSTRAINT admin_keys_are_unrestricted
+    CHECK (role <> 'admin' OR allowed_accounts IS NULL);

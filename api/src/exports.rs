@@ -377,7 +377,7 @@ impl ExportsApi {
         let key = state.authenticate(&auth).await?;
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
-        match exports::cancel(&mut db, reference_id.0).await? {
+        match exports::cancel(&mut db, reference_id.0, "cancelled by the client").await? {
             exports::Cancelled::Now(export) => {
                 state.metrics.exports_finished.add(1, &[KeyValue::new("status", "cancelled")]);
                 Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))

@@ -180,7 +180,7 @@ async fn log_request<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem:
     .await?;
     if let Some(metrics) = metrics {
         let labels = [
-            opentelemetry::KeyValue::new("method", method.to_string()),
+            opentelemetry::KeyValue::new("method", metrics::method_label(&method)),
             opentelemetry::KeyValue::new("route", route),
             opentelemetry::KeyValue::new("status", i64::from(response.status().as_u16())),
         ];

@@ -75,15 +75,19 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     let state = api::AppState::from_config(&config, &api_config)?;
+    let (reuse, pool) = (state.reuse.clone(), state.pool.clone());
     tracing::info!(bind = %api_config.bind, url = %api_config.public_base_url, "API listening");
-    Server::new(TcpListener::bind(api_config.bind))
+    let served = Server::new(TcpListener::bind(api_config.bind))
         .run_with_graceful_shutdown(
             api::app(state),
             shared::shutdown::signal(),
             Some(std::time::Duration::from_secs(10)),
         )
         .await
-        .context("serving HTTP")
+        .context("serving HTTP");
+    // The last few seconds of reuse counts, which the background flush has not written yet.
+    reuse.flush(&pool).await;
+    served
 }
 
 async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
@@ -99,6 +103,7 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
                 role,
                 allowed_accounts: accounts.as_deref(),
             };
+            spec.validate()?;
             let (key, new) = api_keys::create(&db, &spec).await?;
             eprintln!(
                 "Created {} key {:?} ({}). It is shown once; store it now:",

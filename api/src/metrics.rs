@@ -1,6 +1,7 @@
 //! `GET /metrics`: the API's instruments and the queue gauges in the Prometheus text format.
 //! Queue figures are read from Postgres at scrape time; when Postgres does not answer within a
-//! second, the gauges keep their previous values and the scrape still succeeds.
+//! second, the gauges keep their previous values and the scrape still succeeds. Postgres is read
+//! at most once a second, however often `/metrics` is fetched.
 
 use std::time::Duration;
 
@@ -12,9 +13,15 @@ use crate::AppState;
 /// How recently a worker must have heartbeated to count as live.
 const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// Scrapes closer together than this reuse the last queue read (one query per second at most,
+/// however often `/metrics` is fetched).
+const QUEUE_READ_INTERVAL: Duration = Duration::from_secs(1);
 
 #[handler]
 pub async fn scrape(Data(state): Data<&AppState>) -> Response {
+    if state.metrics.queue_read_is_fresh(QUEUE_READ_INTERVAL) {
+        return render(state);
+    }
     let read = async {
         let db = state.pool.get().await.map_err(|e| e.to_string())?;
         queue_snapshot(&db, ALIVE_WITHIN).await.map_err(|e| e.to_string())
@@ -24,6 +31,10 @@ pub async fn scrape(Data(state): Data<&AppState>) -> Response {
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics: could not read the queue"),
         Err(_) => tracing::warn!("metrics: reading the queue timed out"),
     }
+    render(state)
+}
+
+fn render(state: &AppState) -> Response {
     Response::builder().content_type(CONTENT_TYPE).body(state.metrics.render())
 }
 
@@ -43,7 +54,8 @@ pub fn route_template(path: &str) -> &'static str {
         ["openapi.yaml"] => "/openapi.yaml",
         ["docs", ..] => "/docs",
         ["files", ..] => "/files/{key}",
-        [] | ["dashboard"] => "/dashboard",
+        [] => "/",
+        ["dashboard"] => "/dashboard",
         ["dashboard", "exports", _] => "/dashboard/exports/{id}",
         ["dashboard", "jobs", _, "retry"] => "/dashboard/jobs/{id}/retry",
         ["dashboard", "jobs", _, "cancel"] => "/dashboard/jobs/{id}/cancel",
@@ -58,9 +70,31 @@ pub fn route_template(path: &str) -> &'static str {
     }
 }
 
+/// The method as a label: the standard ones by name, anything else `OTHER` (a client may send
+/// any token as a method; labels must not grow with them).
+pub fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::route_template;
+    use super::{method_label, route_template};
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&poem::http::Method::GET), "GET");
+        assert_eq!(method_label(&poem::http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
+    }
 
     #[test]
     fn ids_and_keys_collapse_into_their_route() {
@@ -71,6 +105,7 @@ mod tests {
         assert_eq!(route_template("/api/export/x/cancel"), "/api/export/{reference_id}/cancel");
         assert_eq!(route_template("/files/exports/a/attempt-1/s.csv"), "/files/{key}");
         assert_eq!(route_template("/dashboard/"), "/dashboard");
+        assert_eq!(route_template("/"), "/");
         assert_eq!(route_template("/wp-login.php"), "other");
         assert_eq!(route_template("/api/export/a/b/c/d"), "other");
     }

@@ -137,7 +137,23 @@ impl ApiKey {
 const COLUMNS: &str =
     "id, name, description, prefix, role, allowed_accounts, created_at, last_used_at, revoked_at";
 
-/// Stores a new key and returns it with its plaintext (to be shown once).
+/// An admin key restricted to accounts would still see every account on the dashboard.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("an admin key cannot be restricted to accounts (admins see every account)")]
+pub struct RestrictedAdmin;
+
+impl KeySpec<'_> {
+    pub fn validate(&self) -> Result<(), RestrictedAdmin> {
+        if self.role == Role::Admin && self.allowed_accounts.is_some() {
+            Err(RestrictedAdmin)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Stores a new key (call [`KeySpec::validate`] first) and returns it with its plaintext (to be
+/// shown once).
 pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), DbError> {
     let key = NewKey::generate();
     let row = db
@@ -204,23 +220,40 @@ pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
 /// Revokes the key whose id or display prefix is `id_or_prefix`. Returns how many were revoked.
 pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, DbError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
-    Ok(db
-        .execute(
-            "UPDATE api_keys SET revoked_at = now()
-             WHERE revoked_at IS NULL AND (id = $1 OR prefix = $2)",
+    let row = db
+        .query_one(
+            "WITH revoked AS (
+                 UPDATE api_keys SET revoked_at = now()
+                 WHERE revoked_at IS NULL AND (id = $1 OR prefix = $2) RETURNING id
+             ), ended AS (
+                 DELETE FROM admin_sessions WHERE api_key_id IN (SELECT id FROM revoked)
+             )
+             SELECT count(*) FROM revoked",
             &[&id, &id_or_prefix],
         )
-        .await?)
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Deactivates (`active = false`) or reactivates a key by id. Returns whether it changed.
+/// Deactivation also ends the key's dashboard sessions: reactivating never revives them.
 pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<bool, DbError> {
-    let sql = if active {
-        "UPDATE api_keys SET revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL"
-    } else {
-        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
-    };
-    Ok(db.execute(sql, &[&id]).await? == 1)
+    if active {
+        let sql = "UPDATE api_keys SET revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL";
+        return Ok(db.execute(sql, &[&id]).await? == 1);
+    }
+    let row = db
+        .query_one(
+            "WITH revoked AS (
+                 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
+             ), ended AS (
+                 DELETE FROM admin_sessions WHERE api_key_id IN (SELECT id FROM revoked)
+             )
+             SELECT count(*) FROM revoked",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) == 1)
 }
 
 /// Deletes a key for good (its exports stay, without an owner). Returns whether it existed.

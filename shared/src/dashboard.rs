@@ -213,22 +213,17 @@ pub enum Retried {
 }
 
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, and its export back
-/// to PENDING, in one transaction.
+/// to PENDING, in one transaction. Locks the export before the job, as a cancel does, so the
+/// two cannot deadlock.
 pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError> {
     let tx = db.transaction().await?;
-    let Some(row) = tx
-        .query_opt(
-            "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,
-                 max_attempts = greatest(max_attempts, attempt + 1)
-             WHERE id = $1 AND state IN ('failed', 'retryable')
-             RETURNING kind, (args ->> 'export_id')::uuid",
-            &[&job_id],
-        )
+    let export_id: Option<Uuid> = match tx
+        .query_opt("SELECT (args ->> 'export_id')::uuid FROM jobs WHERE id = $1", &[&job_id])
         .await?
-    else {
-        return Ok(Retried::NotRetryable);
+    {
+        Some(row) => row.get(0),
+        None => return Ok(Retried::NotRetryable),
     };
-    let (kind, export_id): (String, Option<Uuid>) = (row.get(0), row.get(1));
     if let Some(export_id) = export_id {
         let revived = tx
             .execute(
@@ -240,11 +235,26 @@ pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError>
             .map_err(DbError::from);
         match revived {
             Err(e) if e.is_unique_violation() => return Ok(Retried::Superseded),
+            // Cancelled, completed or expired meanwhile: nothing to retry.
+            Ok(0) => return Ok(Retried::NotRetryable),
             other => {
                 other?;
             }
         }
     }
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,
+                 max_attempts = greatest(max_attempts, attempt + 1)
+             WHERE id = $1 AND state IN ('failed', 'retryable')
+             RETURNING kind",
+            &[&job_id],
+        )
+        .await?
+    else {
+        return Ok(Retried::NotRetryable);
+    };
+    let kind: String = row.get(0);
     tx.execute("SELECT pg_notify($1, $2)", &[&queue::NOTIFY_CHANNEL, &kind]).await?;
     tx.commit().await?;
     Ok(Retried::Now)

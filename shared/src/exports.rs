@@ -342,8 +342,9 @@ pub enum Cancelled {
     NotFound,
 }
 
-/// Cancels a pending or processing export and its job, in one transaction.
-pub async fn cancel(db: &mut Object, id: Uuid) -> Result<Cancelled, DbError> {
+/// Cancels a pending or processing export and its job, in one transaction. `reason` is
+/// recorded as the export's error (`cancelled by the client`, `cancelled by an operator`).
+pub async fn cancel(db: &mut Object, id: Uuid, reason: &str) -> Result<Cancelled, DbError> {
     let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(&format!("SELECT {COLUMNS}, job_id FROM exports WHERE id = $1 FOR UPDATE"), &[&id])
@@ -359,10 +360,10 @@ pub async fn cancel(db: &mut Object, id: Uuid) -> Result<Cancelled, DbError> {
     let row = tx
         .query_one(
             &format!(
-                "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error = 'cancelled by the client'
+                "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error = $2
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id],
+            &[&id, &reason],
         )
         .await?;
     if let Some(job_id) = job_id {

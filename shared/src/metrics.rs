@@ -8,7 +8,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use deadpool_postgres::GenericClient;
@@ -47,6 +47,8 @@ pub struct Metrics {
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
     queue: Arc<Mutex<Option<QueueSnapshot>>>,
+    /// When the queue was last read.
+    queue_read_at: Mutex<Option<Instant>>,
     pub http_requests: Counter<u64>,
     pub http_duration: Histogram<f64>,
     /// `result`: `created` or `reused`.
@@ -143,6 +145,7 @@ impl Metrics {
                 &ATTEMPTS_BUCKETS,
             ),
             queue: Arc::default(),
+            queue_read_at: Mutex::default(),
             registry,
             provider,
         }
@@ -207,6 +210,12 @@ impl Metrics {
 
     pub fn set_queue(&self, snapshot: QueueSnapshot) {
         *self.queue.lock().expect("metrics lock") = Some(snapshot);
+        *self.queue_read_at.lock().expect("metrics lock") = Some(Instant::now());
+    }
+
+    /// Whether the queue was read less than `interval` ago.
+    pub fn queue_read_is_fresh(&self, interval: Duration) -> bool {
+        self.queue_read_at.lock().expect("metrics lock").is_some_and(|at| at.elapsed() < interval)
     }
 
     /// The Prometheus text exposition of every instrument.
@@ -223,12 +232,23 @@ impl Default for Metrics {
     }
 }
 
+/// Every job state, each reported (0 when empty): a gauge series left out of a scrape would keep
+/// its last value.
+const JOB_STATES: [&str; 6] = ["available", "running", "retryable", "completed", "failed", "cancelled"];
+
 /// Reads the queue figures the gauges report.
 pub async fn queue_snapshot(
     db: &impl GenericClient,
     alive_within: Duration,
 ) -> Result<QueueSnapshot, DbError> {
-    let depth_by_state = crate::queue::depth_by_state(db).await?;
+    let counted = crate::queue::depth_by_state(db).await?;
+    let depth_by_state = JOB_STATES
+        .iter()
+        .map(|state| {
+            let count = counted.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+            ((*state).to_owned(), count)
+        })
+        .collect();
     let row = db
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8,

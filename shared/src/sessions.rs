@@ -26,7 +26,7 @@ pub struct NewSession {
     pub session: Session,
 }
 
-/// 256 random bits from the OS generator (two v4 UUIDs), hex.
+/// 244 random bits from the OS generator (two v4 UUIDs), hex.
 fn random_token() -> String {
     let mut token = Uuid::new_v4().simple().to_string();
     token.push_str(&Uuid::new_v4().simple().to_string());

@@ -321,3 +321,106 @@ async fn the_overview_counts_exports_and_reuse() {
     assert_eq!(overview.body.matches("<svg").count(), 2, "two charts");
     assert!(overview.body.contains(created["reference_id"].as_str().unwrap()), "listed as recent");
 }
+
+#[tokio::test]
+async fn a_flood_of_failed_sign_ins_is_slowed_without_starving_the_api() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let mut attempts = Vec::new();
+    for _ in 0..24 {
+        let mut browser = DashboardClient::new(&app);
+        attempts.push(tokio::spawn(async move { browser.sign_in("sk_wrong").await.status }));
+    }
+    // Meanwhile the API answers: no waiting sign-in holds a database connection.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let created = app.post_export(&key, &january()).await;
+    assert_eq!(created.status(), StatusCode::ACCEPTED);
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "only one failure waits at a time: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn reactivating_an_admin_key_does_not_revive_its_sessions() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let id = key_id(&app, &admin_key).await;
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let db = app.pool.get().await.unwrap();
+    let id = uuid::Uuid::parse_str(&id).unwrap();
+    assert!(shared::api_keys::set_active(&db, id, false).await.unwrap());
+    assert!(shared::api_keys::set_active(&db, id, true).await.unwrap());
+    assert_eq!(browser.get("/dashboard").await.status, StatusCode::SEE_OTHER, "signed out for good");
+    let mut again = DashboardClient::new(&app);
+    assert_eq!(again.sign_in(&admin_key).await.status, StatusCode::SEE_OTHER, "the key itself works again");
+}
+
+#[tokio::test]
+async fn an_admin_key_cannot_be_restricted_to_accounts() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    browser.get("/admin/api-keys").await;
+    let fetched =
+        browser.post("/admin/api-keys", &[("name", "ops"), ("role", "admin"), ("accounts", "ACC-1")]).await;
+    assert_eq!(fetched.status, StatusCode::BAD_REQUEST);
+    assert!(fetched.body.contains("cannot be restricted"), "{}", fetched.body);
+    // The database refuses one too, whoever writes it.
+    let db = app.pool.get().await.unwrap();
+    let refused = db
+        .execute(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, role, allowed_accounts)
+             VALUES (gen_random_uuid(), 'x', 'sk_x', sha256('x'), 'admin', ARRAY['ACC-1'])",
+            &[],
+        )
+        .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn a_failed_export_replaced_by_an_identical_live_one_is_not_revived() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    app.source_exec("RENAME TABLE bank_transactions TO bank_transactions_away").await;
+    let failed = app.run_until_settled(&key, created["reference_id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "FAILED");
+    // The client asks again: a new live export takes the request's deduplication slot.
+    let again = app.post_export(&key, &january()).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let db = app.pool.get().await.unwrap();
+    let job_id: i64 = db.query_one("SELECT id FROM jobs WHERE state = 'failed'", &[]).await.unwrap().get(0);
+    let fetched = browser.post(&format!("/dashboard/jobs/{job_id}/retry"), &[]).await;
+    assert_eq!(fetched.location.as_deref(), Some("/dashboard/queue?notice=superseded"));
+    let state: String =
+        db.query_one("SELECT state FROM jobs WHERE id = $1", &[&job_id]).await.unwrap().get(0);
+    assert_eq!(state, "failed", "unchanged");
+}
+
+#[tokio::test]
+async fn an_operator_cancel_is_recorded_as_such() {
+    let app = TestApp::spawn().await;
+    let admin_key = app.create_admin_key().await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let db = app.pool.get().await.unwrap();
+    let job_id: i64 = db.query_one("SELECT id FROM jobs", &[]).await.unwrap().get(0);
+    browser.post(&format!("/dashboard/jobs/{job_id}/cancel"), &[]).await;
+    let details: Value =
+        app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(details["status"], "CANCELLED");
+    assert_eq!(details["error"], "cancelled by an operator");
+}

@@ -48,6 +48,9 @@ async fn metrics_count_requests_exports_and_the_queue() {
     assert_eq!(sample(&api, r#"statement_exports_finished_total{status="cancelled"}"#), 1.0);
     assert_eq!(sample(&api, r#"statement_queue_jobs{state="completed"}"#), 1.0);
     assert_eq!(sample(&api, r#"statement_queue_jobs{state="cancelled"}"#), 1.0);
+    // Every state is reported, empty ones as 0 (a series left out would keep its last value).
+    assert_eq!(sample(&api, r#"statement_queue_jobs{state="failed"}"#), 0.0);
+    assert_eq!(sample(&api, r#"statement_queue_jobs{state="running"}"#), 0.0);
     assert_eq!(sample(&api, "statement_queue_oldest_ready_job_age_seconds"), 0.0, "nothing waits");
     assert_eq!(
         sample(&api, r#"http_server_requests_total{method="POST",route="/api/export",status="202"}"#),
@@ -111,6 +114,14 @@ async fn every_response_carries_a_request_id() {
         .unwrap();
     assert_eq!(echoed.status(), StatusCode::NOT_FOUND);
     assert_eq!(echoed.headers()["x-request-id"], "trace-42.a_b");
+
+    let unknown =
+        app.http.request(reqwest::Method::from_bytes(b"BREW").unwrap(), format!("{}/health", app.base_url));
+    unknown.send().await.unwrap();
+    let metrics =
+        app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"method="OTHER""#), "unknown methods share one label:\n{metrics}");
+    assert!(!metrics.contains("BREW"));
 
     let hostile = "<script>\"".repeat(3);
     let replaced = app

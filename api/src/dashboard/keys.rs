@@ -104,6 +104,7 @@ async fn create_key(state: &AppState, req: &Request, body: Body) -> Page {
         role: form.role,
         allowed_accounts: form.accounts.as_deref(),
     };
+    spec.validate().map_err(|e| DashboardError::BadRequest(format!("Not created: {e}.")))?;
     let (key, secret) = api_keys::create(&db, &spec).await?;
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
     // The answer to the form is the only place the secret ever appears; the page does not

@@ -54,7 +54,8 @@ pub enum Refresh {
     Always,
     /// Every 30 s unless a form is being filled in (needs JavaScript).
     UnlessEditing,
-    /// Never (the page answers a form post: reloading it would post again).
+    /// Never (the page answers a form post: reloading it would post again). The script still
+    /// loads for its other duties (confirmations).
     Never,
 }
 
@@ -75,14 +76,12 @@ pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Ma
                 title { (title) " · Statement exports" }
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
                 link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
-                @if refresh != Refresh::Never {
-                    script src="/dashboard/assets/dashboard.js" defer {}
-                }
+                script src="/dashboard/assets/dashboard.js" defer {}
                 @if refresh == Refresh::Always {
                     noscript { meta http-equiv="refresh" content="30"; }
                 }
             }
-            body {
+            body data-refresh=(if refresh == Refresh::Never { "off" } else { "on" }) {
                 header {
                     span.brand { "Statement exports" }
                     nav {

@@ -75,6 +75,8 @@ pub enum DashboardError {
     Csrf,
     #[error("not found")]
     NotFound,
+    #[error("too many sign-in attempts")]
+    TooManyAttempts,
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -97,6 +99,10 @@ impl IntoResponse for DashboardError {
                     .to_owned(),
             ),
             Self::NotFound => (StatusCode::NOT_FOUND, "There is nothing here.".to_owned()),
+            Self::TooManyAttempts => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many sign-in attempts at once; wait a moment and try again.".to_owned(),
+            ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             Self::Db(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "dashboard: Postgres unavailable");
@@ -149,7 +155,8 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 
 /// The request's session, or [`DashboardError::SignIn`].
 pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
-    let token = cookie(req, SESSION_COOKIE).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
+    let name = state.cookie_name(SESSION_COOKIE);
+    let token = cookie(req, &name).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
     let db = state.db_for_dashboard().await?;
     let session = shared::sessions::find(&db, token).await?.ok_or(DashboardError::SignIn)?;
     Ok(Admin { session, token: token.to_owned() })
@@ -208,6 +215,11 @@ impl AppState {
     /// Whether cookies must be `Secure` (the service is reached over TLS).
     fn secure_cookies(&self) -> bool {
         self.public_base_url.starts_with("https://")
+    }
+
+    /// A cookie's name: `__Host-` prefixed when cookies are `Secure`.
+    fn cookie_name(&self, base: &str) -> String {
+        if self.secure_cookies() { format!("__Host-{base}") } else { base.to_owned() }
     }
 }
 

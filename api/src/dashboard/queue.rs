@@ -180,7 +180,8 @@ async fn cancel_job(state: &AppState, req: &Request, id: &str, body: Body) -> Pa
     let export_id = dashboard::export_of_job(&db, id).await?.ok_or(DashboardError::NotFound)?;
     let cancelled = match export_id {
         Some(export_id) => {
-            let now = matches!(exports::cancel(&mut db, export_id).await?, exports::Cancelled::Now(_));
+            let cancelled = exports::cancel(&mut db, export_id, "cancelled by an operator").await?;
+            let now = matches!(cancelled, exports::Cancelled::Now(_));
             if now {
                 state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
             }

@@ -2,7 +2,8 @@
 //!
 //! The sign-in form is protected against cross-site posting by a double-submit token (a
 //! `SameSite=Strict` cookie that the form must repeat). A failed attempt is answered after a
-//! delay, one failure at a time per process, so guessing is slow even in parallel.
+//! delay, and only one failure waits at a time per process: others meanwhile get 429 at once.
+//! Guessing stays slow even in parallel, and no waiting attempt holds a database connection.
 
 use std::time::Duration;
 
@@ -59,7 +60,7 @@ pub async fn submit(Data(state): Data<&AppState>, req: &Request, body: Body) -> 
 
 async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
     let fields = read_fields(body).await?;
-    let expected = cookie(req, SIGN_IN_COOKIE).unwrap_or_default();
+    let expected = cookie(req, &state.cookie_name(SIGN_IN_COOKIE)).unwrap_or_default();
     let sent = fields.get("csrf").unwrap_or_default();
     if expected.is_empty() || !super::constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err(DashboardError::Csrf);
@@ -70,9 +71,13 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
         true => api_keys::authenticate(&db, candidate).await?,
         false => None,
     };
-    let Some(key) = key.filter(|k| k.role == Role::Admin) else {
-        // One failure at a time, each answered after the delay.
-        let _turn = state.sign_in_failures.lock().await;
+    // Admin keys are never restricted to accounts; one that somehow is does not sign in.
+    let Some(key) = key.filter(|k| k.role == Role::Admin && k.allowed_accounts.is_none()) else {
+        drop(db);
+        let Ok(_turn) = state.sign_in_failures.try_lock() else {
+            tracing::warn!("dashboard sign-in refused: another failed attempt is waiting");
+            return Err(DashboardError::TooManyAttempts);
+        };
         tokio::time::sleep(FAILURE_DELAY).await;
         tracing::warn!("dashboard sign-in refused");
         return Ok(sign_in_page(state, Some("That is not an active admin API key.")));
@@ -109,8 +114,10 @@ async fn end_session(state: &AppState, req: &Request, body: Body) -> Page {
     Ok(response)
 }
 
-/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=/`, and `Secure` behind TLS.
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, `Path=/`, and behind TLS `Secure`
+/// with the `__Host-` name prefix (no sibling subdomain can plant it).
 fn cookie_header(state: &AppState, name: &str, value: &str, max_age: u64) -> String {
+    let name = state.cookie_name(name);
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
     if state.secure_cookies() {
         cookie.push_str("; Secure");
