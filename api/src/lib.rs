@@ -57,10 +57,13 @@ impl AppState {
         let signer = match &config.signing_secret {
             Some(secret) => UrlSigner::new(secret.expose_secret().as_bytes()),
             None => {
-                tracing::warn!(
-                    "SIGNING_SECRET is not set: download links use a random key and stop working \
-                     when the API restarts (set it when running more than one API process)"
-                );
+                // Only local-disk downloads are signed by us; S3 links are pre-signed by S3.
+                if matches!(config.storage, shared::config::StorageConfig::Local { .. }) {
+                    tracing::warn!(
+                        "SIGNING_SECRET is not set: download links use a random key and stop working \
+                         when the API restarts (set it when running more than one API process)"
+                    );
+                }
                 UrlSigner::random()
             }
         };
