@@ -37,7 +37,7 @@ const LOCAL_PART_SIZE: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Local,
+    Local { root: std::path::PathBuf },
     S3(Arc<AmazonS3>),
 }
 
@@ -56,7 +56,8 @@ impl Storage {
             StorageConfig::Local { root } => {
                 std::fs::create_dir_all(root)?;
                 let store = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
-                Ok(Self { store: Arc::new(store), backend: Backend::Local, part_size: LOCAL_PART_SIZE })
+                let backend = Backend::Local { root: root.into() };
+                Ok(Self { store: Arc::new(store), backend, part_size: LOCAL_PART_SIZE })
             }
             StorageConfig::S3(s3) => {
                 let retry = RetryConfig {
@@ -86,7 +87,7 @@ impl Storage {
     }
 
     pub fn is_local(&self) -> bool {
-        matches!(self.backend, Backend::Local)
+        matches!(self.backend, Backend::Local { .. })
     }
 
     /// A writer for a new object at `key`; see [`Upload`]. On S3 the object is served with
@@ -136,7 +137,7 @@ impl Storage {
     ) -> Result<(String, OffsetDateTime), StorageError> {
         let expires_at = OffsetDateTime::now_utc() + ttl;
         match &self.backend {
-            Backend::Local => {
+            Backend::Local { .. } => {
                 let expires = expires_at.unix_timestamp();
                 let signature = signer.sign(key, expires);
                 Ok((
@@ -150,6 +151,42 @@ impl Storage {
             }
         }
     }
+}
+
+impl Storage {
+    /// Removes the staging files of local uploads that were never finished or aborted (their
+    /// worker was killed) and untouched for `older_than`; returns how many. A running upload
+    /// writes its staging file continually, so it is never this old. On S3 the bucket's
+    /// lifecycle rule for incomplete multipart uploads does this job.
+    pub async fn sweep_abandoned_uploads(&self, older_than: Duration) -> Result<u64, StorageError> {
+        let Backend::Local { root } = &self.backend else { return Ok(0) };
+        // Every object key starts with `exports/`: nothing else under the root is touched.
+        let exports = root.join("exports");
+        if !exports.is_dir() {
+            return Ok(0);
+        }
+        let swept = tokio::task::spawn_blocking(move || sweep(&exports, older_than)).await;
+        swept.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// `object_store` stages a local multipart upload next to its destination as `<name>#<id>`.
+fn sweep(dir: &std::path::Path, older_than: Duration) -> Result<u64, StorageError> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            removed += sweep(&entry.path(), older_than)?;
+        } else if kind.is_file() && entry.file_name().to_string_lossy().contains('#') {
+            let idle = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if idle >= older_than {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn parse_key(key: &str) -> Result<Path, StorageError> {

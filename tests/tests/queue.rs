@@ -283,6 +283,29 @@ async fn maintenance_expires_old_exports_deletes_their_files_and_prunes_old_jobs
 }
 
 #[tokio::test]
+async fn staging_files_abandoned_by_killed_workers_are_swept_after_a_day() {
+    let app = TestApp::spawn().await;
+    let dir = app.storage_dir.join("exports/0b6f0f0e-0000-4000-8000-000000000001/attempt-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let abandoned = dir.join("statement.csv#1");
+    let running = dir.join("statement.csv#2");
+    let finished = dir.join("statement.csv");
+    for path in [&abandoned, &running, &finished] {
+        std::fs::write(path, b"id,amount\r\n").unwrap();
+    }
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for path in [&abandoned, &finished] {
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(two_days_ago).unwrap();
+    }
+    let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
+    let report = worker::maintenance::run_once(&ctx, Duration::from_secs(7 * 86_400)).await;
+    assert_eq!(report.abandoned_uploads, 1);
+    assert!(!abandoned.exists(), "the day-old staging file is gone");
+    assert!(running.exists(), "an upload still being written is left alone");
+    assert!(finished.exists(), "finished objects are never swept (retention handles them)");
+}
+
+#[tokio::test]
 async fn only_one_worker_leads_maintenance_at_a_time() {
     let app = TestApp::spawn().await;
     let ctx = || worker::context(&app.config, &TestApp::worker_config()).unwrap();

@@ -37,7 +37,12 @@ pub struct Report {
     pub rescued_failed: usize,
     pub expired: usize,
     pub pruned: u64,
+    /// Staging files of local uploads abandoned by killed workers.
+    pub abandoned_uploads: u64,
 }
+
+/// A local upload's staging file untouched this long belongs to a killed worker.
+const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(86_400);
 
 pub struct Maintenance {
     ctx: JobContext,
@@ -226,6 +231,10 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
 
     if let Err(e) = workers::prune_silent(&db, Duration::from_secs(600)).await {
         debug!(error = %e, "maintenance: pruning silent workers failed");
+    }
+    match ctx.storage.sweep_abandoned_uploads(ABANDONED_UPLOAD_AGE).await {
+        Ok(n) => report.abandoned_uploads = n,
+        Err(e) => warn!(error = %e, "maintenance: sweeping abandoned uploads failed"),
     }
     report
 }
