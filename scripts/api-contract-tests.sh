@@ -21,25 +21,11 @@ fi
 cargo build -q --bin statement-api --bin statement-worker
 
 # The demo dataset is the source; a fresh Postgres database holds the service's own state.
-mapfile -t margs < <(mysql_args "$SOURCE_ADMIN_URL")
-mariadb "${margs[@]}" --default-character-set=utf8mb4 < scripts/demo-data.sql
-psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stmt_contract WITH (FORCE)" -c "CREATE DATABASE stmt_contract" >/dev/null
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_contract"
-export LOCAL_STORAGE_DIR="$work/exports" API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
-export SIGNING_SECRET=contract-tests RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000
-export JOB_POLL_INTERVAL_MS=200 RUST_LOG=info LOG_FORMAT=json
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export WORKER_METRICS_BIND="127.0.0.1:$metrics_port"
-
+prepare_live_service stmt_contract
+export RUST_LOG=info LOG_FORMAT=json
 key=$(target/debug/statement-api keys create --name contract-tests 2>/dev/null)
-target/debug/statement-api serve 2>"$work/api.log" &
-api=$!
-target/debug/statement-worker 2>"$work/worker.log" &
-worker=$!
-trap 'kill $api $worker 2>/dev/null; wait $api $worker 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do curl -sf "$PUBLIC_BASE_URL/health" >/dev/null && break; sleep 0.1; done
+trap 'kill ${api:-} ${worker:-} 2>/dev/null; wait ${api:-} ${worker:-} 2>/dev/null; rm -rf "$work"' EXIT
+start_live_service target/debug
 
 echo "[contract] schemathesis against $PUBLIC_BASE_URL"
 # Every check but positive_data_acceptance: the schema cannot express the semantic rules

@@ -21,26 +21,16 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release -q --bin statement-api --bin statement-worker >&2
 
-mapfile -t margs < <(mysql_args "$SOURCE_ADMIN_URL")
-mariadb "${margs[@]}" --default-character-set=utf8mb4 < scripts/demo-data.sql
-for db in stmt_bench_api stmt_bench_pgbench; do
-  psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null 2>&1
-done
+psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stmt_bench_pgbench WITH (FORCE)" \
+  -c "CREATE DATABASE stmt_bench_pgbench" >/dev/null 2>&1
 pgbench -q -i -s 10 "${PG_ADMIN_URL%/*}/stmt_bench_pgbench" >/dev/null 2>&1
 
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_bench_api" LOCAL_STORAGE_DIR="$work/exports"
-export API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port" SIGNING_SECRET=bench
-export RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn WORKER_METRICS_BIND=127.0.0.1:0
-base="http://127.0.0.1:$port"
+prepare_live_service stmt_bench_api
+export RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn
+base=$PUBLIC_BASE_URL
 key=$(target/release/statement-api keys create --name bench 2>/dev/null)
-target/release/statement-api serve 2>"$work/api.log" &
-api=$!
-target/release/statement-worker 2>"$work/worker.log" &
-worker=$!
-trap 'kill $api $worker 2>/dev/null; wait $api $worker 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+trap 'kill ${api:-} ${worker:-} 2>/dev/null; wait ${api:-} ${worker:-} 2>/dev/null; rm -rf "$work"' EXIT
+start_live_service target/release
 
 body='{"account_id":"ACC-1001","table_name":"bank_transactions","date_from":"2024-01-01","date_to":"2024-01-31"}'
 id=$(curl -sf -X POST "$base/api/export" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -d "$body" \

@@ -40,36 +40,21 @@ fi
 cargo build -q --bin statement-api --bin statement-worker
 
 # The demo dataset is the source; a fresh Postgres database holds the service's own state.
-mapfile -t margs < <(mysql_args "$SOURCE_ADMIN_URL")
-mariadb "${margs[@]}" --default-character-set=utf8mb4 < scripts/demo-data.sql
-psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS stmt_browser WITH (FORCE)" -c "CREATE DATABASE stmt_browser" >/dev/null
-work=$(mktemp -d)
+prepare_live_service stmt_browser
+export RUST_LOG=info
 artifacts=${ARTIFACTS_DIR:-$PWD/target/browser-artifacts}
 rm -rf "$artifacts"
 mkdir -p "$artifacts"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export DATABASE_URL="${PG_ADMIN_URL%/*}/stmt_browser"
-export LOCAL_STORAGE_DIR="$work/exports" API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
-export SIGNING_SECRET=browser-tests RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000
-export JOB_POLL_INTERVAL_MS=200 RUST_LOG=info
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export WORKER_METRICS_BIND="127.0.0.1:$metrics_port"
-
 admin_key=$(target/debug/statement-api keys create --name browser-tests --role admin 2>/dev/null)
-target/debug/statement-api serve 2>"$work/api.log" &
-api=$!
-target/debug/statement-worker 2>"$work/worker.log" &
-worker=$!
 cleanup() {
-  kill "$api" "$worker" 2>/dev/null || true
-  wait "$api" "$worker" 2>/dev/null || true
+  kill ${api:-} ${worker:-} 2>/dev/null || true
+  wait ${api:-} ${worker:-} 2>/dev/null || true
   cp "$work/api.log" "$work/worker.log" "$artifacts/" 2>/dev/null || true
   rm -f "$artifacts/.created-key"
   rm -rf "$work"
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do curl -sf "$PUBLIC_BASE_URL/health" >/dev/null && break; sleep 0.1; done
-curl -sf "$PUBLIC_BASE_URL/health" >/dev/null || { tail -n 20 "$work/api.log" >&2; echo "[browser] the API did not start" >&2; exit 1; }
+start_live_service target/debug
 
 echo "[browser] Chromium against $PUBLIC_BASE_URL; screenshots in $artifacts"
 status=0

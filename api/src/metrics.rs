@@ -10,8 +10,6 @@ use shared::metrics::{CONTENT_TYPE, queue_snapshot};
 
 use crate::AppState;
 
-/// How recently a worker must have heartbeated to count as live.
-const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Scrapes closer together than this reuse the last queue read (one query per second at most,
 /// however often `/metrics` is fetched).
@@ -24,7 +22,7 @@ pub async fn scrape(Data(state): Data<&AppState>) -> Response {
     }
     let read = async {
         let db = state.pool.get().await.map_err(|e| e.to_string())?;
-        queue_snapshot(&db, ALIVE_WITHIN).await.map_err(|e| e.to_string())
+        queue_snapshot(&db, shared::workers::ALIVE_WITHIN).await.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(QUEUE_READ_TIMEOUT, read).await {
         Ok(Ok(snapshot)) => state.metrics.set_queue(snapshot),
@@ -57,8 +55,7 @@ pub fn route_template(path: &str) -> &'static str {
         [] => "/",
         ["dashboard"] => "/dashboard",
         ["dashboard", "exports", _] => "/dashboard/exports/{id}",
-        ["dashboard", "jobs", _, "retry"] => "/dashboard/jobs/{id}/retry",
-        ["dashboard", "jobs", _, "cancel"] => "/dashboard/jobs/{id}/cancel",
+        ["dashboard", "jobs", _, _] => "/dashboard/jobs/{id}/{action}",
         ["dashboard", "assets", _] => "/dashboard/assets",
         ["dashboard", "sign-in"] => "/dashboard/sign-in",
         ["dashboard", "sign-out"] => "/dashboard/sign-out",

@@ -217,13 +217,7 @@ pub enum Retried {
 /// two cannot deadlock.
 pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError> {
     let tx = db.transaction().await?;
-    let export_id: Option<Uuid> = match tx
-        .query_opt("SELECT (args ->> 'export_id')::uuid FROM jobs WHERE id = $1", &[&job_id])
-        .await?
-    {
-        Some(row) => row.get(0),
-        None => return Ok(Retried::NotRetryable),
-    };
+    let Some(export_id) = export_of_job(&tx, job_id).await? else { return Ok(Retried::NotRetryable) };
     if let Some(export_id) = export_id {
         let revived = tx
             .execute(

@@ -57,6 +57,10 @@ pub async fn deregister(db: &impl GenericClient, id: &str) -> Result<(), DbError
     Ok(())
 }
 
+/// A worker heartbeats every few seconds; one silent for this long is not counted as live
+/// (dashboard, metrics).
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(60);
+
 /// Workers that heartbeated within `alive_within`, oldest first.
 pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec<WorkerInfo>, DbError> {
     let rows = db

@@ -49,12 +49,12 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
         h2 { "Timings" }
         dl.facts {
             dt { "Created" } dd { (layout::timestamp(export.created_at)) }
-            dt { "Source snapshot" } dd { (layout::maybe_timestamp(export.snapshot_at)) }
-            dt { "Started" } dd { (layout::maybe_timestamp(export.started_at)) }
-            dt { "Finished" } dd { (layout::maybe_timestamp(export.completed_at)) }
-            dt { "Waited in queue" } dd { (layout::maybe_duration(seconds(Some(export.created_at), export.started_at))) }
-            dt { "Processing time" } dd { (layout::maybe_duration(seconds(export.started_at, export.completed_at))) }
-            dt { "File kept until" } dd { (layout::maybe_timestamp(export.expires_at)) }
+            dt { "Source snapshot" } dd { (layout::or_dash(export.snapshot_at.map(layout::timestamp))) }
+            dt { "Started" } dd { (layout::or_dash(export.started_at.map(layout::timestamp))) }
+            dt { "Finished" } dd { (layout::or_dash(export.completed_at.map(layout::timestamp))) }
+            dt { "Waited in queue" } dd { (layout::or_dash(seconds(Some(export.created_at), export.started_at).map(layout::duration))) }
+            dt { "Processing time" } dd { (layout::or_dash(seconds(export.started_at, export.completed_at).map(layout::duration))) }
+            dt { "File kept until" } dd { (layout::or_dash(export.expires_at.map(layout::timestamp))) }
         }
         h2 { "Attempts" }
         dl.facts {
@@ -72,8 +72,8 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
         }
         h2 { "File" }
         dl.facts {
-            dt { "Rows" } dd { (export.row_count.map(layout::count).unwrap_or_else(|| "—".into())) }
-            dt { "Size" } dd { (export.file_size.map(layout::bytes).unwrap_or_else(|| "—".into())) }
+            dt { "Rows" } dd { (layout::or_dash(export.row_count.map(layout::count))) }
+            dt { "Size" } dd { (layout::or_dash(export.file_size.map(layout::bytes))) }
             dt { "SHA-256" } dd.mono { (export.sha256.as_deref().unwrap_or("—")) }
             dt { "Download" }
             dd {

@@ -17,7 +17,7 @@ async fn render(state: &AppState, req: &Request) -> Page {
     let checks = health::dependency_checks(state).await;
     let db = state.db_for_dashboard().await?;
     let schema = shared::dashboard::schema_version(&db).await?;
-    let live = shared::workers::live(&db, std::time::Duration::from_secs(60)).await?;
+    let live = shared::workers::live(&db, shared::workers::ALIVE_WITHIN).await?;
     let body = html! {
         table {
             thead { tr { th { "Dependency" } th { "State" } th.num { "Latency" } } }

@@ -18,7 +18,7 @@ pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
 
 async fn list(state: &AppState, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
-    let notice = req.uri().query().and_then(|q| q.strip_prefix("notice=")).and_then(notice_text);
+    let notice = super::notice_code(req).and_then(notice_text);
     render(state, &admin, notice.map(|n| html! { p.notice { (n) } }), layout::Refresh::UnlessEditing).await
 }
 
@@ -71,7 +71,7 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
             td { (key.role.as_str()) }
             td { (key.allowed_accounts.as_ref().map_or("all".into(), |a| a.join(", "))) }
             td { (layout::timestamp(key.created_at)) }
-            td { (layout::maybe_timestamp(key.last_used_at)) }
+            td { (layout::or_dash(key.last_used_at.map(layout::timestamp))) }
             td { @if active { span.ok { "active" } } @else { span.muted { "deactivated" } } }
             td.actions {
                 @if active {

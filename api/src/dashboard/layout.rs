@@ -71,11 +71,7 @@ pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Ma
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Statement exports" }
-                link rel="stylesheet" href="/dashboard/assets/dashboard.css";
-                link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
+                (head_common(title))
                 script src="/dashboard/assets/dashboard.js" defer {}
                 @if refresh == Refresh::Always {
                     noscript { meta http-equiv="refresh" content="30"; }
@@ -112,15 +108,20 @@ pub fn bare_with(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Statement exports" }
-                link rel="stylesheet" href="/dashboard/assets/dashboard.css";
-                link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
-            }
+            head { (head_common(title)) }
             body { main.signin { h1 { (title) } (body) } }
         }
+    }
+}
+
+/// What every page's `<head>` holds: charset, viewport, title, stylesheet and icon.
+fn head_common(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · Statement exports" }
+        link rel="stylesheet" href="/dashboard/assets/dashboard.css";
+        link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
     }
 }
 
@@ -146,8 +147,9 @@ pub fn timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(TIMESTAMP).unwrap_or_else(|_| at.to_string())
 }
 
-pub fn maybe_timestamp(at: Option<OffsetDateTime>) -> String {
-    at.map(timestamp).unwrap_or_else(|| "—".into())
+/// The value, or `—` when there is none.
+pub fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "—".into())
 }
 
 pub fn hour_label(at: PrimitiveDateTime) -> String {
@@ -168,10 +170,6 @@ pub fn duration(seconds: f64) -> String {
     } else {
         format!("{} h {:02} min", (seconds / 3600.0) as u64, ((seconds % 3600.0) / 60.0) as u64)
     }
-}
-
-pub fn maybe_duration(seconds: Option<f64>) -> String {
-    seconds.map(duration).unwrap_or_else(|| "—".into())
 }
 
 /// `812 B`, `4.2 KB`, `1.5 MB` (decimal units).
@@ -202,7 +200,7 @@ pub fn count(n: i64) -> String {
 }
 
 pub fn percent(rate: Option<f64>) -> String {
-    rate.map(|r| format!("{:.1} %", r * 100.0)).unwrap_or_else(|| "—".into())
+    or_dash(rate.map(|r| format!("{:.1} %", r * 100.0)))
 }
 
 /// A status word with its colour class.

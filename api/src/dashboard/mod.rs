@@ -35,8 +35,7 @@ pub fn dashboard_routes() -> impl poem::Endpoint {
         .at("/sign-in", get(sign_in::form).post(sign_in::submit))
         .at("/sign-out", post(sign_in::sign_out))
         .at("/queue", get(queue::page))
-        .at("/jobs/:id/retry", post(queue::retry))
-        .at("/jobs/:id/cancel", post(queue::cancel))
+        .at("/jobs/:id/:action", post(queue::act))
         .at("/health", get(health::page))
         .at("/exports/:id", get(exports::page))
         .at("/assets/dashboard.css", get(layout::stylesheet))
@@ -199,6 +198,12 @@ pub async fn signed_form(
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The outcome code a page was redirected with (`?notice=…`); pages map codes to their own
+/// fixed messages, so no user text travels in the URL.
+fn notice_code(req: &Request) -> Option<&str> {
+    req.uri().query()?.strip_prefix("notice=")
 }
 
 /// 303 to `location` (after a form post, so reloading the page does not post again).

@@ -24,9 +24,9 @@ async fn render(state: &AppState, req: &Request) -> Page {
     let cards = [
         ("Exports (30 days)", layout::count(stats.created)),
         ("Success rate", layout::percent(stats.success_rate())),
-        ("Average time", layout::maybe_duration(stats.avg_seconds)),
-        ("p95 time", layout::maybe_duration(stats.p95_seconds)),
-        ("Rows / s", stats.rows_per_s.map(|r| layout::count(r as i64)).unwrap_or_else(|| "—".into())),
+        ("Average time", layout::or_dash(stats.avg_seconds.map(layout::duration))),
+        ("p95 time", layout::or_dash(stats.p95_seconds.map(layout::duration))),
+        ("Rows / s", layout::or_dash(stats.rows_per_s.map(|r| layout::count(r as i64)))),
         ("Reuse (dedup) rate", layout::percent(stats.reuse_rate())),
         ("Running", layout::count(stats.processing)),
         ("Pending", layout::count(stats.pending)),
@@ -65,10 +65,10 @@ async fn render(state: &AppState, req: &Request) -> Page {
                                 // bar with the rows written so far.
                                 progress title="running" {} " " (layout::count(export.rows_exported))
                             } @else {
-                                (export.row_count.map(layout::count).unwrap_or_else(|| "—".into()))
+                                (layout::or_dash(export.row_count.map(layout::count)))
                             }
                         }
-                        td.num { (export.file_size.map(layout::bytes).unwrap_or_else(|| "—".into())) }
+                        td.num { (layout::or_dash(export.file_size.map(layout::bytes))) }
                         td { (layout::timestamp(export.created_at)) }
                     }
                 }

@@ -1,8 +1,6 @@
 //! `/dashboard/queue`: depth by state, live workers, running, retrying and failed jobs; retry
 //! or cancel a job.
 
-use std::time::Duration;
-
 use maud::{Markup, html};
 use poem::{
     Body, Request, Response, handler,
@@ -16,8 +14,6 @@ use shared::{
 use super::{Admin, DashboardError, Page, layout, respond, see_other, signed_form, signed_in};
 use crate::AppState;
 
-/// A worker is shown as live when it heartbeated this recently (it beats every few seconds).
-const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 /// Rows shown per job list.
 const LIST_LIMIT: i64 = 50;
 
@@ -30,12 +26,12 @@ async fn render(state: &AppState, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
     let db = state.db_for_dashboard().await?;
     let depth = queue::depth_by_state(&db).await?;
-    let live = workers::live(&db, ALIVE_WITHIN).await?;
+    let live = workers::live(&db, workers::ALIVE_WITHIN).await?;
     let now = dashboard::now(&db).await?;
     let running = dashboard::jobs_in_state(&db, "running", LIST_LIMIT).await?;
     let waiting = dashboard::jobs_in_state(&db, "retryable", LIST_LIMIT).await?;
     let failed = dashboard::jobs_in_state(&db, "failed", LIST_LIMIT).await?;
-    let notice = req.uri().query().and_then(|q| q.strip_prefix("notice=")).and_then(notice_text);
+    let notice = super::notice_code(req).and_then(notice_text);
     let body = html! {
         @if let Some(text) = notice { p.notice { (text) } }
         div.cards {
@@ -139,57 +135,50 @@ fn notice_text(code: &str) -> Option<&'static str> {
     })
 }
 
+/// `POST /dashboard/jobs/{id}/{retry|cancel}`.
 #[handler]
-pub async fn retry(
+pub async fn act(
     Data(state): Data<&AppState>,
     req: &Request,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     body: Body,
 ) -> Response {
-    respond(retry_job(state, req, &id, body).await)
+    respond(act_on_job(state, req, &id, &action, body).await)
 }
 
-async fn retry_job(state: &AppState, req: &Request, id: &str, body: Body) -> Page {
+async fn act_on_job(state: &AppState, req: &Request, id: &str, action: &str, body: Body) -> Page {
     signed_form(state, req, body).await?;
     let id: i64 = id.parse().map_err(|_| DashboardError::NotFound)?;
     let mut db = state.db_for_dashboard().await?;
-    let notice = match dashboard::retry_job(&mut db, id).await? {
-        Retried::Now => "retried",
-        Retried::NotRetryable => "not-retryable",
-        Retried::Superseded => "superseded",
+    let notice = match action {
+        "retry" => match dashboard::retry_job(&mut db, id).await? {
+            Retried::Now => "retried",
+            Retried::NotRetryable => "not-retryable",
+            Retried::Superseded => "superseded",
+        },
+        "cancel" => match cancel_job(state, &mut db, id).await? {
+            true => "cancelled",
+            false => "already-finished",
+        },
+        _ => return Err(DashboardError::NotFound),
     };
-    tracing::info!(job.id = id, outcome = notice, "dashboard: retry job");
+    tracing::info!(job.id = id, action, outcome = notice, "dashboard: job action");
     Ok(see_other(&format!("/dashboard/queue?notice={notice}")))
-}
-
-#[handler]
-pub async fn cancel(
-    Data(state): Data<&AppState>,
-    req: &Request,
-    Path(id): Path<String>,
-    body: Body,
-) -> Response {
-    respond(cancel_job(state, req, &id, body).await)
 }
 
 /// Cancels through the export when the job produces one (so the export shows CANCELLED too).
-async fn cancel_job(state: &AppState, req: &Request, id: &str, body: Body) -> Page {
-    signed_form(state, req, body).await?;
-    let id: i64 = id.parse().map_err(|_| DashboardError::NotFound)?;
-    let mut db = state.db_for_dashboard().await?;
-    let export_id = dashboard::export_of_job(&db, id).await?.ok_or(DashboardError::NotFound)?;
-    let cancelled = match export_id {
-        Some(export_id) => {
-            let cancelled = exports::cancel(&mut db, export_id, "cancelled by an operator").await?;
-            let now = matches!(cancelled, exports::Cancelled::Now(_));
-            if now {
-                state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
-            }
-            now
-        }
-        None => queue::cancel(&db, id).await?,
-    };
-    let notice = if cancelled { "cancelled" } else { "already-finished" };
-    tracing::info!(job.id = id, outcome = notice, "dashboard: cancel job");
-    Ok(see_other(&format!("/dashboard/queue?notice={notice}")))
+/// Returns whether anything was cancelled.
+async fn cancel_job(
+    state: &AppState,
+    db: &mut deadpool_postgres::Object,
+    id: i64,
+) -> Result<bool, DashboardError> {
+    let export_id = dashboard::export_of_job(&*db, id).await?.ok_or(DashboardError::NotFound)?;
+    let Some(export_id) = export_id else { return Ok(queue::cancel(&*db, id).await?) };
+    let cancelled = exports::cancel(db, export_id, "cancelled by an operator").await?;
+    let now = matches!(cancelled, exports::Cancelled::Now(_));
+    if now {
+        state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
+    }
+    Ok(now)
 }
