@@ -402,3 +402,115 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The real worker binary, run against a [`TestApp`]'s configuration.
+pub struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Starts `binary` (`env!("CARGO_BIN_EXE_statement-worker")`) with the app's databases and
+    /// storage, a 2-second lease, frequent progress, and `extra` settings on top.
+    pub fn start(app: &TestApp, binary: &str, extra: &[(&str, String)]) -> Self {
+        use secrecy::ExposeSecret;
+        let mut command = std::process::Command::new(binary);
+        command
+            .env("DATABASE_URL", app.config.database_url.expose_secret())
+            .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
+            .env("JOB_LEASE_SECS", "2")
+            .env("MAINTENANCE_INTERVAL_SECS", "0.5")
+            // Any free port: a `make run` or another test may hold the default one.
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0")
+            .env("EXPORT_PROGRESS_INTERVAL_MS", "50")
+            .env("RUST_LOG", "warn");
+        match &app.config.storage {
+            StorageConfig::Local { root } => {
+                command.env("LOCAL_STORAGE_DIR", root);
+            }
+            StorageConfig::S3(s3) => {
+                command
+                    .env("STORAGE_BACKEND", "s3")
+                    .env("S3_BUCKET", &s3.bucket)
+                    .env("S3_REGION", &s3.region)
+                    .env("S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
+                    .env("S3_PATH_STYLE", s3.path_style.to_string())
+                    .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
+                    .env(
+                        "S3_SECRET_ACCESS_KEY",
+                        s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+                    )
+                    .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
+            }
+        }
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        Self { child: command.spawn().expect("the worker binary starts") }
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory for a `WORKER_TEST_HOLD` file barrier (see `worker::holds`).
+pub struct FileHold {
+    pub dir: PathBuf,
+}
+
+impl FileHold {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("stmt-hold-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    /// The `WORKER_TEST_HOLD` value that holds at `point` (e.g. `before_record`).
+    pub fn setting(&self, point: &str) -> (&'static str, String) {
+        ("WORKER_TEST_HOLD", format!("{point}:{}", self.dir.display()))
+    }
+
+    /// Waits (at most 60 s) until the worker is held.
+    pub async fn reached(&self) {
+        for _ in 0..3000 {
+            if self.dir.join("reached").exists() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the worker never reached its hold");
+    }
+
+    pub fn release(&self) {
+        std::fs::write(self.dir.join("release"), b"").unwrap();
+    }
+}
+
+impl Default for FileHold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FileHold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

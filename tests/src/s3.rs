@@ -92,10 +92,12 @@ pub fn s3_config(endpoint: String) -> S3Config {
     }
 }
 
-/// Forwards TCP connections to `target` until cut.
+/// Forwards TCP connections to `target` until cut (connections dropped) or frozen (connections
+/// held open, nothing passed either way: a silent peer).
 pub struct ChaosProxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    frozen: tokio::sync::watch::Sender<bool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
 }
@@ -105,25 +107,44 @@ impl ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let frozen = tokio::sync::watch::Sender::new(false);
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let acceptor = tokio::spawn({
             let cut = cut.clone();
             let connections = connections.clone();
+            let frozen = frozen.clone();
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         continue; // dropped: the client sees the connection reset
                     }
+                    let frozen = frozen.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
+                            let (from_client, to_server) = inbound.into_split();
+                            let (from_server, to_client) = outbound.into_split();
+                            tokio::join!(
+                                pump(from_client, to_server, frozen.subscribe()),
+                                pump(from_server, to_client, frozen.subscribe())
+                            );
                         }
                     });
                     connections.lock().unwrap().push(task);
                 }
             }
         });
-        Self { addr, cut, connections, acceptor }
+        Self { addr, cut, frozen, connections, acceptor }
+    }
+
+    /// The peer goes silent: every connection stays open and passes nothing until [`thaw`].
+    ///
+    /// [`thaw`]: ChaosProxy::thaw
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     pub fn endpoint(&self) -> String {
@@ -141,6 +162,29 @@ impl ChaosProxy {
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+}
+
+/// Copies one direction of a connection, passing nothing while frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for ChaosProxy {

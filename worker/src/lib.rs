@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod holds;
 pub mod jobs;
 pub mod maintenance;
 pub mod runner;

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!(error = %e, "source database unreachable at start-up; exports will retry"),
     }
+    ctx.holds.arm_from_env()?;
     let metrics = ctx.metrics.clone();
     let metrics_bind = worker_config.metrics_bind;
     let runner = Runner::new(ctx, worker_config, config.database_url.clone());

@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
+    holds::HoldPoint,
     jobs::{self, JobContext, JobError, Setback},
     maintenance::Maintenance,
 };
@@ -89,6 +90,11 @@ impl Runner {
             wake: Arc::new(Notify::new()),
             leader: Arc::default(),
         }
+    }
+
+    /// This runner's test holds.
+    pub fn holds(&self) -> &crate::holds::Holds {
+        &self.ctx.holds
     }
 
     pub fn worker_id(&self) -> &str {
@@ -175,6 +181,7 @@ impl Runner {
         match self.ctx.pool.get().await {
             Ok(db) => match queue::release(&db, &tokens).await {
                 Ok(released) => {
+                    self.ctx.holds.reach(HoldPoint::BeforeSetback).await;
                     for (id, kind, args) in released {
                         info!(job.id = id, "released to the queue at shutdown");
                         let message = "the worker shut down; another worker will resume the export";
@@ -295,7 +302,9 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
         }
         Err(JobError::Fatal(e)) => (format!("{e:#}"), None),
     };
-    match queue::fail(&db, job.id, job.token, &message, retry_at).await {
+    let outcome = queue::fail(&db, job.id, job.token, &message, retry_at).await;
+    ctx.holds.reach(HoldPoint::BeforeSetback).await;
+    match outcome {
         Ok(FailOutcome::Retrying(at)) => {
             warn!(error = %message, retry_at = %at, "attempt failed; will retry");
             jobs::on_setback(

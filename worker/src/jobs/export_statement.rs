@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{JobContext, JobError, Setback};
+use crate::holds::HoldPoint;
 
 /// Bytes of CSV handed to the uploader at a time.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -62,6 +63,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let uploader = tokio::spawn(upload_chunks(upload, receiver));
     let produced = produce(ctx, &statement, attempt, &cancel, &chunks).await;
     if produced.is_ok() {
+        ctx.holds.reach(HoldPoint::BeforeUploadFinish).await;
         let _ = chunks.send(Chunk::Finish).await;
     }
     drop(chunks); // closed without Finish, the uploader aborts: no object appears
@@ -77,6 +79,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
 
     let result =
         ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
+    ctx.holds.reach(HoldPoint::BeforeRecord).await;
     let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
     if !exports::complete(&mut db, attempt, &result, ctx.export_retention).await? {
         // Another attempt owns the export now (or it was cancelled); our object must not linger.
@@ -165,6 +168,7 @@ async fn produce(
     let mut file = FileBytes::new(statement.format == ExportFormat::CsvGz);
     let mut rows: i64 = 0;
     let mut last_progress = Instant::now();
+    let mut first_chunk_sent = false;
     let send = |bytes: Bytes| async move {
         if bytes.is_empty() {
             return Ok(());
@@ -201,6 +205,10 @@ async fn produce(
                 return Err(JobError::Fenced);
             }
             send(file.push(csv)).await?;
+            if !first_chunk_sent {
+                first_chunk_sent = true;
+                ctx.holds.reach(HoldPoint::AfterFirstChunk).await;
+            }
             if last_progress.elapsed() >= ctx.progress_interval {
                 last_progress = Instant::now();
                 let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;

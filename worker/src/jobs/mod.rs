@@ -16,6 +16,8 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::holds::Holds;
+
 /// What a job needs from the outside world.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -31,6 +33,8 @@ pub struct JobContext {
     pub formula_guard: bool,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
+    /// Test holds (nothing is armed in production).
+    pub holds: Holds,
 }
 
 impl JobContext {
@@ -44,6 +48,7 @@ impl JobContext {
             export_retention: config.export_retention,
             formula_guard: config.formula_guard,
             metrics: Arc::default(),
+            holds: Holds::default(),
         }
     }
 }
