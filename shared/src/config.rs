@@ -133,6 +133,8 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// Where the worker serves its Prometheus `/metrics`.
     pub metrics_bind: SocketAddr,
+    /// How often the worker checks that storage takes a write (and records it for `/ready`).
+    pub storage_check_interval: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -239,6 +241,10 @@ impl WorkerConfig {
                 "a socket address such as 127.0.0.1:9464",
                 defaults.metrics_bind,
             )?,
+            storage_check_interval: positive_secs(
+                "STORAGE_CHECK_INTERVAL_SECS",
+                defaults.storage_check_interval,
+            )?,
         })
     }
 }
@@ -256,6 +262,7 @@ impl Default for WorkerConfig {
             job_retention: Duration::from_secs(7 * 86_400),
             progress_interval: Duration::from_secs(1),
             metrics_bind: ([127, 0, 0, 1], 9464).into(),
+            storage_check_interval: Duration::from_secs(60),
         }
     }
 }
@@ -289,6 +296,14 @@ fn positive<T: FromStr + Default + PartialOrd>(
 fn secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
     parse_var(var, "a number of seconds", default.as_secs_f64())
         .and_then(|s| Duration::try_from_secs_f64(s).map_err(|_| invalid(var, "a number of seconds")))
+}
+
+fn positive_secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = secs(var, default)?;
+    if value.is_zero() {
+        return Err(invalid(var, "a positive number of seconds"));
+    }
+    Ok(value)
 }
 
 fn millis(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {

@@ -15,5 +15,6 @@ pub mod signing;
 pub mod source;
 pub mod statement;
 pub mod storage;
+pub mod storage_checks;
 pub mod tables;
 pub mod workers;
