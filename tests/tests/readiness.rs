@@ -143,19 +143,19 @@ async fn storage_that_stops_taking_writes_is_not_ready_until_it_takes_them_again
     app.wait_for("SELECT ok FROM storage_checks").await;
     ready_until(&app, StatusCode::OK).await;
 
-    // `health` becomes a regular file: the storage directory is still there (every read-only
-    // check passes), but nothing can be written under it. (Tests run as root: chmod would not
-    // stop a write.)
-    let health = app.storage_dir.join("health");
-    std::fs::rename(&health, app.storage_dir.join("health.moved")).unwrap();
-    std::fs::write(&health, b"not a directory").unwrap();
+    // The storage directory is swapped for one on a read-only filesystem (`/proc`: even root
+    // cannot create anything there; tests run as root, so chmod would not stop a write). It is
+    // still a directory and reads still answer ("not found"), so only a write tells.
+    let root = &app.storage_dir;
+    let moved = root.with_extension("moved");
+    std::fs::rename(root, &moved).unwrap();
+    std::os::unix::fs::symlink("/proc", root).unwrap();
     app.wait_for("SELECT NOT ok FROM storage_checks").await;
     let (headers, body) = ready_until(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(headers["content-type"], "application/problem+json");
     let problem: Value = serde_json::from_str(&body).unwrap();
     assert!(problem["detail"].as_str().unwrap().contains("storage"), "{problem}");
-    let root = app.storage_dir.display().to_string();
-    assert_no_internal_text(&body, &[&root, "write-check", "directory", "os error"]);
+    assert_no_internal_text(&body, &[&root.display().to_string(), "write-check", "proc", "os error"]);
 
     // Operators see why on the dashboard.
     let admin = app.create_admin_key().await;
@@ -171,16 +171,22 @@ async fn storage_that_stops_taking_writes_is_not_ready_until_it_takes_them_again
         .await
         .unwrap()
         .get(0);
-    assert!(!error.is_empty());
+    assert!(!error.is_empty() && page.body.contains(&maud_escape(&error)), "{error} / {}", page.body);
 
     // Fixed: the next check passes and the service is ready again.
-    std::fs::remove_file(&health).unwrap();
+    std::fs::remove_file(root).unwrap();
+    std::fs::rename(&moved, root).unwrap();
     let fixed = db_now(&app).await;
     app.wait_for(&format!("SELECT ok AND checked_at > '{fixed}' FROM storage_checks")).await;
     let (_, body) = ready_until(&app, StatusCode::OK).await;
     let ready: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["storage_write"]["status"], "ok", "{ready}");
     worker.stop().await;
+}
+
+/// The page's HTML escaping of `text` (enough for error messages).
+fn maud_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[tokio::test]
