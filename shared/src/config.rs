@@ -41,9 +41,9 @@ pub struct S3Config {
     pub path_style: bool,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<SecretString>,
-    /// Retries of a failed request (with backoff) before the upload fails and the job retries.
-    pub max_retries: usize,
-    /// Give up retrying one request after this long.
+    /// Give up retrying one request after this long: transient failures (connections refused or
+    /// reset, timeouts, 5xx) are retried with capped backoff until then, however many retries
+    /// that takes. Then the upload fails and the job retries.
     pub retry_timeout: Duration,
 }
 
@@ -155,8 +155,7 @@ impl Config {
                 path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
                 access_key_id: env::var("S3_ACCESS_KEY_ID").ok(),
                 secret_access_key: env::var("S3_SECRET_ACCESS_KEY").ok().map(SecretString::from),
-                max_retries: parse_var("S3_MAX_RETRIES", "a number of retries", 5)?,
-                retry_timeout: secs("S3_RETRY_TIMEOUT_SECS", Duration::from_secs(60))?,
+                retry_timeout: s3_retry_timeout()?,
             }),
             other => {
                 return Err(ConfigError::Invalid {
@@ -304,6 +303,25 @@ fn positive_secs(var: &'static str, default: Duration) -> Result<Duration, Confi
         return Err(invalid(var, "a positive number of seconds"));
     }
     Ok(value)
+}
+
+/// Default of `S3_RETRY_TIMEOUT_SECS`: rides out a server restart or a short network outage
+/// within one attempt; longer outages go to the job's own retries, which start a fresh upload.
+pub const DEFAULT_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// `object_store` retries a request without signing it again, so a retry must come while its
+/// signature and credentials are still valid: its documentation asks for less than 5 minutes.
+pub const MAX_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn s3_retry_timeout() -> Result<Duration, ConfigError> {
+    let timeout = secs("S3_RETRY_TIMEOUT_SECS", DEFAULT_S3_RETRY_TIMEOUT)?;
+    if timeout > MAX_S3_RETRY_TIMEOUT {
+        return Err(invalid(
+            "S3_RETRY_TIMEOUT_SECS",
+            "a number of seconds up to 300 (retried S3 requests are not signed again)",
+        ));
+    }
+    Ok(timeout)
 }
 
 fn millis(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {

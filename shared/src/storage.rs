@@ -61,11 +61,7 @@ impl Storage {
                 Ok(Self { store: Arc::new(store), backend, part_size: LOCAL_PART_SIZE })
             }
             StorageConfig::S3(s3) => {
-                let retry = RetryConfig {
-                    max_retries: s3.max_retries,
-                    retry_timeout: s3.retry_timeout,
-                    backoff: BackoffConfig::default(),
-                };
+                let retry = s3_retry(s3.retry_timeout);
                 let mut builder = AmazonS3Builder::new()
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
@@ -160,6 +156,28 @@ impl Storage {
         }
         let swept = tokio::task::spawn_blocking(move || sweep(&exports, older_than)).await;
         swept.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// First and longest pause between retries of one S3 request (the pause doubles, with jitter).
+const S3_RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const S3_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Retries of one S3 request: for as long as `budget` (`S3_RETRY_TIMEOUT_SECS`), however many it
+/// takes. `object_store` stops at whichever of its retry count and its timeout comes first; the
+/// count is set to more retries than the budget can hold (each pause is at least the first
+/// backoff), so only time ends them. The pause is capped, so a request resumes within
+/// [`S3_RETRY_MAX_BACKOFF`] of storage coming back.
+fn s3_retry(budget: Duration) -> RetryConfig {
+    let fits = budget.as_millis() / S3_RETRY_FIRST_BACKOFF.as_millis();
+    RetryConfig {
+        max_retries: usize::try_from(fits).unwrap_or(usize::MAX).saturating_add(1),
+        retry_timeout: budget,
+        backoff: BackoffConfig {
+            init_backoff: S3_RETRY_FIRST_BACKOFF,
+            max_backoff: S3_RETRY_MAX_BACKOFF,
+            base: 2.0,
+        },
     }
 }
 

@@ -437,8 +437,12 @@ impl WorkerProcess {
                     .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
                     .env(
                         "S3_SECRET_ACCESS_KEY",
-                        s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+                        s3.secret_access_key
+                            .as_ref()
+                            .map(|s| s.expose_secret().to_owned())
+                            .unwrap_or_default(),
                     )
+                    .env("S3_RETRY_TIMEOUT_SECS", s3.retry_timeout.as_secs_f64().to_string())
                     .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
             }
         }

@@ -7,7 +7,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -87,7 +87,6 @@ pub fn s3_config(endpoint: String) -> S3Config {
         path_style: true,
         access_key_id: Some("test".into()),
         secret_access_key: Some(SecretString::from("test".to_owned())),
-        max_retries: 1,
         retry_timeout: Duration::from_secs(2),
     }
 }
@@ -97,6 +96,8 @@ pub fn s3_config(endpoint: String) -> S3Config {
 pub struct ChaosProxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    /// Connections reset while cut.
+    turned_away: Arc<AtomicUsize>,
     frozen: tokio::sync::watch::Sender<bool>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: JoinHandle<()>,
@@ -107,33 +108,42 @@ impl ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
+        let turned_away = Arc::new(AtomicUsize::new(0));
         let frozen = tokio::sync::watch::Sender::new(false);
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let acceptor = tokio::spawn({
             let cut = cut.clone();
+            let turned_away = turned_away.clone();
             let connections = connections.clone();
             let frozen = frozen.clone();
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
+                    // Checked and registered under the lock `cut` takes: no connection slips
+                    // through a cut.
+                    let mut open = connections.lock().unwrap();
                     if cut.load(Ordering::SeqCst) {
-                        continue; // dropped: the client sees the connection reset
+                        // Reset (RST, not an orderly close): what a client sees of a storage
+                        // host that is down, and an error object_store retries.
+                        let _ = inbound.set_zero_linger();
+                        turned_away.fetch_add(1, Ordering::SeqCst);
+                        continue;
                     }
                     let frozen = frozen.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
-                            let (from_client, to_server) = inbound.into_split();
-                            let (from_server, to_client) = outbound.into_split();
+                            let (from_client, to_client) = inbound.into_split();
+                            let (from_server, to_server) = outbound.into_split();
                             tokio::join!(
                                 pump(from_client, to_server, frozen.subscribe()),
                                 pump(from_server, to_client, frozen.subscribe())
                             );
                         }
                     });
-                    connections.lock().unwrap().push(task);
+                    open.push(task);
                 }
             }
         });
-        Self { addr, cut, frozen, connections, acceptor }
+        Self { addr, cut, turned_away, frozen, connections, acceptor }
     }
 
     /// The peer goes silent: every connection stays open and passes nothing until [`thaw`].
@@ -153,10 +163,17 @@ impl ChaosProxy {
 
     /// Storage goes away: open connections are dropped, new ones are reset.
     pub fn cut(&self) {
+        let mut open = self.connections.lock().unwrap();
         self.cut.store(true, Ordering::SeqCst);
-        for task in self.connections.lock().unwrap().drain(..) {
+        for task in open.drain(..) {
             task.abort();
         }
+    }
+
+    /// Connections reset since [`ChaosProxy::start`] because storage was cut: a client is
+    /// retrying into the outage when this grows.
+    pub fn turned_away(&self) -> usize {
+        self.turned_away.load(Ordering::SeqCst)
     }
 
     pub fn restore(&self) {

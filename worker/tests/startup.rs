@@ -77,3 +77,18 @@ async fn a_metrics_port_in_use_stops_start_up_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("WORKER_METRICS_BIND"), "{stderr}");
 }
+
+#[test]
+fn an_s3_retry_budget_over_five_minutes_or_malformed_stops_start_up() {
+    for (value, expected) in [("600", "up to 300"), ("soon", "a number of seconds")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
+            .env("STORAGE_BACKEND", "s3")
+            .env("S3_BUCKET", "statement-exports")
+            .env("S3_RETRY_TIMEOUT_SECS", value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("S3_RETRY_TIMEOUT_SECS") && stderr.contains(expected), "{stderr}");
+    }
+}
