@@ -189,7 +189,7 @@ impl Example for ExportDetails {
             date_to: "2024-01-31".into(),
             format: "csv".into(),
             file_url: Some(
-                "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/attempt-1/\
+                "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/8c1f0e2d4b6a49f3a5e7d9c1b3f5a7e9/\
                  statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&signature=3f1c…"
                     .into(),
             ),

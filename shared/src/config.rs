@@ -133,6 +133,13 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// Where the worker serves its Prometheus `/metrics`.
     pub metrics_bind: SocketAddr,
+    /// An export whose source sends nothing for this long fails, retryably.
+    pub stall_timeout: Duration,
+    /// Retryable failures (source or storage down) are retried past `EXPORT_MAX_ATTEMPTS` for
+    /// as long as this since the first of them.
+    pub retry_window: Duration,
+    /// A journalled upload whose claim no longer runs is cleaned up once at least this old.
+    pub abandoned_upload_age: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -239,6 +246,9 @@ impl WorkerConfig {
                 "a socket address such as 127.0.0.1:9464",
                 defaults.metrics_bind,
             )?,
+            stall_timeout: positive_secs("EXPORT_STALL_TIMEOUT_SECS", defaults.stall_timeout)?,
+            retry_window: secs("JOB_RETRY_WINDOW_SECS", defaults.retry_window)?,
+            abandoned_upload_age: secs("ABANDONED_UPLOAD_AGE_SECS", defaults.abandoned_upload_age)?,
         })
     }
 }
@@ -256,6 +266,9 @@ impl Default for WorkerConfig {
             job_retention: Duration::from_secs(7 * 86_400),
             progress_interval: Duration::from_secs(1),
             metrics_bind: ([127, 0, 0, 1], 9464).into(),
+            stall_timeout: Duration::from_secs(300),
+            retry_window: Duration::from_secs(900),
+            abandoned_upload_age: Duration::from_secs(60),
         }
     }
 }
@@ -289,6 +302,14 @@ fn positive<T: FromStr + Default + PartialOrd>(
 fn secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
     parse_var(var, "a number of seconds", default.as_secs_f64())
         .and_then(|s| Duration::try_from_secs_f64(s).map_err(|_| invalid(var, "a number of seconds")))
+}
+
+fn positive_secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let value = secs(var, default)?;
+    if value.is_zero() {
+        return Err(invalid(var, "a positive number of seconds"));
+    }
+    Ok(value)
 }
 
 fn millis(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {

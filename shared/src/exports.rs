@@ -8,7 +8,7 @@ use deadpool_postgres::{GenericClient, Object};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{db::DbError, queue, statement::StatementRequest};
+use crate::{db::DbError, queue, statement::StatementRequest, uploads};
 
 /// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
 pub const EXPORT_JOB_KIND: &str = "export_statement";
@@ -272,8 +272,8 @@ pub struct ExportResult {
     pub sha256: String,
 }
 
-/// Marks the export COMPLETED and its job completed, atomically; the file is kept for
-/// `retention`. `false` when fenced out: nothing was written and the caller must discard its
+/// Marks the export COMPLETED and its job completed, and takes the file out of the upload
+/// journal, atomically; the file is kept for `retention`. `false` when fenced out: nothing was written and the caller must discard its
 /// object.
 pub async fn complete(
     db: &mut Object,
@@ -306,14 +306,16 @@ pub async fn complete(
         tx.rollback().await?;
         return Ok(false);
     }
+    uploads::forget(&tx, &result.file_key).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// Marks the export FAILED with a message for the client (no internal details).
+/// Marks the export FAILED with a message for the client (no internal details); nothing of the
+/// failed attempt's progress is kept. Call it in the transaction that fails its job.
 pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
     db.execute(
-        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now()
+        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now(), rows_exported = 0
          WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
         &[&export_id, &message],
     )
@@ -321,7 +323,8 @@ pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Re
     Ok(())
 }
 
-/// Back to PENDING while its job waits for a retry; the message says why.
+/// Back to PENDING while its job waits for a retry; the message says why. Call it in the
+/// transaction that gives its job back to the queue.
 pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
     db.execute(
         "UPDATE exports SET status = 'PENDING', error = $2, rows_exported = 0

@@ -16,4 +16,5 @@ pub mod source;
 pub mod statement;
 pub mod storage;
 pub mod tables;
+pub mod uploads;
 pub mod workers;

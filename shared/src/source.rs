@@ -4,14 +4,21 @@
 //! `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` and streams rows with the text
 //! protocol, which returns every value exactly as the server formats it (no float conversion).
 
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, prelude::Queryable};
+use std::time::Duration;
+
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, prelude::Queryable};
 use secrecy::{ExposeSecret, SecretString};
 
 use mysql_async::consts::ColumnType;
 
 use crate::{csv_out::ColumnKind, tables::TableRegistry};
 
-pub use mysql_async::{Column, Error as MysqlError, Row, Transaction, Value};
+pub use mysql_async::{Column, Error as MysqlError, Row, Value};
+
+/// TCP keepalive on source connections: a peer that vanished (host down, network cut) is noticed
+/// by the kernel instead of leaving a read waiting for ever. A peer that is there but silent is
+/// the caller's to time out.
+const TCP_KEEPALIVE_MS: u32 = 15_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -38,10 +45,12 @@ impl SourceError {
     }
 }
 
-/// A pool of read-only connections to the source.
+/// Read-only connections to the source: a small pool for checks, and a dedicated connection per
+/// export.
 #[derive(Debug, Clone)]
 pub struct Source {
     pool: Pool,
+    opts: Opts,
 }
 
 impl Source {
@@ -51,18 +60,35 @@ impl Source {
         // mysql_async switches a TCP connection to 127.0.0.1 over to the server's Unix socket by
         // default; streaming through it measured ~35 % slower than TCP here, so stay on what the
         // URL says (a `socket=` URL parameter still selects a socket explicitly).
-        let opts = OptsBuilder::from_opts(opts)
+        let opts: Opts = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
-            .pool_opts(PoolOpts::default().with_constraints(constraints));
-        Ok(Self { pool: Pool::new(opts) })
+            .tcp_keepalive(Some(TCP_KEEPALIVE_MS))
+            .pool_opts(PoolOpts::default().with_constraints(constraints))
+            .into();
+        Ok(Self { pool: Pool::new(opts.clone()), opts })
     }
 
-    /// Opens a read-only transaction on a consistent snapshot: rows committed after this call
-    /// are invisible to it.
-    pub async fn snapshot(&self) -> Result<Transaction<'static>, SourceError> {
-        let mut opts = TxOpts::default();
-        opts.with_consistent_snapshot(true).with_readonly(Some(true));
-        Ok(self.pool.start_transaction(opts).await?)
+    /// A connection of its own for one export. Not pooled: an export that is cancelled or
+    /// stalls mid-result closes it ([`Source::discard`]) instead of handing a connection with
+    /// half a result set back to a pool, which would read the rest of it first.
+    pub async fn connect(&self) -> Result<Conn, SourceError> {
+        Ok(Conn::new(self.opts.clone()).await?)
+    }
+
+    /// Opens a read-only transaction on a consistent snapshot on `conn`: rows committed after
+    /// this call are invisible to it. End it with `COMMIT`, or [`Source::discard`] the connection.
+    pub async fn begin_snapshot(conn: &mut Conn) -> Result<(), SourceError> {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await?;
+        Ok(())
+    }
+
+    /// Closes a connection whose result was abandoned (cancelled, stalled, failed) without
+    /// reading the rest of it: the server stops sending when the socket closes. mysql_async's
+    /// `disconnect` would first drain the pending result (a whole export, or for ever from a
+    /// silent peer); it marks the connection closed before its first read, so it gets a moment
+    /// for whatever is already buffered and is then dropped, which closes the socket.
+    pub async fn discard(conn: Conn) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), conn.disconnect()).await;
     }
 
     /// Whether the source answers.

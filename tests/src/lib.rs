@@ -169,6 +169,7 @@ impl TestApp {
             poll_interval: std::time::Duration::from_millis(200),
             maintenance_interval: std::time::Duration::from_millis(500),
             progress_interval: std::time::Duration::from_millis(100),
+            abandoned_upload_age: std::time::Duration::ZERO,
             ..WorkerConfig::default()
         }
     }
@@ -437,7 +438,10 @@ impl WorkerProcess {
                     .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
                     .env(
                         "S3_SECRET_ACCESS_KEY",
-                        s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+                        s3.secret_access_key
+                            .as_ref()
+                            .map(|s| s.expose_secret().to_owned())
+                            .unwrap_or_default(),
                     )
                     .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
             }

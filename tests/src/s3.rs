@@ -71,6 +71,19 @@ impl MotoServer {
     }
 }
 
+impl MotoServer {
+    /// Ids of the multipart uploads started under `prefix` and neither completed nor aborted.
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{BUCKET}?uploads&prefix={prefix}", self.endpoint());
+        let body = reqwest::Client::new().get(url).send().await.unwrap().text().await.unwrap();
+        body.split("<UploadId>")
+            .skip(1)
+            .filter_map(|s| s.split("</UploadId>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -121,8 +134,8 @@ impl ChaosProxy {
                     let frozen = frozen.clone();
                     let task = tokio::spawn(async move {
                         if let Ok(outbound) = tokio::net::TcpStream::connect(target).await {
-                            let (from_client, to_server) = inbound.into_split();
-                            let (from_server, to_client) = outbound.into_split();
+                            let (from_client, to_client) = inbound.into_split();
+                            let (from_server, to_server) = outbound.into_split();
                             tokio::join!(
                                 pump(from_client, to_server, frozen.subscribe()),
                                 pump(from_server, to_client, frozen.subscribe())
