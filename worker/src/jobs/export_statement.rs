@@ -130,11 +130,11 @@ async fn upload(
     let (chunks, receiver) = mpsc::channel(CHANNEL_DEPTH);
     let uploader = tokio::spawn(upload_chunks(upload, receiver));
     let produced = produce(ctx, statement, attempt, watch, &chunks).await;
-    if produced.is_ok() {
+    let finish = produced.is_ok() && {
         ctx.holds.reach(HoldPoint::BeforeUploadFinish).await;
-        if watch.cancel.is_cancelled() {
-            return Err(JobError::Fenced); // the uploader sees the channel close and aborts
-        }
+        !watch.cancel.is_cancelled()
+    };
+    if finish {
         let _ = chunks.send(Chunk::Finish).await;
     }
     drop(chunks); // closed without Finish, the uploader aborts: no object appears
@@ -144,6 +144,9 @@ async fn upload(
         return Err(storage_error(e));
     }
     let (rows, size, digest) = produced?;
+    if !finish {
+        return Err(JobError::Fenced); // cancelled or released while the last bytes went up
+    }
     if uploaded.is_err() {
         return Err(JobError::Retryable(anyhow!("the upload was abandoned")));
     }
