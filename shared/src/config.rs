@@ -76,9 +76,13 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// Base of the URLs the API hands out (download links), e.g. `https://exports.example.com`.
     pub public_base_url: String,
-    /// A completed export of a period that had not ended at its snapshot is reused only this
-    /// long; closed periods are reused for as long as the export lives.
+    /// A completed export of a period whose books were not closed at its snapshot is reused
+    /// only this long; closed periods are reused for as long as the export lives.
     pub freshness_window: Duration,
+    /// A period's books are closed once its last day is at least this many days before the
+    /// snapshot's day (UTC): back-dated corrections and a lagging replica are then assumed
+    /// settled.
+    pub books_closed_after_days: i32,
     /// Longest statement a client may request, in days.
     pub max_range_days: i64,
     /// Requests a minute per API key (average), and the burst allowed above it.
@@ -208,6 +212,7 @@ impl ApiConfig {
             bind,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             freshness_window: secs("FRESHNESS_WINDOW_SECS", Duration::from_secs(300))?,
+            books_closed_after_days: positive("BOOKS_CLOSED_AFTER_DAYS", "a positive number of days", 5)?,
             max_range_days: positive("MAX_RANGE_DAYS", "a positive number of days", 366)?,
             rate_limit_per_minute: positive("RATE_LIMIT_PER_MINUTE", "a positive number of requests", 600)?,
             rate_limit_burst: positive("RATE_LIMIT_BURST", "a positive number of requests", 60)?,

@@ -144,6 +144,7 @@ impl TestApp {
             bind,
             public_base_url: base_url.to_owned(),
             freshness_window: std::time::Duration::from_secs(300),
+            books_closed_after_days: 5,
             max_range_days: 366,
             rate_limit_per_minute: per_minute,
             rate_limit_burst: burst,
