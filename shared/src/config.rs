@@ -137,6 +137,9 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// Where the worker serves its Prometheus `/metrics`.
     pub metrics_bind: SocketAddr,
+    /// Refuse (retryably) to snapshot a source replica more than this many seconds behind its
+    /// primary, or whose replication is stopped. `None`: no guard.
+    pub source_max_lag: Option<u64>,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -244,6 +247,7 @@ impl WorkerConfig {
                 "a socket address such as 127.0.0.1:9464",
                 defaults.metrics_bind,
             )?,
+            source_max_lag: optional("SOURCE_MAX_LAG_SECS", "a whole number of seconds")?,
         })
     }
 }
@@ -261,6 +265,7 @@ impl Default for WorkerConfig {
             job_retention: Duration::from_secs(7 * 86_400),
             progress_interval: Duration::from_secs(1),
             metrics_bind: ([127, 0, 0, 1], 9464).into(),
+            source_max_lag: None,
         }
     }
 }
@@ -276,6 +281,16 @@ fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) 
             value.trim().parse().map_err(|_| ConfigError::Invalid { var, expected, value })
         }
         _ => Ok(default),
+    }
+}
+
+/// Reads `var` and parses it; unset or empty gives `None`, anything unparsable is an error.
+fn optional<T: FromStr>(var: &'static str, expected: &'static str) -> Result<Option<T>, ConfigError> {
+    match env::var(var) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map(Some).map_err(|_| ConfigError::Invalid { var, expected, value })
+        }
+        _ => Ok(None),
     }
 }
 

@@ -296,6 +296,32 @@ pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i6
     Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
 }
 
+/// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
+/// checked) and the source's replication position (`None`: the source has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotBasis {
+    pub lag_seconds: Option<i64>,
+    pub position: Option<String>,
+}
+
+/// Records what the snapshot was taken against. `false` when fenced out.
+pub async fn record_snapshot_basis(
+    db: &impl GenericClient,
+    attempt: Attempt,
+    basis: &SnapshotBasis,
+) -> Result<bool, DbError> {
+    let updated = db
+        .execute(
+            &format!(
+                "UPDATE exports SET snapshot_lag_seconds = $4, snapshot_position = $5
+                 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
+            ),
+            &[&attempt.export_id, &attempt.job_id, &attempt.token, &basis.lag_seconds, &basis.position],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// The finished file.
 #[derive(Debug, Clone)]
 pub struct ExportResult {

@@ -52,6 +52,8 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
         dl.facts {
             dt { "Created" } dd { (layout::timestamp(export.created_at)) }
             dt { "Source snapshot" } dd { (layout::or_dash(export.snapshot_at.map(layout::timestamp))) }
+            dt { "Replica lag at snapshot" } dd { (layout::or_dash(export.snapshot_lag_seconds.map(|s| format!("{s} s")))) }
+            dt { "Replication position" } dd.mono { (export.snapshot_position.as_deref().unwrap_or("—")) }
             dt { "Started" } dd { (layout::or_dash(export.started_at.map(layout::timestamp))) }
             dt { "Finished" } dd { (layout::or_dash(export.completed_at.map(layout::timestamp))) }
             dt { "Waited in queue" } dd { (layout::or_dash(seconds(Some(export.created_at), export.started_at).map(layout::duration))) }

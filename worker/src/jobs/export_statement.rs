@@ -172,7 +172,9 @@ async fn produce(
         chunks.send(Chunk::Data(bytes)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
     };
 
-    let mut tx: Transaction<'static> = ctx.source.snapshot().await.map_err(source_error)?;
+    let snapshot = ctx.source.snapshot_with_basis(ctx.source_max_lag).await.map_err(source_error)?;
+    record_snapshot_basis(ctx, attempt, &snapshot).await?;
+    let mut tx: Transaction<'static> = snapshot.tx;
     {
         let sql = statement.spec.select_sql(&statement.account, &statement.range);
         let mut result = mysql_async::prelude::Queryable::query_iter(&mut tx, sql)
@@ -215,6 +217,20 @@ async fn produce(
     let (last, size, digest) = file.finish();
     send(last).await?;
     Ok((rows, size, digest))
+}
+
+/// Records in the export what its snapshot was taken against (replica lag, GTID position).
+async fn record_snapshot_basis(
+    ctx: &JobContext,
+    attempt: Attempt,
+    snapshot: &source::Snapshot,
+) -> Result<(), JobError> {
+    let basis = exports::SnapshotBasis {
+        lag_seconds: snapshot.lag_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        position: snapshot.position.clone(),
+    };
+    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    if exports::record_snapshot_basis(&db, attempt, &basis).await? { Ok(()) } else { Err(JobError::Fenced) }
 }
 
 fn source_error(e: SourceError) -> JobError {

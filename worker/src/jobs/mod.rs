@@ -31,6 +31,9 @@ pub struct JobContext {
     pub formula_guard: bool,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
+    /// Refuse to snapshot a source replica more than this many seconds behind its primary
+    /// (`None`: no guard).
+    pub source_max_lag: Option<u64>,
 }
 
 impl JobContext {
@@ -44,6 +47,7 @@ impl JobContext {
             export_retention: config.export_retention,
             formula_guard: config.formula_guard,
             metrics: Arc::default(),
+            source_max_lag: worker.source_max_lag,
         }
     }
 }
