@@ -157,6 +157,16 @@ impl Storage {
         }
     }
 
+    /// Whether the object at `key` exists (a HEAD). `Ok(false)` only when storage answered
+    /// that it does not; an unreachable store is an error, never taken for a missing object.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&parse_key(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the store answers: a cheap HEAD of a key that need not exist.
     pub async fn ping(&self) -> Result<(), StorageError> {
         match self.store.head(&Path::from("health/ping")).await {

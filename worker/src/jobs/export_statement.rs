@@ -286,7 +286,8 @@ async fn read(
         chunks.send(Chunk::Data(bytes)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
     };
 
-    watch.source(Source::begin_snapshot(conn)).await?;
+    let snapshot = watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag)).await?;
+    record_snapshot_basis(ctx, attempt, &snapshot).await?;
     {
         let sql = statement.spec.select_sql(&statement.account, &statement.range);
         let mut result = watch.source(async { Ok(conn.query_iter(sql).await?) }).await?;
@@ -331,6 +332,20 @@ async fn read(
     let (last, size, digest) = file.finish();
     send(last).await?;
     Ok((rows, size, digest))
+}
+
+/// Records in the export what its snapshot was taken against (replica lag, GTID position).
+async fn record_snapshot_basis(
+    ctx: &JobContext,
+    attempt: Attempt,
+    snapshot: &source::Snapshot,
+) -> Result<(), JobError> {
+    let basis = exports::SnapshotBasis {
+        lag_seconds: snapshot.lag_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        position: snapshot.position.clone(),
+    };
+    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    if exports::record_snapshot_basis(&db, attempt, &basis).await? { Ok(()) } else { Err(JobError::Fenced) }
 }
 
 fn source_error(e: SourceError) -> JobError {

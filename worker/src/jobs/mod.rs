@@ -39,6 +39,9 @@ pub struct JobContext {
     pub metrics: Arc<shared::metrics::Metrics>,
     /// Test holds (nothing is armed in production).
     pub holds: Holds,
+    /// Refuse to snapshot a source replica more than this many seconds behind its primary
+    /// (`None`: no guard).
+    pub source_max_lag: Option<u64>,
 }
 
 impl JobContext {
@@ -55,6 +58,7 @@ impl JobContext {
             formula_guard: config.formula_guard,
             metrics: Arc::default(),
             holds: Holds::default(),
+            source_max_lag: worker.source_max_lag,
         }
     }
 }
