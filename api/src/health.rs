@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, types::Example};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json, types::Example};
+use shared::storage_checks::StorageCheck;
+use time::OffsetDateTime;
 
 use crate::{ApiTags, AppState, error::Problem};
 
@@ -18,14 +20,45 @@ pub struct Health {
 }
 
 /// One dependency's state.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct Check {
-    /// `postgres`, `source` or `storage`.
+    /// `postgres`, `source` or `storage` (the bucket, or the local storage directory, exists;
+    /// checked at most once a second per API process).
     pub name: String,
     pub ok: bool,
     /// Round-trip time of the check, in milliseconds.
     pub latency_ms: f64,
+}
+
+/// The outcome of the latest storage write check: `ok` (it wrote its object), `failed` (it could
+/// not: not ready), `not_checked_yet` (no worker has checked yet: reported, not a reason to be
+/// unready) or `unknown` (the result could not be read: Postgres does not answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum WriteCheckStatus {
+    /// The latest check wrote its object.
+    Ok,
+    /// The latest check could not write: not ready.
+    Failed,
+    /// No worker has checked yet (none has started): reported, but not a reason to be unready.
+    NotCheckedYet,
+    /// The result could not be read (Postgres does not answer; its own check says so).
+    Unknown,
+}
+
+/// Whether storage takes writes: every worker overwrites one small object every
+/// `STORAGE_CHECK_INTERVAL_SECS` and records the outcome; this is the latest one.
+#[derive(Debug, Clone, Object)]
+#[oai(example, skip_serializing_if_is_none)]
+pub struct StorageWriteCheck {
+    pub status: WriteCheckStatus,
+    /// When the latest check ran.
+    pub checked_at: Option<OffsetDateTime>,
+    /// Seconds since the latest check ran.
+    pub age_secs: Option<f64>,
+    /// How long its write took (or took to fail), in milliseconds.
+    pub latency_ms: Option<f64>,
 }
 
 /// Every dependency answered.
@@ -35,6 +68,7 @@ pub struct Readiness {
     /// `ready`
     pub status: String,
     pub checks: Vec<Check>,
+    pub storage_write: StorageWriteCheck,
 }
 
 #[derive(Debug, ApiResponse)]
@@ -46,10 +80,11 @@ pub enum HealthResponse {
 
 #[derive(Debug, ApiResponse)]
 pub enum ReadyResponse {
-    /// Postgres, the source database and storage all answer.
+    /// Postgres, the source database and storage all answer, and the latest storage write
+    /// check did not fail.
     #[oai(status = 200, content_type = "application/json")]
     Ready(Json<Readiness>),
-    /// A dependency does not answer; `detail` names it.
+    /// A dependency does not answer, or storage does not accept writes; `detail` names it.
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
@@ -60,9 +95,24 @@ impl Example for Check {
     }
 }
 
+impl Example for StorageWriteCheck {
+    fn example() -> Self {
+        Self {
+            status: WriteCheckStatus::Ok,
+            checked_at: Some(time::macros::datetime!(2025-01-31 09:30:00 UTC)),
+            age_secs: Some(12.5),
+            latency_ms: Some(3.2),
+        }
+    }
+}
+
 impl Example for Readiness {
     fn example() -> Self {
-        Self { status: "ready".into(), checks: vec![Check::example()] }
+        Self {
+            status: "ready".into(),
+            checks: vec![Check::example()],
+            storage_write: StorageWriteCheck::example(),
+        }
     }
 }
 
@@ -84,29 +134,141 @@ impl HealthApi {
         HealthResponse::Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
     }
 
-    /// Readiness: Postgres, the source database and storage answer
+    /// Readiness: Postgres, the source database and storage answer, and storage takes writes
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: poem::web::Data<&AppState>) -> ReadyResponse {
-        let checks = dependency_checks(&state).await;
-        let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
-        if failed.is_empty() {
-            return ReadyResponse::Ready(Json(Readiness { status: "ready".into(), checks }));
+        let report = dependency_checks(&state).await;
+        let problems = report.problems();
+        if problems.is_empty() {
+            let storage_write = report.storage_write.report();
+            return ReadyResponse::Ready(Json(Readiness {
+                status: "ready".into(),
+                checks: report.checks,
+                storage_write,
+            }));
         }
-        let detail = format!("Not ready: {} not answering.", failed.join(", "));
+        let detail = format!("Not ready: {}.", problems.join("; "));
         ReadyResponse::NotReady(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), 5)
     }
 }
 
-/// Postgres, the source database and storage, checked at once, each within a timeout.
-pub async fn dependency_checks(state: &AppState) -> Vec<Check> {
+/// What readiness found: each dependency's check, and the latest storage write check.
+#[derive(Debug, Clone)]
+pub struct Dependencies {
+    /// Postgres, the source database and storage (exists), in that order.
+    pub checks: Vec<Check>,
+    pub storage_write: WriteCheck,
+}
+
+impl Dependencies {
+    /// Why the service is not ready, naming dependencies only (no internal text); empty when
+    /// it is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> =
+            self.checks.iter().filter(|c| !c.ok).map(|c| format!("{} not answering", c.name)).collect();
+        if matches!(&self.storage_write, WriteCheck::Recorded(c) if !c.ok) {
+            problems.push("storage not accepting writes".into());
+        }
+        problems
+    }
+}
+
+/// The latest storage write check as read from Postgres.
+#[derive(Debug, Clone)]
+pub enum WriteCheck {
+    /// Its age is as of now, also when the reading comes from the cache.
+    Recorded(StorageCheck),
+    NotCheckedYet,
+    Unreadable,
+}
+
+impl WriteCheck {
+    pub fn report(&self) -> StorageWriteCheck {
+        match self {
+            Self::Recorded(c) => StorageWriteCheck {
+                status: if c.ok { WriteCheckStatus::Ok } else { WriteCheckStatus::Failed },
+                checked_at: Some(c.checked_at),
+                age_secs: Some(c.age.as_secs_f64()),
+                latency_ms: Some(c.latency.as_secs_f64() * 1000.0),
+            },
+            Self::NotCheckedYet => StorageWriteCheck {
+                status: WriteCheckStatus::NotCheckedYet,
+                checked_at: None,
+                age_secs: None,
+                latency_ms: None,
+            },
+            Self::Unreadable => StorageWriteCheck {
+                status: WriteCheckStatus::Unknown,
+                checked_at: None,
+                age_secs: None,
+                latency_ms: None,
+            },
+        }
+    }
+}
+
+/// How long one look at storage (the existence check and the recorded write check) serves
+/// `/ready` and the dashboard: a flood of readiness probes costs one LIST (or `stat`) and one
+/// query a second.
+pub const STORAGE_STATUS_TTL: Duration = Duration::from_secs(1);
+
+/// Storage's state, cached for [`STORAGE_STATUS_TTL`] per API process. While it is refreshed,
+/// other requests wait for that one refresh instead of starting their own.
+#[derive(Debug, Default)]
+pub struct StorageStatusCache {
+    latest: tokio::sync::Mutex<Option<(Instant, Check, WriteCheck)>>,
+}
+
+impl StorageStatusCache {
+    async fn get(&self, state: &AppState) -> (Check, WriteCheck) {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, exists, write)) = latest.as_ref()
+            && at.elapsed() < STORAGE_STATUS_TTL
+        {
+            let mut write = write.clone();
+            if let WriteCheck::Recorded(c) = &mut write {
+                c.age += at.elapsed();
+            }
+            return (exists.clone(), write);
+        }
+        let exists =
+            timed("storage", async { state.storage.check_exists().await.map_err(|e| e.to_string()) });
+        let (exists, write) = tokio::join!(exists, latest_write_check(state));
+        *latest = Some((Instant::now(), exists.clone(), write.clone()));
+        (exists, write)
+    }
+}
+
+async fn latest_write_check(state: &AppState) -> WriteCheck {
+    let read = async {
+        let db = state.pool.get().await.map_err(|e| e.to_string())?;
+        shared::storage_checks::latest(&db).await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(Ok(Some(check))) => WriteCheck::Recorded(check),
+        Ok(Ok(None)) => WriteCheck::NotCheckedYet,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not read the storage write check");
+            WriteCheck::Unreadable
+        }
+        Err(_) => {
+            tracing::warn!("reading the storage write check timed out");
+            WriteCheck::Unreadable
+        }
+    }
+}
+
+/// Postgres, the source database and storage, checked at once, each within a timeout; storage
+/// (existence and the latest write check) through the per-process cache.
+pub async fn dependency_checks(state: &AppState) -> Dependencies {
     let postgres = timed("postgres", async {
         let db = state.pool.get().await.map_err(|e| e.to_string())?;
         db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())
     });
     let source = timed("source", async { state.source.ping().await.map_err(|e| e.to_string()) });
-    let storage = timed("storage", async { state.storage.ping().await.map_err(|e| e.to_string()) });
-    let (postgres, source, storage) = tokio::join!(postgres, source, storage);
-    vec![postgres, source, storage]
+    let storage = state.storage_status.get(state);
+    let (postgres, source, (storage, storage_write)) = tokio::join!(postgres, source, storage);
+    Dependencies { checks: vec![postgres, source, storage], storage_write }
 }
 
 async fn timed(name: &str, check: impl Future<Output = Result<(), String>>) -> Check {

@@ -50,6 +50,8 @@ pub struct AppState {
     pub admin_session_ttl: Duration,
     /// This process's instruments, with the queue gauges (served on `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
+    /// Storage's readiness, looked at most once a second (see `health`).
+    pub storage_status: Arc<health::StorageStatusCache>,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             sign_in_failures: Arc::default(),
             admin_session_ttl: api.admin_session_ttl,
             metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
+            storage_status: Arc::default(),
         })
     }
 }

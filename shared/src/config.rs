@@ -147,6 +147,8 @@ pub struct WorkerConfig {
     /// Refuse (retryably) to snapshot a source replica more than this many seconds behind its
     /// primary, or whose replication is stopped. `None`: no guard.
     pub source_max_lag: Option<u64>,
+    /// How often the worker checks that storage takes a write (and records it for `/ready`).
+    pub storage_check_interval: Duration,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -258,6 +260,10 @@ impl WorkerConfig {
             retry_window: secs("JOB_RETRY_WINDOW_SECS", defaults.retry_window)?,
             abandoned_upload_age: secs("ABANDONED_UPLOAD_AGE_SECS", defaults.abandoned_upload_age)?,
             source_max_lag: optional("SOURCE_MAX_LAG_SECS", "a whole number of seconds")?,
+            storage_check_interval: positive_secs(
+                "STORAGE_CHECK_INTERVAL_SECS",
+                defaults.storage_check_interval,
+            )?,
         })
     }
 }
@@ -279,6 +285,7 @@ impl Default for WorkerConfig {
             retry_window: Duration::from_secs(900),
             abandoned_upload_age: Duration::from_secs(60),
             source_max_lag: None,
+            storage_check_interval: Duration::from_secs(60),
         }
     }
 }

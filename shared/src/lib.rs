@@ -15,6 +15,7 @@ pub mod signing;
 pub mod source;
 pub mod statement;
 pub mod storage;
+pub mod storage_checks;
 pub mod tables;
 pub mod uploads;
 pub mod workers;

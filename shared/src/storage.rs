@@ -13,6 +13,7 @@ use object_store::{
     PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     buffered::BufWriter,
+    list::{PaginatedListOptions, PaginatedListStore},
     local::LocalFileSystem,
     multipart::{MultipartStore, PartId},
     path::Path,
@@ -167,14 +168,6 @@ impl Storage {
         }
     }
 
-    /// Whether the store answers: a cheap HEAD of a key that need not exist.
-    pub async fn ping(&self) -> Result<(), StorageError> {
-        match self.store.head(&Path::from("health/ping")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// A URL that lets its holder download `key` until it expires. For local storage the URL
     /// points at the API's `/files/` route under `public_base_url`.
     pub async fn download_url(
@@ -216,6 +209,43 @@ impl Storage {
         }
         let swept = tokio::task::spawn_blocking(move || sweep(&exports, older_than)).await;
         swept.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// The one object the workers' write check overwrites (never under `exports/`).
+pub const WRITE_CHECK_KEY: &str = "health/write-check";
+
+impl Storage {
+    /// Whether the bucket (S3) or the root directory (local disk) exists: a LIST of at most one
+    /// key under `health/` (a missing bucket fails it, where a HEAD of a missing key would say
+    /// only "not found"), or the root's metadata. Says nothing about whether writes succeed:
+    /// see [`Storage::check_writable`].
+    pub async fn check_exists(&self) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local { root } => {
+                if tokio::fs::metadata(root).await?.is_dir() {
+                    Ok(())
+                } else {
+                    Err(StorageError::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        format!("{} is not a directory", root.display()),
+                    )))
+                }
+            }
+            Backend::S3(s3) => {
+                let options = PaginatedListOptions { max_keys: Some(1), ..Default::default() };
+                s3.list_paginated(Some("health/"), options).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether storage takes a write: overwrites [`WRITE_CHECK_KEY`] with a few bytes (always
+    /// the same object, so repeated checks leave one small file, not one per check).
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        let body = format!("write check {}\n", OffsetDateTime::now_utc().unix_timestamp());
+        self.store.put(&Path::from(WRITE_CHECK_KEY), PutPayload::from(body)).await?;
+        Ok(())
     }
 }
 

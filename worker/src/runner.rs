@@ -29,6 +29,7 @@ use crate::{
     holds::HoldPoint,
     jobs::{self, JobContext, JobError, Setback},
     maintenance::Maintenance,
+    storage_check,
 };
 
 /// Backoff after failed attempt `attempt` (1-based): `base` doubling per attempt, capped at
@@ -122,6 +123,7 @@ impl Runner {
             Maintenance::new(self.ctx.clone(), self.database_url.clone(), self.config.job_retention)
                 .with_leader_flag(self.leader.clone());
         let maintenance = tokio::spawn(maintenance.run(self.config.maintenance_interval, stop.clone()));
+        let storage_check = self.spawn_storage_check(&stop);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         info!(worker.id = %self.worker_id, concurrency = self.config.concurrency, "worker started");
@@ -160,11 +162,21 @@ impl Runner {
             while tasks.join_next().await.is_some() {}
         }
         stop.cancel();
-        let _ = tokio::join!(listener, heartbeat, maintenance);
+        let _ = tokio::join!(listener, heartbeat, maintenance, storage_check);
         if let Ok(db) = self.ctx.pool.get().await {
             let _ = workers::deregister(&db, &self.worker_id).await;
         }
         info!(worker.id = %self.worker_id, "worker stopped");
+    }
+
+    /// The storage write check ([`storage_check`]) on its own task, until `stop`.
+    fn spawn_storage_check(&self, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(storage_check::run(
+            self.ctx.clone(),
+            self.worker_id.clone(),
+            self.config.storage_check_interval,
+            stop.clone(),
+        ))
     }
 
     async fn register(&self) -> anyhow::Result<()> {

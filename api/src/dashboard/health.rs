@@ -1,11 +1,15 @@
 //! `/dashboard/health`: whether Postgres, the source database and storage answer, and how fast;
-//! the schema and build versions; live workers.
+//! the latest storage write check (what `/ready` reports, with its error); the schema and build
+//! versions; live workers.
 
 use maud::html;
 use poem::{Request, Response, handler, web::Data};
 
 use super::{Page, layout, respond, signed_in};
-use crate::{AppState, health};
+use crate::{
+    AppState,
+    health::{self, WriteCheck},
+};
 
 #[handler]
 pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
@@ -14,7 +18,8 @@ pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
 
 async fn render(state: &AppState, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
-    let checks = health::dependency_checks(state).await;
+    let report = health::dependency_checks(state).await;
+    let checks = &report.checks;
     let db = state.db_for_dashboard().await?;
     let schema = shared::dashboard::schema_version(&db).await?;
     let live = shared::workers::live(&db, shared::workers::ALIVE_WITHIN).await?;
@@ -22,12 +27,36 @@ async fn render(state: &AppState, req: &Request) -> Page {
         table {
             thead { tr { th { "Dependency" } th { "State" } th.num { "Latency" } } }
             tbody {
-                @for check in &checks {
+                @for check in checks {
                     tr {
                         td { (check.name) }
                         td { @if check.ok { span.ok { "answering" } } @else { span.bad { "not answering" } } }
                         td.num { (format!("{:.1} ms", check.latency_ms)) }
                     }
+                }
+            }
+        }
+        h2 { "Storage write check" }
+        p.muted {
+            "Each worker overwrites " span.mono { (shared::storage::WRITE_CHECK_KEY) }
+            " every STORAGE_CHECK_INTERVAL_SECS; the latest outcome decides readiness."
+        }
+        dl.facts {
+            @match &report.storage_write {
+                WriteCheck::Recorded(c) => {
+                    dt { "State" }
+                    dd { @if c.ok { span.ok { "writable" } } @else { span.bad { "write failed" } } }
+                    dt { "Checked" }
+                    dd { (layout::timestamp(c.checked_at)) " (" (layout::duration(c.age.as_secs_f64())) " ago)" }
+                    dt { "Write latency" } dd { (format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0)) }
+                    dt { "By worker" } dd.mono { (c.worker_id) }
+                    @if let Some(error) = &c.error { dt { "Error" } dd.mono { (error) } }
+                }
+                WriteCheck::NotCheckedYet => {
+                    dt { "State" } dd.muted { "not checked yet (no worker has run the check)" }
+                }
+                WriteCheck::Unreadable => {
+                    dt { "State" } dd.bad { "unknown (Postgres does not answer)" }
                 }
             }
         }
