@@ -20,6 +20,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("{0}")]
+    Gone(&'static str),
     #[error("rate limit exceeded; retry in {0} s")]
     RateLimited(u64),
     #[error("a dependency is unavailable: {0}")]
@@ -120,6 +122,9 @@ pub enum ErrorResponse {
     /// The request conflicts with the resource's state (e.g. cancelling a finished export).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
+    /// The export's file no longer exists in storage; request the statement again.
+    #[oai(status = 410, content_type = "application/problem+json")]
+    Gone(Json<Problem>),
     /// Too many requests for this API key; retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
@@ -149,6 +154,7 @@ impl From<ApiError> for ErrorResponse {
             ApiError::Forbidden(detail) => Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail))),
             ApiError::NotFound(detail) => Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail))),
             ApiError::Conflict(detail) => Self::Conflict(Json(Problem::new(StatusCode::CONFLICT, detail))),
+            ApiError::Gone(detail) => Self::Gone(Json(Problem::new(StatusCode::GONE, detail))),
             ApiError::RateLimited(seconds) => Self::TooManyRequests(
                 Json(Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -9,6 +9,7 @@ use poem_openapi::{
 };
 use shared::{
     api_keys::ApiKey,
+    db::DbError,
     exports::{self, Export, ExportStatus},
     statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
 };
@@ -189,7 +190,7 @@ impl Example for ExportDetails {
             date_to: "2024-01-31".into(),
             format: "csv".into(),
             file_url: Some(
-                "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/attempt-1/\
+                "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/8c1f0e2d4b6a49f3a5e7d9c1b3f5a7e9/\
                  statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&signature=3f1c…"
                     .into(),
             ),
@@ -261,15 +262,18 @@ impl ExportsApi {
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
         let mut db = state.db().await?;
-        let requested = exports::request(
-            &mut db,
-            &request,
-            Some(key.id),
-            body.0.force_refresh,
-            state.export_max_attempts,
-            state.freshness_window,
-        )
-        .await?;
+        let force_refresh = body.0.force_refresh;
+        let mut requested = request_export(&state, &mut db, &request, key.id, force_refresh).await?;
+        if requested.reused && requested.export.status == ExportStatus::Completed {
+            let checked = check_file(&state, &db, requested.export).await?.export;
+            requested = if checked.status == ExportStatus::Completed {
+                exports::Requested { export: checked, reused: true }
+            } else {
+                // Its file is gone and it has left the deduplication slot: ask once more, which
+                // makes a new export.
+                request_export(&state, &mut db, &request, key.id, force_refresh).await?
+            };
+        }
         let export = requested.export;
         let accepted = ExportAccepted {
             reference_id: export.id,
@@ -293,6 +297,9 @@ impl ExportsApi {
     }
 
     /// Get an export's status and download link
+    ///
+    /// `410 Gone` when the export's file no longer exists in storage (deleted before its
+    /// retention ended): request the statement again to get a new export.
     #[oai(path = "/api/export/:reference_id", method = "get", operation_id = "get_export")]
     async fn get(
         &self,
@@ -304,6 +311,10 @@ impl ExportsApi {
         let key = state.authenticate(&auth).await?;
         let db = state.db().await?;
         let export = visible_export(&db, &key, reference_id.0).await?;
+        let export = check_file(&state, &db, export).await?.export;
+        if export.file_lost_at.is_some() {
+            return Err(ApiError::Gone(FILE_GONE).into());
+        }
         Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
     }
 
@@ -388,6 +399,59 @@ impl ExportsApi {
             exports::Cancelled::NotFound => {
                 Err(ApiError::NotFound("No export with this reference id.").into())
             }
+        }
+    }
+}
+
+/// What a client is told about an export whose file has disappeared from storage.
+const FILE_GONE: &str = "This export's file no longer exists. Request the statement again \
+    (POST /api/export with the same fields) to get a new export.";
+
+async fn request_export(
+    state: &AppState,
+    db: &mut deadpool_postgres::Object,
+    request: &StatementRequest,
+    key_id: Uuid,
+    force_refresh: bool,
+) -> Result<exports::Requested, ApiError> {
+    let max_attempts = state.export_max_attempts;
+    Ok(exports::request(db, request, Some(key_id), force_refresh, max_attempts, state.reuse_policy).await?)
+}
+
+/// An export after [`check_file`].
+pub(crate) struct Checked {
+    /// The export as it now is (EXPIRED with `file_lost_at` when its file turned out gone).
+    pub export: Export,
+    /// `false` when storage could not be asked (its file may or may not be there).
+    pub verified: bool,
+}
+
+/// Checks that a COMPLETED export's file is still in storage before it is handed out. When
+/// storage says it is gone (deleted by hand, a bucket lifecycle rule), the export is marked as
+/// having lost its file (EXPIRED, out of the deduplication slot). A storage error proves
+/// nothing: the export is left as it is, unverified.
+pub(crate) async fn check_file(
+    state: &AppState,
+    db: &deadpool_postgres::Object,
+    export: Export,
+) -> Result<Checked, DbError> {
+    let (ExportStatus::Completed, Some(key)) = (export.status, export.file_key.as_deref()) else {
+        return Ok(Checked { export, verified: true });
+    };
+    match state.storage.exists(key).await {
+        Ok(true) => Ok(Checked { export, verified: true }),
+        Ok(false) => {
+            tracing::warn!(export.id = %export.id, "a completed export's file is missing from storage");
+            let export = match exports::mark_file_lost(db, export.id, key).await? {
+                Some(lost) => lost,
+                // Changed meanwhile (marked by a concurrent request, expired): as it is now.
+                None => exports::get(db, export.id).await?.unwrap_or(export),
+            };
+            Ok(Checked { export, verified: true })
+        }
+        Err(e) => {
+            tracing::warn!(export.id = %export.id, error = %e, "could not check an export's file in storage");
+            Ok(Checked { export, verified: false })
         }
     }
 }

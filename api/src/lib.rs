@@ -38,8 +38,8 @@ pub struct AppState {
     pub max_range_days: i64,
     /// Attempts an export's job gets before it FAILS for good.
     pub export_max_attempts: i32,
-    /// How long an open period's completed export is reused.
-    pub freshness_window: Duration,
+    /// When a completed export is reused: the freshness window and the books-closed horizon.
+    pub reuse_policy: shared::exports::ReusePolicy,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
     /// The source database, for readiness.
     pub source: shared::source::Source,
@@ -78,7 +78,10 @@ impl AppState {
             download_url_ttl: config.download_url_ttl,
             max_range_days: api.max_range_days,
             export_max_attempts: config.export_max_attempts,
-            freshness_window: api.freshness_window,
+            reuse_policy: shared::exports::ReusePolicy {
+                freshness: api.freshness_window,
+                books_closed_after_days: api.books_closed_after_days,
+            },
             rate_limiter: Arc::new(rate_limit::RateLimiter::new(
                 api.rate_limit_per_minute,
                 api.rate_limit_burst,

@@ -100,7 +100,7 @@ mod tests {
             "/api/export/{reference_id}"
         );
         assert_eq!(route_template("/api/export/x/cancel"), "/api/export/{reference_id}/cancel");
-        assert_eq!(route_template("/files/exports/a/attempt-1/s.csv"), "/files/{key}");
+        assert_eq!(route_template("/files/exports/a/8c1f0e2d/s.csv"), "/files/{key}");
         assert_eq!(route_template("/dashboard/"), "/dashboard");
         assert_eq!(route_template("/"), "/");
         assert_eq!(route_template("/wp-login.php"), "other");

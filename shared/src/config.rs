@@ -76,9 +76,13 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// Base of the URLs the API hands out (download links), e.g. `https://exports.example.com`.
     pub public_base_url: String,
-    /// A completed export of a period that had not ended at its snapshot is reused only this
-    /// long; closed periods are reused for as long as the export lives.
+    /// A completed export of a period whose books were not closed at its snapshot is reused
+    /// only this long; closed periods are reused for as long as the export lives.
     pub freshness_window: Duration,
+    /// A period's books are closed once its last day is at least this many days before the
+    /// snapshot's day (UTC): back-dated corrections and a lagging replica are then assumed
+    /// settled.
+    pub books_closed_after_days: i32,
     /// Longest statement a client may request, in days.
     pub max_range_days: i64,
     /// Requests a minute per API key (average), and the burst allowed above it.
@@ -133,6 +137,16 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// Where the worker serves its Prometheus `/metrics`.
     pub metrics_bind: SocketAddr,
+    /// An export whose source sends nothing for this long fails, retryably.
+    pub stall_timeout: Duration,
+    /// Retryable failures (source or storage down) are retried past `EXPORT_MAX_ATTEMPTS` for
+    /// as long as this since the first of them.
+    pub retry_window: Duration,
+    /// A journalled upload whose claim no longer runs is cleaned up once at least this old.
+    pub abandoned_upload_age: Duration,
+    /// Refuse (retryably) to snapshot a source replica more than this many seconds behind its
+    /// primary, or whose replication is stopped. `None`: no guard.
+    pub source_max_lag: Option<u64>,
     /// How often the worker checks that storage takes a write (and records it for `/ready`).
     pub storage_check_interval: Duration,
 }
@@ -209,6 +223,7 @@ impl ApiConfig {
             bind,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             freshness_window: secs("FRESHNESS_WINDOW_SECS", Duration::from_secs(300))?,
+            books_closed_after_days: positive("BOOKS_CLOSED_AFTER_DAYS", "a positive number of days", 5)?,
             max_range_days: positive("MAX_RANGE_DAYS", "a positive number of days", 366)?,
             rate_limit_per_minute: positive("RATE_LIMIT_PER_MINUTE", "a positive number of requests", 600)?,
             rate_limit_burst: positive("RATE_LIMIT_BURST", "a positive number of requests", 60)?,
@@ -240,6 +255,10 @@ impl WorkerConfig {
                 "a socket address such as 127.0.0.1:9464",
                 defaults.metrics_bind,
             )?,
+            stall_timeout: positive_secs("EXPORT_STALL_TIMEOUT_SECS", defaults.stall_timeout)?,
+            retry_window: secs("JOB_RETRY_WINDOW_SECS", defaults.retry_window)?,
+            abandoned_upload_age: secs("ABANDONED_UPLOAD_AGE_SECS", defaults.abandoned_upload_age)?,
+            source_max_lag: optional("SOURCE_MAX_LAG_SECS", "a whole number of seconds")?,
             storage_check_interval: positive_secs(
                 "STORAGE_CHECK_INTERVAL_SECS",
                 defaults.storage_check_interval,
@@ -261,6 +280,10 @@ impl Default for WorkerConfig {
             job_retention: Duration::from_secs(7 * 86_400),
             progress_interval: Duration::from_secs(1),
             metrics_bind: ([127, 0, 0, 1], 9464).into(),
+            stall_timeout: Duration::from_secs(300),
+            retry_window: Duration::from_secs(900),
+            abandoned_upload_age: Duration::from_secs(60),
+            source_max_lag: None,
             storage_check_interval: Duration::from_secs(60),
         }
     }
@@ -277,6 +300,16 @@ fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) 
             value.trim().parse().map_err(|_| ConfigError::Invalid { var, expected, value })
         }
         _ => Ok(default),
+    }
+}
+
+/// Reads `var` and parses it; unset or empty gives `None`, anything unparsable is an error.
+fn optional<T: FromStr>(var: &'static str, expected: &'static str) -> Result<Option<T>, ConfigError> {
+    match env::var(var) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map(Some).map_err(|_| ConfigError::Invalid { var, expected, value })
+        }
+        _ => Ok(None),
     }
 }
 

@@ -36,6 +36,7 @@ impl DbError {
                     || e.code().is_none()
                     || e.code().is_some_and(|c| {
                         c.code().starts_with("08") // connection exception
+                            || c.code().starts_with("40") // rolled back: deadlock, serialization
                             || *c == SqlState::ADMIN_SHUTDOWN
                             || *c == SqlState::CANNOT_CONNECT_NOW
                             || *c == SqlState::TOO_MANY_CONNECTIONS

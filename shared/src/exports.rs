@@ -8,7 +8,7 @@ use deadpool_postgres::{GenericClient, Object};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{db::DbError, queue, statement::StatementRequest};
+use crate::{db::DbError, queue, statement::StatementRequest, uploads};
 
 /// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
 pub const EXPORT_JOB_KIND: &str = "export_statement";
@@ -70,11 +70,19 @@ pub struct Export {
     pub started_at: Option<OffsetDateTime>,
     pub completed_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
+    /// When the API found the COMPLETED export's file missing from storage (the export is
+    /// EXPIRED since then).
+    pub file_lost_at: Option<OffsetDateTime>,
+    /// The source replica's lag behind its primary when the snapshot was taken, in seconds
+    /// (`None`: not checked).
+    pub snapshot_lag_seconds: Option<i64>,
+    /// The source's replication position read inside the snapshot (a GTID set), if it has one.
+    pub snapshot_position: Option<String>,
 }
 
 const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, \
     file_key, file_size, row_count, rows_exported, sha256, error, created_at, snapshot_at, started_at, \
-    completed_at, expires_at";
+    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
 
 impl Export {
     fn from_row(row: &tokio_postgres::Row) -> Self {
@@ -99,6 +107,9 @@ impl Export {
             started_at: row.get("started_at"),
             completed_at: row.get("completed_at"),
             expires_at: row.get("expires_at"),
+            file_lost_at: row.get("file_lost_at"),
+            snapshot_lag_seconds: row.get("snapshot_lag_seconds"),
+            snapshot_position: row.get("snapshot_position"),
         }
     }
 }
@@ -111,13 +122,33 @@ pub struct Requested {
     pub reused: bool,
 }
 
-/// The live export for request hash `$1` that may be reused: pending, processing, or completed
-/// and either of a closed period or younger than the freshness window (`$2` seconds).
-const REUSABLE: &str = "request_hash = $1 AND superseded_at IS NULL
-    AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
-    AND NOT (status = 'COMPLETED'
-             AND date_to >= (snapshot_at AT TIME ZONE 'UTC')::date
-             AND snapshot_at < now() - make_interval(secs => $2))";
+/// When a completed export may be handed out again instead of a new one.
+#[derive(Debug, Clone, Copy)]
+pub struct ReusePolicy {
+    /// A completed export of a period whose books were not yet closed at its snapshot is
+    /// reused only this long after the snapshot.
+    pub freshness: std::time::Duration,
+    /// A period's books are closed once its last day is at least this many days before the
+    /// snapshot's UTC day; such an export is reused for as long as it lives.
+    pub books_closed_after_days: i32,
+}
+
+/// A completed export that may no longer be reused: its period's books were not closed at its
+/// snapshot (`date_to` fewer than `$3` days before the snapshot's UTC day) and the snapshot is
+/// older than the freshness window (`$2` seconds). The one statement of this rule: the reuse
+/// read and the supersede write both use it.
+const STALE_COMPLETED: &str = "status = 'COMPLETED'
+    AND (snapshot_at AT TIME ZONE 'UTC')::date - date_to < $3::int
+    AND snapshot_at < now() - make_interval(secs => $2)";
+
+/// The live export for request hash `$1` that may be reused: pending, processing, or
+/// completed and not [`STALE_COMPLETED`].
+fn reusable() -> String {
+    format!(
+        "request_hash = $1 AND superseded_at IS NULL
+         AND status IN ('PENDING', 'PROCESSING', 'COMPLETED') AND NOT ({STALE_COMPLETED})"
+    )
+}
 
 /// Arguments of an export job, as stored in `jobs.args`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -134,14 +165,16 @@ pub async fn request(
     api_key_id: Option<Uuid>,
     force_refresh: bool,
     max_attempts: i32,
-    freshness: std::time::Duration,
+    reuse: ReusePolicy,
 ) -> Result<Requested, DbError> {
     let hash = request.request_hash();
+    let (freshness, horizon) = (reuse.freshness.as_secs_f64(), reuse.books_closed_after_days);
     if !force_refresh {
         // Fast path for the common repeat request: one read, no transaction. It only spares
         // work; the unique index below is what guarantees one live export per request.
-        let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE {REUSABLE}")).await?;
-        if let Some(row) = db.query_opt(&statement, &[&hash.as_slice(), &freshness.as_secs_f64()]).await? {
+        let statement =
+            db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE {}", reusable())).await?;
+        if let Some(row) = db.query_opt(&statement, &[&hash.as_slice(), &freshness, &horizon]).await? {
             return Ok(Requested { export: Export::from_row(&row), reused: true });
         }
     }
@@ -158,15 +191,15 @@ pub async fn request(
             )
             .await?;
         } else {
-            // Fresh statements only: a completed export of a period that had not ended when its
-            // snapshot was taken (date_to on or after that day, UTC) is reused only within the
-            // freshness window; a closed period's export is reused for as long as it lives.
+            // Fresh statements only: a completed export of a period whose books were not closed
+            // when its snapshot was taken is reused only within the freshness window; a closed
+            // period's export is reused for as long as it lives.
             tx.execute(
-                "UPDATE exports SET superseded_at = now()
-                 WHERE request_hash = $1 AND superseded_at IS NULL AND status = 'COMPLETED'
-                   AND date_to >= (snapshot_at AT TIME ZONE 'UTC')::date
-                   AND snapshot_at < now() - make_interval(secs => $2)",
-                &[&hash.as_slice(), &freshness.as_secs_f64()],
+                &format!(
+                    "UPDATE exports SET superseded_at = now()
+                     WHERE request_hash = $1 AND superseded_at IS NULL AND {STALE_COMPLETED}"
+                ),
+                &[&hash.as_slice(), &freshness, &horizon],
             )
             .await?;
         }
@@ -263,6 +296,32 @@ pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i6
     Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
 }
 
+/// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
+/// checked) and the source's replication position (`None`: the source has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotBasis {
+    pub lag_seconds: Option<i64>,
+    pub position: Option<String>,
+}
+
+/// Records what the snapshot was taken against. `false` when fenced out.
+pub async fn record_snapshot_basis(
+    db: &impl GenericClient,
+    attempt: Attempt,
+    basis: &SnapshotBasis,
+) -> Result<bool, DbError> {
+    let updated = db
+        .execute(
+            &format!(
+                "UPDATE exports SET snapshot_lag_seconds = $4, snapshot_position = $5
+                 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
+            ),
+            &[&attempt.export_id, &attempt.job_id, &attempt.token, &basis.lag_seconds, &basis.position],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// The finished file.
 #[derive(Debug, Clone)]
 pub struct ExportResult {
@@ -272,8 +331,8 @@ pub struct ExportResult {
     pub sha256: String,
 }
 
-/// Marks the export COMPLETED and its job completed, atomically; the file is kept for
-/// `retention`. `false` when fenced out: nothing was written and the caller must discard its
+/// Marks the export COMPLETED and its job completed, and takes the file out of the upload
+/// journal, atomically; the file is kept for `retention`. `false` when fenced out: nothing was written and the caller must discard its
 /// object.
 pub async fn complete(
     db: &mut Object,
@@ -306,14 +365,16 @@ pub async fn complete(
         tx.rollback().await?;
         return Ok(false);
     }
+    uploads::forget(&tx, &result.file_key).await?;
     tx.commit().await?;
     Ok(true)
 }
 
-/// Marks the export FAILED with a message for the client (no internal details).
+/// Marks the export FAILED with a message for the client (no internal details); nothing of the
+/// failed attempt's progress is kept. Call it in the transaction that fails its job.
 pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
     db.execute(
-        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now()
+        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now(), rows_exported = 0
          WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
         &[&export_id, &message],
     )
@@ -321,7 +382,8 @@ pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Re
     Ok(())
 }
 
-/// Back to PENDING while its job waits for a retry; the message says why.
+/// Back to PENDING while its job waits for a retry; the message says why. Call it in the
+/// transaction that gives its job back to the queue.
 pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
     db.execute(
         "UPDATE exports SET status = 'PENDING', error = $2, rows_exported = 0
@@ -397,6 +459,29 @@ pub async fn mark_expired(db: &impl GenericClient, id: Uuid) -> Result<(), DbErr
     )
     .await?;
     Ok(())
+}
+
+/// Marks a COMPLETED export as having lost its file (`file_key`: the object storage no longer
+/// has): EXPIRED, so it leaves the deduplication slot and the next identical request makes a
+/// new export, with `file_lost_at` set so reads answer that the file is gone. Returns the
+/// export as it now is; `None` when it was no longer COMPLETED with that file (another request
+/// got there first, or maintenance expired it).
+pub async fn mark_file_lost(
+    db: &impl GenericClient,
+    id: Uuid,
+    file_key: &str,
+) -> Result<Option<Export>, DbError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE exports SET status = 'EXPIRED', file_key = NULL, file_lost_at = now()
+                 WHERE id = $1 AND status = 'COMPLETED' AND file_key = $2
+                 RETURNING {COLUMNS}"
+            ),
+            &[&id, &file_key],
+        )
+        .await?;
+    Ok(row.as_ref().map(Export::from_row))
 }
 
 /// Filters of an export listing; `None` means any.

@@ -17,4 +17,5 @@ pub mod statement;
 pub mod storage;
 pub mod storage_checks;
 pub mod tables;
+pub mod uploads;
 pub mod workers;

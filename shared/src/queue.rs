@@ -189,27 +189,37 @@ pub enum FailOutcome {
     Fenced,
 }
 
-/// Records a failed attempt: back to the queue at `retry_at` when there is one and attempts
-/// remain, otherwise `failed` for good.
+/// Records a failed attempt. With a `retry_at` (a retryable error) the job runs again then
+/// while attempts remain, or, past them, while its run of failures is younger than
+/// `retry_window` (an outage of minutes is waited out, not counted down in attempts); without
+/// one, or past both, it fails for good. Fenced by the attempt's token.
 pub async fn fail(
     db: &impl GenericClient,
     id: i64,
     token: Uuid,
     error: &str,
     retry_at: Option<OffsetDateTime>,
+    retry_window: Duration,
 ) -> Result<FailOutcome, DbError> {
     let row = db
         .query_opt(
-            "UPDATE jobs SET
-                 state = CASE WHEN $4::timestamptz IS NOT NULL AND attempt < max_attempts
-                              THEN 'retryable' ELSE 'failed' END,
-                 run_at = COALESCE($4, run_at),
-                 finished_at = CASE WHEN $4::timestamptz IS NOT NULL AND attempt < max_attempts
-                                    THEN NULL ELSE now() END,
+            "WITH attempt AS (
+                 SELECT id, $4::timestamptz IS NOT NULL
+                            AND (attempt < max_attempts
+                                 OR COALESCE(failing_since, now()) > now() - make_interval(secs => $5)) AS retry
+                 FROM jobs
+                 WHERE id = $1 AND attempt_token = $2 AND state = 'running'
+             )
+             UPDATE jobs SET
+                 state = CASE WHEN attempt.retry THEN 'retryable' ELSE 'failed' END,
+                 run_at = CASE WHEN attempt.retry THEN $4 ELSE jobs.run_at END,
+                 finished_at = CASE WHEN attempt.retry THEN NULL ELSE now() END,
+                 failing_since = COALESCE(jobs.failing_since, now()),
                  last_error = $3, lease_expires_at = NULL, attempt_token = NULL
-             WHERE id = $1 AND attempt_token = $2 AND state = 'running'
-             RETURNING state, run_at",
-            &[&id, &token, &error, &retry_at],
+             FROM attempt
+             WHERE jobs.id = attempt.id
+             RETURNING jobs.state, jobs.run_at",
+            &[&id, &token, &error, &retry_at, &retry_window.as_secs_f64()],
         )
         .await?;
     Ok(match row {
@@ -219,27 +229,47 @@ pub async fn fail(
     })
 }
 
-/// Returns jobs whose lease expired to the queue, or fails them when no attempts remain.
-/// Returns the ids and args of the jobs that failed for good, so their owners can record it.
-pub async fn rescue_expired(
-    db: &impl GenericClient,
-) -> Result<Vec<(i64, String, serde_json::Value)>, DbError> {
+/// A job whose worker was lost, returned to the queue or failed by [`rescue_expired`].
+#[derive(Debug, Clone)]
+pub struct Rescued {
+    pub id: i64,
+    pub kind: String,
+    pub args: serde_json::Value,
+    /// `false`: no attempts remain and the job failed for good.
+    pub retrying: bool,
+}
+
+/// Returns jobs whose lease expired to the queue, or fails them when no attempts remain. Any
+/// number of workers may run it at once: each skips the rows another is rescuing. Call it in a
+/// transaction with the owners' own records of the setback.
+pub async fn rescue_expired(db: &impl GenericClient) -> Result<Vec<Rescued>, DbError> {
     let rows = db
         .query(
-            "UPDATE jobs SET
+            "WITH lost AS (
+                 SELECT id FROM jobs
+                 WHERE state = 'running' AND lease_expires_at < now()
+                 ORDER BY id
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE jobs SET
                  state = CASE WHEN attempt < max_attempts THEN 'retryable' ELSE 'failed' END,
                  finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
                  last_error = 'worker lost its lease (crashed or stalled) during attempt ' || attempt,
                  lease_expires_at = NULL, attempt_token = NULL, run_at = now()
-             WHERE state = 'running' AND lease_expires_at < now()
-             RETURNING id, kind, args, state",
+             FROM lost
+             WHERE jobs.id = lost.id
+             RETURNING jobs.id, jobs.kind, jobs.args, jobs.state",
             &[],
         )
         .await?;
     Ok(rows
         .iter()
-        .filter(|r| r.get::<_, &str>("state") == "failed")
-        .map(|r| (r.get("id"), r.get("kind"), r.get("args")))
+        .map(|r| Rescued {
+            id: r.get("id"),
+            kind: r.get("kind"),
+            args: r.get("args"),
+            retrying: r.get::<_, &str>("state") == "retryable",
+        })
         .collect())
 }
 

@@ -7,12 +7,15 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesOrdered};
 use object_store::{
-    Attribute, Attributes, BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    Attribute, Attributes, BackoffConfig, MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     buffered::BufWriter,
     list::{PaginatedListOptions, PaginatedListStore},
     local::LocalFileSystem,
+    multipart::{MultipartStore, PartId},
     path::Path,
     signer::{Method, Signer},
 };
@@ -87,22 +90,58 @@ impl Storage {
         matches!(self.backend, Backend::Local { .. })
     }
 
-    /// A writer for a new object at `key`; see [`Upload`]. On S3 the object is served with
-    /// `content_type` (local files get theirs from the API's download route).
-    pub fn upload(&self, key: &str, content_type: &str) -> Result<Upload, StorageError> {
+    /// Starts an upload of a new object at `key`; see [`Upload`]. On S3 this creates the
+    /// multipart upload at once, so its id can be journalled before the first byte
+    /// ([`Upload::upload_id`]); the object is served with `content_type` (local files get theirs
+    /// from the API's download route).
+    pub async fn upload(&self, key: &str, content_type: &str) -> Result<Upload, StorageError> {
         let path = parse_key(key)?;
-        // Parts in flight: two overlap network round trips on S3; local disk gains nothing from
-        // a second one, which would only hold another part in memory.
-        let in_flight = if self.is_local() { 1 } else { 2 };
-        let mut writer = BufWriter::with_capacity(self.store.clone(), path, self.part_size)
-            .with_max_concurrency(in_flight);
-        if let Backend::S3(_) = self.backend {
-            writer = writer
-                .with_attributes(Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]));
-        }
+        let writer = match &self.backend {
+            // Local disk: one part in flight; a second would only hold another part in memory.
+            Backend::Local { .. } => Writer::Local(
+                BufWriter::with_capacity(self.store.clone(), path, self.part_size).with_max_concurrency(1),
+            ),
+            Backend::S3(s3) => {
+                let attributes = Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]);
+                let options = PutMultipartOptions { attributes, ..Default::default() };
+                let id = s3.create_multipart_opts(&path, options).await?;
+                Writer::S3(MultipartWriter {
+                    s3: s3.clone(),
+                    path,
+                    id,
+                    part_size: self.part_size,
+                    buffer: Vec::new(),
+                    buffered: 0,
+                    in_flight: FuturesOrdered::new(),
+                    parts: Vec::new(),
+                })
+            }
+        };
         Ok(Upload { writer: Some(writer) })
     }
 
+    /// Removes everything an upload to `key` may have left: its S3 multipart upload
+    /// (`upload_id`), the object itself, local staging files. Idempotent; only for keys that
+    /// belong to one claim, never to a recorded export's file.
+    pub async fn discard(&self, key: &str, upload_id: Option<&str>) -> Result<(), StorageError> {
+        let path = parse_key(key)?;
+        match &self.backend {
+            Backend::S3(s3) => {
+                if let Some(id) = upload_id {
+                    match s3.abort_multipart(&path, &id.to_owned()).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Backend::Local { root } => {
+                let file = root.join(key);
+                let staging = tokio::task::spawn_blocking(move || remove_staging_files(&file)).await;
+                staging.map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            }
+        }
+        self.delete(key).await
+    }
     /// The object's bytes as a stream (used by the API to serve local files).
     pub async fn get(&self, key: &str) -> Result<object_store::GetResult, StorageError> {
         Ok(self.store.get(&parse_key(key)?).await?)
@@ -111,6 +150,16 @@ impl Storage {
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&parse_key(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the object at `key` exists (a HEAD). `Ok(false)` only when storage answered
+    /// that it does not; an unreachable store is an error, never taken for a missing object.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&parse_key(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -242,29 +291,140 @@ fn parse_key(key: &str) -> Result<Path, StorageError> {
 }
 
 /// An upload in progress. Nothing is visible under the key until [`Upload::finish`]; on any
-/// error call [`Upload::abort`] (dropping it without either also leaves no object).
+/// error call [`Upload::abort`].
 pub struct Upload {
-    writer: Option<BufWriter>,
+    writer: Option<Writer>,
+}
+
+enum Writer {
+    /// `object_store` stages the file next to its destination (`<name>#<n>`) and renames it.
+    Local(BufWriter),
+    S3(MultipartWriter),
+}
+
+/// An S3 multipart upload driven part by part, so its id is known (and journalled) from the
+/// start: a killed worker's parts can be aborted later by id.
+struct MultipartWriter {
+    s3: Arc<AmazonS3>,
+    path: Path,
+    id: MultipartId,
+    part_size: usize,
+    /// Chunks of the next part (sent as one payload, not copied together).
+    buffer: Vec<Bytes>,
+    buffered: usize,
+    /// Parts being uploaded, in order; two overlap network round trips.
+    in_flight: FuturesOrdered<BoxFuture<'static, Result<PartId, object_store::Error>>>,
+    parts: Vec<PartId>,
+}
+
+/// Parts uploaded at once per S3 upload.
+const S3_PARTS_IN_FLIGHT: usize = 2;
+
+impl MultipartWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        self.buffered += chunk.len();
+        self.buffer.push(chunk);
+        if self.buffered >= self.part_size {
+            self.send_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self) -> Result<(), StorageError> {
+        while self.in_flight.len() >= S3_PARTS_IN_FLIGHT {
+            self.collect_one().await?;
+        }
+        let payload = PutPayload::from_iter(std::mem::take(&mut self.buffer));
+        self.buffered = 0;
+        let (s3, path, id, index) = (self.s3.clone(), self.path.clone(), self.id.clone(), self.next_index());
+        self.in_flight.push_back(async move { s3.put_part(&path, &id, index, payload).await }.boxed());
+        Ok(())
+    }
+
+    fn next_index(&self) -> usize {
+        self.parts.len() + self.in_flight.len()
+    }
+
+    async fn collect_one(&mut self) -> Result<(), StorageError> {
+        if let Some(part) = self.in_flight.next().await {
+            self.parts.push(part?);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), StorageError> {
+        // S3 needs at least one part; an empty file is one empty part.
+        if self.buffered > 0 || self.next_index() == 0 {
+            self.send_part().await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.collect_one().await?;
+        }
+        self.s3.complete_multipart(&self.path, &self.id, self.parts).await?;
+        Ok(())
+    }
+
+    async fn abort(self) -> Result<(), StorageError> {
+        drop(self.in_flight);
+        self.s3.abort_multipart(&self.path, &self.id).await?;
+        Ok(())
+    }
 }
 
 impl Upload {
+    /// The S3 multipart upload's id (`None` on local disk).
+    pub fn upload_id(&self) -> Option<&str> {
+        match self.writer.as_ref()? {
+            Writer::S3(s3) => Some(&s3.id),
+            Writer::Local(_) => None,
+        }
+    }
+
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
-        let writer = self.writer.as_mut().ok_or(StorageError::Key("upload already finished".into()))?;
-        writer.put(chunk).await?;
+        match self.writer.as_mut().ok_or(StorageError::Key("upload already finished".into()))? {
+            Writer::Local(writer) => writer.put(chunk).await?,
+            Writer::S3(writer) => writer.write(chunk).await?,
+        }
         Ok(())
     }
 
     pub async fn finish(mut self) -> Result<(), StorageError> {
-        if let Some(mut writer) = self.writer.take() {
-            writer.shutdown().await?;
+        match self.writer.take() {
+            Some(Writer::Local(mut writer)) => writer.shutdown().await?,
+            Some(Writer::S3(writer)) => writer.finish().await?,
+            None => {}
         }
         Ok(())
     }
 
     pub async fn abort(mut self) -> Result<(), StorageError> {
-        if let Some(mut writer) = self.writer.take() {
-            writer.abort().await?;
+        match self.writer.take() {
+            Some(Writer::Local(mut writer)) => writer.abort().await?,
+            Some(Writer::S3(writer)) => writer.abort().await?,
+            None => {}
         }
         Ok(())
     }
+}
+
+/// Removes `object_store`'s staging files of a local upload to `file` (`<name>#<n>`).
+fn remove_staging_files(file: &std::path::Path) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else { return Ok(()) };
+    let prefix = format!("{}#", name.to_string_lossy());
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ use shared::{
 use worker::runner::Runner;
 
 pub mod dashboard;
+pub mod replica;
 pub mod s3;
 
 pub use reqwest::StatusCode;
@@ -61,6 +62,20 @@ impl TestApp {
 
     /// Like [`TestApp::spawn_with`], with a chance to adjust the configuration first.
     pub async fn spawn_configured(tables: TableRegistry, adjust: impl FnOnce(&mut Config)) -> Self {
+        let admin_url = source_admin_url();
+        let host_port = admin_url.rsplit_once('@').map(|(_, hp)| hp.to_owned()).unwrap();
+        Self::spawn_with_source(&admin_url, &host_port, tables, adjust).await
+    }
+
+    /// Like [`TestApp::spawn_configured`], with the source database made through
+    /// `source_admin_url` (root, no database) and the service reading it at `read_host_port`:
+    /// a replica of that server, for instance.
+    pub async fn spawn_with_source(
+        source_admin_url: &str,
+        read_host_port: &str,
+        tables: TableRegistry,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let pg_db = format!("stmt_test_{}", &id[..16]);
         let source_db = format!("stmt_src_{}", &id[..16]);
@@ -75,7 +90,7 @@ impl TestApp {
         let database_url = format!("{}/{pg_db}", base.rsplit_once('/').expect("URL has a path").0);
 
         // MariaDB: a fresh source database with the demo schema, readable by the SELECT-only user.
-        let source_admin_base = mysql_async::Pool::new(source_admin_url().as_str());
+        let source_admin_base = mysql_async::Pool::new(source_admin_url);
         let mut conn = source_admin_base.get_conn().await.expect("MariaDB answers at SOURCE_ADMIN_URL");
         conn.query_drop(format!("CREATE DATABASE {source_db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
             .await
@@ -94,9 +109,8 @@ impl TestApp {
         conn.query_drop(SOURCE_SCHEMA).await.unwrap();
         drop(conn);
         source_admin_base.disconnect().await.unwrap();
-        let source_admin = mysql_async::Pool::new(format!("{}/{source_db}", source_admin_url()).as_str());
-        let host_port = source_admin_url().rsplit_once('@').map(|(_, hp)| hp.to_owned()).unwrap();
-        let source_url = format!("mysql://statements_ro:statements_ro@{host_port}/{source_db}");
+        let source_admin = mysql_async::Pool::new(format!("{source_admin_url}/{source_db}").as_str());
+        let source_url = format!("mysql://statements_ro:statements_ro@{read_host_port}/{source_db}");
 
         let storage_dir = std::env::temp_dir().join(format!("stmt-test-{id}"));
         let mut config = Config {
@@ -144,6 +158,7 @@ impl TestApp {
             bind,
             public_base_url: base_url.to_owned(),
             freshness_window: std::time::Duration::from_secs(300),
+            books_closed_after_days: 5,
             max_range_days: 366,
             rate_limit_per_minute: per_minute,
             rate_limit_burst: burst,
@@ -169,6 +184,7 @@ impl TestApp {
             poll_interval: std::time::Duration::from_millis(200),
             maintenance_interval: std::time::Duration::from_millis(500),
             progress_interval: std::time::Duration::from_millis(100),
+            abandoned_upload_age: std::time::Duration::ZERO,
             ..WorkerConfig::default()
         }
     }

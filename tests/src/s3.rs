@@ -62,12 +62,39 @@ impl MotoServer {
         assert!(response.status().is_success(), "create bucket: {}", response.status());
     }
 
+    /// Deletes an object behind the service's back, as an operator or a lifecycle rule would.
+    /// (moto refuses an anonymous DELETE; any credentials will do, it does not check them.)
+    pub async fn delete_object(&self, key: &str) {
+        let authorization = "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/s3/aws4_request, \
+                             SignedHeaders=host, Signature=0";
+        let response = reqwest::Client::new()
+            .delete(format!("{}/{BUCKET}/{key}", self.endpoint()))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "delete {key}: {}", response.status());
+    }
+
     /// Keys of the completed objects under `prefix` (in-progress multipart uploads are not
     /// objects and are not listed).
     pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
         let url = format!("{}/{BUCKET}?list-type=2&prefix={prefix}", self.endpoint());
         let body = reqwest::Client::new().get(url).send().await.unwrap().text().await.unwrap();
         body.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_owned).collect()
+    }
+}
+
+impl MotoServer {
+    /// Ids of the multipart uploads started under `prefix` and neither completed nor aborted.
+    pub async fn list_multipart_uploads(&self, prefix: &str) -> Vec<String> {
+        let url = format!("{}/{BUCKET}?uploads&prefix={prefix}", self.endpoint());
+        let body = reqwest::Client::new().get(url).send().await.unwrap().text().await.unwrap();
+        body.split("<UploadId>")
+            .skip(1)
+            .filter_map(|s| s.split("</UploadId>").next())
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -105,7 +105,7 @@ async fn download_links_refuse_tampering_and_expiry() {
     let last = if url.ends_with('0') { '1' } else { '0' };
     let tampered_sig = format!("{}{last}", &url[..url.len() - 1]);
     let tampered_expiry = url.replace("expires=", "expires=9");
-    let other_file = url.replace("attempt-1", "attempt-2");
+    let other_file = url.replace("/statement_", "/other_");
     for bad in [tampered_sig, tampered_expiry, other_file] {
         let response = app.download(&bad).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{bad}");

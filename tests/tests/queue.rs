@@ -104,7 +104,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE).await.unwrap());
     assert!(!queue::complete(&db, stale.id, stale.token).await.unwrap());
     assert_eq!(
-        queue::fail(&db, stale.id, stale.token, "late", None).await.unwrap(),
+        queue::fail(&db, stale.id, stale.token, "late", None, LEASE).await.unwrap(),
         queue::FailOutcome::Fenced
     );
     // The fresh attempt's writes go through.
@@ -121,7 +121,11 @@ async fn retries_back_off_exponentially_then_fail_the_export_with_a_message() {
     let mut config = app.config.clone();
     config.source_database_url =
         secrecy::SecretString::from("mysql://statements_ro:x@127.0.0.1:1/none".to_owned());
-    let runner = TestApp::runner_for(&config, TestApp::worker_config());
+    // No retry window: the attempts alone decide.
+    let runner = TestApp::runner_for(
+        &config,
+        shared::config::WorkerConfig { retry_window: Duration::ZERO, ..TestApp::worker_config() },
+    );
 
     // max_attempts is 3 in the test configuration. Base backoff 2 s, doubling, ±25 % jitter.
     for (attempt, nominal) in [(1, 2.0), (2, 4.0)] {
@@ -139,6 +143,8 @@ async fn retries_back_off_exponentially_then_fail_the_export_with_a_message() {
     assert_eq!(runner.run_pending().await.unwrap(), 1);
     let state: String = one_value(&app, "SELECT state FROM jobs").await;
     assert_eq!(state, "failed");
+    let retry_due: bool = one_value(&app, "SELECT run_at > now() FROM jobs").await;
+    assert!(!retry_due, "a failed job has no future run");
     let details: Value =
         app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(details["status"], "FAILED");
@@ -285,7 +291,8 @@ async fn maintenance_expires_old_exports_deletes_their_files_and_prunes_old_jobs
 #[tokio::test]
 async fn staging_files_abandoned_by_killed_workers_are_swept_after_a_day() {
     let app = TestApp::spawn().await;
-    let dir = app.storage_dir.join("exports/0b6f0f0e-0000-4000-8000-000000000001/attempt-1");
+    let dir =
+        app.storage_dir.join("exports/0b6f0f0e-0000-4000-8000-000000000001/8c1f0e2d4b6a49f3a5e7d9c1b3f5a7e9");
     std::fs::create_dir_all(&dir).unwrap();
     let abandoned = dir.join("statement.csv#1");
     let running = dir.join("statement.csv#2");

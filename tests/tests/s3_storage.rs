@@ -67,6 +67,8 @@ async fn storage_going_away_mid_upload_leaves_no_object_and_the_job_retries() {
     worker.stop().await;
 
     assert!(moto.list_keys("exports/").await.is_empty(), "no object, complete or partial");
+    // The abort failed with storage away: the parts are still there, until storage is back.
+    assert_eq!(moto.list_multipart_uploads("exports/").await.len(), 1);
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING");
     assert!(details["error"].as_str().unwrap().contains("storage"), "{details}");
@@ -79,5 +81,9 @@ async fn storage_going_away_mid_upload_leaves_no_object_and_the_job_retries() {
     assert_eq!(details["row_count"], 2 * ROWS);
     let keys = moto.list_keys(&format!("exports/{id}/")).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert!(keys[0].contains("attempt-2"));
+    // Maintenance retried the failed abort: no parts are left behind (no lifecycle rule needed).
+    let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
+    let report = worker::maintenance::run_once(&ctx, std::time::Duration::from_secs(86_400)).await;
+    assert_eq!(report.cleaned_uploads, 1);
+    assert!(moto.list_multipart_uploads("exports/").await.is_empty());
 }

@@ -28,16 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let worker_config = WorkerConfig::from_env()?;
     shared::db::migrate(&config.database_url).await.context("applying migrations")?;
     let ctx = worker::context(&config, &worker_config)?;
-    // Exportable tables are checked against the source schema at start-up: a missing table or
-    // column is a configuration error. An unreachable source is not: exports retry until it
-    // answers.
-    match ctx.source.validate(&ctx.tables).await {
-        Ok(()) => {}
-        Err(e @ shared::source::SourceError::Schema { .. }) => {
-            anyhow::bail!("EXPORT_TABLES_FILE does not match the source database: {e}")
-        }
-        Err(e) => tracing::warn!(error = %e, "source database unreachable at start-up; exports will retry"),
-    }
+    // Exportable tables (and, with SOURCE_MAX_LAG_SECS, the replication-status privilege) are
+    // checked at start-up: a mismatch is a configuration error.
+    worker::check_source(&ctx).await?;
     ctx.holds.arm_from_env()?;
     let metrics = ctx.metrics.clone();
     let metrics_bind = worker_config.metrics_bind;

@@ -1,10 +1,13 @@
-//! Periodic maintenance, run by exactly one worker at a time.
+//! Periodic maintenance.
 //!
-//! Leadership is a Postgres session advisory lock held on a dedicated connection: whoever holds
-//! it runs maintenance; if that worker dies, its connection closes, the lock is released and
-//! another worker takes over at its next tick. The leader rescues expired leases, deletes the
-//! files of exports past retention (marking them EXPIRED so deduplication stops returning them)
-//! and prunes old finished jobs in bounded batches.
+//! Every worker rescues expired leases at every tick: the rescue skips rows another worker is
+//! rescuing, so any number may run it, and a leader that hangs (SIGSTOP, a stalled VM) cannot
+//! stop it. The rest runs on one worker at a time. Leadership is a Postgres session advisory
+//! lock held on a dedicated connection: if its worker dies, the connection closes, the lock is
+//! released and another worker takes over at its next tick. The leader cleans up after uploads
+//! nobody will finish (the upload journal), deletes the files of exports past retention
+//! (marking them EXPIRED so deduplication stops returning them) and prunes old finished jobs in
+//! bounded batches.
 
 use std::{
     sync::{
@@ -15,7 +18,7 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use shared::{exports, queue, workers};
+use shared::{db::DbError, exports, queue, uploads, workers};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -34,10 +37,14 @@ const HOUSEKEEPING_EVERY: u64 = 6;
 /// What one maintenance pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
+    /// Expired leases rescued (back to the queue, or failed when no attempts remained).
+    pub rescued: usize,
     pub rescued_failed: usize,
+    /// Abandoned uploads (journalled, their claim gone) whose leftovers were removed.
+    pub cleaned_uploads: usize,
     pub expired: usize,
     pub pruned: u64,
-    /// Staging files of local uploads abandoned by killed workers.
+    /// Local staging files from before the upload journal, untouched for a day.
     pub abandoned_uploads: u64,
 }
 
@@ -127,19 +134,23 @@ impl Maintenance {
         self.set_leader(false);
     }
 
-    /// One maintenance pass, if this process leads: lease rescue always, housekeeping
-    /// (retention, pruning) on every [`HOUSEKEEPING_EVERY`]th pass, starting with the first.
+    /// One maintenance pass: lease rescue on every worker; if this process leads, upload
+    /// cleanup, and housekeeping (retention, pruning) on every [`HOUSEKEEPING_EVERY`]th pass,
+    /// starting with the first. `None` when it does not lead.
     pub async fn tick(&mut self) -> Option<Report> {
-        if !self.try_lead().await {
-            return None;
-        }
-        let housekeeping = self.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
-        self.ticks += 1;
-        let report = run_pass(&self.ctx, self.job_retention, housekeeping).await;
+        let (rescued, rescued_failed) = rescue(&self.ctx).await;
+        let leads = self.try_lead().await;
+        let report = if leads {
+            let housekeeping = self.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
+            self.ticks += 1;
+            Report { rescued, rescued_failed, ..run_pass(&self.ctx, self.job_retention, housekeeping).await }
+        } else {
+            Report { rescued, rescued_failed, ..Report::default() }
+        };
         if report != Report::default() {
             info!(?report, "maintenance pass");
         }
-        Some(report)
+        leads.then_some(report)
     }
 
     pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
@@ -158,7 +169,39 @@ impl Maintenance {
 
 /// Every maintenance step once, regardless of leadership (the caller ensures it).
 pub async fn run_once(ctx: &JobContext, job_retention: Duration) -> Report {
-    run_pass(ctx, job_retention, true).await
+    let (rescued, rescued_failed) = rescue(ctx).await;
+    Report { rescued, rescued_failed, ..run_pass(ctx, job_retention, true).await }
+}
+
+/// Rescues expired leases, recording each setback in its kind's tables in the same
+/// transaction. Returns how many were rescued and how many of them failed for good.
+async fn rescue(ctx: &JobContext) -> (usize, usize) {
+    let rescued = async {
+        let mut db = ctx.pool.get().await?;
+        let tx = db.transaction().await?;
+        let rescued = queue::rescue_expired(&tx).await?;
+        for job in &rescued {
+            let (setback, message) = if job.retrying {
+                (Setback::Retrying, "the worker running the export was lost; another worker will resume it")
+            } else {
+                warn!(job.id = job.id, "job failed for good after its last lease expired");
+                (
+                    Setback::Failed,
+                    "the export was interrupted too many times (worker lost during every attempt)",
+                )
+            };
+            jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, message).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, DbError>(rescued)
+    };
+    match rescued.await {
+        Ok(rescued) => (rescued.len(), rescued.iter().filter(|j| !j.retrying).count()),
+        Err(e) => {
+            warn!(error = %e, "maintenance: lease rescue failed");
+            (0, 0)
+        }
+    }
 }
 
 async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool) -> Report {
@@ -171,16 +214,22 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
         }
     };
 
-    match queue::rescue_expired(&db).await {
-        Ok(failed) => {
-            for (id, kind, args) in failed {
-                warn!(job.id = id, "job failed for good after its last lease expired");
-                let message = "the export was interrupted too many times (worker lost during every attempt)";
-                jobs::on_setback(ctx, &kind, &args, Setback::Failed, message).await;
-                report.rescued_failed += 1;
+    match uploads::abandoned(&db, ctx.abandoned_upload_age, BATCH).await {
+        Ok(abandoned) => {
+            for upload in abandoned {
+                let cleaned = match ctx.storage.discard(&upload.file_key, upload.upload_id.as_deref()).await {
+                    Ok(()) => uploads::forget(&db, &upload.file_key).await.map_err(anyhow::Error::from),
+                    Err(e) => Err(e.into()),
+                };
+                match cleaned {
+                    Ok(()) => report.cleaned_uploads += 1,
+                    Err(e) => {
+                        warn!(key = upload.file_key, error = %e, "maintenance: cleaning up an abandoned upload failed; will retry")
+                    }
+                }
             }
         }
-        Err(e) => warn!(error = %e, "maintenance: lease rescue failed"),
+        Err(e) => warn!(error = %e, "maintenance: listing abandoned uploads failed"),
     }
     if !housekeeping {
         return report;

@@ -15,6 +15,7 @@ use opentelemetry::KeyValue;
 use secrecy::{ExposeSecret, SecretString};
 use shared::{
     config::WorkerConfig,
+    db::DbError,
     queue::{self, ClaimedJob, FailOutcome},
     workers,
 };
@@ -190,23 +191,27 @@ impl Runner {
         let held: Vec<(Uuid, CancellationToken)> =
             self.running.lock().expect("not poisoned").iter().map(|(t, c)| (*t, c.clone())).collect();
         let tokens: Vec<Uuid> = held.iter().map(|(t, _)| *t).collect();
-        match self.ctx.pool.get().await {
-            Ok(db) => match queue::release(&db, &tokens).await {
-                Ok(released) => {
-                    self.ctx.holds.reach(HoldPoint::BeforeSetback).await;
-                    for (id, kind, args) in released {
-                        info!(job.id = id, "released to the queue at shutdown");
-                        let message = "the worker shut down; another worker will resume the export";
-                        jobs::on_setback(&self.ctx, &kind, &args, Setback::Released, message).await;
-                    }
-                }
-                Err(e) => warn!(error = %e, "could not release running jobs; their leases will expire"),
-            },
-            Err(e) => warn!(error = %e, "could not release running jobs; their leases will expire"),
+        if let Err(e) = self.release(&tokens).await {
+            warn!(error = %e, "could not release running jobs; their leases will expire");
         }
         for (_, cancel) in held {
             cancel.cancel();
         }
+    }
+
+    /// Releases the jobs and records it in their kinds' tables, in one transaction.
+    async fn release(&self, tokens: &[Uuid]) -> Result<(), DbError> {
+        let mut db = self.ctx.pool.get().await?;
+        let tx = db.transaction().await?;
+        let released = queue::release(&tx, tokens).await?;
+        self.ctx.holds.reach(HoldPoint::BeforeSetback).await;
+        let message = "the worker shut down; another worker will resume the export";
+        for (id, kind, args) in &released {
+            jobs::on_setback(&self.ctx, &tx, kind, args, Setback::Released, message).await?;
+            info!(job.id = id, "released to the queue at shutdown");
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Runs [`Runner::run`] on its own task until [`Background::stop`].
@@ -289,17 +294,16 @@ impl Background {
 
 /// Records the outcome of an attempt in the queue (and, through the job kind, its domain row).
 async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outcome: Result<(), JobError>) {
-    let Ok(db) = ctx.pool.get().await else {
-        // The lease will expire and the rescuer will put the job back.
-        error!("postgres unavailable; the job's lease will expire and it will be retried");
-        return;
-    };
     let (message, retry_at) = match outcome {
         Ok(()) => {
             // Job kinds may complete their job themselves, atomically with their domain row
             // (exports do): then this finds nothing left to do.
-            if let Err(e) = queue::complete(&db, job.id, job.token).await {
-                error!(error = %e, "could not mark the job completed");
+            let completed = match ctx.pool.get().await {
+                Ok(db) => queue::complete(&db, job.id, job.token).await.map(drop),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = completed {
+                error!(error = %e, "could not mark the job completed; its lease will expire");
             }
             record_attempts(ctx, job, "completed");
             return;
@@ -314,28 +318,41 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
         }
         Err(JobError::Fatal(e)) => (format!("{e:#}"), None),
     };
-    let outcome = queue::fail(&db, job.id, job.token, &message, retry_at).await;
-    ctx.holds.reach(HoldPoint::BeforeSetback).await;
-    match outcome {
+    match record_setback(ctx, job, &message, retry_at, config.retry_window).await {
         Ok(FailOutcome::Retrying(at)) => {
-            warn!(error = %message, retry_at = %at, "attempt failed; will retry");
-            jobs::on_setback(
-                ctx,
-                &job.kind,
-                &job.args,
-                Setback::Retrying,
-                &format!("attempt failed, retrying: {message}"),
-            )
-            .await;
+            warn!(error = %message, retry_at = %at, "attempt failed; will retry")
         }
         Ok(FailOutcome::Failed) => {
             error!(error = %message, "job failed for good");
             record_attempts(ctx, job, "failed");
-            jobs::on_setback(ctx, &job.kind, &job.args, Setback::Failed, &message).await;
         }
         Ok(FailOutcome::Fenced) => info!("attempt fenced out; its failure is not recorded"),
-        Err(e) => error!(error = %e, "could not record the failed attempt"),
+        // The lease will expire and the rescuer will put the job back.
+        Err(e) => error!(error = %e, "could not record the failed attempt; its lease will expire"),
     }
+}
+
+/// Records a failed attempt in the queue and in its kind's tables, in one transaction: no
+/// other claim can take the job between the two.
+async fn record_setback(
+    ctx: &JobContext,
+    job: &ClaimedJob,
+    message: &str,
+    retry_at: Option<OffsetDateTime>,
+    retry_window: Duration,
+) -> Result<FailOutcome, DbError> {
+    let mut db = ctx.pool.get().await?;
+    let tx = db.transaction().await?;
+    let outcome = queue::fail(&tx, job.id, job.token, message, retry_at, retry_window).await?;
+    ctx.holds.reach(HoldPoint::BeforeSetback).await;
+    let (setback, export_message) = match outcome {
+        FailOutcome::Retrying(_) => (Setback::Retrying, format!("attempt failed, retrying: {message}")),
+        FailOutcome::Failed => (Setback::Failed, message.to_owned()),
+        FailOutcome::Fenced => return Ok(outcome),
+    };
+    jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, &export_message).await?;
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 fn record_attempts(ctx: &JobContext, job: &ClaimedJob, outcome: &'static str) {

@@ -20,10 +20,12 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
     let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
     let db = state.db_for_dashboard().await?;
     let export = exports::get(&db, id).await?.ok_or(DashboardError::NotFound)?;
+    // Never a dead link: a file gone from storage marks the export as having lost it.
+    let crate::exports::Checked { export, verified } = crate::exports::check_file(state, &db, export).await?;
     let job = dashboard::job_of_export(&db, id).await?;
     let requester = dashboard::requester_name(&db, id).await?;
     let link = match (&export.file_key, export.status) {
-        (Some(key), exports::ExportStatus::Completed) => state
+        (Some(key), exports::ExportStatus::Completed) if verified => state
             .storage
             .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
             .await
@@ -50,6 +52,8 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
         dl.facts {
             dt { "Created" } dd { (layout::timestamp(export.created_at)) }
             dt { "Source snapshot" } dd { (layout::or_dash(export.snapshot_at.map(layout::timestamp))) }
+            dt { "Replica lag at snapshot" } dd { (layout::or_dash(export.snapshot_lag_seconds.map(|s| format!("{s} s")))) }
+            dt { "Replication position" } dd.mono { (export.snapshot_position.as_deref().unwrap_or("—")) }
             dt { "Started" } dd { (layout::or_dash(export.started_at.map(layout::timestamp))) }
             dt { "Finished" } dd { (layout::or_dash(export.completed_at.map(layout::timestamp))) }
             dt { "Waited in queue" } dd { (layout::or_dash(seconds(Some(export.created_at), export.started_at).map(layout::duration))) }
@@ -79,6 +83,10 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
             dd {
                 @if let Some(url) = &link {
                     a href=(url) rel="noreferrer" { "Download (link valid " (layout::duration(state.download_url_ttl.as_secs_f64())) ")" }
+                } @else if let Some(at) = export.file_lost_at {
+                    span.error { "The file disappeared from storage (found missing " (layout::timestamp(at)) ")" }
+                } @else if !verified {
+                    span.error { "Storage did not answer; no link" }
                 } @else { "—" }
             }
         }

@@ -29,6 +29,9 @@ use shared::{
 const SOURCE_DB: &str = "stmt_bench_source";
 /// Alternating rounds per comparison; each side's best counts.
 const ROUNDS: usize = 5;
+/// Benchmark requests are forced (`force_refresh`): nothing is reused.
+const REUSE_NEVER: shared::exports::ReusePolicy =
+    shared::exports::ReusePolicy { freshness: Duration::ZERO, books_closed_after_days: 1 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -160,7 +163,7 @@ async fn request(pool: &deadpool_postgres::Pool, accounts: &[&str]) -> anyhow::R
             range: all_time(),
             format: ExportFormat::Csv,
         };
-        ids.push(shared::exports::request(&mut db, &request, None, true, 1, Duration::ZERO).await?.export.id);
+        ids.push(shared::exports::request(&mut db, &request, None, true, 1, REUSE_NEVER).await?.export.id);
     }
     Ok(ids)
 }

@@ -4,19 +4,24 @@
 //! hashes them, while the uploader writes earlier chunks to storage. Memory is bounded by the
 //! channel depth, the chunk size and the upload part size, whatever the row count.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use bytes::Bytes;
+use deadpool_postgres::GenericClient;
+use futures::FutureExt as _;
+use mysql_async::{Conn, prelude::Queryable as _};
 use opentelemetry::KeyValue;
 use shared::{
     csv_out::{CsvEncoder, FileBytes},
+    db::DbError,
     exports::{self, Attempt, ExportJobArgs, ExportResult},
     queue::ClaimedJob,
-    source::{self, SourceError, Transaction},
+    source::{self, Source, SourceError},
     statement::{AccountId, DateRange, ExportFormat},
     storage::{StorageError, Upload},
     tables::TableSpec,
+    uploads,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,46 +52,45 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
             .map_err(|e| JobError::Fatal(e.into()))?,
         format: ExportFormat::parse(&export.format).map_err(|e| JobError::Fatal(e.into()))?,
     };
+    // Each claim writes its own key: a claim that lost the job can never replace, or delete,
+    // the file of the claim that replaced it.
     let key = format!(
-        "exports/{id}/attempt-{n}/statement_{account}_{from}_{to}.{ext}",
+        "exports/{id}/{claim}/statement_{account}_{from}_{to}.{ext}",
         id = export.id,
-        n = job.attempt,
+        claim = job.token.simple(),
         account = statement.account,
         from = statement.range.from(),
         to = statement.range.to(),
         ext = statement.format.extension(),
     );
-
+    {
+        // Journalled before the first byte, so whatever this attempt leaves behind is found.
+        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        uploads::begin(&db, &key, attempt).await?;
+    }
+    let watch = Watch { cancel: &cancel, stall: ctx.stall_timeout };
     let started = Instant::now();
-    let upload = ctx.storage.upload(&key, statement.format.content_type()).map_err(storage_error)?;
-    let (chunks, receiver) = mpsc::channel(CHANNEL_DEPTH);
-    let uploader = tokio::spawn(upload_chunks(upload, receiver));
-    let produced = produce(ctx, &statement, attempt, &cancel, &chunks).await;
-    if produced.is_ok() {
-        ctx.holds.reach(HoldPoint::BeforeUploadFinish).await;
-        let _ = chunks.send(Chunk::Finish).await;
-    }
-    drop(chunks); // closed without Finish, the uploader aborts: no object appears
-    let uploaded = uploader.await.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
-    // When storage failed, that is the root cause (the reader only saw the uploader stop).
-    if let Err(Uploader::Storage(e)) = uploaded {
-        return Err(storage_error(e));
-    }
-    let (rows, size, digest) = produced?;
-    if uploaded.is_err() {
-        return Err(JobError::Retryable(anyhow!("the upload was abandoned")));
-    }
+    let mut upload_id = None;
+    let uploaded = match upload(ctx, &statement, attempt, &key, &watch, &mut upload_id).await {
+        Ok(result) => result,
+        Err(e) => {
+            clean_up(ctx, &key, upload_id.as_deref()).await;
+            return Err(e);
+        }
+    };
 
-    let result =
-        ExportResult { file_key: key.clone(), file_size: size as i64, row_count: rows, sha256: digest };
     ctx.holds.reach(HoldPoint::BeforeRecord).await;
     let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
-    if !exports::complete(&mut db, attempt, &result, ctx.export_retention).await? {
-        // Another attempt owns the export now (or it was cancelled); our object must not linger.
+    // An error here may hide a commit whose answer was lost: the file is left for maintenance,
+    // which removes it only if the journal says it was never recorded.
+    if !exports::complete(&mut db, attempt, &uploaded, ctx.export_retention).await? {
+        // Another attempt owns the export now (or it was cancelled): our own object must go.
         warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
-        let _ = ctx.storage.delete(&key).await;
+        drop(db);
+        clean_up(ctx, &key, upload_id.as_deref()).await;
         return Err(JobError::Fenced);
     }
+    let (rows, size) = (uploaded.row_count, uploaded.file_size as u64);
     let elapsed = started.elapsed();
     let metrics = &ctx.metrics;
     metrics.exports_finished.add(1, &[KeyValue::new("status", "completed")]);
@@ -103,6 +107,96 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
         export.id
     );
     Ok(())
+}
+
+/// Streams the statement into a new object at `key`. `upload_id` is set as soon as storage
+/// has one, so the caller can clean up whatever happens next.
+async fn upload(
+    ctx: &JobContext,
+    statement: &Statement<'_>,
+    attempt: Attempt,
+    key: &str,
+    watch: &Watch<'_>,
+    upload_id: &mut Option<String>,
+) -> Result<ExportResult, JobError> {
+    let upload = ctx.storage.upload(key, statement.format.content_type()).await.map_err(storage_error)?;
+    if let Some(id) = upload.upload_id() {
+        *upload_id = Some(id.to_owned());
+        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        if !uploads::record_upload_id(&db, key, id).await? {
+            return Err(JobError::Fenced); // maintenance cleaned up after this claim already
+        }
+    }
+    let (chunks, receiver) = mpsc::channel(CHANNEL_DEPTH);
+    let uploader = tokio::spawn(upload_chunks(upload, receiver));
+    let produced = produce(ctx, statement, attempt, watch, &chunks).await;
+    let finish = produced.is_ok() && {
+        ctx.holds.reach(HoldPoint::BeforeUploadFinish).await;
+        !watch.cancel.is_cancelled()
+    };
+    if finish {
+        let _ = chunks.send(Chunk::Finish).await;
+    }
+    drop(chunks); // closed without Finish, the uploader aborts: no object appears
+    let uploaded = uploader.await.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
+    // When storage failed, that is the root cause (the reader only saw the uploader stop).
+    if let Err(Uploader::Storage(e)) = uploaded {
+        return Err(storage_error(e));
+    }
+    let (rows, size, digest) = produced?;
+    if !finish {
+        return Err(JobError::Fenced); // cancelled or released while the last bytes went up
+    }
+    if uploaded.is_err() {
+        return Err(JobError::Retryable(anyhow!("the upload was abandoned")));
+    }
+    Ok(ExportResult { file_key: key.to_owned(), file_size: size as i64, row_count: rows, sha256: digest })
+}
+
+/// Removes what an attempt that will not be recorded left in storage, then its journal entry.
+/// Whatever fails here stays journalled, and maintenance retries it.
+async fn clean_up(ctx: &JobContext, key: &str, upload_id: Option<&str>) {
+    if let Err(e) = ctx.storage.discard(key, upload_id).await {
+        warn!(key, error = %e, "could not remove this attempt's upload; maintenance will retry");
+        return;
+    }
+    let forgotten = match ctx.pool.get().await {
+        Ok(db) => uploads::forget(&db, key).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = forgotten {
+        warn!(key, error = %e, "could not update the upload journal; maintenance will");
+    }
+}
+
+/// Waits on the source for as long as it makes progress and the attempt holds its job.
+struct Watch<'a> {
+    cancel: &'a CancellationToken,
+    /// The longest the source may send nothing.
+    stall: Duration,
+}
+
+impl Watch<'_> {
+    /// Runs one source step: `Fenced` as soon as the attempt is cancelled (or released at
+    /// shutdown), retryable when the source sends nothing for the stall timeout. A step that is
+    /// ready at once (rows already buffered) costs one poll.
+    async fn source<T>(&self, step: impl Future<Output = Result<T, SourceError>>) -> Result<T, JobError> {
+        let mut step = std::pin::pin!(step);
+        if let Some(done) = (&mut step).now_or_never() {
+            return done.map_err(source_error);
+        }
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(JobError::Fenced),
+            done = tokio::time::timeout(self.stall, step) => match done {
+                Ok(done) => done.map_err(source_error),
+                Err(_) => Err(JobError::Retryable(anyhow!(
+                    "the source database made no progress for {} s",
+                    self.stall.as_secs_f64()
+                ))),
+            },
+        }
+    }
 }
 
 /// What one export reads and writes.
@@ -154,13 +248,29 @@ async fn abort(upload: Upload) {
     }
 }
 
-/// Reads the statement inside one snapshot and sends the file's chunks. Returns rows, bytes
-/// and the file's SHA-256.
+/// Reads the statement inside one snapshot, on a connection of its own, and sends the file's
+/// chunks. Returns rows, bytes and the file's SHA-256.
 async fn produce(
     ctx: &JobContext,
     statement: &Statement<'_>,
     attempt: Attempt,
-    cancel: &CancellationToken,
+    watch: &Watch<'_>,
+    chunks: &mpsc::Sender<Chunk>,
+) -> Result<(i64, u64, String), JobError> {
+    let mut conn = watch.source(ctx.source.connect()).await?;
+    let read = read(ctx, &mut conn, statement, attempt, watch, chunks).await;
+    if read.is_err() {
+        Source::discard(conn).await;
+    }
+    read
+}
+
+async fn read(
+    ctx: &JobContext,
+    conn: &mut Conn,
+    statement: &Statement<'_>,
+    attempt: Attempt,
+    watch: &Watch<'_>,
     chunks: &mpsc::Sender<Chunk>,
 ) -> Result<(i64, u64, String), JobError> {
     let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
@@ -176,14 +286,13 @@ async fn produce(
         chunks.send(Chunk::Data(bytes)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
     };
 
-    let mut tx: Transaction<'static> = ctx.source.snapshot().await.map_err(source_error)?;
+    let snapshot = watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag)).await?;
+    record_snapshot_basis(ctx, attempt, &snapshot).await?;
     {
         let sql = statement.spec.select_sql(&statement.account, &statement.range);
-        let mut result = mysql_async::prelude::Queryable::query_iter(&mut tx, sql)
-            .await
-            .map_err(|e| source_error(SourceError::from(e)))?;
+        let mut result = watch.source(async { Ok(conn.query_iter(sql).await?) }).await?;
         let kinds = source::column_kinds(result.columns_ref());
-        while let Some(row) = result.next().await.map_err(|e| source_error(SourceError::from(e)))? {
+        while let Some(row) = watch.source(async { Ok(result.next().await?) }).await? {
             let mut not_text = false;
             encoder.write_record(
                 &kinds,
@@ -201,7 +310,7 @@ async fn produce(
             }
             rows += 1;
             let Some(csv) = encoder.take_full_chunk() else { continue };
-            if cancel.is_cancelled() {
+            if watch.cancel.is_cancelled() {
                 return Err(JobError::Fenced);
             }
             send(file.push(csv)).await?;
@@ -218,11 +327,25 @@ async fn produce(
             }
         }
     }
-    tx.commit().await.map_err(|e| source_error(SourceError::from(e)))?;
+    watch.source(async { Ok(conn.query_drop("COMMIT").await?) }).await?;
     send(file.push(encoder.take())).await?;
     let (last, size, digest) = file.finish();
     send(last).await?;
     Ok((rows, size, digest))
+}
+
+/// Records in the export what its snapshot was taken against (replica lag, GTID position).
+async fn record_snapshot_basis(
+    ctx: &JobContext,
+    attempt: Attempt,
+    snapshot: &source::Snapshot,
+) -> Result<(), JobError> {
+    let basis = exports::SnapshotBasis {
+        lag_seconds: snapshot.lag_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        position: snapshot.position.clone(),
+    };
+    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    if exports::record_snapshot_basis(&db, attempt, &basis).await? { Ok(()) } else { Err(JobError::Fenced) }
 }
 
 fn source_error(e: SourceError) -> JobError {
@@ -233,24 +356,23 @@ fn storage_error(e: StorageError) -> JobError {
     JobError::Retryable(anyhow::Error::from(e).context("storage"))
 }
 
-/// Keeps the export row in step with its job: PENDING while a retry waits or after a release,
-/// FAILED for good.
-pub async fn on_setback(ctx: &JobContext, args: &serde_json::Value, setback: Setback, message: &str) {
-    let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return };
-    let outcome = async {
-        let db = ctx.pool.get().await.context("postgres")?;
-        match setback {
-            Setback::Retrying | Setback::Released => {
-                exports::retry_later(&db, args.export_id, message).await?
-            }
-            Setback::Failed => {
-                exports::fail(&db, args.export_id, message).await?;
-                ctx.metrics.exports_finished.add(1, &[KeyValue::new("status", "failed")]);
-            }
+/// Keeps the export row in step with its job, inside the transaction that records the job's
+/// setback (so no other claim can run the job in between): PENDING with the reason while a
+/// retry waits or after a release or rescue, FAILED for good.
+pub async fn on_setback(
+    ctx: &JobContext,
+    db: &impl GenericClient,
+    args: &serde_json::Value,
+    setback: Setback,
+    message: &str,
+) -> Result<(), DbError> {
+    let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return Ok(()) };
+    match setback {
+        Setback::Retrying | Setback::Released => exports::retry_later(db, args.export_id, message).await,
+        Setback::Failed => {
+            exports::fail(db, args.export_id, message).await?;
+            ctx.metrics.exports_finished.add(1, &[KeyValue::new("status", "failed")]);
+            Ok(())
         }
-        anyhow::Ok(())
-    };
-    if let Err(e) = outcome.await {
-        warn!(export.id = %args.export_id, error = %e, "could not record the failed attempt");
     }
 }

@@ -5,7 +5,7 @@ pub mod noop;
 
 use std::{sync::Arc, time::Duration};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use shared::{
     config::{Config, WorkerConfig},
     db::DbError,
@@ -29,12 +29,19 @@ pub struct JobContext {
     pub progress_interval: Duration,
     /// How long a completed export's file is kept.
     pub export_retention: Duration,
+    /// An export whose source sends nothing for this long fails (retryably).
+    pub stall_timeout: Duration,
+    /// Abandoned uploads are cleaned up once at least this old.
+    pub abandoned_upload_age: Duration,
     /// Guard text cells against spreadsheet formula injection.
     pub formula_guard: bool,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
     /// Test holds (nothing is armed in production).
     pub holds: Holds,
+    /// Refuse to snapshot a source replica more than this many seconds behind its primary
+    /// (`None`: no guard).
+    pub source_max_lag: Option<u64>,
 }
 
 impl JobContext {
@@ -45,10 +52,13 @@ impl JobContext {
             storage,
             tables: Arc::new(config.tables.clone()),
             progress_interval: worker.progress_interval,
+            stall_timeout: worker.stall_timeout,
+            abandoned_upload_age: worker.abandoned_upload_age,
             export_retention: config.export_retention,
             formula_guard: config.formula_guard,
             metrics: Arc::default(),
             holds: Holds::default(),
+            source_max_lag: worker.source_max_lag,
         }
     }
 }
@@ -93,15 +103,18 @@ pub enum Setback {
     Failed,
 }
 
-/// Lets a job kind record a setback in its own tables (the export row's status and message).
+/// Lets a job kind record a setback in its own tables (the export row's status and message),
+/// in the transaction that records it in the queue.
 pub async fn on_setback(
     ctx: &JobContext,
+    db: &impl GenericClient,
     job_kind: &str,
     args: &serde_json::Value,
     setback: Setback,
     message: &str,
-) {
+) -> Result<(), DbError> {
     if job_kind == shared::exports::EXPORT_JOB_KIND {
-        export_statement::on_setback(ctx, args, setback, message).await;
+        export_statement::on_setback(ctx, db, args, setback, message).await?;
     }
+    Ok(())
 }
