@@ -159,7 +159,7 @@ async fn a_silent_source_fails_the_attempt_after_the_stall_timeout_and_the_retry
         "mysql://statements_ro:statements_ro@{}/{}",
         proxy.addr, app.source_db
     ));
-    let worker_config = WorkerConfig { stall_timeout: Duration::from_secs(2), ..no_backoff() };
+    let worker_config = WorkerConfig { stall_timeout: Duration::from_secs(2), ..long_backoff() };
     let runner = TestApp::runner_for(&config, worker_config);
     let hold = runner.holds().arm(HoldPoint::AfterFirstChunk);
     let created: Value = app.post_export(&key, &year_2024()).await.json().await.unwrap();
@@ -178,6 +178,7 @@ async fn a_silent_source_fails_the_attempt_after_the_stall_timeout_and_the_retry
     assert!(staging.is_empty(), "the failed attempt removed its staging data at once: {staging:?}");
 
     proxy.thaw();
+    retry_now(&app).await;
     app.wait_for(&format!("SELECT status = 'COMPLETED' FROM exports WHERE id = '{id}'")).await;
     worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
