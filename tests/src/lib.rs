@@ -251,6 +251,15 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn cancel_export(&self, key: &str, reference_id: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/export/{reference_id}/cancel", self.base_url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The in-process worker's instruments.
     pub fn worker_metrics(&self) -> Arc<shared::metrics::Metrics> {
         self.runner.metrics()

@@ -40,10 +40,6 @@ fn worker_with_source_down(app: &TestApp, worker: WorkerConfig) -> worker::runne
     TestApp::runner_for(&config, worker)
 }
 
-fn no_backoff() -> WorkerConfig {
-    WorkerConfig { retry_base: Duration::ZERO, retry_max: Duration::ZERO, ..TestApp::worker_config() }
-}
-
 /// Retries wait an hour (so `run_pending` runs one attempt) until the test makes them due.
 fn long_backoff() -> WorkerConfig {
     let hour = Duration::from_secs(3600);
@@ -108,14 +104,7 @@ async fn cancelling_an_export_stuck_in_a_slow_source_query_stops_it_within_a_hea
     let worker = app.runner(TestApp::worker_config()).spawn();
     app.wait_for(&format!("SELECT status = 'PROCESSING' FROM exports WHERE id = '{id}'")).await;
 
-    let response = app
-        .http
-        .post(format!("{}/api/export/{id}/cancel", app.base_url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.cancel_export(&key, &id).await.status(), StatusCode::OK);
     // Lease 3 s: heartbeats every second. The attempt stops although no chunk ever filled, so
     // the worker (30 s of shutdown grace) stops at once, with the table still locked.
     tokio::time::timeout(Duration::from_secs(5), worker.stop())

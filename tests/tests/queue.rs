@@ -188,14 +188,7 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     let worker = app.runner(TestApp::worker_config()).spawn();
     // Wait until the export is producing rows.
     app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    let response = app
-        .http
-        .post(format!("{}/api/export/{id}/cancel", app.base_url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.cancel_export(&key, &id).await.status(), StatusCode::OK);
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
     app.wait_for("SELECT running_jobs = 0 FROM workers").await;
     worker.stop().await;

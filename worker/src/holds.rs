@@ -98,10 +98,6 @@ impl Hold {
         let _ = self.reached.subscribe().wait_for(|r| *r).await;
     }
 
-    pub fn is_reached(&self) -> bool {
-        *self.reached.borrow()
-    }
-
     /// Lets the held attempt go on.
     pub fn release(&self) {
         self.released.send_replace(true);
