@@ -12,6 +12,7 @@ use shared::{
     db::DbError,
     exports::{self, Export, ExportStatus},
     statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
+    storage::StorageError,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -426,6 +427,9 @@ pub(crate) struct Checked {
     pub verified: bool,
 }
 
+/// How long the API waits for storage to say whether a file exists.
+const FILE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Checks that a COMPLETED export's file is still in storage before it is handed out. When
 /// storage says it is gone (deleted by hand, a bucket lifecycle rule), the export is marked as
 /// having lost its file (EXPIRED, out of the deduplication slot). A storage error proves
@@ -438,7 +442,12 @@ pub(crate) async fn check_file(
     let (ExportStatus::Completed, Some(key)) = (export.status, export.file_key.as_deref()) else {
         return Ok(Checked { export, verified: true });
     };
-    match state.storage.exists(key).await {
+    // Bounded: an unreachable store retries for up to S3_RETRY_TIMEOUT_SECS, and a status poll
+    // must not wait that long (nor hold its pooled connection meanwhile).
+    let exists = tokio::time::timeout(FILE_CHECK_TIMEOUT, state.storage.exists(key))
+        .await
+        .unwrap_or_else(|_| Err(StorageError::Timeout(FILE_CHECK_TIMEOUT)));
+    match exists {
         Ok(true) => Ok(Checked { export, verified: true }),
         Ok(false) => {
             tracing::warn!(export.id = %export.id, "a completed export's file is missing from storage");

@@ -209,6 +209,7 @@ pub async fn fail(
                                  OR COALESCE(failing_since, now()) > now() - make_interval(secs => $5)) AS retry
                  FROM jobs
                  WHERE id = $1 AND attempt_token = $2 AND state = 'running'
+                 FOR UPDATE
              )
              UPDATE jobs SET
                  state = CASE WHEN attempt.retry THEN 'retryable' ELSE 'failed' END,
@@ -217,7 +218,9 @@ pub async fn fail(
                  failing_since = COALESCE(jobs.failing_since, now()),
                  last_error = $3, lease_expires_at = NULL, attempt_token = NULL
              FROM attempt
-             WHERE jobs.id = attempt.id
+             -- The fence again: re-checked on the row as it is once any concurrent writer (a
+             -- rescue) has committed, which the CTE's snapshot cannot see.
+             WHERE jobs.id = attempt.id AND jobs.attempt_token = $2 AND jobs.state = 'running'
              RETURNING jobs.state, jobs.run_at",
             &[&id, &token, &error, &retry_at, &retry_window.as_secs_f64()],
         )

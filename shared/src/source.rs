@@ -97,7 +97,12 @@ impl Source {
     /// stalls mid-result closes it ([`Source::discard`]) instead of handing a connection with
     /// half a result set back to a pool, which would read the rest of it first.
     pub async fn connect(&self) -> Result<Conn, SourceError> {
-        Ok(Conn::new(self.opts.clone()).await?)
+        let mut conn = Conn::new(self.opts.clone()).await?;
+        // The server drops a client that takes no rows for net_write_timeout (60 s by default);
+        // while storage is out, the export waits out the S3 retry budget (up to 5 minutes)
+        // before it reads on. The export's own stall timeout guards the other direction.
+        conn.query_drop("SET SESSION net_write_timeout = 600").await?;
+        Ok(conn)
     }
 
     /// Opens a read-only transaction on a consistent snapshot on `conn`: rows committed after
@@ -127,7 +132,9 @@ impl Source {
     ) -> Result<Snapshot, SourceError> {
         let lag_seconds = match max_lag {
             None => None,
-            Some(limit) => Some(match self.replication().await? {
+            // On the export's own connection: behind a load balancer, another connection may
+            // reach another replica.
+            Some(limit) => Some(match replication_on(conn).await? {
                 Replication::NotReplica => 0,
                 Replication::Behind(lag) if lag <= limit => lag,
                 Replication::Behind(lag) => return Err(SourceError::Lagging { lag, limit }),
@@ -142,14 +149,7 @@ impl Source {
     /// The source's replication state. Needs a monitoring privilege: `REPLICA MONITOR` (alias
     /// `SLAVE MONITOR`) on MariaDB, `REPLICATION CLIENT` on MySQL.
     pub async fn replication(&self) -> Result<Replication, SourceError> {
-        let mut conn = self.pool.get_conn().await?;
-        let rows: Vec<Row> = match conn.query("SHOW REPLICA STATUS").await {
-            Ok(rows) => rows,
-            // A syntax error: a server older than MariaDB 10.5 or MySQL 8.0.22.
-            Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn.query("SHOW SLAVE STATUS").await?,
-            Err(e) => return Err(e.into()),
-        };
-        replication_of(&rows)
+        replication_on(&mut self.pool.get_conn().await?).await
     }
 
     /// Whether the source answers.
@@ -201,6 +201,17 @@ fn replication_of(rows: &[Row]) -> Result<Replication, SourceError> {
         };
     }
     Ok(state)
+}
+
+/// The replication state of the server `conn` is connected to.
+async fn replication_on(conn: &mut Conn) -> Result<Replication, SourceError> {
+    let rows: Vec<Row> = match conn.query("SHOW REPLICA STATUS").await {
+        Ok(rows) => rows,
+        // A syntax error: a server older than MariaDB 10.5 or MySQL 8.0.22.
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn.query("SHOW SLAVE STATUS").await?,
+        Err(e) => return Err(e.into()),
+    };
+    replication_of(&rows)
 }
 
 /// What a consistent snapshot of the source was taken against.

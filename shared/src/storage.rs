@@ -7,7 +7,6 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use futures::{FutureExt as _, StreamExt as _, future::BoxFuture, stream::FuturesOrdered};
 use object_store::{
     Attribute, Attributes, BackoffConfig, MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions,
     PutPayload, RetryConfig,
@@ -33,6 +32,8 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("invalid object key {0:?}")]
     Key(String),
+    #[error("storage did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Part size on local disk. S3 needs parts of at least 5 MiB (`UPLOAD_PART_SIZE_BYTES`); a
@@ -112,7 +113,7 @@ impl Storage {
                     part_size: self.part_size,
                     buffer: Vec::new(),
                     buffered: 0,
-                    in_flight: FuturesOrdered::new(),
+                    in_flight: Default::default(),
                     parts: Vec::new(),
                 })
             }
@@ -125,23 +126,21 @@ impl Storage {
     /// belong to one claim, never to a recorded export's file.
     pub async fn discard(&self, key: &str, upload_id: Option<&str>) -> Result<(), StorageError> {
         let path = parse_key(key)?;
-        match &self.backend {
-            Backend::S3(s3) => {
-                if let Some(id) = upload_id {
-                    match s3.abort_multipart(&path, &id.to_owned()).await {
-                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Backend::Local { root } => {
-                let file = root.join(key);
-                let staging = tokio::task::spawn_blocking(move || remove_staging_files(&file)).await;
-                staging.map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        if let (Backend::S3(s3), Some(id)) = (&self.backend, upload_id) {
+            match s3.abort_multipart(&path, &id.to_owned()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        self.delete(key).await
+        self.delete(key).await?;
+        if let Backend::Local { root } = &self.backend {
+            let file = root.join(key);
+            let staging = tokio::task::spawn_blocking(move || remove_staging_files(&file)).await;
+            staging.map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        }
+        Ok(())
     }
+
     /// The object's bytes as a stream (used by the API to serve local files).
     pub async fn get(&self, key: &str) -> Result<object_store::GetResult, StorageError> {
         Ok(self.store.get(&parse_key(key)?).await?)
@@ -155,11 +154,13 @@ impl Storage {
     }
 
     /// Whether the object at `key` exists (a HEAD). `Ok(false)` only when storage answered
-    /// that it does not; an unreachable store is an error, never taken for a missing object.
+    /// that it does not *and* the bucket (or local root) itself is there; an unreachable store
+    /// or a missing bucket (a wrong `S3_BUCKET`, an unmounted volume, where every HEAD says
+    /// "not found") is an error, never taken for a missing object.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         match self.store.head(&parse_key(key)?).await {
             Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(object_store::Error::NotFound { .. }) => self.check_exists().await.map(|()| false),
             Err(e) => Err(e.into()),
         }
     }
@@ -312,8 +313,9 @@ struct MultipartWriter {
     /// Chunks of the next part (sent as one payload, not copied together).
     buffer: Vec<Bytes>,
     buffered: usize,
-    /// Parts being uploaded, in order; two overlap network round trips.
-    in_flight: FuturesOrdered<BoxFuture<'static, Result<PartId, object_store::Error>>>,
+    /// Parts being uploaded (each on its own task, so it progresses while the writer waits
+    /// for more rows), in order; two overlap network round trips.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<PartId, object_store::Error>>>,
     parts: Vec<PartId>,
 }
 
@@ -337,7 +339,7 @@ impl MultipartWriter {
         let payload = PutPayload::from_iter(std::mem::take(&mut self.buffer));
         self.buffered = 0;
         let (s3, path, id, index) = (self.s3.clone(), self.path.clone(), self.id.clone(), self.next_index());
-        self.in_flight.push_back(async move { s3.put_part(&path, &id, index, payload).await }.boxed());
+        self.in_flight.push_back(tokio::spawn(async move { s3.put_part(&path, &id, index, payload).await }));
         Ok(())
     }
 
@@ -346,7 +348,8 @@ impl MultipartWriter {
     }
 
     async fn collect_one(&mut self) -> Result<(), StorageError> {
-        if let Some(part) = self.in_flight.next().await {
+        if let Some(part) = self.in_flight.pop_front() {
+            let part = part.await.map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
             self.parts.push(part?);
         }
         Ok(())
@@ -365,7 +368,9 @@ impl MultipartWriter {
     }
 
     async fn abort(self) -> Result<(), StorageError> {
-        drop(self.in_flight);
+        for part in &self.in_flight {
+            part.abort();
+        }
         self.s3.abort_multipart(&self.path, &self.id).await?;
         Ok(())
     }
@@ -407,7 +412,8 @@ impl Upload {
     }
 }
 
-/// Removes `object_store`'s staging files of a local upload to `file` (`<name>#<n>`).
+/// Removes `object_store`'s staging files of a local upload to `file` (`<name>#<n>`), then
+/// the claim's directory if that left it empty.
 fn remove_staging_files(file: &std::path::Path) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else { return Ok(()) };
     let prefix = format!("{}#", name.to_string_lossy());
@@ -426,5 +432,7 @@ fn remove_staging_files(file: &std::path::Path) -> std::io::Result<()> {
             }
         }
     }
+    // Not empty (another file of the claim) or already gone: either is fine.
+    let _ = std::fs::remove_dir(dir);
     Ok(())
 }

@@ -170,3 +170,47 @@ async fn storage_that_does_not_answer_is_not_taken_for_a_missing_file() {
     let download = app.download(details.json::<Value>().await.unwrap()["file_url"].as_str().unwrap()).await;
     assert_eq!(download.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_missing_storage_root_is_not_taken_for_missing_files() {
+    let app = TestApp::spawn().await;
+    app.source_exec("INSERT INTO bank_transactions VALUES (1, 'ACC-1', '2024-01-05', '2024-01-05 10:00:00', 'x', NULL, 1.00, 'EUR', NULL)").await;
+    let key = app.create_key(None).await;
+    let (id, _) = completed(&app, &key, &month(1)).await;
+    // The volume is not mounted (or S3_BUCKET names another bucket): every HEAD says "not found".
+    let aside = app.storage_dir.with_extension("unmounted");
+    std::fs::rename(&app.storage_dir, &aside).unwrap();
+    let details = app.get_export(&key, &id).await;
+    assert_eq!(details.status(), StatusCode::OK, "not 410: the file may well exist");
+    let again: Value = app.post_export(&key, &month(1)).await.json().await.unwrap();
+    assert_eq!(again["reference_id"].as_str(), Some(id.as_str()), "{again}");
+    assert_eq!(status_of(&app, &id).await, ("COMPLETED".into(), false, false), "the export is not retired");
+
+    std::fs::rename(&aside, &app.storage_dir).unwrap();
+    let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
+    let download = app.download(details["file_url"].as_str().unwrap()).await;
+    assert_eq!(download.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_silent_store_does_not_hold_up_a_status_read() {
+    let moto = MotoServer::start().await;
+    let proxy = ChaosProxy::start(moto.addr).await;
+    // The service's real retry budget: a request to a silent store is retried for minutes.
+    let app = TestApp::spawn_configured(TableRegistry::demo(), |c| {
+        let mut s3 = s3_config(proxy.endpoint());
+        s3.retry_timeout = std::time::Duration::from_secs(180);
+        c.storage = StorageConfig::S3(s3)
+    })
+    .await;
+    let key = app.create_key(None).await;
+    let (id, _) = completed(&app, &key, &month(1)).await;
+
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let details = app.get_export(&key, &id).await;
+    assert_eq!(details.status(), StatusCode::OK);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered in {:?}", started.elapsed());
+    proxy.thaw();
+    assert_eq!(status_of(&app, &id).await, ("COMPLETED".into(), false, false));
+}

@@ -336,3 +336,36 @@ async fn an_idle_worker_is_woken_by_notify_not_by_polling() {
     app.wait_for("SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_late_failure_racing_the_rescue_of_its_attempt_is_fenced_out() {
+    let app = TestApp::spawn().await;
+    enqueue_noops(&app, 1).await;
+    let db = app.pool.get().await.unwrap();
+    let stale = queue::claim(&db, "stalled-worker", 1, LEASE).await.unwrap().remove(0);
+    db.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'", &[]).await.unwrap();
+
+    // A rescue holds the job row (not committed yet) when the stalled worker reports a failure.
+    let mut rescuer = app.pool.get().await.unwrap();
+    let rescue = rescuer.transaction().await.unwrap();
+    assert_eq!(queue::rescue_expired(&rescue).await.unwrap().len(), 1);
+    let late = app.pool.get().await.unwrap();
+    let failing = tokio::spawn(async move {
+        let retry_at = time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
+        queue::fail(&late, stale.id, stale.token, "late", Some(retry_at), LEASE).await.unwrap()
+    });
+    app.wait_for(
+        "SELECT count(*) = 1 FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .await;
+    rescue.commit().await.unwrap();
+
+    assert_eq!(failing.await.unwrap(), queue::FailOutcome::Fenced);
+    let (state, error): (String, String) = {
+        let row = db.query_one("SELECT state, last_error FROM jobs", &[]).await.unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(state, "retryable");
+    assert!(error.starts_with("worker lost its lease"), "the rescue's record stands: {error}");
+}

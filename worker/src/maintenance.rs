@@ -224,7 +224,10 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
                 match cleaned {
                     Ok(()) => report.cleaned_uploads += 1,
                     Err(e) => {
-                        warn!(key = upload.file_key, error = %e, "maintenance: cleaning up an abandoned upload failed; will retry")
+                        // Storage is most likely out: the next pass retries, instead of this one
+                        // waiting out the retry budget once per upload.
+                        warn!(key = upload.file_key, error = %e, "maintenance: cleaning up an abandoned upload failed; will retry");
+                        break;
                     }
                 }
             }
@@ -235,7 +238,7 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
         return report;
     }
 
-    for _ in 0..MAX_BATCHES {
+    'expiry: for _ in 0..MAX_BATCHES {
         let due = match exports::due_to_expire(&db, BATCH).await {
             Ok(due) => due,
             Err(e) => {
@@ -250,7 +253,7 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
                 // COMPLETED row without its file would be.
                 if let Err(e) = ctx.storage.delete(&key).await {
                     warn!(export.id = %id, error = %e, "maintenance: deleting an expired file failed; will retry");
-                    continue;
+                    break 'expiry;
                 }
             }
             match exports::mark_expired(&db, id).await {

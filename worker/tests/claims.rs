@@ -43,17 +43,18 @@ async fn assert_downloadable(app: &TestApp, key: &str, id: &str) {
     assert_eq!(testkit::parse_csv(&bytes).len() as u64, ROWS + 1);
 }
 
-#[tokio::test]
-async fn a_released_claim_never_overwrites_or_deletes_the_file_of_the_claim_that_replaced_it() {
+/// A claim released at shutdown is held at `point` while a second worker completes the export,
+/// then goes on.
+async fn a_released_claim_held_at(point: &str) {
     let (app, key, id) = app_with_an_export().await;
     let hold = FileHold::new();
     let mut old = WorkerProcess::start(
         &app,
         WORKER,
-        &[hold.setting("before_upload_finish"), ("WORKER_SHUTDOWN_GRACE_SECS", "0".into())],
+        &[hold.setting(point), ("WORKER_SHUTDOWN_GRACE_SECS", "0".into())],
     );
-    // Every byte is uploaded; the upload is not completed yet. SIGTERM with no grace: the job
-    // goes back to the queue while the old claim is still inside its export.
+    // SIGTERM with no grace: the job goes back to the queue while the old claim is still inside
+    // its export.
     hold.reached().await;
     old.signal("TERM");
     app.wait_for("SELECT state = 'available' FROM jobs").await;
@@ -65,6 +66,18 @@ async fn a_released_claim_never_overwrites_or_deletes_the_file_of_the_claim_that
     hold.release();
     assert!(old.wait().success());
     assert_downloadable(&app, &key, &id).await;
+}
+
+#[tokio::test]
+async fn a_released_claim_never_overwrites_or_deletes_the_file_of_the_claim_that_replaced_it() {
+    // Every byte is uploaded; the upload is not completed yet.
+    a_released_claim_held_at("before_upload_finish").await;
+}
+
+#[tokio::test]
+async fn a_released_claim_fenced_out_after_its_upload_deletes_only_its_own_file() {
+    // Its file is complete in storage; its record will be refused.
+    a_released_claim_held_at("before_record").await;
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ use crate::holds::HoldPoint;
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks in flight between the reader and the uploader.
 const CHANNEL_DEPTH: usize = 4;
+/// Longest an attempt spends removing its own upload; maintenance finishes what it could not.
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
     let args: ExportJobArgs = serde_json::from_value(job.args.clone())
@@ -138,7 +140,21 @@ async fn upload(
         let _ = chunks.send(Chunk::Finish).await;
     }
     drop(chunks); // closed without Finish, the uploader aborts: no object appears
-    let uploaded = uploader.await.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
+    let mut uploader = uploader;
+    let uploaded = if finish {
+        uploader.await
+    } else {
+        // Stopping: an uploader stuck in storage retries is not waited out; what it leaves is
+        // journalled, and the caller's cleanup or maintenance removes it.
+        match tokio::time::timeout(CLEAN_UP_TIMEOUT, &mut uploader).await {
+            Ok(uploaded) => uploaded,
+            Err(_) => {
+                uploader.abort();
+                return Err(produced.err().unwrap_or(JobError::Fenced));
+            }
+        }
+    };
+    let uploaded = uploaded.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
     // When storage failed, that is the root cause (the reader only saw the uploader stop).
     if let Err(Uploader::Storage(e)) = uploaded {
         return Err(storage_error(e));
@@ -155,8 +171,11 @@ async fn upload(
 
 /// Removes what an attempt that will not be recorded left in storage, then its journal entry.
 /// Whatever fails here stays journalled, and maintenance retries it.
+/// Bounded: with storage out, the attempt (a cancel, a shutdown) does not wait out the S3
+/// retry budget here.
 async fn clean_up(ctx: &JobContext, key: &str, upload_id: Option<&str>) {
-    if let Err(e) = ctx.storage.discard(key, upload_id).await {
+    let discarded = tokio::time::timeout(CLEAN_UP_TIMEOUT, ctx.storage.discard(key, upload_id)).await;
+    if let Err(e) = discarded.unwrap_or(Err(StorageError::Timeout(CLEAN_UP_TIMEOUT))) {
         warn!(key, error = %e, "could not remove this attempt's upload; maintenance will retry");
         return;
     }
@@ -283,7 +302,14 @@ async fn read(
         if bytes.is_empty() {
             return Ok(());
         }
-        chunks.send(Chunk::Data(bytes)).await.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
+        // A cancel is noticed while storage is slow to take the bytes, too.
+        tokio::select! {
+            biased;
+            () = watch.cancel.cancelled() => Err(JobError::Fenced),
+            sent = chunks.send(Chunk::Data(bytes)) => {
+                sent.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
+            }
+        }
     };
 
     let snapshot = watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag)).await?;
