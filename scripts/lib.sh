@@ -29,7 +29,7 @@ prepare_live_service() {
   work=$(mktemp -d)
   port=$(free_port)
   metrics_port=$(free_port)
-  export DATABASE_URL="${PG_ADMIN_URL%/*}/$1" LOCAL_STORAGE_DIR="$work/exports" SIGNING_SECRET="$1"
+  export DATABASE_URL="${PG_ADMIN_URL%/*}/$1" LOCAL_STORAGE_DIR="$work/exports" SIGNING_SECRET="$(printf %s "$1" | sha256sum | cut -c1-64)"
   export API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
   export WORKER_METRICS_BIND="127.0.0.1:$metrics_port"
   export JOB_POLL_INTERVAL_MS=200 RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000

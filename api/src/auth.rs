@@ -1,15 +1,200 @@
-//! `Authorization: Bearer sk_…` authentication.
+//! `Authorization: Bearer sk_…` authentication, cheap to refuse.
+//!
+//! A credential (an API key, a dashboard session cookie) costs a Postgres query only when it
+//! must: a key found valid is trusted for [`KNOWN_KEY_TTL`] (so a revocation made anywhere, by
+//! the CLI or another API process, takes effect on every process within 5 s without any
+//! notification to lose); one found unknown is refused from memory for [`UNKNOWN_TTL`]; and a
+//! client address whose lookups keep failing (`AUTH_FAILURES_PER_MINUTE`) is answered 429
+//! without a lookup until its budget refills. Credentials found valid lately are exempt from
+//! that budget, so a client behind the same proxy as an attacker keeps working.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use poem_openapi::{SecurityScheme, auth::Bearer};
+use sha2::{Digest, Sha256};
 use shared::api_keys::{self, ApiKey};
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, client_addr::ClientAddr, error::ApiError, rate_limit::RateLimiter};
 
 /// An API key (`sk_…`) sent as a bearer token.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "sk_<32 base62><6 checksum>")]
 pub struct BearerKey(Bearer);
+
+/// How long a key found valid is used without asking Postgres again. Under 5 s, because the
+/// lookup that found it started a little before it was remembered.
+pub const KNOWN_KEY_TTL: Duration = Duration::from_secs(4);
+/// How long a credential Postgres did not know is refused without asking again: one lookup per
+/// 5 s however often it is repeated, and a key reactivated elsewhere works again within 5 s.
+/// (Distinct unknown credentials are bounded by the address's failure budget instead.)
+pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+/// How long a credential once found valid stays exempt from its address's failure budget.
+const VALID_MEMORY: Duration = Duration::from_secs(3600);
+/// Entries each map holds at most; when full, expired entries go, then everything.
+const MAX_ENTRIES: usize = 100_000;
+
+/// The SHA-256 of a presented credential: what the caches are keyed on (never the secret).
+type Fingerprint = [u8; 32];
+
+/// What this process remembers about credentials.
+#[derive(Debug)]
+pub struct CredentialCache {
+    /// Keys found valid: the key, until when it is used as is, and until when the credential is
+    /// exempt from the address budget.
+    keys: Mutex<HashMap<Fingerprint, KnownKey>>,
+    /// Session cookies found valid, until when they are exempt from the address budget.
+    sessions: Mutex<HashMap<Fingerprint, Instant>>,
+    /// Credentials found unknown, until when they are refused from memory.
+    unknown: Mutex<HashMap<Fingerprint, Instant>>,
+    /// Failed lookups per client address.
+    failures: RateLimiter<ClientAddr>,
+}
+
+#[derive(Debug, Clone)]
+struct KnownKey {
+    key: ApiKey,
+    fresh_until: Instant,
+    exempt_until: Instant,
+}
+
+/// What the cache says about a credential.
+enum Cached {
+    /// A valid key, checked within [`KNOWN_KEY_TTL`].
+    Fresh(ApiKey),
+    /// Found unknown within [`UNKNOWN_TTL`].
+    Unknown,
+    /// Valid lately but due for a check: looked up without spending the address's budget.
+    Exempt,
+    /// Never seen (or long ago): looked up on the address's budget.
+    New,
+}
+
+impl CredentialCache {
+    pub fn new(failures_per_minute: u32) -> Self {
+        Self {
+            keys: Mutex::default(),
+            sessions: Mutex::default(),
+            unknown: Mutex::default(),
+            failures: RateLimiter::new(failures_per_minute, failures_per_minute),
+        }
+    }
+
+    fn key(&self, print: &Fingerprint) -> Cached {
+        let now = Instant::now();
+        if let Some(known) = self.keys.lock().expect("not poisoned").get(print) {
+            if now < known.fresh_until {
+                return Cached::Fresh(known.key.clone());
+            }
+            if now < known.exempt_until {
+                return Cached::Exempt;
+            }
+        }
+        self.unknown_or_new(print, now)
+    }
+
+    fn session(&self, print: &Fingerprint) -> Cached {
+        let now = Instant::now();
+        if self.sessions.lock().expect("not poisoned").get(print).is_some_and(|until| now < *until) {
+            return Cached::Exempt;
+        }
+        self.unknown_or_new(print, now)
+    }
+
+    fn unknown_or_new(&self, print: &Fingerprint, now: Instant) -> Cached {
+        match self.unknown.lock().expect("not poisoned").get(print) {
+            Some(until) if now < *until => Cached::Unknown,
+            _ => Cached::New,
+        }
+    }
+
+    fn remember_key(&self, print: Fingerprint, key: ApiKey, checked_from: Instant) {
+        let known = KnownKey {
+            key,
+            fresh_until: checked_from + KNOWN_KEY_TTL,
+            exempt_until: checked_from + VALID_MEMORY,
+        };
+        insert_bounded(&mut self.keys.lock().expect("not poisoned"), print, known, |k| k.exempt_until);
+    }
+
+    fn remember_session(&self, print: Fingerprint) {
+        let until = Instant::now() + VALID_MEMORY;
+        insert_bounded(&mut self.sessions.lock().expect("not poisoned"), print, until, |u| *u);
+    }
+
+    fn remember_unknown(&self, print: Fingerprint) {
+        self.keys.lock().expect("not poisoned").remove(&print);
+        self.sessions.lock().expect("not poisoned").remove(&print);
+        let until = Instant::now() + UNKNOWN_TTL;
+        insert_bounded(&mut self.unknown.lock().expect("not poisoned"), print, until, |u| *u);
+    }
+
+    /// Makes every remembered key due for a check: called when this process changes a key (the
+    /// dashboard deactivates or deletes one), so that the change applies here at once.
+    pub fn forget_keys(&self) {
+        let now = Instant::now();
+        for known in self.keys.lock().expect("not poisoned").values_mut() {
+            known.fresh_until = now;
+        }
+        // A reactivated key was unknown a moment ago.
+        self.unknown.lock().expect("not poisoned").clear();
+    }
+
+    /// Notes that `last_used_at` is being refreshed, so the cached copy does not ask again.
+    fn touched(&self, print: &Fingerprint) {
+        if let Some(known) = self.keys.lock().expect("not poisoned").get_mut(print) {
+            known.key.last_used_at = Some(OffsetDateTime::now_utc());
+        }
+    }
+
+    /// Before a lookup the cache could not answer: a credential never seen spends a token of its
+    /// client's failure budget (`Ok(true)`), or is refused until the budget refills.
+    fn admit(&self, cached: &Cached, client: ClientAddr) -> Result<bool, Duration> {
+        if !matches!(cached, Cached::New) {
+            return Ok(false);
+        }
+        self.failures.check(client).map(|()| true).inspect_err(|_| {
+            tracing::warn!(client = %client, "authentication refused unseen: too many failed lookups from this address");
+        })
+    }
+
+    /// After the lookup: the token is given back unless the credential turned out unknown.
+    fn settle<T, E>(&self, spent: bool, client: ClientAddr, found: &Result<Option<T>, E>) {
+        if spent && !matches!(found, Ok(None)) {
+            self.failures.refund(&client);
+        }
+    }
+
+    /// A session this process just created is known valid (its first page must not wait on the
+    /// address's budget).
+    pub fn session_created(&self, token: &str) {
+        self.remember_session(fingerprint(token));
+    }
+}
+
+fn insert_bounded<V>(
+    map: &mut HashMap<Fingerprint, V>,
+    print: Fingerprint,
+    value: V,
+    until: impl Fn(&V) -> Instant,
+) {
+    if map.len() >= MAX_ENTRIES {
+        let now = Instant::now();
+        map.retain(|_, v| until(v) > now);
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+    }
+    map.insert(print, value);
+}
+
+fn fingerprint(credential: &str) -> Fingerprint {
+    Sha256::digest(credential.as_bytes()).into()
+}
 
 impl AppState {
     /// A pooled Postgres connection; a pool timeout or refused connection is 503.
@@ -17,20 +202,47 @@ impl AppState {
         Ok(self.pool.get().await.map_err(shared::db::DbError::from)?)
     }
 
-    /// The active key behind the bearer token. A token with a bad checksum is refused without
-    /// a database lookup. `last_used_at` is refreshed in the background at most once a minute.
-    pub async fn authenticate(&self, auth: &BearerKey) -> Result<ApiKey, ApiError> {
+    /// The active key behind the bearer token, per the rules at the top of this module. A
+    /// token with a bad checksum is refused without any lookup. `last_used_at` is refreshed in
+    /// the background at most once a minute.
+    pub async fn authenticate(&self, auth: &BearerKey, client: ClientAddr) -> Result<ApiKey, ApiError> {
         let token = auth.0.token.trim();
         if !api_keys::is_well_formed(token) {
             return Err(ApiError::Unauthorized);
         }
-        let db = self.db().await?;
-        let key = api_keys::authenticate(&db, token).await?.ok_or(ApiError::Unauthorized)?;
+        let print = fingerprint(token);
+        let cache = &self.credentials;
+        let key = match cache.key(&print) {
+            Cached::Fresh(key) => key,
+            Cached::Unknown => return Err(ApiError::Unauthorized),
+            cached => {
+                let spent = cache
+                    .admit(&cached, client)
+                    .map_err(|wait| ApiError::TooManyFailures(wait.as_secs().max(1)))?;
+                let started = Instant::now();
+                let found =
+                    async { Ok::<_, ApiError>(api_keys::authenticate(&self.db().await?, token).await?) }
+                        .await;
+                cache.settle(spent, client, &found);
+                match found? {
+                    Some(key) => {
+                        cache.remember_key(print, key.clone(), started);
+                        key
+                    }
+                    None => {
+                        cache.remember_unknown(print);
+                        return Err(ApiError::Unauthorized);
+                    }
+                }
+            }
+        };
         if let Err(wait) = self.rate_limiter.check(key.id) {
             return Err(ApiError::RateLimited(wait.as_secs().max(1)));
         }
-        let stale = key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > Duration::minutes(1));
+        let stale =
+            key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > time::Duration::minutes(1));
         if stale {
+            cache.touched(&print);
             let pool = self.pool.clone();
             let id = key.id;
             tokio::spawn(async move {
@@ -40,5 +252,33 @@ impl AppState {
             });
         }
         Ok(key)
+    }
+
+    /// The live session behind a dashboard session cookie, by `find`, or `None`: answered from
+    /// memory for cookies found unknown lately, and, for cookies never seen, only while the
+    /// client's failure budget lasts.
+    pub async fn session<T, E>(
+        &self,
+        token: &str,
+        client: ClientAddr,
+        find: impl Future<Output = Result<Option<T>, E>>,
+    ) -> Result<Option<T>, E> {
+        let print = fingerprint(token);
+        let cache = &self.credentials;
+        let cached = cache.session(&print);
+        if let Cached::Unknown = cached {
+            return Ok(None);
+        }
+        let Ok(spent) = cache.admit(&cached, client) else {
+            return Ok(None);
+        };
+        let found = find.await;
+        cache.settle(spent, client, &found);
+        match &found {
+            Ok(Some(_)) => cache.remember_session(print),
+            Ok(None) => cache.remember_unknown(print),
+            Err(_) => {}
+        }
+        found
     }
 }

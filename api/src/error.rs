@@ -24,6 +24,8 @@ pub enum ApiError {
     Gone(&'static str),
     #[error("rate limit exceeded; retry in {0} s")]
     RateLimited(u64),
+    #[error("too many failed authentications from this address; retry in {0} s")]
+    TooManyFailures(u64),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -125,7 +127,8 @@ pub enum ErrorResponse {
     /// The export's file no longer exists in storage; request the statement again.
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
-    /// Too many requests for this API key; retry after the given seconds.
+    /// Too many requests for this API key, or too many failed authentications from this
+    /// address; retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     /// Unexpected server error (details are in the server log).
@@ -159,6 +162,13 @@ impl From<ApiError> for ErrorResponse {
                 Json(Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("Too many requests for this API key; retry in {seconds} s."),
+                )),
+                seconds,
+            ),
+            ApiError::TooManyFailures(seconds) => Self::TooManyRequests(
+                Json(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("Too many failed authentications from this address; retry in {seconds} s."),
                 )),
                 seconds,
             ),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::{
     ApiTags, AppState,
     auth::BearerKey,
+    client_addr::ClientAddr,
     error::{ApiError, ErrorResponse},
 };
 
@@ -255,9 +256,10 @@ impl ExportsApi {
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
+        client: ClientAddr,
         body: Json<ExportRequest>,
     ) -> Result<CreateResponse, ErrorResponse> {
-        let key = state.authenticate(&auth).await?;
+        let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
         if !key.may_access(request.account.as_str()) {
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
@@ -306,10 +308,11 @@ impl ExportsApi {
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
+        client: ClientAddr,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
     ) -> Result<DetailsResponse, ErrorResponse> {
-        let key = state.authenticate(&auth).await?;
+        let key = state.authenticate(&auth, client).await?;
         let db = state.db().await?;
         let export = visible_export(&db, &key, reference_id.0).await?;
         let export = check_file(&state, &db, export).await?.export;
@@ -329,6 +332,7 @@ impl ExportsApi {
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
+        client: ClientAddr,
         /// Only exports in this state.
         status: Query<Option<Status>>,
         /// Only this account's exports.
@@ -345,7 +349,7 @@ impl ExportsApi {
         /// The previous page's `next_cursor`.
         cursor: Query<Option<Uuid>>,
     ) -> Result<ListResponse, ErrorResponse> {
-        let key = state.authenticate(&auth).await?;
+        let key = state.authenticate(&auth, client).await?;
         let filter = exports::ListFilter {
             status: status.0.map(Status::into_domain),
             account_id: account_id.0,
@@ -383,10 +387,11 @@ impl ExportsApi {
         &self,
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
+        client: ClientAddr,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
     ) -> Result<DetailsResponse, ErrorResponse> {
-        let key = state.authenticate(&auth).await?;
+        let key = state.authenticate(&auth, client).await?;
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
         match exports::cancel(&mut db, reference_id.0, "cancelled by the client").await? {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod client_addr;
 pub mod dashboard;
 pub mod error;
 pub mod exports;
@@ -41,6 +42,10 @@ pub struct AppState {
     /// When a completed export is reused: the freshness window and the books-closed horizon.
     pub reuse_policy: shared::exports::ReusePolicy,
     pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    /// What authentication remembers: valid and unknown credentials, failures per address.
+    pub credentials: Arc<auth::CredentialCache>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The source database, for readiness.
     pub source: shared::source::Source,
     /// Requests answered by deduplication, flushed to Postgres in the background.
@@ -86,6 +91,8 @@ impl AppState {
                 api.rate_limit_per_minute,
                 api.rate_limit_burst,
             )),
+            credentials: Arc::new(auth::CredentialCache::new(api.auth_failures_per_minute)),
+            trusted_proxies: api.trusted_proxies.clone(),
             source: shared::source::Source::new(&config.source_database_url, 2)
                 .context("SOURCE_DATABASE_URL")?,
             reuse: Arc::default(),

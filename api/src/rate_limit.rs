@@ -1,8 +1,10 @@
-//! Per-key rate limiting: a token bucket per API key, in memory. Each API process limits on
-//! its own, so behind N processes a key gets up to N times the rate.
+//! Token buckets, in memory: one per API key (requests), one per client address (failed
+//! authentications). Each API process limits on its own, so behind N processes a client gets up
+//! to N times the rate.
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -10,26 +12,26 @@ use std::{
 use uuid::Uuid;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = Uuid> {
     /// Tokens added per second.
     rate: f64,
-    /// Bucket size: the burst a key may send at once.
+    /// Bucket size: the burst a client may send at once.
     burst: f64,
-    buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
-    /// `per_minute` requests a minute on average, bursts of up to `burst`.
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// `per_minute` tokens a minute on average, bursts of up to `burst`.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         Self { rate: f64::from(per_minute) / 60.0, burst: f64::from(burst.max(1)), buckets: Mutex::default() }
     }
 
     /// Takes a token for `key`, or says how long until one is available.
-    pub fn check(&self, key: Uuid) -> Result<(), Duration> {
+    pub fn check(&self, key: K) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("not poisoned");
         if buckets.len() > 100_000 {
-            // Forget idle keys rather than grow without bound (full buckets lose nothing).
+            // Forget idle clients rather than grow without bound (full buckets lose nothing).
             let (rate, burst) = (self.rate, self.burst);
             buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
         }
@@ -43,6 +45,13 @@ impl RateLimiter {
             Err(Duration::from_secs(60))
         } else {
             Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+
+    /// Gives back a token taken by [`RateLimiter::check`] (the thing it guarded did not count).
+    pub fn refund(&self, key: &K) {
+        if let Some((tokens, _)) = self.buckets.lock().expect("not poisoned").get_mut(key) {
+            *tokens = (*tokens + 1.0).min(self.burst);
         }
     }
 }
@@ -61,5 +70,14 @@ mod tests {
         let wait = limiter.check(key).unwrap_err();
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limiter.check(Uuid::new_v4()).is_ok(), "keys have their own buckets");
+    }
+
+    #[test]
+    fn a_refunded_token_can_be_taken_again() {
+        let limiter = RateLimiter::new(1, 1);
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_err());
+        limiter.refund(&"a");
+        assert!(limiter.check("a").is_ok());
     }
 }

@@ -18,6 +18,11 @@ pub enum ConfigError {
     Invalid { var: &'static str, expected: &'static str, value: String },
     #[error("{var} is required when {because}")]
     Missing { var: &'static str, because: &'static str },
+    /// The value is a secret: the message gives its strength, never the value.
+    #[error(
+        "SIGNING_SECRET: expected at least {min} bytes of key material (generate it with `openssl rand -hex 32`), got {got}"
+    )]
+    WeakSigningSecret { min: usize, got: usize },
     #[error("EXPORT_TABLES_FILE: {0}")]
     Tables(#[from] TableConfigError),
 }
@@ -90,6 +95,11 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// How long a dashboard sign-in lasts.
     pub admin_session_ttl: Duration,
+    /// Failed authentications (unknown keys, bogus session cookies) a minute per client
+    /// address; past them the address is answered 429 without a database lookup.
+    pub auth_failures_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDR blocks).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -205,7 +215,7 @@ impl Config {
                 "a number of seconds",
                 900,
             )?),
-            signing_secret: env::var("SIGNING_SECRET").ok().filter(|v| !v.is_empty()).map(SecretString::from),
+            signing_secret: signing_secret()?,
             tables,
             export_max_attempts: positive("EXPORT_MAX_ATTEMPTS", "a positive number of attempts", 5)?,
             export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
@@ -232,6 +242,12 @@ impl ApiConfig {
                 "a positive number of seconds",
                 8 * 3600,
             )?),
+            auth_failures_per_minute: positive(
+                "AUTH_FAILURES_PER_MINUTE",
+                "a positive number of failed authentications",
+                30,
+            )?,
+            trusted_proxies: trusted_proxies()?,
         })
     }
 }
@@ -323,6 +339,38 @@ fn positive<T: FromStr + Default + PartialOrd>(
         return Err(ConfigError::Invalid { var, expected, value: env::var(var).unwrap_or_default() });
     }
     Ok(value)
+}
+
+/// `SIGNING_SECRET`, when set: at least [`crate::signing::MIN_KEY_BYTES`] of key material, or
+/// start-up stops (a short secret lets anyone who guesses it sign download links).
+fn signing_secret() -> Result<Option<SecretString>, ConfigError> {
+    let Some(secret) = env::var("SIGNING_SECRET").ok().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let (got, min) = (crate::signing::key_material_bytes(&secret), crate::signing::MIN_KEY_BYTES);
+    if got < min {
+        return Err(ConfigError::WeakSigningSecret { min, got });
+    }
+    Ok(Some(SecretString::from(secret)))
+}
+
+/// `TRUSTED_PROXIES`: comma-separated addresses (`10.0.0.5`) or CIDR blocks (`10.0.0.0/8`).
+fn trusted_proxies() -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    var_or("TRUSTED_PROXIES", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    var: "TRUSTED_PROXIES",
+                    expected: "comma-separated IP addresses or CIDR blocks",
+                    value: entry.to_owned(),
+                })
+        })
+        .collect()
 }
 
 fn secs(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {

@@ -20,11 +20,12 @@ use sha2::{Digest, Sha256};
 /// How a column's values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// Character data: subject to the formula guard.
+    /// The string family (CHAR, VARCHAR, TEXT, ENUM, SET, JSON, and BINARY, VARBINARY, BLOB
+    /// alike): subject to the formula guard.
     Text,
     /// DATETIME / TIMESTAMP: `T` between date and time.
     DateTime,
-    /// Numbers, dates, binary: exactly as returned.
+    /// Numbers, dates, times, BIT, spatial values: exactly as returned.
     Verbatim,
 }
 

@@ -7,6 +7,24 @@ use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Least key material `SIGNING_SECRET` must carry: HMAC-SHA-256's own output size.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// How many bytes of key material a configured secret carries: a hex string half its length, a
+/// base64 string three quarters of it (so `openssl rand -hex 16`, 32 characters, counts as the
+/// 16 bytes it is), anything else its length in bytes.
+pub fn key_material_bytes(secret: &str) -> usize {
+    let secret = secret.trim();
+    if secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return secret.len() / 2;
+    }
+    let unpadded = secret.trim_end_matches('=');
+    if unpadded.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/-_".contains(&b)) {
+        return unpadded.len() * 6 / 8;
+    }
+    secret.len()
+}
+
 /// Why a signed URL was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -85,5 +103,19 @@ mod tests {
         let past = OffsetDateTime::now_utc().unix_timestamp() - 1;
         let sig = signer.sign("exports/a.csv", past);
         assert_eq!(signer.verify("exports/a.csv", past, &sig), Err(SignatureError::Expired));
+    }
+
+    #[test]
+    fn key_material_counts_what_an_encoded_secret_decodes_to() {
+        let hex_32 = "a3".repeat(32);
+        assert_eq!(key_material_bytes(&hex_32), 32, "openssl rand -hex 32");
+        assert_eq!(key_material_bytes(&"a3".repeat(16)), 16, "openssl rand -hex 16: 32 characters, 16 bytes");
+        assert_eq!(
+            key_material_bytes("q83vEjRWeJq8zqs3RWeJq83vEjRWeJq8zqs3RWeJq8w="),
+            32,
+            "openssl rand -base64 32"
+        );
+        assert_eq!(key_material_bytes("change-me"), 6);
+        assert_eq!(key_material_bytes("a passphrase with spaces that is long enough"), 44);
     }
 }

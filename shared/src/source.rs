@@ -255,10 +255,11 @@ pub fn text_value(value: &Value) -> Result<Option<&[u8]>, NotText> {
     }
 }
 
-/// How each result column is written to CSV, from the result set's metadata.
+/// How each result column is written to CSV, from the result set's metadata. Every column of
+/// the string family is text to the formula guard, whatever its character set: a BINARY,
+/// VARBINARY or BLOB column (MySQL's `binary` character set) often holds text in older schemas,
+/// and a spreadsheet runs `=cmd|…` from it just the same.
 pub fn column_kinds(columns: &[Column]) -> Vec<ColumnKind> {
-    /// MySQL's `binary` character set: BLOB and BINARY columns, not text.
-    const BINARY_CHARSET: u16 = 63;
     columns
         .iter()
         .map(|c| match c.column_type() {
@@ -275,11 +276,7 @@ pub fn column_kinds(columns: &[Column]) -> Vec<ColumnKind> {
             | ColumnType::MYSQL_TYPE_BLOB
             | ColumnType::MYSQL_TYPE_ENUM
             | ColumnType::MYSQL_TYPE_SET
-            | ColumnType::MYSQL_TYPE_JSON
-                if c.character_set() != BINARY_CHARSET =>
-            {
-                ColumnKind::Text
-            }
+            | ColumnType::MYSQL_TYPE_JSON => ColumnKind::Text,
             _ => ColumnKind::Verbatim,
         })
         .collect()

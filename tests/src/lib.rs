@@ -119,7 +119,7 @@ impl TestApp {
             storage: StorageConfig::Local { root: storage_dir.clone() },
             upload_part_size: 5 * 1024 * 1024,
             download_url_ttl: std::time::Duration::from_secs(300),
-            signing_secret: Some(SecretString::from("test signing secret".to_owned())),
+            signing_secret: Some(SecretString::from("5f".repeat(32))),
             tables,
             export_max_attempts: 3,
             export_retention: std::time::Duration::from_secs(30 * 86_400),
@@ -163,6 +163,8 @@ impl TestApp {
             rate_limit_per_minute: per_minute,
             rate_limit_burst: burst,
             admin_session_ttl: std::time::Duration::from_secs(3600),
+            auth_failures_per_minute: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -230,3 +230,43 @@ async fn rows_committed_while_an_export_runs_are_not_in_it() {
     let bytes = app.download(details["file_url"].as_str().unwrap()).await.bytes().await.unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains(",late,"));
 }
+
+/// Text kept in binary-charset columns (VARBINARY, BLOB, BINARY, `CHARACTER SET binary`) is as
+/// dangerous in a spreadsheet as text in a TEXT column: the guard covers the whole string family.
+#[tokio::test]
+async fn the_formula_guard_covers_text_held_in_binary_charset_columns() {
+    let tables = TableRegistry::new(vec![TableSpec {
+        name: "binary_text".into(),
+        source_table: None,
+        account_column: "account".into(),
+        date_column: "day".into(),
+        id_column: "id".into(),
+        columns: ["id", "vb", "bl", "bn", "vc", "amount"].map(String::from).to_vec(),
+    }])
+    .unwrap();
+    let app = TestApp::spawn_with(tables).await;
+    app.source_exec(
+        "CREATE TABLE binary_text (
+            id BIGINT NOT NULL PRIMARY KEY, account VARCHAR(16) NOT NULL, day DATE NOT NULL,
+            vb VARBINARY(64) NULL, bl BLOB NULL, bn BINARY(4) NULL,
+            vc VARCHAR(32) CHARACTER SET binary NULL, amount DECIMAL(10, 2) NULL)",
+    )
+    .await;
+    app.source_exec(
+        "INSERT INTO binary_text VALUES
+         (1, 'A', '2024-01-01', '=cmd|'' /C calc''!A0', '+1+1', '@abc', '-2', -5.00),
+         (2, 'A', '2024-01-02', 'plain', 'bytes', 'abcd', 'ok', 3.00)",
+    )
+    .await;
+    let key = app.create_key(None).await;
+    let body = json!({"account_id": "A", "table_name": "binary_text", "date_from": "2024-01-01", "date_to": "2024-01-31"});
+    let (_, bytes) = export_bytes(&app, &key, &body).await;
+    let t = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        parse_csv(&bytes)[1..],
+        [
+            vec![t("1"), t("'=cmd|' /C calc'!A0"), t("'+1+1"), t("'@abc"), t("'-2"), t("-5.00")],
+            vec![t("2"), t("plain"), t("bytes"), t("abcd"), t("ok"), t("3.00")],
+        ]
+    );
+}

@@ -177,6 +177,8 @@ async fn change_key(state: &AppState, req: &Request, id: &str, action: &str, bod
         "delete" => api_keys::delete(&db, id).await?,
         _ => return Err(DashboardError::NotFound),
     };
+    // This process applies the change at once; the others within their cache's few seconds.
+    state.credentials.forget_keys();
     tracing::info!(api_key.id = %id, action, changed, "dashboard: key changed");
     let notice = if changed { action } else { "unchanged" };
     Ok(see_other(&format!("/admin/api-keys?notice={notice}")))

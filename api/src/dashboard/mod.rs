@@ -156,8 +156,12 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
     let name = state.cookie_name(SESSION_COOKIE);
     let token = cookie(req, &name).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
-    let db = state.db_for_dashboard().await?;
-    let session = shared::sessions::find(&db, token).await?.ok_or(DashboardError::SignIn)?;
+    let client = crate::client_addr::ClientAddr::of(req, &state.trusted_proxies);
+    let find = async {
+        let db = state.db_for_dashboard().await?;
+        Ok::<_, DashboardError>(shared::sessions::find(&db, token).await?)
+    };
+    let session = state.session(token, client, find).await?.ok_or(DashboardError::SignIn)?;
     Ok(Admin { session, token: token.to_owned() })
 }
 

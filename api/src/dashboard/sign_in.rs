@@ -84,6 +84,7 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
     };
     api_keys::touch(&db, key.id).await?;
     let new = shared::sessions::create(&db, key.id, &key.name, state.admin_session_ttl).await?;
+    state.credentials.session_created(&new.token);
     tracing::info!(api_key.id = %key.id, "dashboard sign-in");
     let mut response = see_other("/dashboard");
     let max_age = state.admin_session_ttl.as_secs();

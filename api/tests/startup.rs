@@ -1,0 +1,42 @@
+//! Start-up refuses settings that would make the service unsafe, naming the setting and never
+//! echoing a secret.
+
+use std::process::Command;
+
+/// Runs `statement-api serve` against a Postgres port nothing listens on: a setting that passes
+/// its check gets as far as connecting, and fails there instead.
+fn serve_with_signing_secret(secret: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-api"))
+        .arg("serve")
+        .env("SIGNING_SECRET", secret)
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .env("API_BIND", "127.0.0.1:0")
+        .output()
+        .expect("statement-api runs");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_signing_secret_shorter_than_32_bytes_of_key_material_stops_start_up_without_being_logged() {
+    for weak in [
+        "change-me-to-32-random-bytes-hex", // the old .env.example placeholder: 24 bytes of base64
+        "0123456789abcdef0123456789abcdef", // `openssl rand -hex 16`: 32 characters, 16 bytes
+        "a short passphrase, 31 bytes...",
+    ] {
+        let stderr = serve_with_signing_secret(weak);
+        assert!(
+            stderr.contains("SIGNING_SECRET") && stderr.contains("at least 32 bytes"),
+            "{weak}: {stderr}"
+        );
+        assert!(!stderr.contains(weak), "the secret itself is printed: {stderr}");
+    }
+}
+
+#[test]
+fn a_signing_secret_with_32_bytes_of_key_material_is_accepted() {
+    // `openssl rand -hex 32`: the check passes, and start-up goes on to Postgres (which is not there).
+    let stderr = serve_with_signing_secret(&"5f".repeat(32));
+    assert!(!stderr.contains("SIGNING_SECRET"), "{stderr}");
+    assert!(stderr.contains("migrations"), "start-up got as far as Postgres: {stderr}");
+}
