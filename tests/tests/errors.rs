@@ -197,6 +197,7 @@ async fn every_bad_input_is_a_400_naming_its_field_in_words_a_client_understands
         let content_type = response.headers().get("content-type").cloned();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let named = body["errors"].as_array().into_iter().flatten().find(|e| e["field"] == field);
+        let message = named.and_then(|e| e["message"].as_str());
         let text = body.to_string();
         let problem = if status != StatusCode::BAD_REQUEST {
             Some(format!("status {status}"))
@@ -204,7 +205,7 @@ async fn every_bad_input_is_a_400_naming_its_field_in_words_a_client_understands
             Some(format!("content-type {content_type:?}"))
         } else if named.is_none() {
             Some(format!("no errors[] entry for `{field}`"))
-        } else if named.unwrap()["message"].as_str().is_none_or(|m| m.len() < 8) {
+        } else if message.is_none_or(|m| m.len() < 8) {
             Some("no message".to_owned())
         } else {
             FRAMEWORK_TEXT.iter().find(|t| text.contains(*t)).map(|t| format!("framework text {t:?}"))
