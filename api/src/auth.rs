@@ -151,21 +151,23 @@ impl CredentialCache {
         }
     }
 
-    /// Before a lookup the cache could not answer: a credential never seen spends a token of its
-    /// client's failure budget (`Ok(true)`), or is refused until the budget refills.
+    /// Before a lookup the cache could not answer: a credential never seen is looked up only
+    /// while its client has failure budget left (`Ok(true)`: the lookup is on the budget).
+    /// Concurrent first uses of a valid key all pass; only failures spend the budget, so it can
+    /// be overrun by at most the lookups in flight at once (bounded by the connection pool).
     fn admit(&self, cached: &Cached, client: ClientAddr) -> Result<bool, Duration> {
         if !matches!(cached, Cached::New) {
             return Ok(false);
         }
-        self.failures.check(client).map(|()| true).inspect_err(|_| {
+        self.failures.peek(client).map(|()| true).inspect_err(|_| {
             tracing::warn!(client = %client, "authentication refused unseen: too many failed lookups from this address");
         })
     }
 
-    /// After the lookup: the token is given back unless the credential turned out unknown.
-    fn settle<T, E>(&self, spent: bool, client: ClientAddr, found: &Result<Option<T>, E>) {
-        if spent && !matches!(found, Ok(None)) {
-            self.failures.refund(&client);
+    /// After the lookup: a credential on the budget that turned out unknown spends a token.
+    fn settle<T, E>(&self, on_budget: bool, client: ClientAddr, found: &Result<Option<T>, E>) {
+        if on_budget && matches!(found, Ok(None)) {
+            self.failures.spend(client);
         }
     }
 
@@ -216,14 +218,14 @@ impl AppState {
             Cached::Fresh(key) => key,
             Cached::Unknown => return Err(ApiError::Unauthorized),
             cached => {
-                let spent = cache
+                let on_budget = cache
                     .admit(&cached, client)
                     .map_err(|wait| ApiError::TooManyFailures(wait.as_secs().max(1)))?;
                 let started = Instant::now();
                 let found =
                     async { Ok::<_, ApiError>(api_keys::authenticate(&self.db().await?, token).await?) }
                         .await;
-                cache.settle(spent, client, &found);
+                cache.settle(on_budget, client, &found);
                 match found? {
                     Some(key) => {
                         cache.remember_key(print, key.clone(), started);
@@ -269,11 +271,11 @@ impl AppState {
         if let Cached::Unknown = cached {
             return Ok(None);
         }
-        let Ok(spent) = cache.admit(&cached, client) else {
+        let Ok(on_budget) = cache.admit(&cached, client) else {
             return Ok(None);
         };
         let found = find.await;
-        cache.settle(spent, client, &found);
+        cache.settle(on_budget, client, &found);
         match &found {
             Ok(Some(_)) => cache.remember_session(print),
             Ok(None) => cache.remember_unknown(print),

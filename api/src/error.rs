@@ -1,8 +1,13 @@
 //! The API's one error type, and the one place it becomes HTTP: RFC 9457
 //! `application/problem+json`. Internal error text is logged, never returned.
 
-use poem::{Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json, types::Example};
+use poem::{IntoResponse, Response, error::ResponseError, http::StatusCode};
+use poem_openapi::{
+    ApiResponse, Object,
+    error::{ParseParamError, ParsePathError, ParseRequestPayloadError},
+    payload::Json,
+    types::{Example, ToJSON},
+};
 use shared::{db::DbError, statement::FieldError, storage::StorageError};
 
 /// Seconds a client should wait before retrying when a dependency is down.
@@ -35,6 +40,24 @@ pub enum ApiError {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         Self::Validation(vec![e])
+    }
+}
+
+/// So that an extractor (a strict body, see `input.rs`) can fail with an `ApiError`; it comes
+/// back in [`into_problem`] and becomes the same problem document a handler's error does.
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::RateLimited(_) | Self::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
@@ -146,7 +169,7 @@ impl From<ApiError> for ErrorResponse {
                 let mut p = Problem::new(StatusCode::BAD_REQUEST, "The request is invalid.");
                 p.errors = fields
                     .into_iter()
-                    .map(|f| ProblemField { field: f.field.into(), message: f.message })
+                    .map(|f| ProblemField { field: f.field.into_owned(), message: f.message })
                     .collect();
                 Self::BadRequest(Json(p))
             }
@@ -199,11 +222,18 @@ impl From<DbError> for ErrorResponse {
     }
 }
 
-/// Turns any error that did not come from our handlers (malformed JSON, missing header,
-/// unknown path, wrong method, body too large) into a problem document.
+/// Turns any error that did not come from our handlers (a parameter or body that does not parse,
+/// missing header, unknown path, wrong method, body too large) into a problem document.
 pub async fn into_problem(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
+    }
+    let err = match err.downcast::<ApiError>() {
+        Ok(e) => return ErrorResponse::from(e).into_response(),
+        Err(err) => err,
+    };
+    if let Some(fields) = parse_error_fields(&err) {
+        return ErrorResponse::from(ApiError::Validation(fields)).into_response();
     }
     let status = err.status();
     let detail = match status {
@@ -222,11 +252,109 @@ pub async fn into_problem(err: poem::Error) -> Response {
 
 pub fn problem_response(problem: Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({
-        "type": problem.kind,
-        "title": problem.title,
-        "status": problem.status,
-        "detail": problem.detail,
-    });
+    let body = problem.to_json().unwrap_or_default();
     Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
+}
+
+/// poem-openapi's parse errors as field errors a client developer can act on. Their own
+/// reasons name poem-openapi's internal types (`string_uuid`, `optional_Status`,
+/// `integer_int64`), so they are logged (debug), not returned.
+fn parse_error_fields(err: &poem::Error) -> Option<Vec<FieldError>> {
+    let (name, reason) = if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        (e.name, &e.reason)
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        (path_parameter_name(e.name), &e.reason)
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        tracing::debug!(reason = %e.reason, "request body refused");
+        return Some(vec![FieldError::new(
+            "body",
+            "must be a JSON object as the API specification describes",
+        )]);
+    } else {
+        return None;
+    };
+    tracing::debug!(parameter = name, reason = %reason, "request parameter refused");
+    Some(vec![FieldError::new(name, parameter_expectation(name))])
+}
+
+/// What each path and query parameter must be, in a client developer's words. A test checks
+/// that every parameter of the spec is here.
+const PARAMETERS: &[(&str, &str)] = &[
+    ("reference_id", "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000"),
+    ("status", "must be one of PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED, EXPIRED"),
+    (
+        "account_id",
+        "must be 1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
+    ),
+    ("table_name", "must name a configured table, e.g. bank_transactions"),
+    ("created_from", "must be an RFC 3339 date-time, e.g. 2024-01-31T00:00:00Z"),
+    ("created_before", "must be an RFC 3339 date-time, e.g. 2024-01-31T00:00:00Z"),
+    ("limit", "must be a whole number from 1 to 200"),
+    ("cursor", "must be a UUID: the previous page's next_cursor"),
+];
+
+/// poem-openapi routes path parameters as `param0`, `param1`, … and names them so in a
+/// `ParsePathError`. In this API they are, in order (a test checks every path of the spec):
+const PATH_PARAMETERS: &[&str] = &["reference_id"];
+
+fn path_parameter_name(routed: &'static str) -> &'static str {
+    routed
+        .strip_prefix("param")
+        .and_then(|i| i.parse::<usize>().ok())
+        .and_then(|i| PATH_PARAMETERS.get(i).copied())
+        .unwrap_or(routed)
+}
+
+fn parameter_expectation(name: &str) -> &'static str {
+    PARAMETERS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map_or("is not valid; see the API specification", |(_, expected)| expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_parameter_of_the_spec_has_a_message() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_service().spec()).unwrap();
+        let mut names = Vec::new();
+        for operation in
+            spec["paths"].as_object().unwrap().values().flat_map(|p| p.as_object().unwrap().values())
+        {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                names.push(parameter["name"].as_str().unwrap().to_owned());
+            }
+        }
+        assert!(names.contains(&"limit".to_owned()), "{names:?}");
+        for name in names {
+            assert!(PARAMETERS.iter().any(|(known, _)| *known == name), "no message for parameter {name}");
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_named_in_route_order() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_service().spec()).unwrap();
+        for path in spec["paths"].as_object().unwrap().keys() {
+            let names: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            assert!(PATH_PARAMETERS.starts_with(&names), "{path}: extend PATH_PARAMETERS");
+        }
+        assert_eq!(path_parameter_name("param0"), "reference_id");
+    }
+
+    #[test]
+    fn the_status_message_lists_every_status() {
+        let spec: serde_json::Value = serde_json::from_str(&crate::openapi_service().spec()).unwrap();
+        let statuses: Vec<&str> = spec["components"]["schemas"]["Status"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(parameter_expectation("status"), format!("must be one of {}", statuses.join(", ")));
+    }
 }

@@ -11,7 +11,7 @@ use shared::{
     api_keys::ApiKey,
     db::DbError,
     exports::{self, Export, ExportStatus},
-    statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
+    statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
     storage::StorageError,
 };
 use time::OffsetDateTime;
@@ -22,9 +22,13 @@ use crate::{
     auth::BearerKey,
     client_addr::ClientAddr,
     error::{ApiError, ErrorResponse},
+    input::{FromJsonFields, JsonFields, StrictJson},
 };
 
-/// A request for one account's statement over a date range.
+/// A request for one account's statement over a date range. Every field must have exactly its
+/// JSON type (a number is not a string; leave an optional field out rather than send `null`);
+/// unknown fields are refused.
+// The derive documents the schema; the body is read by `FromJsonFields` (see `input.rs`).
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct ExportRequest {
@@ -32,15 +36,34 @@ pub struct ExportRequest {
     pub account_id: String,
     /// A configured exportable table, e.g. `bank_transactions`.
     pub table_name: String,
-    /// First day, inclusive (`YYYY-MM-DD`).
+    /// First day, inclusive (`YYYY-MM-DD`, from 1900-01-01 to 2100-12-31).
     pub date_from: String,
-    /// Last day, inclusive (`YYYY-MM-DD`).
+    /// Last day, inclusive (`YYYY-MM-DD`, from 1900-01-01 to 2100-12-31).
     pub date_to: String,
     /// Make a new export even when an identical one exists.
     #[oai(default)]
     pub force_refresh: bool,
-    /// Output format; `csv` (default).
+    /// Output format: `csv` (the default when absent) or `csv.gz`.
     pub format: Option<String>,
+}
+
+impl FromJsonFields for ExportRequest {
+    fn from_fields(fields: &mut JsonFields) -> Option<Self> {
+        let account_id = fields.string("account_id");
+        let table_name = fields.string("table_name");
+        let date_from = fields.string("date_from");
+        let date_to = fields.string("date_to");
+        let force_refresh = fields.optional_bool("force_refresh", false);
+        let format = fields.optional_string("format");
+        Some(Self {
+            account_id: account_id?,
+            table_name: table_name?,
+            date_from: date_from?,
+            date_to: date_to?,
+            force_refresh: force_refresh?,
+            format: format?,
+        })
+    }
 }
 
 impl Example for ExportRequest {
@@ -257,7 +280,7 @@ impl ExportsApi {
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
         client: ClientAddr,
-        body: Json<ExportRequest>,
+        body: StrictJson<ExportRequest>,
     ) -> Result<CreateResponse, ErrorResponse> {
         let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
@@ -327,21 +350,26 @@ impl ExportsApi {
     /// Newest first, filtered, in pages: pass the previous page's `next_cursor` as `cursor`.
     /// A key limited to some accounts sees only their exports.
     #[oai(path = "/api/exports", method = "get", operation_id = "list_exports")]
+    ///
+    /// Every parameter is validated like the request body: an unknown or repeated parameter,
+    /// an invalid account id, a table that is not configured or a time outside 1900-01-01 to
+    /// 2100-12-31 is a `400` naming the parameter.
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         state: poem::web::Data<&AppState>,
+        request: &poem::Request,
         auth: BearerKey,
         client: ClientAddr,
         /// Only exports in this state.
         status: Query<Option<Status>>,
-        /// Only this account's exports.
+        /// Only this account's exports (1-64 of `A-Z a-z 0-9 . _ -`).
         account_id: Query<Option<String>>,
-        /// Only exports of this table.
+        /// Only exports of this table (a configured table).
         table_name: Query<Option<String>>,
-        /// Only exports created at or after this time (RFC 3339).
+        /// Only exports created at or after this time (RFC 3339, from 1900-01-01 to 2100-12-31).
         created_from: Query<Option<OffsetDateTime>>,
-        /// Only exports created before this time (RFC 3339).
+        /// Only exports created before this time (RFC 3339, from 1900-01-01 to 2100-12-31).
         created_before: Query<Option<OffsetDateTime>>,
         /// Page size, 1 to 200 (default 50).
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "200")))]
@@ -350,9 +378,25 @@ impl ExportsApi {
         cursor: Query<Option<Uuid>>,
     ) -> Result<ListResponse, ErrorResponse> {
         let key = state.authenticate(&auth, client).await?;
+        let mut errors = Vec::new();
+        if let Err(e) = crate::input::check_query_names(request.uri().query(), LIST_PARAMETERS) {
+            errors.extend(e);
+        }
+        let account_id = account_id.0.map(|a| AccountId::parse(&a).map_err(|e| errors.push(e)));
+        if let Some(table) = &table_name.0 {
+            check_table(&state, "table_name", table).unwrap_or_else(|e| errors.push(e));
+        }
+        for (name, at) in [("created_from", created_from.0), ("created_before", created_before.0)] {
+            if let Some(Err(e)) = at.map(|at| statement::check_time_in_range(name, at)) {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors).into());
+        }
         let filter = exports::ListFilter {
             status: status.0.map(Status::into_domain),
-            account_id: account_id.0,
+            account_id: account_id.and_then(Result::ok).map(|a| a.as_str().to_owned()),
             table_name: table_name.0,
             created_from: created_from.0,
             created_before: created_before.0,
@@ -407,6 +451,19 @@ impl ExportsApi {
             }
         }
     }
+}
+
+/// The query parameters of `GET /api/exports` (any other is refused).
+const LIST_PARAMETERS: &[&str] =
+    &["status", "account_id", "table_name", "created_from", "created_before", "limit", "cursor"];
+
+/// The table name, if it is a configured table.
+fn check_table(state: &AppState, field: &'static str, name: &str) -> Result<(), FieldError> {
+    if state.tables.get(name).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = state.tables.names().collect();
+    Err(FieldError::new(field, format!("must be one of: {}", known.join(", "))))
 }
 
 /// What a client is told about an export whose file has disappeared from storage.
@@ -482,10 +539,7 @@ async fn visible_export(db: &deadpool_postgres::Object, key: &ApiKey, id: Uuid) 
 fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, ApiError> {
     let mut errors = Vec::new();
     let account = AccountId::parse(&body.account_id).map_err(|e| errors.push(e)).ok();
-    if state.tables.get(&body.table_name).is_none() {
-        let known: Vec<&str> = state.tables.names().collect();
-        errors.push(FieldError::new("table_name", format!("must be one of: {}", known.join(", "))));
-    }
+    check_table(state, "table_name", &body.table_name).unwrap_or_else(|e| errors.push(e));
     let range = DateRange::parse(&body.date_from, &body.date_to, state.max_range_days)
         .map_err(|e| errors.push(e))
         .ok();

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exports;
 pub mod files;
 pub mod health;
+pub mod input;
 pub mod metrics;
 pub mod rate_limit;
 pub mod reuse;

@@ -1,22 +1,57 @@
 //! A statement request, validated at the edge, and its deduplication hash.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use sha2::{Digest, Sha256};
-use time::{Date, macros::format_description};
+use time::{
+    Date, OffsetDateTime,
+    macros::{date, format_description},
+};
 
 /// A field that failed validation, with a message a client can show.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct FieldError {
-    pub field: &'static str,
+    /// The request field or parameter, as the client spelled it (an unknown field's name
+    /// included).
+    pub field: Cow<'static, str>,
     pub message: String,
 }
 
 impl FieldError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
     }
+}
+
+/// The first day a statement, or a listing's `created_from`/`created_before`, may name.
+///
+/// Statements are bounded to 1900-01-01 ..= 2100-12-31: no bank keeps transactions from before
+/// 1900, and a date outside the range is a typo (`0024` for `2024`, `2204` for `2024`), not a
+/// request. Without a bound `0000-01-01` was accepted and stored as 1 BC; MariaDB's DATE and
+/// DATETIME start at year 1000, so such a range would not even reach the source sensibly.
+pub const EARLIEST_DATE: Date = date!(1900 - 01 - 01);
+/// The last day a statement may name (see [`EARLIEST_DATE`]).
+pub const LATEST_DATE: Date = date!(2100 - 12 - 31);
+
+/// Checks that a date lies in [`EARLIEST_DATE`] ..= [`LATEST_DATE`].
+pub fn check_date_in_range(field: &'static str, date: Date) -> Result<Date, FieldError> {
+    if (EARLIEST_DATE..=LATEST_DATE).contains(&date) {
+        Ok(date)
+    } else {
+        Err(FieldError::new(field, format!("must be between {EARLIEST_DATE} and {LATEST_DATE}")))
+    }
+}
+
+/// Checks that a point in time falls on a day in [`EARLIEST_DATE`] ..= [`LATEST_DATE`] (in
+/// UTC): the listing's `created_from` and `created_before` filters.
+pub fn check_time_in_range(field: &'static str, at: OffsetDateTime) -> Result<OffsetDateTime, FieldError> {
+    check_date_in_range(field, at.to_offset(time::UtcOffset::UTC).date()).map(|_| at).map_err(|_| {
+        FieldError::new(
+            field,
+            format!("must be between {EARLIEST_DATE}T00:00:00Z and {LATEST_DATE}T23:59:59Z"),
+        )
+    })
 }
 
 /// An account identifier: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or
@@ -51,7 +86,8 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// An inclusive range of calendar dates, `from <= to`, at most `max_days` long.
+/// An inclusive range of calendar dates, `from <= to`, at most `max_days` long, within
+/// [`EARLIEST_DATE`] ..= [`LATEST_DATE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateRange {
     from: Date,
@@ -66,15 +102,14 @@ impl DateRange {
     }
 
     pub fn new(from: Date, to: Date, max_days: i64) -> Result<Self, FieldError> {
+        check_date_in_range("date_from", from)?;
+        check_date_in_range("date_to", to)?;
         if from > to {
             return Err(FieldError::new("date_from", "must not be after date_to"));
         }
         let days = (to - from).whole_days() + 1;
         if days > max_days {
             return Err(FieldError::new("date_to", format!("the range may span at most {max_days} days")));
-        }
-        if to.next_day().is_none() {
-            return Err(FieldError::new("date_to", "is out of range"));
         }
         Ok(Self { from, to })
     }
@@ -90,7 +125,7 @@ impl DateRange {
     /// The day after `to`: source queries use the half-open range `[from, to + 1 day)` so a
     /// DATETIME column includes the whole last day.
     pub fn end_exclusive(&self) -> Date {
-        self.to.next_day().expect("checked in DateRange::new")
+        self.to.next_day().expect("LATEST_DATE has a next day")
     }
 }
 
@@ -204,6 +239,31 @@ mod tests {
         assert_eq!(err.field, "date_to");
         let range = DateRange::parse("2024-12-31", "2024-12-31", 1).unwrap();
         assert_eq!(range.end_exclusive().to_string(), "2025-01-01");
+    }
+
+    #[test]
+    fn dates_must_lie_between_1900_and_2100() {
+        let err = DateRange::parse("0000-01-01", "2024-01-01", i64::MAX).unwrap_err();
+        assert_eq!(err.field, "date_from");
+        assert_eq!(err.message, "must be between 1900-01-01 and 2100-12-31");
+        assert_eq!(DateRange::parse("1899-12-31", "1900-01-01", 366).unwrap_err().field, "date_from");
+        assert_eq!(DateRange::parse("2100-12-31", "2101-01-01", 366).unwrap_err().field, "date_to");
+        assert!(DateRange::parse("1900-01-01", "1900-01-01", 1).is_ok());
+        assert!(DateRange::parse("2100-12-31", "2100-12-31", 1).is_ok());
+        // Built from stored dates too (the worker), not only parsed.
+        assert!(DateRange::new(date!(0000 - 01 - 01), date!(2024 - 01 - 01), i64::MAX).is_err());
+    }
+
+    #[test]
+    fn listing_times_must_fall_between_1900_and_2100_in_utc() {
+        use time::macros::datetime;
+        assert!(check_time_in_range("created_from", datetime!(1900-01-01 00:00 UTC)).is_ok());
+        assert!(check_time_in_range("created_from", datetime!(2100-12-31 23:59:59 UTC)).is_ok());
+        assert!(check_time_in_range("created_from", datetime!(1899-12-31 23:59:59 UTC)).is_err());
+        // 2100-12-31 23:00 at -02:00 is 2101-01-01 01:00 UTC.
+        assert!(check_time_in_range("created_before", datetime!(2100-12-31 23:00 -2)).is_err());
+        let err = check_time_in_range("created_before", datetime!(0000-01-01 00:00 UTC)).unwrap_err();
+        assert_eq!(err.field, "created_before");
     }
 
     #[test]

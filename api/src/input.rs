@@ -1,0 +1,247 @@
+//! Strict request input: JSON bodies read field by field, so that a wrong JSON type is refused
+//! (never coerced: poem-openapi reads `"account_id": 123` as the string `"123"`) and every
+//! problem names its field; and query strings that hold only known parameters, each once.
+//!
+//! The documented schema stays the `Object` derive's (the spec is generated from it); only the
+//! parsing is ours. Problems travel as [`ApiError::Validation`] and become a problem document
+//! in `error.rs`, like every other error.
+
+use poem::{FromRequest, Request, RequestBody};
+use poem_openapi::{
+    payload::{ParsePayload, Payload},
+    registry::{MetaSchemaRef, Registry},
+    types::Type,
+};
+use serde_json::{Map, Value};
+use shared::statement::FieldError;
+
+use crate::error::ApiError;
+
+/// A JSON body parsed by [`FromJsonFields`] instead of poem-openapi's lenient `ParseFromJSON`,
+/// documented with `T`'s schema.
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+/// A body type read from a JSON object field by field.
+pub trait FromJsonFields: Sized {
+    /// Takes the type's fields from `fields`; `None` when any was missing or invalid (the
+    /// problems are recorded in `fields`).
+    fn from_fields(fields: &mut JsonFields) -> Option<Self>;
+}
+
+impl<T: Type> Payload for StrictJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    /// `application/json` or any `application/*+json`, like poem-openapi's `Json`.
+    fn check_content_type(content_type: &str) -> bool {
+        <poem_openapi::payload::Json<T> as Payload>::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: FromJsonFields + Send> ParsePayload for StrictJson<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let data = Vec::<u8>::from_request(request, body).await?;
+        parse_body(&data).map(Self).map_err(|errors| ApiError::Validation(errors).into())
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(StrictJson<T>, T: FromJsonFields + Type + Send);
+
+/// Parses a whole body: a JSON object whose fields `T` takes, nothing else in it.
+pub fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> {
+    let body_error = |message: String| vec![FieldError::new("body", message)];
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Err(body_error("is required: a JSON object".into()));
+    }
+    let object = match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(object)) => object,
+        Ok(other) => return Err(body_error(format!("must be a JSON object, not {}", json_kind(&other)))),
+        // serde_json says what it expected and where ("expected `:` at line 1 column 14").
+        Err(e) => return Err(body_error(format!("is not valid JSON: {e}"))),
+    };
+    let mut fields = JsonFields { object, errors: Vec::new() };
+    let value = T::from_fields(&mut fields);
+    for name in fields.object.keys() {
+        fields.errors.push(FieldError::new(name.clone(), "is not a field of this request"));
+    }
+    match value {
+        Some(value) if fields.errors.is_empty() => Ok(value),
+        _ => Err(fields.errors),
+    }
+}
+
+/// A JSON object's fields, taken one by one; what is left at the end is unknown.
+#[derive(Debug)]
+pub struct JsonFields {
+    object: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl JsonFields {
+    /// Records a problem with a field whose value was taken but does not satisfy a rule.
+    pub fn reject(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
+    /// A required string field.
+    pub fn string(&mut self, name: &'static str) -> Option<String> {
+        match self.object.remove(name) {
+            None => {
+                self.errors.push(FieldError::new(name, "is required"));
+                None
+            }
+            Some(value) => self.as_string(name, value),
+        }
+    }
+
+    /// An optional string field; `null` is refused (leave the field out instead).
+    pub fn optional_string(&mut self, name: &'static str) -> Option<Option<String>> {
+        match self.object.remove(name) {
+            None => Some(None),
+            Some(value) => self.as_string(name, value).map(Some),
+        }
+    }
+
+    /// An optional boolean field, `default` when absent; `null` is refused.
+    pub fn optional_bool(&mut self, name: &'static str, default: bool) -> Option<bool> {
+        match self.object.remove(name) {
+            None => Some(default),
+            Some(Value::Bool(b)) => Some(b),
+            Some(other) => {
+                self.errors
+                    .push(FieldError::new(name, format!("must be true or false, not {}", json_kind(&other))));
+                None
+            }
+        }
+    }
+
+    fn as_string(&mut self, name: &'static str, value: Value) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s),
+            other => {
+                self.errors
+                    .push(FieldError::new(name, format!("must be a JSON string, not {}", json_kind(&other))));
+                None
+            }
+        }
+    }
+}
+
+/// "a number", "null", … : what a client sent, in words.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses a query string naming a parameter the operation does not have (a typo such as
+/// `acount_id` would otherwise silently widen the result), or naming one twice.
+pub fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(), Vec<FieldError>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|_| vec![FieldError::new("query", "is not a valid URL query string")])?;
+    let mut errors = Vec::new();
+    let mut seen = Vec::new();
+    for (name, _) in pairs {
+        if !known.contains(&name.as_str()) {
+            errors.push(FieldError::new(
+                name,
+                format!("is not a parameter of this operation (known: {})", known.join(", ")),
+            ));
+        } else if seen.contains(&name) {
+            errors.push(FieldError::new(name, "may be given at most once"));
+        } else {
+            seen.push(name);
+        }
+    }
+    errors.dedup();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Body {
+        name: String,
+        flag: bool,
+        note: Option<String>,
+    }
+
+    impl FromJsonFields for Body {
+        fn from_fields(fields: &mut JsonFields) -> Option<Self> {
+            let name = fields.string("name");
+            let flag = fields.optional_bool("flag", false);
+            let note = fields.optional_string("note");
+            Some(Self { name: name?, flag: flag?, note: note? })
+        }
+    }
+
+    fn errors(body: &str) -> Vec<(String, String)> {
+        parse_body::<Body>(body.as_bytes())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field.into_owned(), e.message))
+            .collect()
+    }
+
+    #[test]
+    fn well_typed_bodies_parse_with_defaults() {
+        let body: Body = parse_body(br#"{"name": "a"}"#).unwrap();
+        assert_eq!(body, Body { name: "a".into(), flag: false, note: None });
+        let body: Body = parse_body(br#"{"name": "a", "flag": true, "note": "n"}"#).unwrap();
+        assert_eq!(body, Body { name: "a".into(), flag: true, note: Some("n".into()) });
+    }
+
+    #[test]
+    fn wrong_types_nulls_missing_and_unknown_fields_are_each_named() {
+        let got = errors(r#"{"name": 123, "flag": "yes", "note": null, "extra": 1}"#);
+        assert_eq!(
+            got,
+            [
+                ("name".into(), "must be a JSON string, not a number".into()),
+                ("flag".into(), "must be true or false, not a string".into()),
+                ("note".into(), "must be a JSON string, not null".into()),
+                ("extra".into(), "is not a field of this request".into()),
+            ]
+        );
+        assert_eq!(errors("{}"), [("name".into(), "is required".into())]);
+        assert_eq!(errors(r#"{"name": true, "flag": 1}"#)[1].1, "must be true or false, not a number");
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects_name_the_body() {
+        assert_eq!(errors("")[0], ("body".into(), "is required: a JSON object".into()));
+        assert_eq!(errors("[1]")[0], ("body".into(), "must be a JSON object, not an array".into()));
+        let (field, message) = &errors("{not json")[0];
+        assert_eq!(field, "body");
+        assert!(message.starts_with("is not valid JSON: key must be a string at line 1"), "{message}");
+    }
+
+    #[test]
+    fn query_strings_hold_known_parameters_once() {
+        let known = ["limit", "status"];
+        assert!(check_query_names(None, &known).is_ok());
+        assert!(check_query_names(Some("limit=5&status=PENDING"), &known).is_ok());
+        let err = check_query_names(Some("limt=5"), &known).unwrap_err();
+        assert_eq!(err[0].field, "limt");
+        assert_eq!(err[0].message, "is not a parameter of this operation (known: limit, status)");
+        let err = check_query_names(Some("limit=5&limit=6&limit=7"), &known).unwrap_err();
+        assert_eq!(err, [FieldError::new("limit", "may be given at most once")]);
+    }
+}
