@@ -422,5 +422,6 @@ async fn an_operator_cancel_is_recorded_as_such() {
     let details: Value =
         app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(details["status"], "CANCELLED");
-    assert_eq!(details["error"], "cancelled by an operator");
+    assert_eq!(details["error_code"], "cancelled_by_operator");
+    assert_eq!(details["error"], "the export was cancelled by an operator");
 }

@@ -103,9 +103,22 @@ async fn a_source_refusing_the_password_fails_the_export_with_a_documented_code_
 
     let (details, listed, page) = shown(&app, &key, &id).await;
     let (host, port) = host_port.rsplit_once(':').unwrap();
-    let internals =
-        ["statements_ro", host, port, "localhost", "wrong-password", "Access denied", "1045", "28000", "mysql"];
-    for (what, text) in [("GET export", details.to_string()), ("the listing", listed.to_string()), ("the dashboard", page.clone())] {
+    let internals = [
+        "statements_ro",
+        host,
+        port,
+        "localhost",
+        "wrong-password",
+        "Access denied",
+        "1045",
+        "28000",
+        "mysql",
+    ];
+    for (what, text) in [
+        ("GET export", details.to_string()),
+        ("the listing", listed.to_string()),
+        ("the dashboard", page.clone()),
+    ] {
         assert_names_none(what, &text, &internals);
     }
     for export in [&details, &listed] {
@@ -113,7 +126,9 @@ async fn a_source_refusing_the_password_fails_the_export_with_a_documented_code_
         assert_eq!(export["error_code"], "source_auth_failed", "{export}");
         assert_eq!(export["error"], "the source database refused the connection", "{export}");
     }
-    assert!(page.contains("source_auth_failed") && page.contains("the source database refused the connection"));
+    assert!(
+        page.contains("source_auth_failed") && page.contains("the source database refused the connection")
+    );
     assert!(page.contains("worker log"), "the dashboard says where the details are: {page}");
 
     let (lines, count) = log.find("Access denied for user 'statements_ro'");
@@ -141,7 +156,11 @@ async fn an_unwritable_storage_folder_fails_the_attempt_with_a_documented_code_a
     let (details, listed, page) = shown(&app, &key, &id).await;
     let root = app.storage_dir.display().to_string();
     let internals = [root.as_str(), "exports/", "os error", "Not a directory", "LocalFileSystem", "#1"];
-    for (what, text) in [("GET export", details.to_string()), ("the listing", listed.to_string()), ("the dashboard", page.clone())] {
+    for (what, text) in [
+        ("GET export", details.to_string()),
+        ("the listing", listed.to_string()),
+        ("the dashboard", page.clone()),
+    ] {
         assert_names_none(what, &text, &internals);
     }
     for export in [&details, &listed] {
@@ -149,7 +168,9 @@ async fn an_unwritable_storage_folder_fails_the_attempt_with_a_documented_code_a
         assert_eq!(export["error_code"], "storage_write_refused", "{export}");
         assert_eq!(export["error"], "storage refused to store the export file", "{export}");
     }
-    assert!(page.contains("storage_write_refused") && page.contains("storage refused to store the export file"));
+    assert!(
+        page.contains("storage_write_refused") && page.contains("storage refused to store the export file")
+    );
     assert!(page.contains("worker log"), "the dashboard says where the details are: {page}");
 
     let (lines, count) = log.find("Not a directory (os error 20)");
