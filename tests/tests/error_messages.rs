@@ -5,7 +5,12 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use testkit::{TestApp, dashboard::DashboardClient};
+use shared::{config::StorageConfig, tables::TableRegistry};
+use testkit::{
+    TestApp,
+    dashboard::DashboardClient,
+    s3::{MotoServer, s3_config},
+};
 
 /// Everything the worker logs while a test runs (a `tracing` capture on the test's thread:
 /// `#[tokio::test]` runs the runner's tasks there too).
@@ -177,4 +182,50 @@ async fn an_unwritable_storage_folder_fails_the_attempt_with_a_documented_code_a
     assert_eq!(count, 1, "the cause is logged once:\n{}", log.text());
     assert!(lines[0].contains(&id), "the line names the export: {}", lines[0]);
     assert!(lines[0].len() < 600, "one readable line, not the chain repeated: {}", lines[0]);
+}
+
+#[tokio::test]
+async fn a_missing_s3_bucket_is_a_documented_code_and_the_log_names_the_url_once() {
+    let moto = MotoServer::start().await;
+    let bucket = "h3-no-such-bucket";
+    let app = TestApp::spawn_configured(TableRegistry::demo(), |c| {
+        c.storage = StorageConfig::S3(shared::config::S3Config {
+            bucket: bucket.into(),
+            ..s3_config(moto.endpoint())
+        })
+    })
+    .await;
+    app.insert_generated_rows("ACC-1", 1, 10).await;
+    let key = app.create_key(None).await;
+    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
+    let id = created["reference_id"].as_str().unwrap().to_owned();
+    let (log, guard) = Log::start();
+    assert_eq!(app.runner(TestApp::worker_config()).run_pending().await.unwrap(), 1);
+    drop(guard);
+
+    let (details, listed, page) = shown(&app, &key, &id).await;
+    let endpoint = moto.endpoint();
+    let host_port = endpoint.trim_start_matches("http://");
+    let internals = [bucket, host_port, "http://", "NoSuchBucket", "exports/"];
+    for (what, text) in [
+        ("GET export", details.to_string()),
+        ("the listing", listed.to_string()),
+        ("the dashboard", page.clone()),
+    ] {
+        assert_names_none(what, &text, &internals);
+    }
+    for export in [&details, &listed] {
+        assert_eq!(export["status"], "PENDING", "{export}");
+        assert_eq!(export["error_code"], "storage_missing", "{export}");
+        assert_eq!(export["error"], "the storage bucket or folder does not exist", "{export}");
+    }
+
+    let (lines, _) = log.find("error_code=storage_missing");
+    assert_eq!(lines.len(), 1, "one line for the one failed attempt:\n{}", log.text());
+    assert!(
+        lines[0].contains(&id) && lines[0].contains(bucket),
+        "the line names the export and the cause: {}",
+        lines[0]
+    );
+    assert_eq!(lines[0].matches(host_port).count(), 1, "the URL at most once: {}", lines[0]);
 }
