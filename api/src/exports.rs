@@ -11,6 +11,7 @@ use shared::{
     api_keys::ApiKey,
     db::DbError,
     exports::{self, Export, ExportStatus},
+    failure::FailureCode,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
     storage::StorageError,
 };
@@ -91,6 +92,89 @@ pub enum Status {
     Expired,
 }
 
+/// Why an export failed (FAILED), was cancelled (CANCELLED), or why its last attempt failed
+/// (PENDING: it will be retried). Each code has one fixed message, returned as `error`:
+///
+/// | code | `error` |
+/// |---|---|
+/// | `source_unavailable` | the source database could not be reached |
+/// | `source_auth_failed` | the source database refused the connection |
+/// | `source_access_denied` | the source database user may not read the table |
+/// | `source_schema_mismatch` | the configured table or column does not exist in the source database |
+/// | `source_query_failed` | the source database could not run the export's query |
+/// | `source_unexpected_data` | the source database sent a value the export cannot write |
+/// | `source_stalled` | the source database stopped sending rows |
+/// | `source_lagging` | the source replica is too far behind its primary |
+/// | `source_replication_stopped` | the source replica is not replicating |
+/// | `storage_unavailable` | storage is unavailable |
+/// | `storage_write_refused` | storage refused to store the export file |
+/// | `storage_full` | storage is full |
+/// | `storage_missing` | the storage bucket or folder does not exist |
+/// | `table_not_configured` | the table is no longer configured for export |
+/// | `cancelled` | the export was cancelled |
+/// | `cancelled_by_operator` | the export was cancelled by an operator |
+/// | `worker_shutdown` | the worker shut down; another worker will resume the export |
+/// | `worker_lost` | the worker running the export was lost |
+/// | `attempts_exhausted` | the export was interrupted too many times (the worker was lost during every attempt) |
+/// | `internal` | an internal error stopped the export |
+/// | `unclassified` | the export did not complete (recorded before failures were classified) |
+///
+/// The cause (driver messages, hosts, paths) is in the worker's log, on a line with the
+/// export's id; it is never returned. Clients should expect codes added in later releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ErrorCode {
+    SourceUnavailable,
+    SourceAuthFailed,
+    SourceAccessDenied,
+    SourceSchemaMismatch,
+    SourceQueryFailed,
+    SourceUnexpectedData,
+    SourceStalled,
+    SourceLagging,
+    SourceReplicationStopped,
+    StorageUnavailable,
+    StorageWriteRefused,
+    StorageFull,
+    StorageMissing,
+    TableNotConfigured,
+    Cancelled,
+    CancelledByOperator,
+    WorkerShutdown,
+    WorkerLost,
+    AttemptsExhausted,
+    Internal,
+    Unclassified,
+}
+
+impl From<FailureCode> for ErrorCode {
+    fn from(code: FailureCode) -> Self {
+        match code {
+            FailureCode::SourceUnavailable => Self::SourceUnavailable,
+            FailureCode::SourceAuthFailed => Self::SourceAuthFailed,
+            FailureCode::SourceAccessDenied => Self::SourceAccessDenied,
+            FailureCode::SourceSchemaMismatch => Self::SourceSchemaMismatch,
+            FailureCode::SourceQueryFailed => Self::SourceQueryFailed,
+            FailureCode::SourceUnexpectedData => Self::SourceUnexpectedData,
+            FailureCode::SourceStalled => Self::SourceStalled,
+            FailureCode::SourceLagging => Self::SourceLagging,
+            FailureCode::SourceReplicationStopped => Self::SourceReplicationStopped,
+            FailureCode::StorageUnavailable => Self::StorageUnavailable,
+            FailureCode::StorageWriteRefused => Self::StorageWriteRefused,
+            FailureCode::StorageFull => Self::StorageFull,
+            FailureCode::StorageMissing => Self::StorageMissing,
+            FailureCode::TableNotConfigured => Self::TableNotConfigured,
+            FailureCode::Cancelled => Self::Cancelled,
+            FailureCode::CancelledByOperator => Self::CancelledByOperator,
+            FailureCode::WorkerShutdown => Self::WorkerShutdown,
+            FailureCode::WorkerLost => Self::WorkerLost,
+            FailureCode::AttemptsExhausted => Self::AttemptsExhausted,
+            FailureCode::Internal => Self::Internal,
+            FailureCode::Unclassified => Self::Unclassified,
+        }
+    }
+}
+
 fn default_limit() -> i64 {
     50
 }
@@ -169,8 +253,11 @@ pub struct ExportDetails {
     pub rows_exported: i64,
     /// Hex SHA-256 of the file.
     pub sha256: Option<String>,
-    /// Why the export failed (FAILED), or why the last attempt failed (PENDING, retrying).
+    /// The fixed message of `error_code`: why the export failed (FAILED), was cancelled
+    /// (CANCELLED), or why its last attempt failed (PENDING, it will be retried).
     pub error: Option<String>,
+    // See `ErrorCode`.
+    pub error_code: Option<ErrorCode>,
     /// When the export was requested.
     pub created_at: OffsetDateTime,
     /// When the source snapshot was taken: the file holds the rows committed by then.
@@ -225,6 +312,7 @@ impl Example for ExportDetails {
             rows_exported: 50_000,
             sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
             error: None,
+            error_code: None,
             created_at: at,
             snapshot_at: Some(at),
             completed_at: Some(at + time::Duration::seconds(4)),
@@ -438,7 +526,7 @@ impl ExportsApi {
         let key = state.authenticate(&auth, client).await?;
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
-        match exports::cancel(&mut db, reference_id.0, "cancelled by the client").await? {
+        match exports::cancel(&mut db, reference_id.0, FailureCode::Cancelled).await? {
             exports::Cancelled::Now(export) => {
                 state.metrics.exports_finished.add(1, &[KeyValue::new("status", "cancelled")]);
                 Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
@@ -578,10 +666,28 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         row_count: export.row_count,
         rows_exported: export.rows_exported,
         sha256: export.sha256,
-        error: export.error,
+        error: export.failure.map(|code| code.message().to_owned()),
+        error_code: export.failure.map(ErrorCode::from),
         created_at: export.created_at,
         snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
         expires_at: export.expires_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON as _;
+
+    use super::*;
+
+    #[test]
+    fn every_failure_code_is_in_the_api_enum_and_documented_with_its_message() {
+        let spec = include_str!("../../openapi.yaml");
+        for code in FailureCode::ALL {
+            assert_eq!(ErrorCode::from(code).to_json(), Some(serde_json::json!(code.as_str())));
+            let row = format!("| `{code}` | {} |", code.message());
+            assert!(spec.contains(&row), "openapi.yaml (the ErrorCode doc comment) lacks {row}");
+        }
+    }
 }

@@ -221,7 +221,7 @@ pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError>
     if let Some(export_id) = export_id {
         let revived = tx
             .execute(
-                "UPDATE exports SET status = 'PENDING', error = NULL, completed_at = NULL
+                "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL
                  WHERE id = $1 AND status IN ('FAILED', 'PENDING')",
                 &[&export_id],
             )

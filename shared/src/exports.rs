@@ -8,7 +8,7 @@ use deadpool_postgres::{GenericClient, Object};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{db::DbError, queue, statement::StatementRequest, uploads};
+use crate::{db::DbError, failure::FailureCode, queue, statement::StatementRequest, uploads};
 
 /// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
 pub const EXPORT_JOB_KIND: &str = "export_statement";
@@ -64,7 +64,9 @@ pub struct Export {
     pub row_count: Option<i64>,
     pub rows_exported: i64,
     pub sha256: Option<String>,
-    pub error: Option<String>,
+    /// Why the export failed (FAILED), was cancelled, or why its last attempt failed (PENDING);
+    /// see [`FailureCode`]. The cause is in the worker's log only.
+    pub failure: Option<FailureCode>,
     pub created_at: OffsetDateTime,
     pub snapshot_at: Option<OffsetDateTime>,
     pub started_at: Option<OffsetDateTime>,
@@ -81,8 +83,18 @@ pub struct Export {
 }
 
 const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, \
-    file_key, file_size, row_count, rows_exported, sha256, error, created_at, snapshot_at, started_at, \
+    file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
     completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
+
+/// The failure an export row records: its code, or, for free text an older release wrote to
+/// `error` (never shown), [`FailureCode::Unclassified`].
+fn stored_failure(code: Option<&str>, legacy_text: Option<&str>) -> Option<FailureCode> {
+    match (code, legacy_text) {
+        (Some(code), _) => Some(FailureCode::from_stored(code)),
+        (None, Some(_)) => Some(FailureCode::Unclassified),
+        (None, None) => None,
+    }
+}
 
 impl Export {
     fn from_row(row: &tokio_postgres::Row) -> Self {
@@ -101,7 +113,7 @@ impl Export {
             row_count: row.get("row_count"),
             rows_exported: row.get("rows_exported"),
             sha256: row.get("sha256"),
-            error: row.get("error"),
+            failure: stored_failure(row.get("error_code"), row.get("error")),
             created_at: row.get("created_at"),
             snapshot_at: row.get("snapshot_at"),
             started_at: row.get("started_at"),
@@ -276,7 +288,7 @@ pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<E
         .query_opt(
             &format!(
                 "UPDATE exports SET status = 'PROCESSING', started_at = now(), snapshot_at = now(),
-                     rows_exported = 0, error = NULL
+                     rows_exported = 0, error = NULL, error_code = NULL
                  WHERE id = $1 AND status IN ('PENDING', 'PROCESSING') AND {FENCE}
                  RETURNING {COLUMNS}"
             ),
@@ -345,7 +357,7 @@ pub async fn complete(
         .execute(
             &format!(
                 "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
-                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL,
+                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL, error_code = NULL,
                      expires_at = now() + make_interval(secs => $8)
                  WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
             ),
@@ -370,25 +382,26 @@ pub async fn complete(
     Ok(true)
 }
 
-/// Marks the export FAILED with a message for the client (no internal details); nothing of the
-/// failed attempt's progress is kept. Call it in the transaction that fails its job.
-pub async fn fail(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
+/// Marks the export FAILED with the failure's code (the cause is logged, never stored); nothing
+/// of the failed attempt's progress is kept. Call it in the transaction that fails its job.
+pub async fn fail(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
     db.execute(
-        "UPDATE exports SET status = 'FAILED', error = $2, completed_at = now(), rows_exported = 0
+        "UPDATE exports SET status = 'FAILED', error_code = $2, error = NULL, completed_at = now(),
+             rows_exported = 0
          WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
-        &[&export_id, &message],
+        &[&export_id, &code.as_str()],
     )
     .await?;
     Ok(())
 }
 
-/// Back to PENDING while its job waits for a retry; the message says why. Call it in the
+/// Back to PENDING while its job waits for a retry; the code says why. Call it in the
 /// transaction that gives its job back to the queue.
-pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, message: &str) -> Result<(), DbError> {
+pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
     db.execute(
-        "UPDATE exports SET status = 'PENDING', error = $2, rows_exported = 0
+        "UPDATE exports SET status = 'PENDING', error_code = $2, error = NULL, rows_exported = 0
          WHERE id = $1 AND status = 'PROCESSING'",
-        &[&export_id, &message],
+        &[&export_id, &code.as_str()],
     )
     .await?;
     Ok(())
@@ -405,8 +418,9 @@ pub enum Cancelled {
 }
 
 /// Cancels a pending or processing export and its job, in one transaction. `reason` is
-/// recorded as the export's error (`cancelled by the client`, `cancelled by an operator`).
-pub async fn cancel(db: &mut Object, id: Uuid, reason: &str) -> Result<Cancelled, DbError> {
+/// recorded as the export's failure ([`FailureCode::Cancelled`] or
+/// [`FailureCode::CancelledByOperator`]).
+pub async fn cancel(db: &mut Object, id: Uuid, reason: FailureCode) -> Result<Cancelled, DbError> {
     let tx = db.transaction().await?;
     let Some(row) = tx
         .query_opt(&format!("SELECT {COLUMNS}, job_id FROM exports WHERE id = $1 FOR UPDATE"), &[&id])
@@ -422,10 +436,10 @@ pub async fn cancel(db: &mut Object, id: Uuid, reason: &str) -> Result<Cancelled
     let row = tx
         .query_one(
             &format!(
-                "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error = $2
+                "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error_code = $2, error = NULL
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id, &reason],
+            &[&id, &reason.as_str()],
         )
         .await?;
     if let Some(job_id) = job_id {

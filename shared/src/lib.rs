@@ -6,6 +6,7 @@ pub mod csv_out;
 pub mod dashboard;
 pub mod db;
 pub mod exports;
+pub mod failure;
 pub mod logging;
 pub mod metrics;
 pub mod queue;

@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::DbError;
+use crate::{db::DbError, failure::FailureCode};
 
 /// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
 pub const NOTIFY_CHANNEL: &str = "statement_jobs";
@@ -126,7 +126,7 @@ pub async fn cancel(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
     Ok(db
         .execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
-                 lease_expires_at = NULL, last_error = 'cancelled'
+                 lease_expires_at = NULL, last_error = 'cancelled' -- FailureCode::Cancelled
              WHERE id = $1 AND state IN ('available', 'retryable', 'running')",
             &[&id],
         )
@@ -192,12 +192,13 @@ pub enum FailOutcome {
 /// Records a failed attempt. With a `retry_at` (a retryable error) the job runs again then
 /// while attempts remain, or, past them, while its run of failures is younger than
 /// `retry_window` (an outage of minutes is waited out, not counted down in attempts); without
-/// one, or past both, it fails for good. Fenced by the attempt's token.
+/// one, or past both, it fails for good. Fenced by the attempt's token. `last_error` records
+/// the failure's code only (the cause is logged, never stored).
 pub async fn fail(
     db: &impl GenericClient,
     id: i64,
     token: Uuid,
-    error: &str,
+    code: FailureCode,
     retry_at: Option<OffsetDateTime>,
     retry_window: Duration,
 ) -> Result<FailOutcome, DbError> {
@@ -222,7 +223,7 @@ pub async fn fail(
              -- rescue) has committed, which the CTE's snapshot cannot see.
              WHERE jobs.id = attempt.id AND jobs.attempt_token = $2 AND jobs.state = 'running'
              RETURNING jobs.state, jobs.run_at",
-            &[&id, &token, &error, &retry_at, &retry_window.as_secs_f64()],
+            &[&id, &token, &code.as_str(), &retry_at, &retry_window.as_secs_f64()],
         )
         .await?;
     Ok(match row {
@@ -257,7 +258,7 @@ pub async fn rescue_expired(db: &impl GenericClient) -> Result<Vec<Rescued>, DbE
              UPDATE jobs SET
                  state = CASE WHEN attempt < max_attempts THEN 'retryable' ELSE 'failed' END,
                  finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
-                 last_error = 'worker lost its lease (crashed or stalled) during attempt ' || attempt,
+                 last_error = 'worker_lost', -- FailureCode::WorkerLost
                  lease_expires_at = NULL, attempt_token = NULL, run_at = now()
              FROM lost
              WHERE jobs.id = lost.id

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use mysql_async::consts::ColumnType;
 
-use crate::{csv_out::ColumnKind, tables::TableRegistry};
+use crate::{csv_out::ColumnKind, failure::FailureCode, tables::TableRegistry};
 
 pub use mysql_async::{Column, Error as MysqlError, Row, Value};
 
@@ -50,6 +50,26 @@ impl SourceError {
             ),
             Self::Mysql(_) | Self::Lagging { .. } | Self::ReplicationStopped => true,
             Self::Url(_) | Self::Schema { .. } | Self::ReplicaStatus(_) => false,
+        }
+    }
+
+    /// The failure class clients see ([`FailureCode`]); the error itself is for the log.
+    pub fn failure_code(&self) -> FailureCode {
+        match self {
+            Self::Mysql(mysql_async::Error::Server(e)) => match e.code {
+                1045 => FailureCode::SourceAuthFailed, // access denied for user (login)
+                1044 | 1142 | 1143 | 1227 => FailureCode::SourceAccessDenied,
+                1049 | 1054 | 1146 => FailureCode::SourceSchemaMismatch, // unknown database/column/table
+                // too many connections, shutting down, max_user_connections
+                1040 | 1053 | 1203 => FailureCode::SourceUnavailable,
+                _ => FailureCode::SourceQueryFailed,
+            },
+            Self::Mysql(mysql_async::Error::Url(_)) | Self::Url(_) => FailureCode::Internal,
+            Self::Mysql(_) => FailureCode::SourceUnavailable,
+            Self::Schema { .. } => FailureCode::SourceSchemaMismatch,
+            Self::Lagging { .. } => FailureCode::SourceLagging,
+            Self::ReplicationStopped => FailureCode::SourceReplicationStopped,
+            Self::ReplicaStatus(_) => FailureCode::SourceQueryFailed,
         }
     }
 

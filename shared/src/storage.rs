@@ -22,7 +22,11 @@ use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
-use crate::{config::StorageConfig, signing::UrlSigner};
+use crate::{
+    config::StorageConfig,
+    failure::{self, FailureCode},
+    signing::UrlSigner,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -34,6 +38,58 @@ pub enum StorageError {
     Key(String),
     #[error("storage did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl StorageError {
+    /// The failure class clients see ([`FailureCode`]); the error itself is for the log.
+    pub fn failure_code(&self) -> FailureCode {
+        use std::io::ErrorKind;
+        match self {
+            Self::Timeout(_) => return FailureCode::StorageUnavailable,
+            Self::Key(_) => return FailureCode::Internal,
+            Self::Store(_) | Self::Io(_) => {}
+        }
+        // What object_store said (it may come wrapped in an io::Error, from its BufWriter).
+        for e in failure::find_all::<object_store::Error>(self) {
+            match e {
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => {
+                    return FailureCode::StorageWriteRefused;
+                }
+                object_store::Error::InvalidPath { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => return FailureCode::Internal,
+                _ => {}
+            }
+        }
+        // Local disk: what the operating system said.
+        match failure::io_error(self).map(std::io::Error::kind) {
+            Some(
+                ErrorKind::PermissionDenied
+                | ErrorKind::ReadOnlyFilesystem
+                | ErrorKind::NotADirectory
+                | ErrorKind::IsADirectory
+                | ErrorKind::AlreadyExists
+                | ErrorKind::InvalidFilename,
+            ) => FailureCode::StorageWriteRefused,
+            Some(ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge) => {
+                FailureCode::StorageFull
+            }
+            Some(ErrorKind::NotFound) => FailureCode::StorageMissing,
+            _ if failure::find_all::<object_store::Error>(self)
+                .any(|e| matches!(e, object_store::Error::NotFound { .. })) =>
+            {
+                FailureCode::StorageMissing
+            }
+            _ => FailureCode::StorageUnavailable,
+        }
+    }
+
+    /// A path component is a regular file (`ENOTDIR`): nothing can exist below it.
+    fn is_not_a_directory(&self) -> bool {
+        failure::io_error(self).is_some_and(|e| e.kind() == std::io::ErrorKind::NotADirectory)
+    }
 }
 
 /// Part size on local disk. S3 needs parts of at least 5 MiB (`UPLOAD_PART_SIZE_BYTES`); a
@@ -149,7 +205,11 @@ impl Storage {
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&parse_key(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => match StorageError::from(e) {
+                // The key's folder is a file: the object cannot be there.
+                e if e.is_not_a_directory() => Ok(()),
+                e => Err(e),
+            },
         }
     }
 
@@ -419,7 +479,10 @@ fn remove_staging_files(file: &std::path::Path) -> std::io::Result<()> {
     let prefix = format!("{}#", name.to_string_lossy());
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // No folder (or a file where it would be): no staging files either.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     for entry in entries {
@@ -435,4 +498,32 @@ fn remove_staging_files(file: &std::path::Path) -> std::io::Result<()> {
     // Not empty (another file of the claim) or already gone: either is fine.
     let _ = std::fs::remove_dir(dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    /// As object_store's local `BufWriter` reports an OS error: an `io::Error` (kind `Other`)
+    /// around object_store's error around the OS's.
+    fn local_write_error(os_error: i32) -> StorageError {
+        let store = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(os_error)),
+        };
+        StorageError::Io(std::io::Error::other(store))
+    }
+
+    #[test]
+    fn local_disk_errors_are_classified_by_what_the_operating_system_said() {
+        assert_eq!(local_write_error(13).failure_code(), FailureCode::StorageWriteRefused); // EACCES
+        assert_eq!(local_write_error(20).failure_code(), FailureCode::StorageWriteRefused); // ENOTDIR
+        assert_eq!(local_write_error(30).failure_code(), FailureCode::StorageWriteRefused); // EROFS
+        assert_eq!(local_write_error(28).failure_code(), FailureCode::StorageFull); // ENOSPC
+        assert_eq!(local_write_error(5).failure_code(), FailureCode::StorageUnavailable); // EIO
+        assert_eq!(
+            StorageError::Timeout(Duration::from_secs(1)).failure_code(),
+            FailureCode::StorageUnavailable
+        );
+    }
 }

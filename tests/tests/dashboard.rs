@@ -251,7 +251,9 @@ async fn a_failed_job_is_shown_with_its_error_and_retried_from_the_queue_page() 
 
     let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
     let queue = browser.get("/dashboard/queue").await;
-    assert!(queue.body.contains("bank_transactions"), "the error is shown: {}", queue.body);
+    // The error's code and message; the driver's text (naming the table) is in the worker log.
+    assert!(queue.body.contains("source_schema_mismatch"), "the error is shown: {}", queue.body);
+    assert!(queue.body.contains("the configured table or column does not exist in the source database"));
     assert!(queue.body.contains(reference));
     let db = app.pool.get().await.unwrap();
     let job_id: i64 = db.query_one("SELECT id FROM jobs", &[]).await.unwrap().get(0);
@@ -422,5 +424,6 @@ async fn an_operator_cancel_is_recorded_as_such() {
     let details: Value =
         app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(details["status"], "CANCELLED");
-    assert_eq!(details["error"], "cancelled by an operator");
+    assert_eq!(details["error_code"], "cancelled_by_operator");
+    assert_eq!(details["error"], "the export was cancelled by an operator");
 }

@@ -30,11 +30,12 @@ async fn a_source_that_is_down_is_retried_later_and_the_export_stays_pending() {
     let (state, attempt, error, scheduled_later) = job_row(&app).await;
     assert_eq!((state.as_str(), attempt), ("retryable", 1));
     assert!(scheduled_later, "the retry waits for its backoff");
-    assert!(error.unwrap().contains("source database"));
+    assert_eq!(error.as_deref(), Some("source_unavailable"));
     let details: Value =
         app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING");
-    assert!(details["error"].as_str().unwrap().contains("retrying"), "{details}");
+    assert_eq!(details["error_code"], "source_unavailable", "{details}");
+    assert_eq!(details["error"], "the source database could not be reached", "{details}");
 }
 
 #[tokio::test]
@@ -46,7 +47,7 @@ async fn a_table_missing_from_the_source_fails_the_export_for_good() {
     let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
     let details = app.run_until_settled(&key, created["reference_id"].as_str().unwrap()).await;
     assert_eq!(details["status"], "FAILED");
-    assert!(details["error"].as_str().unwrap().contains("no_such_table"), "{details}");
+    assert_eq!(details["error_code"], "source_schema_mismatch", "{details}");
     let (state, attempt, _, _) = job_row(&app).await;
     assert_eq!((state.as_str(), attempt), ("failed", 1), "fatal errors are not retried");
 }

@@ -160,7 +160,7 @@ async fn a_silent_source_fails_the_attempt_after_the_stall_timeout_and_the_retry
     hold.release();
     app.wait_for("SELECT state = 'retryable' FROM jobs").await;
     let error: String = one_value(&app, "SELECT last_error FROM jobs").await;
-    assert!(error.contains("no progress"), "{error}");
+    assert_eq!(error, "source_stalled");
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING", "{details}");
     let staging = files_under(&app.storage_dir.join("exports").join(&id));
@@ -188,7 +188,7 @@ async fn an_outage_longer_than_the_attempts_but_within_the_retry_window_does_not
     }
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING", "{details}");
-    assert!(details["error"].as_str().unwrap().contains("retrying"), "{details}");
+    assert_eq!(details["error_code"], "source_unavailable", "{details}");
 
     // The outage has lasted longer than the window: the next failure is final.
     app.pool
@@ -220,7 +220,7 @@ async fn a_rescued_export_reads_pending_with_the_reason_and_a_failed_one_keeps_n
     worker::maintenance::run_once(&ctx, Duration::from_secs(86_400)).await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING", "{details}");
-    assert!(details["error"].as_str().unwrap().contains("worker"), "{details}");
+    assert_eq!(details["error_code"], "worker_lost", "{details}");
     assert_eq!(details["rows_exported"], 0);
 
     // The last attempt is lost too: FAILED, with nothing left from the attempt and no retry due.
@@ -229,6 +229,7 @@ async fn a_rescued_export_reads_pending_with_the_reason_and_a_failed_one_keeps_n
     worker::maintenance::run_once(&ctx, Duration::from_secs(86_400)).await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "FAILED", "{details}");
+    assert_eq!(details["error_code"], "attempts_exhausted", "{details}");
     assert_eq!(details["rows_exported"], 0, "{details}");
     let retry_due: bool = one_value(&app, "SELECT run_at > now() FROM jobs").await;
     assert!(!retry_due, "a failed job has no future run");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::{exports, queue};
+use shared::{exports, failure::FailureCode, queue};
 use testkit::{StatusCode, TestApp, files_under};
 use worker::{jobs::JobContext, maintenance::Maintenance};
 
@@ -104,7 +104,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE).await.unwrap());
     assert!(!queue::complete(&db, stale.id, stale.token).await.unwrap());
     assert_eq!(
-        queue::fail(&db, stale.id, stale.token, "late", None, LEASE).await.unwrap(),
+        queue::fail(&db, stale.id, stale.token, FailureCode::Internal, None, LEASE).await.unwrap(),
         queue::FailOutcome::Fenced
     );
     // The fresh attempt's writes go through.
@@ -148,7 +148,7 @@ async fn retries_back_off_exponentially_then_fail_the_export_with_a_message() {
     let details: Value =
         app.get_export(&key, created["reference_id"].as_str().unwrap()).await.json().await.unwrap();
     assert_eq!(details["status"], "FAILED");
-    assert!(details["error"].as_str().unwrap().contains("source database"), "{details}");
+    assert_eq!(details["error_code"], "source_unavailable", "{details}");
 }
 
 #[tokio::test]
@@ -352,7 +352,7 @@ async fn a_late_failure_racing_the_rescue_of_its_attempt_is_fenced_out() {
     let late = app.pool.get().await.unwrap();
     let failing = tokio::spawn(async move {
         let retry_at = time::OffsetDateTime::now_utc() + Duration::from_secs(3600);
-        queue::fail(&late, stale.id, stale.token, "late", Some(retry_at), LEASE).await.unwrap()
+        queue::fail(&late, stale.id, stale.token, FailureCode::Internal, Some(retry_at), LEASE).await.unwrap()
     });
     app.wait_for(
         "SELECT count(*) = 1 FROM pg_stat_activity
@@ -367,5 +367,5 @@ async fn a_late_failure_racing_the_rescue_of_its_attempt_is_fenced_out() {
         (row.get(0), row.get(1))
     };
     assert_eq!(state, "retryable");
-    assert!(error.starts_with("worker lost its lease"), "the rescue's record stands: {error}");
+    assert_eq!(error, "worker_lost", "the rescue's record stands");
 }

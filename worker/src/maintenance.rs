@@ -18,7 +18,7 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use shared::{db::DbError, exports, queue, uploads, workers};
+use shared::{db::DbError, exports, failure::FailureCode, queue, uploads, workers};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -181,16 +181,13 @@ async fn rescue(ctx: &JobContext) -> (usize, usize) {
         let tx = db.transaction().await?;
         let rescued = queue::rescue_expired(&tx).await?;
         for job in &rescued {
-            let (setback, message) = if job.retrying {
-                (Setback::Retrying, "the worker running the export was lost; another worker will resume it")
+            let (setback, code) = if job.retrying {
+                (Setback::Retrying, FailureCode::WorkerLost)
             } else {
                 warn!(job.id = job.id, "job failed for good after its last lease expired");
-                (
-                    Setback::Failed,
-                    "the export was interrupted too many times (worker lost during every attempt)",
-                )
+                (Setback::Failed, FailureCode::AttemptsExhausted)
             };
-            jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, message).await?;
+            jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
         }
         tx.commit().await?;
         Ok::<_, DbError>(rescued)

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use shared::{
     config::WorkerConfig,
     db::DbError,
+    failure::{Cause, FailureCode},
     queue::{self, ClaimedJob, FailOutcome},
     workers,
 };
@@ -205,9 +206,9 @@ impl Runner {
         let tx = db.transaction().await?;
         let released = queue::release(&tx, tokens).await?;
         self.ctx.holds.reach(HoldPoint::BeforeSetback).await;
-        let message = "the worker shut down; another worker will resume the export";
         for (id, kind, args) in &released {
-            jobs::on_setback(&self.ctx, &tx, kind, args, Setback::Released, message).await?;
+            jobs::on_setback(&self.ctx, &tx, kind, args, Setback::Released, FailureCode::WorkerShutdown)
+                .await?;
             info!(job.id = id, "released to the queue at shutdown");
         }
         tx.commit().await?;
@@ -294,7 +295,7 @@ impl Background {
 
 /// Records the outcome of an attempt in the queue (and, through the job kind, its domain row).
 async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outcome: Result<(), JobError>) {
-    let (message, retry_at) = match outcome {
+    let (failure, retry_at) = match outcome {
         Ok(()) => {
             // Job kinds may complete their job themselves, atomically with their domain row
             // (exports do): then this finds nothing left to do.
@@ -312,45 +313,57 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
             info!("attempt stopped: lease lost or cancelled");
             return;
         }
-        Err(JobError::Retryable(e)) => {
+        Err(JobError::Retryable(failure)) => {
             let delay = backoff(job.attempt, config.retry_base, config.retry_max);
-            (format!("{e:#}"), Some(OffsetDateTime::now_utc() + delay))
+            (failure, Some(OffsetDateTime::now_utc() + delay))
         }
-        Err(JobError::Fatal(e)) => (format!("{e:#}"), None),
+        Err(JobError::Fatal(failure)) => (failure, None),
     };
-    match record_setback(ctx, job, &message, retry_at, config.retry_window).await {
+    // The one line that names the cause (in the job's span: job and export id); what is
+    // recorded, and shown to clients, is only its code.
+    let code = failure.code;
+    let recorded = record_setback(ctx, job, code, retry_at, config.retry_window).await;
+    let cause = Cause(failure.cause.as_ref());
+    match recorded {
         Ok(FailOutcome::Retrying(at)) => {
-            warn!(error = %message, retry_at = %at, "attempt failed; will retry")
+            warn!(error_code = %code, error = %cause, retry_at = %at, "attempt failed; will retry")
         }
         Ok(FailOutcome::Failed) => {
-            error!(error = %message, "job failed for good");
+            error!(error_code = %code, error = %cause, "job failed for good");
             record_attempts(ctx, job, "failed");
         }
-        Ok(FailOutcome::Fenced) => info!("attempt fenced out; its failure is not recorded"),
+        Ok(FailOutcome::Fenced) => {
+            info!(error_code = %code, error = %cause, "attempt fenced out; its failure is not recorded")
+        }
         // The lease will expire and the rescuer will put the job back.
-        Err(e) => error!(error = %e, "could not record the failed attempt; its lease will expire"),
+        Err(e) => error!(
+            error_code = %code,
+            error = %cause,
+            record_error = %Cause(&e),
+            "attempt failed and could not be recorded; its lease will expire"
+        ),
     }
 }
 
 /// Records a failed attempt in the queue and in its kind's tables, in one transaction: no
-/// other claim can take the job between the two.
+/// other claim can take the job between the two. Only the failure's code is recorded.
 async fn record_setback(
     ctx: &JobContext,
     job: &ClaimedJob,
-    message: &str,
+    code: FailureCode,
     retry_at: Option<OffsetDateTime>,
     retry_window: Duration,
 ) -> Result<FailOutcome, DbError> {
     let mut db = ctx.pool.get().await?;
     let tx = db.transaction().await?;
-    let outcome = queue::fail(&tx, job.id, job.token, message, retry_at, retry_window).await?;
+    let outcome = queue::fail(&tx, job.id, job.token, code, retry_at, retry_window).await?;
     ctx.holds.reach(HoldPoint::BeforeSetback).await;
-    let (setback, export_message) = match outcome {
-        FailOutcome::Retrying(_) => (Setback::Retrying, format!("attempt failed, retrying: {message}")),
-        FailOutcome::Failed => (Setback::Failed, message.to_owned()),
+    let setback = match outcome {
+        FailOutcome::Retrying(_) => Setback::Retrying,
+        FailOutcome::Failed => Setback::Failed,
         FailOutcome::Fenced => return Ok(outcome),
     };
-    jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, &export_message).await?;
+    jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
     tx.commit().await?;
     Ok(outcome)
 }

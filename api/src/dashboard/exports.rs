@@ -5,7 +5,7 @@ use poem::{
     Request, Response, handler,
     web::{Data, Path},
 };
-use shared::{dashboard, exports};
+use shared::{dashboard, exports, failure::FailureCode};
 
 use super::{DashboardError, Page, layout, respond, signed_in};
 use crate::AppState;
@@ -66,9 +66,9 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
                 dt { "Job" } dd { (job.id) " (" (job.kind) ", " (job.state) ")" }
                 dt { "Attempts" } dd { (job.attempt) " of " (job.max_attempts) }
                 dt { "Worker" } dd.mono { (job.worker_id.as_deref().unwrap_or("—")) }
-                dt { "Last attempt's error" } (error_or_none(job.last_error.as_deref()))
+                dt { "Last attempt's error" } (error_or_none(job.last_error.as_deref().map(FailureCode::from_stored), export.id))
             }
-            dt { "Export error" } (error_or_none(export.error.as_deref()))
+            dt { "Export error" } (error_or_none(export.failure, export.id))
             dt { "Rows so far" } dd { @if running { progress title="running" {} " " } (layout::count(export.rows_exported)) }
         }
         @if let Some(job) = job.as_ref().filter(|_| running) {
@@ -96,10 +96,16 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
     Ok(layout::html(layout::page(&admin, "", &title, refresh, body)))
 }
 
-fn error_or_none(error: Option<&str>) -> maud::Markup {
+/// A failure's code and message, and where its cause is: the worker's log, on the lines of
+/// this export's job (field `export.id`).
+fn error_or_none(failure: Option<FailureCode>, export_id: uuid::Uuid) -> maud::Markup {
     html! {
-        @match error {
-            Some(message) => dd.error { (message) },
+        @match failure {
+            Some(code) => dd.error {
+                (layout::failure(Some(code)))
+                br;
+                small.muted { "Details are in the worker log, on the lines with export.id=" (export_id) }
+            },
             None => dd.muted { "none" },
         }
     }

@@ -10,6 +10,8 @@ use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::BorrowedFormatItem, macros::format_description,
 };
 
+use shared::failure::FailureCode;
+
 use super::Admin;
 
 const CSS: &str = include_str!("assets/dashboard.css");
@@ -206,6 +208,16 @@ pub fn percent(rate: Option<f64>) -> String {
 /// A status word with its colour class.
 pub fn status(word: &str) -> Markup {
     html! { span class={ "status " (word) } { (word) } }
+}
+
+/// A recorded failure: its code and fixed message (never the cause, which is in the worker's
+/// log). Empty when there is none.
+pub fn failure(code: Option<FailureCode>) -> Markup {
+    html! {
+        @if let Some(code) = code {
+            code.mono { (code.as_str()) } " " (code.message())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use poem::{
 };
 use shared::{
     dashboard::{self, JobRow, Retried},
-    exports, queue, workers,
+    exports,
+    failure::FailureCode,
+    queue, workers,
 };
 
 use super::{Admin, DashboardError, Page, layout, respond, see_other, signed_form, signed_in};
@@ -105,7 +107,7 @@ fn job_table(admin: &Admin, jobs: &[JobRow], time_heading: &str) -> Markup {
                                 None => { "—" }
                             }
                         }
-                        td.error { (job.last_error.as_deref().unwrap_or("")) }
+                        td.error { (layout::failure(job.last_error.as_deref().map(FailureCode::from_stored))) }
                         td {
                             @if job.state == "failed" || job.state == "retryable" {
                                 (layout::action_button(admin, &format!("/dashboard/jobs/{}/retry", job.id), "Retry now", Some("primary")))
@@ -175,7 +177,7 @@ async fn cancel_job(
 ) -> Result<bool, DashboardError> {
     let export_id = dashboard::export_of_job(&*db, id).await?.ok_or(DashboardError::NotFound)?;
     let Some(export_id) = export_id else { return Ok(queue::cancel(&*db, id).await?) };
-    let cancelled = exports::cancel(db, export_id, "cancelled by an operator").await?;
+    let cancelled = exports::cancel(db, export_id, shared::failure::FailureCode::CancelledByOperator).await?;
     let now = matches!(cancelled, exports::Cancelled::Now(_));
     if now {
         state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);

@@ -16,6 +16,7 @@ use shared::{
     csv_out::{CsvEncoder, FileBytes},
     db::DbError,
     exports::{self, Attempt, ExportJobArgs, ExportResult},
+    failure::{Cause, FailureCode},
     queue::ClaimedJob,
     source::{self, Source, SourceError},
     statement::{AccountId, DateRange, ExportFormat},
@@ -39,20 +40,22 @@ const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
     let args: ExportJobArgs = serde_json::from_value(job.args.clone())
-        .map_err(|e| JobError::Fatal(anyhow!("malformed job arguments: {e}")))?;
+        .map_err(|e| JobError::fatal(FailureCode::Internal, anyhow!("malformed job arguments: {e}")))?;
     let attempt = Attempt { export_id: args.export_id, job_id: job.id, token: job.token };
     let export = {
-        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        let db = ctx.pool.get().await?;
         exports::start(&db, attempt).await?.ok_or(JobError::Fenced)?
     };
     let statement = Statement {
         spec: ctx.tables.get(&export.table_name).ok_or_else(|| {
-            JobError::Fatal(anyhow!("table {:?} is not configured for export", export.table_name))
+            let cause = anyhow!("table {:?} is not configured for export", export.table_name);
+            JobError::fatal(FailureCode::TableNotConfigured, cause)
         })?,
-        account: AccountId::parse(&export.account_id).map_err(|e| JobError::Fatal(e.into()))?,
+        account: AccountId::parse(&export.account_id)
+            .map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
         range: DateRange::new(export.date_from, export.date_to, i64::MAX)
-            .map_err(|e| JobError::Fatal(e.into()))?,
-        format: ExportFormat::parse(&export.format).map_err(|e| JobError::Fatal(e.into()))?,
+            .map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
+        format: ExportFormat::parse(&export.format).map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
     };
     // Each claim writes its own key: a claim that lost the job can never replace, or delete,
     // the file of the claim that replaced it.
@@ -67,7 +70,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     );
     {
         // Journalled before the first byte, so whatever this attempt leaves behind is found.
-        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        let db = ctx.pool.get().await?;
         uploads::begin(&db, &key, attempt).await?;
     }
     let watch = Watch { cancel: &cancel, stall: ctx.stall_timeout };
@@ -82,7 +85,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     };
 
     ctx.holds.reach(HoldPoint::BeforeRecord).await;
-    let mut db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    let mut db = ctx.pool.get().await?;
     // An error here may hide a commit whose answer was lost: the file is left for maintenance,
     // which removes it only if the journal says it was never recorded.
     if !exports::complete(&mut db, attempt, &uploaded, ctx.export_retention).await? {
@@ -124,7 +127,7 @@ async fn upload(
     let upload = ctx.storage.upload(key, statement.format.content_type()).await.map_err(storage_error)?;
     if let Some(id) = upload.upload_id() {
         *upload_id = Some(id.to_owned());
-        let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+        let db = ctx.pool.get().await?;
         if !uploads::record_upload_id(&db, key, id).await? {
             return Err(JobError::Fenced); // maintenance cleaned up after this claim already
         }
@@ -154,7 +157,8 @@ async fn upload(
             }
         }
     };
-    let uploaded = uploaded.map_err(|e| JobError::Retryable(anyhow!("upload task: {e}")))?;
+    let uploaded =
+        uploaded.map_err(|e| JobError::retryable(FailureCode::Internal, anyhow!("upload task: {e}")))?;
     // When storage failed, that is the root cause (the reader only saw the uploader stop).
     if let Err(Uploader::Storage(e)) = uploaded {
         return Err(storage_error(e));
@@ -164,7 +168,7 @@ async fn upload(
         return Err(JobError::Fenced); // cancelled or released while the last bytes went up
     }
     if uploaded.is_err() {
-        return Err(JobError::Retryable(anyhow!("the upload was abandoned")));
+        return Err(JobError::retryable(FailureCode::Internal, anyhow!("the upload was abandoned")));
     }
     Ok(ExportResult { file_key: key.to_owned(), file_size: size as i64, row_count: rows, sha256: digest })
 }
@@ -176,7 +180,7 @@ async fn upload(
 async fn clean_up(ctx: &JobContext, key: &str, upload_id: Option<&str>) {
     let discarded = tokio::time::timeout(CLEAN_UP_TIMEOUT, ctx.storage.discard(key, upload_id)).await;
     if let Err(e) = discarded.unwrap_or(Err(StorageError::Timeout(CLEAN_UP_TIMEOUT))) {
-        warn!(key, error = %e, "could not remove this attempt's upload; maintenance will retry");
+        warn!(key, error = %Cause(&e), "could not remove this attempt's upload; maintenance will retry");
         return;
     }
     let forgotten = match ctx.pool.get().await {
@@ -209,10 +213,10 @@ impl Watch<'_> {
             () = self.cancel.cancelled() => Err(JobError::Fenced),
             done = tokio::time::timeout(self.stall, step) => match done {
                 Ok(done) => done.map_err(source_error),
-                Err(_) => Err(JobError::Retryable(anyhow!(
-                    "the source database made no progress for {} s",
-                    self.stall.as_secs_f64()
-                ))),
+                Err(_) => Err(JobError::retryable(
+                    FailureCode::SourceStalled,
+                    anyhow!("the source database made no progress for {} s", self.stall.as_secs_f64()),
+                )),
             },
         }
     }
@@ -263,7 +267,7 @@ async fn abort(upload: Upload) {
     if let Err(e) = upload.abort().await {
         // Storage is unreachable: the incomplete upload stays invisible (never an object) until
         // the bucket's lifecycle rule for incomplete multipart uploads removes it.
-        warn!(error = %e, "could not abort the multipart upload");
+        warn!(error = %Cause(&e), "could not abort the multipart upload");
     }
 }
 
@@ -307,7 +311,7 @@ async fn read(
             biased;
             () = watch.cancel.cancelled() => Err(JobError::Fenced),
             sent = chunks.send(Chunk::Data(bytes)) => {
-                sent.map_err(|_| JobError::Retryable(anyhow!("uploader stopped")))
+                sent.map_err(|_| JobError::retryable(FailureCode::Internal, anyhow!("uploader stopped")))
             }
         }
     };
@@ -332,7 +336,7 @@ async fn read(
                 }),
             );
             if not_text {
-                return Err(JobError::Fatal(anyhow!("a column did not arrive as text")));
+                return Err(JobError::fatal(FailureCode::SourceUnexpectedData, source::NotText));
             }
             rows += 1;
             let Some(csv) = encoder.take_full_chunk() else { continue };
@@ -346,7 +350,7 @@ async fn read(
             }
             if last_progress.elapsed() >= ctx.progress_interval {
                 last_progress = Instant::now();
-                let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+                let db = ctx.pool.get().await?;
                 if !exports::record_progress(&db, attempt, rows).await? {
                     return Err(JobError::Fenced);
                 }
@@ -370,33 +374,36 @@ async fn record_snapshot_basis(
         lag_seconds: snapshot.lag_seconds.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         position: snapshot.position.clone(),
     };
-    let db = ctx.pool.get().await.map_err(|e| JobError::Retryable(e.into()))?;
+    let db = ctx.pool.get().await?;
     if exports::record_snapshot_basis(&db, attempt, &basis).await? { Ok(()) } else { Err(JobError::Fenced) }
 }
 
 fn source_error(e: SourceError) -> JobError {
-    if e.is_retryable() { JobError::Retryable(e.into()) } else { JobError::Fatal(e.into()) }
+    let code = e.failure_code();
+    if e.is_retryable() { JobError::retryable(code, e) } else { JobError::fatal(code, e) }
 }
 
+/// Storage failures are retried, whatever their class: a full disk or a revoked permission is
+/// fixed by an operator while the export waits.
 fn storage_error(e: StorageError) -> JobError {
-    JobError::Retryable(anyhow::Error::from(e).context("storage"))
+    JobError::retryable(e.failure_code(), e)
 }
 
 /// Keeps the export row in step with its job, inside the transaction that records the job's
-/// setback (so no other claim can run the job in between): PENDING with the reason while a
-/// retry waits or after a release or rescue, FAILED for good.
+/// setback (so no other claim can run the job in between): PENDING with the failure's code
+/// while a retry waits or after a release or rescue, FAILED for good.
 pub async fn on_setback(
     ctx: &JobContext,
     db: &impl GenericClient,
     args: &serde_json::Value,
     setback: Setback,
-    message: &str,
+    code: FailureCode,
 ) -> Result<(), DbError> {
     let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return Ok(()) };
     match setback {
-        Setback::Retrying | Setback::Released => exports::retry_later(db, args.export_id, message).await,
+        Setback::Retrying | Setback::Released => exports::retry_later(db, args.export_id, code).await,
         Setback::Failed => {
-            exports::fail(db, args.export_id, message).await?;
+            exports::fail(db, args.export_id, code).await?;
             ctx.metrics.exports_finished.add(1, &[KeyValue::new("status", "failed")]);
             Ok(())
         }

@@ -9,6 +9,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use shared::{
     config::{Config, WorkerConfig},
     db::DbError,
+    failure::{Cause, FailureCode},
     queue::ClaimedJob,
     source::Source,
     storage::Storage,
@@ -67,19 +68,52 @@ impl JobContext {
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Worth another attempt: the source or storage was unreachable, Postgres hiccuped.
-    #[error("{0:#}")]
-    Retryable(anyhow::Error),
+    #[error("{0}")]
+    Retryable(Failure),
     /// No attempt can succeed: bad configuration, unknown table, malformed arguments.
-    #[error("{0:#}")]
-    Fatal(anyhow::Error),
+    #[error("{0}")]
+    Fatal(Failure),
     /// The attempt lost its lease or was cancelled: it must stop and write nothing.
     #[error("attempt no longer holds the job")]
     Fenced,
 }
 
+impl JobError {
+    /// A retryable failure of class `code`.
+    pub fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+        Self::Retryable(Failure { code, cause: cause.into() })
+    }
+
+    /// A fatal failure of class `code`.
+    pub fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+        Self::Fatal(Failure { code, cause: cause.into() })
+    }
+}
+
+/// A failed attempt: its class, which is recorded and shown to clients, and its cause, which
+/// only the log sees.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: FailureCode,
+    pub cause: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    /// The code and the cause, each cause in the chain once (see [`Cause`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, Cause(self.cause.as_ref()))
+    }
+}
+
 impl From<DbError> for JobError {
     fn from(e: DbError) -> Self {
-        Self::Retryable(e.into())
+        Self::retryable(FailureCode::Internal, e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for JobError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::retryable(FailureCode::Internal, e)
     }
 }
 
@@ -88,7 +122,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     match job.kind.as_str() {
         shared::exports::EXPORT_JOB_KIND => export_statement::run(ctx, job, cancel).await,
         noop::KIND => noop::run().await,
-        other => Err(JobError::Fatal(anyhow::anyhow!("unknown job kind {other:?}"))),
+        other => Err(JobError::fatal(FailureCode::Internal, anyhow::anyhow!("unknown job kind {other:?}"))),
     }
 }
 
@@ -103,7 +137,7 @@ pub enum Setback {
     Failed,
 }
 
-/// Lets a job kind record a setback in its own tables (the export row's status and message),
+/// Lets a job kind record a setback in its own tables (the export row's status and failure code),
 /// in the transaction that records it in the queue.
 pub async fn on_setback(
     ctx: &JobContext,
@@ -111,10 +145,10 @@ pub async fn on_setback(
     job_kind: &str,
     args: &serde_json::Value,
     setback: Setback,
-    message: &str,
+    code: FailureCode,
 ) -> Result<(), DbError> {
     if job_kind == shared::exports::EXPORT_JOB_KIND {
-        export_statement::on_setback(ctx, db, args, setback, message).await?;
+        export_statement::on_setback(ctx, db, args, setback, code).await?;
     }
     Ok(())
 }
