@@ -10,13 +10,16 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use sha2::{Digest, Sha256};
-use shared::api_keys::{self, ApiKey};
+use shared::{
+    api_keys::{self, ApiKey},
+    db::DbError,
+};
 use time::OffsetDateTime;
 
 use crate::{AppState, client_addr::ClientAddr, error::ApiError, rate_limit::RateLimiter};
@@ -37,6 +40,8 @@ pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 const VALID_MEMORY: Duration = Duration::from_secs(3600);
 /// Entries each map holds at most; when full, expired entries go, then everything.
 const MAX_ENTRIES: usize = 100_000;
+/// Failed lookups a minute from all addresses together, as a multiple of one address's budget.
+const ALL_FAILURES_FACTOR: u32 = 20;
 
 /// The SHA-256 of a presented credential: what the caches are keyed on (never the secret).
 type Fingerprint = [u8; 32];
@@ -51,8 +56,13 @@ pub struct CredentialCache {
     sessions: Mutex<HashMap<Fingerprint, Instant>>,
     /// Credentials found unknown, until when they are refused from memory.
     unknown: Mutex<HashMap<Fingerprint, Instant>>,
-    /// Failed lookups per client address.
+    /// Failed lookups per client address, and in all (a client with many addresses, an IPv6
+    /// block say, is held by the second).
     failures: RateLimiter<ClientAddr>,
+    all_failures: RateLimiter<()>,
+    /// Lookups under way, one per credential: concurrent first uses of one credential wait for
+    /// the first lookup's answer instead of each asking Postgres.
+    in_flight: Mutex<HashMap<Fingerprint, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +91,11 @@ impl CredentialCache {
             sessions: Mutex::default(),
             unknown: Mutex::default(),
             failures: RateLimiter::new(failures_per_minute, failures_per_minute),
+            all_failures: RateLimiter::new(
+                failures_per_minute.saturating_mul(ALL_FAILURES_FACTOR),
+                failures_per_minute.saturating_mul(ALL_FAILURES_FACTOR),
+            ),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -151,23 +166,33 @@ impl CredentialCache {
         }
     }
 
-    /// Before a lookup the cache could not answer: a credential never seen is looked up only
-    /// while its client has failure budget left (`Ok(true)`: the lookup is on the budget).
-    /// Concurrent first uses of a valid key all pass; only failures spend the budget, so it can
-    /// be overrun by at most the lookups in flight at once (bounded by the connection pool).
-    fn admit(&self, cached: &Cached, client: ClientAddr) -> Result<bool, Duration> {
+    /// Waits for this process's other lookup of the same credential, if any, to finish.
+    async fn one_at_a_time(&self, print: Fingerprint) -> InFlight<'_> {
+        let lock = self.in_flight.lock().expect("not poisoned").entry(print).or_default().clone();
+        let guard = lock.lock_owned().await;
+        InFlight { cache: self, print, _guard: guard }
+    }
+
+    /// Before a lookup the cache could not answer: a credential never seen takes a token of its
+    /// client's failure budget and of the budget of all clients (`Ok(true)`), or is refused
+    /// until they refill. Taken before the lookup, so parallel requests cannot overrun them.
+    fn reserve(&self, cached: &Cached, client: ClientAddr) -> Result<bool, Duration> {
         if !matches!(cached, Cached::New) {
             return Ok(false);
         }
-        self.failures.peek(client).map(|()| true).inspect_err(|_| {
-            tracing::warn!(client = %client, "authentication refused unseen: too many failed lookups from this address");
+        let reserved = self.all_failures.check(()).and_then(|()| {
+            self.failures.check(client).inspect_err(|_| self.all_failures.refund(&()))
+        });
+        reserved.map(|()| true).inspect_err(|_| {
+            tracing::warn!(client = %client, "authentication refused unseen: too many failed lookups");
         })
     }
 
-    /// After the lookup: a credential on the budget that turned out unknown spends a token.
-    fn settle<T, E>(&self, on_budget: bool, client: ClientAddr, found: &Result<Option<T>, E>) {
-        if on_budget && matches!(found, Ok(None)) {
-            self.failures.spend(client);
+    /// After the lookup: the tokens are given back unless the credential turned out unknown.
+    fn settle<T, E>(&self, reserved: bool, client: ClientAddr, found: &Result<Option<T>, E>) {
+        if reserved && !matches!(found, Ok(None)) {
+            self.failures.refund(&client);
+            self.all_failures.refund(&());
         }
     }
 
@@ -194,6 +219,40 @@ fn insert_bounded<V>(
     map.insert(print, value);
 }
 
+/// This process's lookup of one credential; the next may start when it is dropped.
+struct InFlight<'a> {
+    cache: &'a CredentialCache,
+    print: Fingerprint,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.cache.in_flight.lock().expect("not poisoned");
+        // Only the map and this guard's lock hold it: nobody else is waiting.
+        if in_flight.get(&self.print).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            in_flight.remove(&self.print);
+        }
+    }
+}
+
+/// Why a key could not be looked up.
+#[derive(Debug)]
+pub enum LookupError {
+    /// The client's failure budget is spent: retry after this many seconds.
+    TooManyFailures(u64),
+    Db(DbError),
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::TooManyFailures(seconds) => Self::TooManyFailures(seconds),
+            LookupError::Db(e) => e.into(),
+        }
+    }
+}
+
 fn fingerprint(credential: &str) -> Fingerprint {
     Sha256::digest(credential.as_bytes()).into()
 }
@@ -212,39 +271,13 @@ impl AppState {
         if !api_keys::is_well_formed(token) {
             return Err(ApiError::Unauthorized);
         }
-        let print = fingerprint(token);
-        let cache = &self.credentials;
-        let key = match cache.key(&print) {
-            Cached::Fresh(key) => key,
-            Cached::Unknown => return Err(ApiError::Unauthorized),
-            cached => {
-                let on_budget = cache
-                    .admit(&cached, client)
-                    .map_err(|wait| ApiError::TooManyFailures(wait.as_secs().max(1)))?;
-                let started = Instant::now();
-                let found =
-                    async { Ok::<_, ApiError>(api_keys::authenticate(&self.db().await?, token).await?) }
-                        .await;
-                cache.settle(on_budget, client, &found);
-                match found? {
-                    Some(key) => {
-                        cache.remember_key(print, key.clone(), started);
-                        key
-                    }
-                    None => {
-                        cache.remember_unknown(print);
-                        return Err(ApiError::Unauthorized);
-                    }
-                }
-            }
-        };
+        let key = self.active_key(token, client).await?.ok_or(ApiError::Unauthorized)?;
         if let Err(wait) = self.rate_limiter.check(key.id) {
             return Err(ApiError::RateLimited(wait.as_secs().max(1)));
         }
-        let stale =
-            key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > time::Duration::minutes(1));
+        let stale = key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > time::Duration::minutes(1));
         if stale {
-            cache.touched(&print);
+            self.credentials.touched(&fingerprint(token));
             let pool = self.pool.clone();
             let id = key.id;
             tokio::spawn(async move {
@@ -254,6 +287,41 @@ impl AppState {
             });
         }
         Ok(key)
+    }
+
+    /// The active key `token` (well formed) names, if any: from memory when it can be, else
+    /// looked up, on the client's failure budget when it was never seen.
+    pub async fn active_key(&self, token: &str, client: ClientAddr) -> Result<Option<ApiKey>, LookupError> {
+        let print = fingerprint(token);
+        let cache = &self.credentials;
+        let cached = match cache.key(&print) {
+            Cached::Fresh(key) => return Ok(Some(key)),
+            Cached::Unknown => return Ok(None),
+            _ => {
+                let _turn = cache.one_at_a_time(print).await;
+                // Answered meanwhile by the lookup this one waited for?
+                match cache.key(&print) {
+                    Cached::Fresh(key) => return Ok(Some(key)),
+                    Cached::Unknown => return Ok(None),
+                    cached => cached,
+                }
+            }
+        };
+        let reserved = cache.reserve(&cached, client).map_err(|wait| LookupError::TooManyFailures(wait.as_secs().max(1)))?;
+        let started = Instant::now();
+        let found = async {
+            let db = self.pool.get().await.map_err(DbError::from)?;
+            api_keys::authenticate(&db, token).await
+        }
+        .await
+        .map_err(LookupError::Db);
+        cache.settle(reserved, client, &found);
+        match &found {
+            Ok(Some(key)) => cache.remember_key(print, key.clone(), started),
+            Ok(None) => cache.remember_unknown(print),
+            Err(_) => {}
+        }
+        found
     }
 
     /// The live session behind a dashboard session cookie, by `find`, or `None`: answered from
@@ -267,15 +335,19 @@ impl AppState {
     ) -> Result<Option<T>, E> {
         let print = fingerprint(token);
         let cache = &self.credentials;
+        if let Cached::Unknown = cache.session(&print) {
+            return Ok(None);
+        }
+        let _turn = cache.one_at_a_time(print).await;
         let cached = cache.session(&print);
         if let Cached::Unknown = cached {
             return Ok(None);
         }
-        let Ok(on_budget) = cache.admit(&cached, client) else {
+        let Ok(reserved) = cache.reserve(&cached, client) else {
             return Ok(None);
         };
         let found = find.await;
-        cache.settle(on_budget, client, &found);
+        cache.settle(reserved, client, &found);
         match &found {
             Ok(Some(_)) => cache.remember_session(print),
             Ok(None) => cache.remember_unknown(print),

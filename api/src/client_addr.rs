@@ -36,22 +36,21 @@ impl ClientAddr {
         }
         // Each proxy appends the address it received from: the rightmost untrusted entry is the
         // client as far as our own proxies can vouch.
-        let hops: Vec<_> = forwarded
-            .flat_map(|v| v.split(','))
-            .map(|entry| entry.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
-            .collect();
+        let hops: Vec<Option<IpAddr>> = forwarded.flat_map(|v| v.split(',')).map(parse_hop).collect();
+        let mut nearest = peer;
         for hop in hops.iter().rev() {
             match hop {
-                Ok(ip) if trusted(ip) => continue,
-                Ok(ip) => return Self::new(*ip),
-                // Garbage where an address should be: the last trustworthy hop is the client.
-                Err(_) => break,
+                Some(ip) if trusted(ip) => nearest = *ip,
+                Some(ip) => return Self::new(*ip),
+                // Garbage where an address should be: the last hop our proxies vouch for.
+                None => break,
             }
         }
-        Self::new(peer)
+        Self::new(nearest)
     }
 
     fn new(ip: IpAddr) -> Self {
+        let ip = ip.to_canonical();
         match ip {
             IpAddr::V4(_) => Self(ip),
             IpAddr::V6(v6) => {
@@ -60,6 +59,13 @@ impl ClientAddr {
             }
         }
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`), as some proxies write it.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 impl std::fmt::Display for ClientAddr {
@@ -96,6 +102,13 @@ mod tests {
         );
         assert_eq!(of("10.0.0.5:5000", None, &["10.0.0.0/8"]), "10.0.0.5", "nothing forwarded");
         assert_eq!(of("10.0.0.5:5000", Some("not an address"), &["10.0.0.0/8"]), "10.0.0.5");
+        assert_eq!(
+            of("10.0.0.5:5000", Some("1.2.3.4, garbage, 10.0.0.9"), &["10.0.0.0/8"]),
+            "10.0.0.9",
+            "garbage: the nearest hop our proxies vouch for"
+        );
+        assert_eq!(of("10.0.0.5:5000", Some("198.51.100.1:4711"), &["10.0.0.0/8"]), "198.51.100.1");
+        assert_eq!(of("10.0.0.5:5000", Some("[2001:db8::1]:4711"), &["10.0.0.0/8"]), "2001:db8::");
     }
 
     #[test]

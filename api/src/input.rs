@@ -6,7 +6,7 @@
 //! parsing is ours. Problems travel as [`ApiError::Validation`] and become a problem document
 //! in `error.rs`, like every other error.
 
-use poem::{FromRequest, Request, RequestBody};
+use poem::{Request, RequestBody};
 use poem_openapi::{
     payload::{ParsePayload, Payload},
     registry::{MetaSchemaRef, Registry},
@@ -49,8 +49,13 @@ impl<T: Type> Payload for StrictJson<T> {
 impl<T: FromJsonFields + Send> ParsePayload for StrictJson<T> {
     const IS_REQUIRED: bool = true;
 
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let data = Vec::<u8>::from_request(request, body).await?;
+    async fn from_request(_request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        // Bounded here too, whatever the connection layer does (no extractor reads more).
+        let data = body
+            .take()?
+            .into_bytes_limit(crate::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| poem::Error::from_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE))?;
         parse_body(&data).map(Self).map_err(|errors| ApiError::Validation(errors).into())
     }
 }
@@ -70,6 +75,11 @@ pub fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> 
         Err(e) => return Err(body_error(format!("is not valid JSON: {e}"))),
     };
     let mut fields = JsonFields { object, errors: Vec::new() };
+    // serde_json keeps the last of a repeated name; a reader that keeps the first would see
+    // another request, so a repeat is refused.
+    for name in repeated_names(data) {
+        fields.errors.push(FieldError::new(name, "may be given at most once"));
+    }
     let value = T::from_fields(&mut fields);
     for name in fields.object.keys() {
         fields.errors.push(FieldError::new(name.clone(), "is not a field of this request"));
@@ -172,6 +182,29 @@ pub fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(), Vec<
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
+/// The names given more than once at the top level of a JSON object (already parsed once).
+fn repeated_names(data: &[u8]) -> Vec<String> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut seen, mut repeated) = (std::collections::HashSet::new(), Vec::new());
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(name.clone()) && !repeated.contains(&name) {
+                    repeated.push(name);
+                }
+            }
+            Ok(repeated)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(data);
+    serde::Deserializer::deserialize_map(&mut de, Names).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +255,11 @@ mod tests {
         );
         assert_eq!(errors("{}"), [("name".into(), "is required".into())]);
         assert_eq!(errors(r#"{"name": true, "flag": 1}"#)[1].1, "must be true or false, not a number");
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_rather_than_the_last_one_taken() {
+        assert_eq!(errors(r#"{"name": "a", "name": "b"}"#), [("name".into(), "may be given at most once".into())]);
     }
 
     #[test]

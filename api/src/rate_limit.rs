@@ -28,20 +28,6 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Takes a token for `key`, or says how long until one is available.
     pub fn check(&self, key: K) -> Result<(), Duration> {
-        self.with_bucket(key, true)
-    }
-
-    /// Whether `key` has a token, without taking it (see [`RateLimiter::spend`]).
-    pub fn peek(&self, key: K) -> Result<(), Duration> {
-        self.with_bucket(key, false)
-    }
-
-    /// Takes a token for `key` if it has one: the cost of something already done.
-    pub fn spend(&self, key: K) {
-        let _ = self.with_bucket(key, true);
-    }
-
-    fn with_bucket(&self, key: K, take: bool) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("not poisoned");
         if buckets.len() > 100_000 {
@@ -53,14 +39,19 @@ impl<K: Hash + Eq> RateLimiter<K> {
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
-            if take {
-                *tokens -= 1.0;
-            }
+            *tokens -= 1.0;
             Ok(())
         } else if self.rate <= 0.0 {
             Err(Duration::from_secs(60))
         } else {
             Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+
+    /// Gives back a token taken by [`RateLimiter::check`] (what it paid for did not count).
+    pub fn refund(&self, key: &K) {
+        if let Some((tokens, _)) = self.buckets.lock().expect("not poisoned").get_mut(key) {
+            *tokens = (*tokens + 1.0).min(self.burst);
         }
     }
 }
@@ -82,13 +73,11 @@ mod tests {
     }
 
     #[test]
-    fn peeking_takes_nothing_and_spending_takes_what_is_there() {
+    fn a_refunded_token_can_be_taken_again() {
         let limiter = RateLimiter::new(1, 1);
-        assert!(limiter.peek("a").is_ok());
-        assert!(limiter.peek("a").is_ok());
-        limiter.spend("a");
-        assert!(limiter.peek("a").is_err());
-        limiter.spend("a");
-        assert!(limiter.check("b").is_ok(), "addresses have their own buckets");
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_err());
+        limiter.refund(&"a");
+        assert!(limiter.check("a").is_ok());
     }
 }

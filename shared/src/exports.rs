@@ -86,19 +86,24 @@ const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_t
     file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
     completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
 
-/// The failure an export row records: its code, or, for free text an older release wrote to
-/// `error` (never shown), [`FailureCode::Unclassified`].
-fn stored_failure(code: Option<&str>, legacy_text: Option<&str>) -> Option<FailureCode> {
+/// The failure an export row records, for the states that have one (FAILED, CANCELLED, and
+/// PENDING after a failed attempt): its code, or [`FailureCode::Unclassified`] when `error`
+/// holds text, which only a release from before codes writes (V7 cleared the column; this one
+/// never writes it), and which is newer than any code beside it during a rolling upgrade.
+fn stored_failure(status: ExportStatus, code: Option<&str>, legacy_text: Option<&str>) -> Option<FailureCode> {
+    if !matches!(status, ExportStatus::Pending | ExportStatus::Failed | ExportStatus::Cancelled) {
+        return None;
+    }
     match (code, legacy_text) {
-        (Some(code), _) => Some(FailureCode::from_stored(code)),
-        (None, Some(_)) => Some(FailureCode::Unclassified),
+        (_, Some(_)) => Some(FailureCode::Unclassified),
+        (Some(code), None) => Some(FailureCode::from_stored(code)),
         (None, None) => None,
     }
 }
 
 impl Export {
     fn from_row(row: &tokio_postgres::Row) -> Self {
-        let status: &str = row.get("status");
+        let status = ExportStatus::parse(row.get("status")).unwrap_or(ExportStatus::Failed);
         Self {
             id: row.get("id"),
             api_key_id: row.get("api_key_id"),
@@ -107,13 +112,13 @@ impl Export {
             date_from: row.get("date_from"),
             date_to: row.get("date_to"),
             format: row.get("format"),
-            status: ExportStatus::parse(status).unwrap_or(ExportStatus::Failed),
+            status,
             file_key: row.get("file_key"),
             file_size: row.get("file_size"),
             row_count: row.get("row_count"),
             rows_exported: row.get("rows_exported"),
             sha256: row.get("sha256"),
-            failure: stored_failure(row.get("error_code"), row.get("error")),
+            failure: stored_failure(status, row.get("error_code"), row.get("error")),
             created_at: row.get("created_at"),
             snapshot_at: row.get("snapshot_at"),
             started_at: row.get("started_at"),
@@ -443,7 +448,7 @@ pub async fn cancel(db: &mut Object, id: Uuid, reason: FailureCode) -> Result<Ca
         )
         .await?;
     if let Some(job_id) = job_id {
-        queue::cancel(&tx, job_id).await?;
+        queue::cancel(&tx, job_id, reason).await?;
     }
     tx.commit().await?;
     Ok(Cancelled::Now(Export::from_row(&row)))

@@ -122,13 +122,13 @@ pub async fn complete_many(db: &impl GenericClient, ids: &[i64], tokens: &[Uuid]
 
 /// Cancels a job that has not finished. A running attempt loses its token at once and learns
 /// it at its next heartbeat. Returns `false` when the job had already finished.
-pub async fn cancel(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+pub async fn cancel(db: &impl GenericClient, id: i64, reason: FailureCode) -> Result<bool, DbError> {
     Ok(db
         .execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
-                 lease_expires_at = NULL, last_error = 'cancelled' -- FailureCode::Cancelled
+                 lease_expires_at = NULL, last_error = $2
              WHERE id = $1 AND state IN ('available', 'retryable', 'running')",
-            &[&id],
+            &[&id, &reason.as_str()],
         )
         .await?
         == 1)

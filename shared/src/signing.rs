@@ -13,8 +13,14 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// How many bytes of key material a configured secret carries: a hex string half its length, a
 /// base64 string three quarters of it (so `openssl rand -hex 16`, 32 characters, counts as the
 /// 16 bytes it is), anything else its length in bytes.
+/// A secret of fewer than 8 distinct characters (`aaaa…`, `0000…`) is a placeholder, not a key:
+/// it counts as no more than its distinct characters.
 pub fn key_material_bytes(secret: &str) -> usize {
     let secret = secret.trim();
+    let distinct = secret.bytes().collect::<std::collections::HashSet<u8>>().len();
+    if distinct < 8 {
+        return distinct;
+    }
     if secret.bytes().all(|b| b.is_ascii_hexdigit()) {
         return secret.len() / 2;
     }
@@ -116,6 +122,8 @@ mod tests {
             "openssl rand -base64 32"
         );
         assert_eq!(key_material_bytes("change-me"), 6);
+        assert_eq!(key_material_bytes(&"0".repeat(64)), 1, "a placeholder, however long");
+        assert_eq!(key_material_bytes(&"ab".repeat(40)), 2);
         assert_eq!(key_material_bytes("a passphrase with spaces that is long enough"), 44);
     }
 }

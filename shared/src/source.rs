@@ -39,15 +39,22 @@ pub enum SourceError {
     ReplicaStatus(&'static str),
 }
 
+/// Server errors that refuse a login: access denied for the user (1045), host not allowed
+/// (1130), plugin-authenticated user refused (1698), password expired (1862), account locked
+/// (3118 MySQL, 4151 MariaDB). Retrying does not help; fixing `SOURCE_DATABASE_URL` or the
+/// account does.
+const LOGIN_REFUSED_CODES: [u16; 6] = [1045, 1130, 1698, 1862, 3118, 4151];
+
 impl SourceError {
     /// Configuration problems (a table or column that does not exist, a refused SELECT) cannot
     /// be fixed by retrying; connection problems can.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Mysql(mysql_async::Error::Server(e)) => !matches!(
-                e.code,
-                1044 | 1045 | 1049 | 1054 | 1142 | 1143 | 1146 | 1227 // access denied, unknown db/column/table
-            ),
+            Self::Mysql(mysql_async::Error::Server(e)) => {
+                !(LOGIN_REFUSED_CODES.contains(&e.code)
+                    // access denied, unknown database/column/table
+                    || matches!(e.code, 1044 | 1049 | 1054 | 1142 | 1143 | 1146 | 1227))
+            }
             Self::Mysql(_) | Self::Lagging { .. } | Self::ReplicationStopped => true,
             Self::Url(_) | Self::Schema { .. } | Self::ReplicaStatus(_) => false,
         }
@@ -57,11 +64,12 @@ impl SourceError {
     pub fn failure_code(&self) -> FailureCode {
         match self {
             Self::Mysql(mysql_async::Error::Server(e)) => match e.code {
-                1045 => FailureCode::SourceAuthFailed, // access denied for user (login)
+                code if LOGIN_REFUSED_CODES.contains(&code) => FailureCode::SourceAuthFailed,
                 1044 | 1142 | 1143 | 1227 => FailureCode::SourceAccessDenied,
                 1049 | 1054 | 1146 => FailureCode::SourceSchemaMismatch, // unknown database/column/table
-                // too many connections, shutting down, max_user_connections
-                1040 | 1053 | 1203 => FailureCode::SourceUnavailable,
+                // too many connections, shutting down, max_user_connections, connection killed
+                // or interrupted (1317, 1927, 4031: the server's idle or kill timeouts)
+                1040 | 1053 | 1203 | 1317 | 1927 | 4031 => FailureCode::SourceUnavailable,
                 _ => FailureCode::SourceQueryFailed,
             },
             Self::Mysql(mysql_async::Error::Url(_)) | Self::Url(_) => FailureCode::Internal,

@@ -18,7 +18,7 @@ pub struct StorageCheck {
     /// How long the write took (or took to fail).
     pub latency: Duration,
     pub worker_id: String,
-    /// Why the write failed: for operators (dashboard, logs), never for API clients.
+    /// Why the write failed: its [`crate::failure::FailureCode`] (the cause is in the worker log).
     pub error: Option<String>,
 }
 

@@ -172,6 +172,9 @@ async fn storage_that_stops_taking_writes_is_not_ready_until_it_takes_them_again
         .unwrap()
         .get(0);
     assert!(!error.is_empty() && page.body.contains(&maud_escape(&error)), "{error} / {}", page.body);
+    // Its class and fixed message; the cause (a path, the OS error) is in the worker log only.
+    assert_eq!(error, "storage_write_refused");
+    assert_no_internal_text(&page.body, &[&root.display().to_string(), "/proc", "os error"]);
 
     // Fixed: the next check passes and the service is ready again.
     std::fs::remove_file(root).unwrap();

@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use shared::storage_checks;
+use shared::{
+    failure::{Cause, FailureCode},
+    storage_checks,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -35,18 +38,24 @@ pub async fn run(ctx: JobContext, worker_id: String, interval: Duration, stop: C
 /// One write check, recorded.
 pub async fn check_once(ctx: &JobContext, worker_id: &str) {
     let started = Instant::now();
-    let error = match tokio::time::timeout(WRITE_TIMEOUT, ctx.storage.check_writable()).await {
+    // The cause goes to the log; the record (shown on the dashboard) holds only its class.
+    let failure = match tokio::time::timeout(WRITE_TIMEOUT, ctx.storage.check_writable()).await {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("the write did not finish within {} s", WRITE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => {
+            warn!(error = %Cause(&e), "storage write check failed");
+            Some(e.failure_code())
+        }
+        Err(_) => {
+            warn!(timeout_secs = WRITE_TIMEOUT.as_secs(), "storage write check failed: the write did not finish in time");
+            Some(FailureCode::StorageUnavailable)
+        }
     };
     let latency = started.elapsed();
-    match &error {
-        None => debug!(latency_ms = latency.as_secs_f64() * 1000.0, "storage write check passed"),
-        Some(e) => warn!(error = %e, "storage write check failed"),
+    if failure.is_none() {
+        debug!(latency_ms = latency.as_secs_f64() * 1000.0, "storage write check passed");
     }
     let recorded = match ctx.pool.get().await {
-        Ok(db) => storage_checks::record(&db, worker_id, latency, error.as_deref()).await,
+        Ok(db) => storage_checks::record(&db, worker_id, latency, failure.map(FailureCode::as_str)).await,
         Err(e) => Err(e.into()),
     };
     if let Err(e) = recorded {

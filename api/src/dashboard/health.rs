@@ -50,7 +50,11 @@ async fn render(state: &AppState, req: &Request) -> Page {
                     dd { (layout::timestamp(c.checked_at)) " (" (layout::duration(c.age.as_secs_f64())) " ago)" }
                     dt { "Write latency" } dd { (format!("{:.1} ms", c.latency.as_secs_f64() * 1000.0)) }
                     dt { "By worker" } dd.mono { (c.worker_id) }
-                    @if let Some(error) = &c.error { dt { "Error" } dd.mono { (error) } }
+                    @if let Some(code) = &c.error {
+                        @let failure = shared::failure::FailureCode::from_stored(code);
+                        dt { "Error" }
+                        dd { (failure.message()) " " span.mono { "(" (failure.as_str()) ")" } br; span.muted { "The cause is in the worker log." } }
+                    }
                 }
                 WriteCheck::NotCheckedYet => {
                     dt { "State" } dd.muted { "not checked yet (no worker has run the check)" }

@@ -18,7 +18,7 @@ use shared::api_keys::{self, Role};
 use super::{
     DashboardError, Page, SESSION_COOKIE, cookie, layout, read_fields, respond, see_other, signed_form,
 };
-use crate::AppState;
+use crate::{AppState, auth::LookupError, client_addr::ClientAddr};
 
 /// Cookie carrying the sign-in form's anti-forgery token.
 const SIGN_IN_COOKIE: &str = "stmt_signin";
@@ -66,14 +66,17 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
         return Err(DashboardError::Csrf);
     }
     let candidate = fields.get("api_key").unwrap_or_default().trim();
-    let db = state.db_for_dashboard().await?;
+    let client = ClientAddr::of(req, &state.trusted_proxies);
+    // Through the same memory and failure budget as the API's keys.
     let key = match api_keys::is_well_formed(candidate) {
-        true => api_keys::authenticate(&db, candidate).await?,
+        true => state.active_key(candidate, client).await.map_err(|e| match e {
+            LookupError::TooManyFailures(_) => DashboardError::TooManyAttempts,
+            LookupError::Db(e) => DashboardError::Db(e),
+        })?,
         false => None,
     };
     // Admin keys are never restricted to accounts; one that somehow is does not sign in.
     let Some(key) = key.filter(|k| k.role == Role::Admin && k.allowed_accounts.is_none()) else {
-        drop(db);
         let Ok(_turn) = state.sign_in_failures.try_lock() else {
             tracing::warn!("dashboard sign-in refused: another failed attempt is waiting");
             return Err(DashboardError::TooManyAttempts);
@@ -82,6 +85,7 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
         tracing::warn!("dashboard sign-in refused");
         return Ok(sign_in_page(state, Some("That is not an active admin API key.")));
     };
+    let db = state.db_for_dashboard().await?;
     api_keys::touch(&db, key.id).await?;
     let new = shared::sessions::create(&db, key.id, &key.name, state.admin_session_ttl).await?;
     state.credentials.session_created(&new.token);
