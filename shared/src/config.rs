@@ -90,6 +90,9 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// How long a dashboard sign-in lasts.
     pub admin_session_ttl: Duration,
+    /// Most exports one API key may have pending or processing at once (of those its requests
+    /// created); a request that would create one more is refused with 429.
+    pub max_outstanding_exports_per_key: i64,
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -232,6 +235,11 @@ impl ApiConfig {
                 "a positive number of seconds",
                 8 * 3600,
             )?),
+            max_outstanding_exports_per_key: positive(
+                "MAX_OUTSTANDING_EXPORTS_PER_KEY",
+                "a positive number of exports",
+                10,
+            )?,
         })
     }
 }

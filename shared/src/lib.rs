@@ -9,6 +9,7 @@ pub mod exports;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+pub mod requesters;
 pub mod sessions;
 pub mod shutdown;
 pub mod signing;

@@ -175,7 +175,8 @@ async fn cancel_job(
 ) -> Result<bool, DashboardError> {
     let export_id = dashboard::export_of_job(&*db, id).await?.ok_or(DashboardError::NotFound)?;
     let Some(export_id) = export_id else { return Ok(queue::cancel(&*db, id).await?) };
-    let cancelled = exports::cancel(db, export_id, "cancelled by an operator").await?;
+    let cancelled =
+        exports::cancel(db, export_id, exports::Canceller::Operator, "cancelled by an operator").await?;
     let now = matches!(cancelled, exports::Cancelled::Now(_));
     if now {
         state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
