@@ -204,21 +204,30 @@ pub async fn request(
     let (freshness, horizon) = (reuse.freshness.as_secs_f64(), reuse.books_closed_after_days);
     let api_key_id = by.map(|b| b.api_key_id);
     if !force_refresh {
-        // Fast path for the common repeat request: one statement, no transaction, and no write
-        // when this key had asked before. It only spares work; the unique index below is what
-        // guarantees one live export per request.
+        // Fast path for the common repeat request: one read, no transaction and no write when
+        // this key already holds the export. It only spares work; the unique index below is
+        // what guarantees one live export per request. (Recording the requester inside the
+        // read, as data-modifying CTEs, cost a third of the dedup path's throughput.)
         let statement = db
             .prepare_cached(&format!(
-                "WITH found AS (SELECT {COLUMNS} FROM exports WHERE {}), {}
-                 SELECT found.*, EXISTS (SELECT 1 FROM recorded) AS recorded FROM found",
-                reusable(),
-                requesters::ATTACH_FOUND
+                "SELECT {COLUMNS}, {} AS held FROM exports WHERE {}",
+                requesters::HELD_BY_KEY,
+                reusable()
             ))
             .await?;
-        let row = db.query_opt(&statement, &[&hash.as_slice(), &freshness, &horizon, &api_key_id]).await?;
-        if let Some(row) = row {
-            let recorded = row.get("recorded");
-            return Ok(Requested { export: Export::from_row(&row), reused: true, recorded });
+        if let Some(row) =
+            db.query_opt(&statement, &[&hash.as_slice(), &freshness, &horizon, &api_key_id]).await?
+        {
+            let export = Export::from_row(&row);
+            let held: bool = row.get("held");
+            let recorded = match api_key_id {
+                Some(key) if !held => {
+                    requesters::record(&*db, export.id, key).await?;
+                    true
+                }
+                _ => false,
+            };
+            return Ok(Requested { export, reused: true, recorded });
         }
     }
     // A live export can leave the dedup slot (fail, expire) between our insert and our select;

@@ -1,8 +1,8 @@
 //! Who asked for an export (table `export_requesters`): one row per (export, key).
 //!
 //! The row is written synchronously the first time a key asks for an export (in the create
-//! transaction, or by the dedup read's own statement, [`ATTACH_FOUND`]), so a cancel always sees
-//! every key that holds an export. A repeat request of a pair already recorded writes nothing
+//! transaction, or right after the dedup read when that read shows the key does not hold the
+//! export yet, [`HELD_BY_KEY`]), so a cancel always sees every key that holds an export. A repeat request of a pair already recorded writes nothing
 //! then: each API process adds the repeats' count and latest time in batches
 //! ([`record_repeats`]), which keeps the dedup path a single read.
 //!
@@ -15,23 +15,10 @@ use uuid::Uuid;
 
 use crate::db::DbError;
 
-/// Data-modifying CTEs that record key `$4` (when not NULL) as a requester of the export in a
-/// preceding CTE `found`, for the dedup read: a new pair is inserted, a detached one attached
-/// again (counted as a request), and an attached one is left alone, so the common repeat writes
-/// nothing. `recorded` yields a row when something was written.
-pub(crate) const ATTACH_FOUND: &str = "attached AS (
-        INSERT INTO export_requesters (export_id, api_key_id)
-        SELECT id, $4::uuid FROM found WHERE $4::uuid IS NOT NULL
-        ON CONFLICT ON CONSTRAINT export_requesters_pair DO NOTHING
-        RETURNING 1
-    ), reattached AS (
-        UPDATE export_requesters
-        SET detached_at = NULL, requests = requests + 1, last_requested_at = now()
-        WHERE export_id IN (SELECT id FROM found) AND api_key_id = $4::uuid AND detached_at IS NOT NULL
-        RETURNING 1
-    ), recorded AS (
-        SELECT 1 FROM attached UNION ALL SELECT 1 FROM reattached
-    )";
+/// Whether key `$4` holds the export of the row at hand (`exports`): asked for it and not
+/// detached. The dedup read selects it, so the common repeat stays one read with no write.
+pub(crate) const HELD_BY_KEY: &str = "EXISTS (SELECT 1 FROM export_requesters r
+    WHERE r.export_id = exports.id AND r.api_key_id = $4::uuid AND r.detached_at IS NULL)";
 
 /// Records `key` as a requester of `export` now: a new row, or one more request on its row
 /// (attaching it again if it had detached). For the create transaction and the slow dedup path.
