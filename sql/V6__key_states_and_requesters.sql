@@ -6,7 +6,7 @@
 ALTER TABLE api_keys ADD COLUMN deactivated_at timestamptz;
 
 -- Who asked for an export: one row per (export, requesting key), written synchronously when the
--- pair is new (the create transaction, or the dedup read's statement), so a cancel always sees
+-- pair is new (the create transaction, or right after the dedup read), so a cancel always sees
 -- every requester. `last_requested_at` and `requests` are advanced in batches by each API
 -- process (a dedup hit writes nothing synchronously). A key that cancels an export other keys
 -- also requested is only detached (`detached_at`); asking again attaches it again.
