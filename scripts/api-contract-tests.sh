@@ -23,7 +23,7 @@ cargo build -q --bin statement-api --bin statement-worker
 # The demo dataset is the source; a fresh Postgres database holds the service's own state.
 prepare_live_service stmt_contract
 export RUST_LOG=info LOG_FORMAT=json
-key=$(target/debug/statement-api keys create --name contract-tests 2>/dev/null)
+key=$(target/debug/statement-api keys create --name contract-tests --all-accounts 2>/dev/null)
 trap 'kill ${api:-} ${worker:-} 2>/dev/null; wait ${api:-} ${worker:-} 2>/dev/null; rm -rf "$work"' EXIT
 start_live_service target/debug
 

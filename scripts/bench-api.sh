@@ -28,7 +28,7 @@ pgbench -q -i -s 10 "${PG_ADMIN_URL%/*}/stmt_bench_pgbench" >/dev/null 2>&1
 prepare_live_service stmt_bench_api
 export RATE_LIMIT_PER_MINUTE=100000000 RATE_LIMIT_BURST=1000000 RUST_LOG=warn
 base=$PUBLIC_BASE_URL
-key=$(target/release/statement-api keys create --name bench 2>/dev/null)
+key=$(target/release/statement-api keys create --name bench --all-accounts 2>/dev/null)
 trap 'kill ${api:-} ${worker:-} 2>/dev/null; wait ${api:-} ${worker:-} 2>/dev/null; rm -rf "$work"' EXIT
 start_live_service target/release
 

@@ -24,7 +24,7 @@ export API_BIND="${API_BIND:-127.0.0.1:8080}"
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://$API_BIND}"
 export RUST_LOG="${RUST_LOG:-info}"
 
-key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "demo $(date -u +%FT%TZ)")
+key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "demo $(date -u +%FT%TZ)" --all-accounts)
 admin_key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "operator $(date -u +%FT%TZ)" --role admin)
 
 "$bin/statement-worker" &

@@ -180,9 +180,10 @@ impl CredentialCache {
         if !matches!(cached, Cached::New) {
             return Ok(false);
         }
-        let reserved = self.all_failures.check(()).and_then(|()| {
-            self.failures.check(client).inspect_err(|_| self.all_failures.refund(&()))
-        });
+        let reserved = self
+            .all_failures
+            .check(())
+            .and_then(|()| self.failures.check(client).inspect_err(|_| self.all_failures.refund(&())));
         reserved.map(|()| true).inspect_err(|_| {
             tracing::warn!(client = %client, "authentication refused unseen: too many failed lookups");
         })
@@ -275,7 +276,8 @@ impl AppState {
         if let Err(wait) = self.rate_limiter.check(key.id) {
             return Err(ApiError::RateLimited(wait.as_secs().max(1)));
         }
-        let stale = key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > time::Duration::minutes(1));
+        let stale =
+            key.last_used_at.is_none_or(|t| OffsetDateTime::now_utc() - t > time::Duration::minutes(1));
         if stale {
             self.credentials.touched(&fingerprint(token));
             let pool = self.pool.clone();
@@ -307,7 +309,9 @@ impl AppState {
                 }
             }
         };
-        let reserved = cache.reserve(&cached, client).map_err(|wait| LookupError::TooManyFailures(wait.as_secs().max(1)))?;
+        let reserved = cache
+            .reserve(&cached, client)
+            .map_err(|wait| LookupError::TooManyFailures(wait.as_secs().max(1)))?;
         let started = Instant::now();
         let found = async {
             let db = self.pool.get().await.map_err(DbError::from)?;

@@ -13,6 +13,10 @@ use shared::{db::DbError, statement::FieldError, storage::StorageError};
 /// Seconds a client should wait before retrying when a dependency is down.
 const RETRY_AFTER_SECS: u64 = 5;
 
+/// Seconds a key at its outstanding-exports cap should wait: about the time a typical export
+/// takes to finish and free a place.
+pub const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid request")]
@@ -31,6 +35,9 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("too many failed authentications from this address; retry in {0} s")]
     TooManyFailures(u64),
+    /// The key already has this many exports of its own pending or processing.
+    #[error("too many outstanding exports for this key (limit {0})")]
+    TooManyOutstanding(i64),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -54,7 +61,9 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
-            Self::RateLimited(_) | Self::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManyFailures(_) | Self::TooManyOutstanding(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,7 +141,7 @@ pub enum ErrorResponse {
     /// Missing, malformed, unknown or revoked API key.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
-    /// The key may not access this account.
+    /// The key may not access this account, or may not cancel an export it did not request.
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
     /// No such export (or not visible to this key).
@@ -150,7 +159,8 @@ pub enum ErrorResponse {
     /// The export's file no longer exists in storage; request the statement again.
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
-    /// Too many requests for this API key, or too many failed authentications from this
+    /// Too many requests for this API key, too many of its exports still pending or processing
+    /// (`MAX_OUTSTANDING_EXPORTS_PER_KEY`), or too many failed authentications from this
     /// address; retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
@@ -194,6 +204,16 @@ impl From<ApiError> for ErrorResponse {
                     format!("Too many failed authentications from this address; retry in {seconds} s."),
                 )),
                 seconds,
+            ),
+            ApiError::TooManyOutstanding(limit) => Self::TooManyRequests(
+                Json(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "This API key already has {limit} exports pending or processing, the most it may \
+                         have; retry when one has finished (or cancel one)."
+                    ),
+                )),
+                OUTSTANDING_RETRY_AFTER_SECS,
             ),
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");

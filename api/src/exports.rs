@@ -266,6 +266,10 @@ pub struct ExportDetails {
     pub completed_at: Option<OffsetDateTime>,
     /// When the file will be deleted (retention) and the export become EXPIRED.
     pub expires_at: Option<OffsetDateTime>,
+    /// Only in the answer to a cancel: `false` when the export was cancelled; `true` when other
+    /// API keys also requested it, so only this key was detached from it (it no longer counts
+    /// as a requester) and the export goes on for them (`status` shows it still running).
+    pub detached: Option<bool>,
 }
 
 /// A page of exports, newest first.
@@ -317,6 +321,7 @@ impl Example for ExportDetails {
             snapshot_at: Some(at),
             completed_at: Some(at + time::Duration::seconds(4)),
             expires_at: Some(at + time::Duration::days(30)),
+            detached: None,
         }
     }
 }
@@ -361,7 +366,10 @@ impl ExportsApi {
     ///
     /// Answers at once with a reference id; a worker produces the file in the background.
     /// Identical requests (same account, table, dates and format) return the existing export
-    /// unless `force_refresh` is set.
+    /// unless `force_refresh` is set. Every request records the key as a requester of the
+    /// export it gets. A key may have at most `MAX_OUTSTANDING_EXPORTS_PER_KEY` (default 10)
+    /// exports of its own making pending or processing: a request that would create one more is
+    /// `429` with `Retry-After` (a request an existing export answers is never refused).
     #[oai(path = "/api/export", method = "post", operation_id = "create_export")]
     async fn create(
         &self,
@@ -381,7 +389,7 @@ impl ExportsApi {
         if requested.reused && requested.export.status == ExportStatus::Completed {
             let checked = check_file(&state, &db, requested.export).await?.export;
             requested = if checked.status == ExportStatus::Completed {
-                exports::Requested { export: checked, reused: true }
+                exports::Requested { export: checked, ..requested }
             } else {
                 // Its file is gone and it has left the deduplication slot: ask once more, which
                 // makes a new export.
@@ -400,6 +408,9 @@ impl ExportsApi {
             },
             snapshot_at: export.snapshot_at,
         };
+        if requested.reused && !requested.recorded {
+            state.requesters.repeat(export.id, key.id);
+        }
         let result = if requested.reused { "reused" } else { "created" };
         state.metrics.export_requests.add(1, &[KeyValue::new("result", result)]);
         Ok(if requested.reused {
@@ -514,6 +525,10 @@ impl ExportsApi {
     ///
     /// A pending export is cancelled at once; a running one stops within one worker heartbeat
     /// (its partial upload is aborted, no file appears). Cancelling a finished export is 409.
+    /// A key may cancel only an export it requested (`403` otherwise). When other keys also
+    /// requested it, the export is not cancelled: only this key is detached from it, the answer
+    /// says `detached: true` and the export goes on for them. It is cancelled when the last
+    /// key holding it cancels.
     #[oai(path = "/api/export/:reference_id/cancel", method = "post", operation_id = "cancel_export")]
     async fn cancel(
         &self,
@@ -526,11 +541,22 @@ impl ExportsApi {
         let key = state.authenticate(&auth, client).await?;
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
-        match exports::cancel(&mut db, reference_id.0, FailureCode::Cancelled).await? {
+        let by = exports::Canceller::Key(key.id);
+        match exports::cancel(&mut db, reference_id.0, by, FailureCode::Cancelled).await? {
             exports::Cancelled::Now(export) => {
                 state.metrics.exports_finished.add(1, &[KeyValue::new("status", "cancelled")]);
-                Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
+                let details = ExportDetails { detached: Some(false), ..details(&state, export).await? };
+                Ok(DetailsResponse::Ok(Json(details)))
             }
+            exports::Cancelled::Detached(export) => {
+                tracing::info!(export.id = %export.id, api_key.id = %key.id, "key detached from a shared export");
+                let details = ExportDetails { detached: Some(true), ..details(&state, export).await? };
+                Ok(DetailsResponse::Ok(Json(details)))
+            }
+            exports::Cancelled::NotRequester => Err(ApiError::Forbidden(
+                "This API key did not request this export; only a key that requested it may cancel it.",
+            )
+            .into()),
             exports::Cancelled::AlreadyFinished(_) => {
                 Err(ApiError::Conflict("The export has already finished; there is nothing to cancel.").into())
             }
@@ -566,7 +592,13 @@ async fn request_export(
     force_refresh: bool,
 ) -> Result<exports::Requested, ApiError> {
     let max_attempts = state.export_max_attempts;
-    Ok(exports::request(db, request, Some(key_id), force_refresh, max_attempts, state.reuse_policy).await?)
+    let by =
+        exports::RequestedBy { api_key_id: key_id, max_outstanding: state.max_outstanding_exports_per_key };
+    match exports::request(db, request, Some(by), force_refresh, max_attempts, state.reuse_policy).await {
+        Ok(requested) => Ok(requested),
+        Err(exports::RequestError::TooManyOutstanding { limit }) => Err(ApiError::TooManyOutstanding(limit)),
+        Err(exports::RequestError::Db(e)) => Err(e.into()),
+    }
 }
 
 /// An export after [`check_file`].
@@ -672,6 +704,7 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
         expires_at: export.expires_at,
+        detached: None,
     })
 }
 

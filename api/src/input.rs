@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn a_field_given_twice_is_refused_rather_than_the_last_one_taken() {
-        assert_eq!(errors(r#"{"name": "a", "name": "b"}"#), [("name".into(), "may be given at most once".into())]);
+        assert_eq!(
+            errors(r#"{"name": "a", "name": "b"}"#),
+            [("name".into(), "may be given at most once".into())]
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod health;
 pub mod input;
 pub mod metrics;
 pub mod rate_limit;
+pub mod requesters;
 pub mod reuse;
 
 use std::{sync::Arc, time::Duration};
@@ -51,6 +52,10 @@ pub struct AppState {
     pub source: shared::source::Source,
     /// Requests answered by deduplication, flushed to Postgres in the background.
     pub reuse: Arc<reuse::ReuseCounter>,
+    /// Repeat requests of exports by keys that had asked before, flushed in the background.
+    pub requesters: Arc<requesters::RequesterLog>,
+    /// Most exports created by one key that may be pending or processing at once.
+    pub max_outstanding_exports_per_key: i64,
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
     pub sign_in_failures: Arc<tokio::sync::Mutex<()>>,
     pub admin_session_ttl: Duration,
@@ -97,6 +102,8 @@ impl AppState {
             source: shared::source::Source::new(&config.source_database_url, 2)
                 .context("SOURCE_DATABASE_URL")?,
             reuse: Arc::default(),
+            requesters: Arc::default(),
+            max_outstanding_exports_per_key: api.max_outstanding_exports_per_key,
             sign_in_failures: Arc::default(),
             admin_session_ttl: api.admin_session_ttl,
             metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
@@ -132,12 +139,13 @@ pub fn openapi_yaml() -> String {
     openapi_service().spec_yaml()
 }
 
-/// How often reuse counts reach Postgres.
+/// How often reuse counts and repeat requests reach Postgres.
 const REUSE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     state.reuse.spawn_flusher(state.pool.clone(), REUSE_FLUSH_INTERVAL);
+    state.requesters.spawn_flusher(state.pool.clone(), REUSE_FLUSH_INTERVAL);
     let service = openapi_service();
     let spec_json = service.spec();
     let spec_yaml = service.spec_yaml();

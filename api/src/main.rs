@@ -43,13 +43,17 @@ enum KeyAction {
         /// `client` (exports) or `admin` (also the dashboard).
         #[arg(long, default_value = "client")]
         role: String,
-        /// Restrict the key to these accounts (repeatable); default: every account.
-        #[arg(long = "account")]
+        /// An account the key may export and read (repeatable). A client key needs either
+        /// this or `--all-accounts`.
+        #[arg(long = "account", conflicts_with = "all_accounts")]
         accounts: Vec<String>,
+        /// The key may export and read every account (admin keys always do).
+        #[arg(long)]
+        all_accounts: bool,
     },
     /// List keys (prefix only, never the secret).
     List,
-    /// Revoke a key by id or prefix.
+    /// Revoke a key by id or prefix, for good (the dashboard cannot reactivate it).
     Revoke { id_or_prefix: String },
 }
 
@@ -75,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     let state = api::AppState::from_config(&config, &api_config)?;
-    let (reuse, pool) = (state.reuse.clone(), state.pool.clone());
+    let (reuse, requesters, pool) = (state.reuse.clone(), state.requesters.clone(), state.pool.clone());
     tracing::info!(bind = %api_config.bind, url = %api_config.public_base_url, "API listening");
     let served = Server::new(TcpListener::bind(api_config.bind))
         .run_with_graceful_shutdown(
@@ -87,6 +91,7 @@ async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
         .context("serving HTTP");
     // The last few seconds of reuse counts, which the background flush has not written yet.
     reuse.flush(&pool).await;
+    requesters.flush(&pool).await;
     served
 }
 
@@ -94,16 +99,13 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
     let pool = db::pool(&config.database_url, 1)?;
     let db = pool.get().await.context("connecting to Postgres")?;
     match action {
-        KeyAction::Create { name, description, role, accounts } => {
+        KeyAction::Create { name, description, role, accounts, all_accounts } => {
             let role = Role::parse(&role).context("--role must be `client` or `admin`")?;
-            let accounts = (!accounts.is_empty()).then_some(accounts);
-            let spec = KeySpec {
-                name: &name,
-                description: &description,
-                role,
-                allowed_accounts: accounts.as_deref(),
-            };
-            spec.validate()?;
+            let spec =
+                KeySpec { name: &name, description: &description, role, accounts: &accounts, all_accounts };
+            if let Err(e) = spec.validate() {
+                anyhow::bail!("{e} (--account ACCOUNT, repeatable, or --all-accounts)");
+            }
             let (key, new) = api_keys::create(&db, &spec).await?;
             eprintln!(
                 "Created {} key {:?} ({}). It is shown once; store it now:",
@@ -115,14 +117,14 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
         }
         KeyAction::List => {
             println!(
-                "{:<36}  {:<11}  {:<6}  {:<8}  {:<20}  NAME",
+                "{:<36}  {:<11}  {:<6}  {:<11}  {:<20}  NAME",
                 "ID", "PREFIX", "ROLE", "STATE", "LAST USED"
             );
             for key in api_keys::list(&db).await? {
-                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+                let state = key.state().as_str();
                 let last = key.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
                 println!(
-                    "{:<36}  {:<11}  {:<6}  {:<8}  {:<20}  {}",
+                    "{:<36}  {:<11}  {:<6}  {:<11}  {:<20}  {}",
                     key.id,
                     key.prefix,
                     key.role.as_str(),
@@ -135,7 +137,7 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
         KeyAction::Revoke { id_or_prefix } => {
             let n = api_keys::revoke(&db, &id_or_prefix).await?;
             if n == 0 {
-                anyhow::bail!("no active key matches {id_or_prefix:?}");
+                anyhow::bail!("no key matches {id_or_prefix:?} (or it is already revoked)");
             }
             println!("revoked {n} key(s)");
         }

@@ -37,7 +37,8 @@ fn a_signing_secret_shorter_than_32_bytes_of_key_material_stops_start_up_without
 #[test]
 fn a_signing_secret_with_32_bytes_of_key_material_is_accepted() {
     // `openssl rand -hex 32`: the check passes, and start-up goes on to Postgres (which is not there).
-    let stderr = serve_with_signing_secret("9c1f4e7a2b8d03f6a5e9c7b1d4f2a8e06b3c9d1e7f5a2b4c8e0d6f3a1b9c7e5d");
+    let stderr =
+        serve_with_signing_secret("9c1f4e7a2b8d03f6a5e9c7b1d4f2a8e06b3c9d1e7f5a2b4c8e0d6f3a1b9c7e5d");
     assert!(!stderr.contains("SIGNING_SECRET"), "{stderr}");
     assert!(stderr.contains("migrations"), "start-up got as far as Postgres: {stderr}");
 }

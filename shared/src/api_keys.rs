@@ -110,7 +110,30 @@ pub struct ApiKey {
     pub allowed_accounts: Option<Vec<String>>,
     pub created_at: OffsetDateTime,
     pub last_used_at: Option<OffsetDateTime>,
+    /// Set by `keys revoke`: final.
     pub revoked_at: Option<OffsetDateTime>,
+    /// Set by the dashboard's Deactivate, cleared by its Reactivate.
+    pub deactivated_at: Option<OffsetDateTime>,
+}
+
+/// Whether a key works, and whether that can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active,
+    /// Refused by the API and the dashboard until reactivated.
+    Deactivated,
+    /// Refused for good: a revoked key is never reactivated.
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 impl ApiKey {
@@ -126,6 +149,15 @@ impl ApiKey {
             created_at: row.get("created_at"),
             last_used_at: row.get("last_used_at"),
             revoked_at: row.get("revoked_at"),
+            deactivated_at: row.get("deactivated_at"),
+        }
+    }
+
+    pub fn state(&self) -> KeyState {
+        match (self.revoked_at, self.deactivated_at) {
+            (Some(_), _) => KeyState::Revoked,
+            (None, Some(_)) => KeyState::Deactivated,
+            (None, None) => KeyState::Active,
         }
     }
 
@@ -134,27 +166,54 @@ impl ApiKey {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, description, prefix, role, allowed_accounts, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "id, name, description, prefix, role, allowed_accounts, created_at, last_used_at, \
+    revoked_at, deactivated_at";
 
-/// An admin key restricted to accounts would still see every account on the dashboard.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("an admin key cannot be restricted to accounts (admins see every account)")]
-pub struct RestrictedAdmin;
+/// The condition for a key that works (neither revoked nor deactivated), on `api_keys` as `k`.
+pub const ACTIVE: &str = "k.revoked_at IS NULL AND k.deactivated_at IS NULL";
 
-impl KeySpec<'_> {
-    pub fn validate(&self) -> Result<(), RestrictedAdmin> {
-        if self.role == Role::Admin && self.allowed_accounts.is_some() {
-            Err(RestrictedAdmin)
-        } else {
-            Ok(())
+/// Why a key cannot be made as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeySpecError {
+    /// A client key's scope is never implied: an empty account list is not "every account".
+    #[error(
+        "a client key needs its scope: list the accounts it may export, or choose all accounts explicitly"
+    )]
+    NoScope,
+    #[error("choose either listed accounts or all accounts, not both")]
+    BothScopes,
+    /// An admin key restricted to accounts would still see every account on the dashboard.
+    #[error("an admin key cannot be restricted to accounts (admins see every account)")]
+    RestrictedAdmin,
+}
+
+impl<'a> KeySpec<'a> {
+    /// The accounts the key may access (`None`: every account), or why the spec is refused.
+    /// A client key names its accounts or says "all accounts"; an admin key always has every
+    /// account (saying so is allowed, listing accounts is not).
+    pub fn validate(&self) -> Result<Option<&'a [String]>, KeySpecError> {
+        match (self.role, self.accounts.is_empty(), self.all_accounts) {
+            (_, false, true) => Err(KeySpecError::BothScopes),
+            (Role::Admin, false, false) => Err(KeySpecError::RestrictedAdmin),
+            (Role::Admin, true, _) | (Role::Client, true, true) => Ok(None),
+            (Role::Client, true, false) => Err(KeySpecError::NoScope),
+            (Role::Client, false, false) => Ok(Some(self.accounts)),
         }
     }
 }
 
-/// Stores a new key (call [`KeySpec::validate`] first) and returns it with its plaintext (to be
-/// shown once).
-pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), DbError> {
+/// Why a key was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Invalid(#[from] KeySpecError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Validates and stores a new key and returns it with its plaintext (to be shown once).
+pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), CreateError> {
+    let allowed_accounts = new.validate()?;
     let key = NewKey::generate();
     let row = db
         .query_one(
@@ -170,10 +229,11 @@ pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKe
                 &key.prefix,
                 &key.hash.as_slice(),
                 &new.role.as_str(),
-                &new.allowed_accounts,
+                &allowed_accounts,
             ],
         )
-        .await?;
+        .await
+        .map_err(DbError::from)?;
     Ok((ApiKey::from_row(&row), key))
 }
 
@@ -183,8 +243,10 @@ pub struct KeySpec<'a> {
     pub name: &'a str,
     pub description: &'a str,
     pub role: Role,
-    /// `None`: every account.
-    pub allowed_accounts: Option<&'a [String]>,
+    /// The accounts a client key may access (`--account`, repeatable).
+    pub accounts: &'a [String],
+    /// Every account, chosen explicitly (`--all-accounts`).
+    pub all_accounts: bool,
 }
 
 /// The active key with this plaintext, if any.
@@ -194,7 +256,7 @@ pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Op
     }
     let hash = hash_key(plaintext);
     let statement = db
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"))
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys k WHERE key_hash = $1 AND {ACTIVE}"))
         .await?;
     let row = db.query_opt(&statement, &[&hash.as_slice()]).await?;
     Ok(row.as_ref().map(ApiKey::from_row))
@@ -217,7 +279,8 @@ pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
     Ok(rows.iter().map(ApiKey::from_row).collect())
 }
 
-/// Revokes the key whose id or display prefix is `id_or_prefix`. Returns how many were revoked.
+/// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for
+/// good, and ends its dashboard sessions. Returns how many were revoked.
 pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, DbError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
     let row = db
@@ -235,25 +298,47 @@ pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, 
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// Deactivates (`active = false`) or reactivates a key by id. Returns whether it changed.
-/// Deactivation also ends the key's dashboard sessions: reactivating never revives them.
-pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<bool, DbError> {
-    if active {
-        let sql = "UPDATE api_keys SET revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL";
-        return Ok(db.execute(sql, &[&id]).await? == 1);
-    }
+/// What a deactivate or reactivate did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Changed,
+    /// Already in the asked state.
+    Unchanged,
+    /// The key is revoked: that is final, it is neither deactivated nor reactivated.
+    Revoked,
+    NotFound,
+}
+
+/// Deactivates (`active = false`) or reactivates a key by id; only an active key is
+/// deactivated and only a deactivated one reactivated, never a revoked one. Deactivation also
+/// ends the key's dashboard sessions: reactivating never revives them.
+pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<Activation, DbError> {
+    // One statement: the state is read and changed under the row's lock (a concurrent
+    // `keys revoke` either happens first, and the change is refused, or after).
     let row = db
         .query_one(
-            "WITH revoked AS (
-                 UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id
+            "WITH target AS (
+                 SELECT id, revoked_at IS NOT NULL AS revoked FROM api_keys WHERE id = $1 FOR UPDATE
+             ), changed AS (
+                 UPDATE api_keys k
+                 SET deactivated_at = CASE WHEN $2 THEN NULL ELSE now() END
+                 FROM target
+                 WHERE k.id = target.id AND NOT target.revoked
+                   AND (k.deactivated_at IS NULL) = NOT $2
+                 RETURNING k.id
              ), ended AS (
-                 DELETE FROM admin_sessions WHERE api_key_id IN (SELECT id FROM revoked)
+                 DELETE FROM admin_sessions WHERE NOT $2 AND api_key_id IN (SELECT id FROM changed)
              )
-             SELECT count(*) FROM revoked",
-            &[&id],
+             SELECT (SELECT revoked FROM target), (SELECT count(*) FROM changed)",
+            &[&id, &active],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) == 1)
+    Ok(match (row.get::<_, Option<bool>>(0), row.get::<_, i64>(1)) {
+        (None, _) => Activation::NotFound,
+        (Some(true), _) => Activation::Revoked,
+        (Some(false), 0) => Activation::Unchanged,
+        (Some(false), _) => Activation::Changed,
+    })
 }
 
 /// Deletes a key for good (its exports stay, without an owner). Returns whether it existed.
@@ -274,6 +359,26 @@ mod tests {
         assert_eq!(a.plaintext.len(), 3 + 32 + 6);
         assert!(a.plaintext.starts_with(&a.prefix));
         assert!(!format!("{a:?}").contains(&a.plaintext[12..]), "Debug must not print the secret");
+    }
+
+    #[test]
+    fn a_client_key_names_its_scope_and_an_admin_key_has_every_account() {
+        let accounts = ["ACC-1".to_owned()];
+        let spec = |role, accounts: &'static [String], all_accounts| KeySpec {
+            name: "k",
+            description: "",
+            role,
+            accounts,
+            all_accounts,
+        };
+        let listed: &'static [String] = Box::leak(Box::new(accounts));
+        assert_eq!(spec(Role::Client, &[], false).validate(), Err(KeySpecError::NoScope));
+        assert_eq!(spec(Role::Client, &[], true).validate(), Ok(None));
+        assert_eq!(spec(Role::Client, listed, false).validate(), Ok(Some(listed)));
+        assert_eq!(spec(Role::Client, listed, true).validate(), Err(KeySpecError::BothScopes));
+        assert_eq!(spec(Role::Admin, &[], false).validate(), Ok(None));
+        assert_eq!(spec(Role::Admin, &[], true).validate(), Ok(None));
+        assert_eq!(spec(Role::Admin, listed, false).validate(), Err(KeySpecError::RestrictedAdmin));
     }
 
     #[test]

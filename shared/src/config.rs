@@ -100,6 +100,9 @@ pub struct ApiConfig {
     pub auth_failures_per_minute: u32,
     /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDR blocks).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most exports one API key may have pending or processing at once (of those its requests
+    /// created); a request that would create one more is refused with 429.
+    pub max_outstanding_exports_per_key: i64,
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -248,6 +251,11 @@ impl ApiConfig {
                 30,
             )?,
             trusted_proxies: trusted_proxies()?,
+            max_outstanding_exports_per_key: positive(
+                "MAX_OUTSTANDING_EXPORTS_PER_KEY",
+                "a positive number of exports",
+                10,
+            )?,
         })
     }
 }

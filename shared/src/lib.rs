@@ -10,6 +10,7 @@ pub mod failure;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+pub mod requesters;
 pub mod sessions;
 pub mod shutdown;
 pub mod signing;

@@ -60,10 +60,13 @@ pub async fn create(
 pub async fn find(db: &impl GenericClient, token: &str) -> Result<Option<Session>, DbError> {
     let row = db
         .query_opt(
-            "SELECT s.api_key_id, k.name, s.csrf_token
-             FROM admin_sessions s JOIN api_keys k ON k.id = s.api_key_id
-             WHERE s.token_hash = $1 AND s.expires_at > now()
-               AND k.revoked_at IS NULL AND k.role = 'admin'",
+            &format!(
+                "SELECT s.api_key_id, k.name, s.csrf_token
+                 FROM admin_sessions s JOIN api_keys k ON k.id = s.api_key_id
+                 WHERE s.token_hash = $1 AND s.expires_at > now()
+                   AND {} AND k.role = 'admin'",
+                crate::api_keys::ACTIVE
+            ),
             &[&hash(token)],
         )
         .await?;

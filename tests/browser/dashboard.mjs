@@ -150,6 +150,16 @@ async function run(page) {
   await page.fill('#description', 'created by tests/browser/dashboard.mjs');
   await page.selectOption('#role', 'client');
   await page.fill('#accounts', '');
+  // A client key's scope is explicit: with neither accounts nor "All accounts" it is refused.
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await page.waitForLoadState('load');
+  check((await page.content()).includes('needs its scope'), 'a client key without accounts or "All accounts" was not refused');
+  check(await page.locator('#new-key').count() === 0, 'a client key without a scope was created');
+  await visit(page, '/admin/api-keys');
+  await page.fill('#name', name);
+  await page.fill('#description', 'created by tests/browser/dashboard.mjs');
+  await page.selectOption('#role', 'client');
+  await page.check('#all_accounts');
   await page.getByRole('button', { name: 'Create key' }).click();
   await page.locator('#new-key').waitFor();
   check(await page.locator('code#new-key').count() === 1, 'the new key is not in a code#new-key element');

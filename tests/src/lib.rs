@@ -165,6 +165,8 @@ impl TestApp {
             admin_session_ttl: std::time::Duration::from_secs(3600),
             auth_failures_per_minute: 30,
             trusted_proxies: Vec::new(),
+            // Tests queue many exports with one key; the cap has its own tests.
+            max_outstanding_exports_per_key: 1000,
         }
     }
 
@@ -202,15 +204,16 @@ impl TestApp {
         Self::runner_for(&self.config, worker)
     }
 
-    /// A new active API key (plaintext).
+    /// A new active client API key (plaintext) for these accounts; `None`: all accounts.
     pub async fn create_key(&self, accounts: Option<&[&str]>) -> String {
         let db = self.pool.get().await.unwrap();
-        let accounts: Option<Vec<String>> = accounts.map(|a| a.iter().map(|s| s.to_string()).collect());
+        let listed: Vec<String> = accounts.unwrap_or_default().iter().map(|s| s.to_string()).collect();
         let spec = api_keys::KeySpec {
             name: "test",
             description: "",
             role: Role::Client,
-            allowed_accounts: accounts.as_deref(),
+            accounts: &listed,
+            all_accounts: accounts.is_none(),
         };
         let (_, key) = api_keys::create(&db, &spec).await.unwrap();
         key.plaintext
@@ -223,7 +226,8 @@ impl TestApp {
             name: "operator",
             description: "",
             role: Role::Admin,
-            allowed_accounts: None,
+            accounts: &[],
+            all_accounts: false,
         };
         api_keys::create(&db, &spec).await.unwrap().1.plaintext
     }

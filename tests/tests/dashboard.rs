@@ -64,8 +64,11 @@ async fn without_a_session_every_page_and_form_redirects_to_sign_in() {
         }
     }
     let db = app.pool.get().await.unwrap();
-    let keys: i64 =
-        db.query_one("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL", &[]).await.unwrap().get(0);
+    let keys: i64 = db
+        .query_one("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND deactivated_at IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(keys, 2, "no form did anything");
 }
 
@@ -162,7 +165,7 @@ async fn a_form_without_the_sessions_csrf_token_is_forbidden_and_changes_nothing
     }
     let db = app.pool.get().await.unwrap();
     let row = db
-        .query_one("SELECT count(*), count(*) FILTER (WHERE revoked_at IS NULL) FROM api_keys", &[])
+        .query_one("SELECT count(*), count(*) FILTER (WHERE revoked_at IS NULL AND deactivated_at IS NULL) FROM api_keys", &[])
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 2));
@@ -359,8 +362,9 @@ async fn reactivating_an_admin_key_does_not_revive_its_sessions() {
     let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
     let db = app.pool.get().await.unwrap();
     let id = uuid::Uuid::parse_str(&id).unwrap();
-    assert!(shared::api_keys::set_active(&db, id, false).await.unwrap());
-    assert!(shared::api_keys::set_active(&db, id, true).await.unwrap());
+    let changed = shared::api_keys::Activation::Changed;
+    assert_eq!(shared::api_keys::set_active(&db, id, false).await.unwrap(), changed);
+    assert_eq!(shared::api_keys::set_active(&db, id, true).await.unwrap(), changed);
     assert_eq!(browser.get("/dashboard").await.status, StatusCode::SEE_OTHER, "signed out for good");
     let mut again = DashboardClient::new(&app);
     assert_eq!(again.sign_in(&admin_key).await.status, StatusCode::SEE_OTHER, "the key itself works again");

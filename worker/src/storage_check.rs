@@ -46,7 +46,10 @@ pub async fn check_once(ctx: &JobContext, worker_id: &str) {
             Some(e.failure_code())
         }
         Err(_) => {
-            warn!(timeout_secs = WRITE_TIMEOUT.as_secs(), "storage write check failed: the write did not finish in time");
+            warn!(
+                timeout_secs = WRITE_TIMEOUT.as_secs(),
+                "storage write check failed: the write did not finish in time"
+            );
             Some(FailureCode::StorageUnavailable)
         }
     };

@@ -1,12 +1,13 @@
 //! `/admin/api-keys`: create a key (its secret shown exactly once, in the answer to the form),
-//! list keys by prefix, deactivate, reactivate and delete them.
+//! list keys by prefix with their state, deactivate, reactivate and delete them. A key revoked
+//! with `statement-api keys revoke` is shown as revoked and cannot be reactivated here.
 
 use maud::{Markup, html};
 use poem::{
     Body, Request, Response, handler,
     web::{Data, Path},
 };
-use shared::api_keys::{self, ApiKey, KeySpec, NewKey, Role};
+use shared::api_keys::{self, Activation, ApiKey, KeySpec, KeyState, NewKey, Role};
 
 use super::{Admin, DashboardError, Fields, Page, layout, respond, see_other, signed_form, signed_in};
 use crate::AppState;
@@ -53,7 +54,12 @@ async fn render(state: &AppState, admin: &Admin, top: Option<Markup>, refresh: l
                 }
                 label for="accounts" { "Allowed accounts" }
                 input #accounts type="text" name="accounts" placeholder="ACC-1001, ACC-1002";
-                p.hint { "Comma-separated; leave empty for every account." }
+                p.hint { "Comma-separated. A client key needs either its accounts or “All accounts”." }
+                label.check for="all_accounts" {
+                    input #all_accounts type="checkbox" name="all_accounts" value="yes";
+                    " All accounts (the key may export and read every account)"
+                }
+                p.hint { "Admin keys always have every account." }
                 button.primary type="submit" { "Create key" }
             }
         }
@@ -62,7 +68,7 @@ async fn render(state: &AppState, admin: &Admin, top: Option<Markup>, refresh: l
 }
 
 fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
-    let active = key.revoked_at.is_none();
+    let state = key.state();
     let action = |what: &str| format!("/admin/api-keys/{}/{what}", key.id);
     html! {
         tr {
@@ -72,14 +78,23 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
             td { (key.allowed_accounts.as_ref().map_or("all".into(), |a| a.join(", "))) }
             td { (layout::timestamp(key.created_at)) }
             td { (layout::or_dash(key.last_used_at.map(layout::timestamp))) }
-            td { @if active { span.ok { "active" } } @else { span.muted { "deactivated" } } }
-            td.actions {
-                @if active {
-                    (layout::action_button(admin, &action("deactivate"), "Deactivate", None))
-                } @else {
-                    (layout::action_button(admin, &action("reactivate"), "Reactivate", None))
+            td {
+                @match state {
+                    KeyState::Active => span.ok { "active" },
+                    KeyState::Deactivated => span.muted { "deactivated" },
+                    KeyState::Revoked => span.bad title="Revoked with statement-api keys revoke: final" { "revoked" },
                 }
-                " "
+            }
+            td.actions {
+                @match state {
+                    KeyState::Active => {
+                        (layout::action_button(admin, &action("deactivate"), "Deactivate", None)) " "
+                    }
+                    KeyState::Deactivated => {
+                        (layout::action_button(admin, &action("reactivate"), "Reactivate", None)) " "
+                    }
+                    KeyState::Revoked => {}
+                }
                 form.inline method="post" action=(action("delete")) data-confirm={ "Delete the key " (key.name) " for good?" } {
                     (layout::csrf(admin))
                     button.danger type="submit" { "Delete" }
@@ -102,10 +117,13 @@ async fn create_key(state: &AppState, req: &Request, body: Body) -> Page {
         name: &form.name,
         description: &form.description,
         role: form.role,
-        allowed_accounts: form.accounts.as_deref(),
+        accounts: &form.accounts,
+        all_accounts: form.all_accounts,
     };
-    spec.validate().map_err(|e| DashboardError::BadRequest(format!("Not created: {e}.")))?;
-    let (key, secret) = api_keys::create(&db, &spec).await?;
+    let (key, secret) = api_keys::create(&db, &spec).await.map_err(|e| match e {
+        api_keys::CreateError::Invalid(e) => DashboardError::BadRequest(format!("Not created: {e}.")),
+        api_keys::CreateError::Db(e) => e.into(),
+    })?;
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
     // The answer to the form is the only place the secret ever appears; the page does not
     // refresh itself (that would post the form again) and no cache keeps it.
@@ -126,7 +144,8 @@ struct KeyForm {
     name: String,
     description: String,
     role: Role,
-    accounts: Option<Vec<String>>,
+    accounts: Vec<String>,
+    all_accounts: bool,
 }
 
 impl KeyForm {
@@ -153,7 +172,12 @@ impl KeyForm {
         if let Some(account) = accounts.iter().find(|a| shared::statement::AccountId::parse(a).is_err()) {
             return Err(DashboardError::BadRequest(format!("{account:?} is not a valid account id.")));
         }
-        Ok(Self { name, description, role, accounts: (!accounts.is_empty()).then_some(accounts) })
+        let all_accounts = match fields.get("all_accounts") {
+            None => false,
+            Some("yes") => true,
+            Some(_) => return Err(bad("The “All accounts” choice must be yes or absent.")),
+        };
+        Ok(Self { name, description, role, accounts, all_accounts })
     }
 }
 
@@ -171,16 +195,21 @@ async fn change_key(state: &AppState, req: &Request, id: &str, action: &str, bod
     signed_form(state, req, body).await?;
     let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
     let db = state.db_for_dashboard().await?;
-    let changed = match action {
+    let outcome = match action {
         "deactivate" => api_keys::set_active(&db, id, false).await?,
         "reactivate" => api_keys::set_active(&db, id, true).await?,
-        "delete" => api_keys::delete(&db, id).await?,
+        "delete" if api_keys::delete(&db, id).await? => Activation::Changed,
+        "delete" => Activation::NotFound,
         _ => return Err(DashboardError::NotFound),
     };
     // This process applies the change at once; the others within their cache's few seconds.
     state.credentials.forget_keys();
-    tracing::info!(api_key.id = %id, action, changed, "dashboard: key changed");
-    let notice = if changed { action } else { "unchanged" };
+    tracing::info!(api_key.id = %id, action, outcome = ?outcome, "dashboard: key changed");
+    let notice = match outcome {
+        Activation::Changed => action,
+        Activation::Revoked => "revoked",
+        Activation::Unchanged | Activation::NotFound => "unchanged",
+    };
     Ok(see_other(&format!("/admin/api-keys?notice={notice}")))
 }
 
@@ -190,6 +219,7 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "reactivate" => "Key reactivated.",
         "delete" => "Key deleted. Its exports remain, without an owner.",
         "unchanged" => "Nothing changed (the key was already in that state or is gone).",
+        "revoked" => "Nothing changed: the key is revoked (statement-api keys revoke), which is final.",
         _ => return None,
     })
 }

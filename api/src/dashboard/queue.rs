@@ -178,7 +178,7 @@ async fn cancel_job(
     let export_id = dashboard::export_of_job(&*db, id).await?.ok_or(DashboardError::NotFound)?;
     let by_operator = shared::failure::FailureCode::CancelledByOperator;
     let Some(export_id) = export_id else { return Ok(queue::cancel(&*db, id, by_operator).await?) };
-    let cancelled = exports::cancel(db, export_id, by_operator).await?;
+    let cancelled = exports::cancel(db, export_id, exports::Canceller::Operator, by_operator).await?;
     let now = matches!(cancelled, exports::Cancelled::Now(_));
     if now {
         state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
