@@ -230,8 +230,8 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut in_flight = self.cache.in_flight.lock().expect("not poisoned");
-        // Only the map and this guard's lock hold it: nobody else is waiting.
-        if in_flight.get(&self.print).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+        // Only the map and this guard (dropped just after this) hold it: nobody else is waiting.
+        if in_flight.get(&self.print).is_some_and(|lock| Arc::strong_count(lock) == 2) {
             in_flight.remove(&self.print);
         }
     }
@@ -296,11 +296,13 @@ impl AppState {
     pub async fn active_key(&self, token: &str, client: ClientAddr) -> Result<Option<ApiKey>, LookupError> {
         let print = fingerprint(token);
         let cache = &self.credentials;
+        // Held until this lookup is done: the next one of this credential waits for it.
+        let _turn: InFlight;
         let cached = match cache.key(&print) {
             Cached::Fresh(key) => return Ok(Some(key)),
             Cached::Unknown => return Ok(None),
             _ => {
-                let _turn = cache.one_at_a_time(print).await;
+                _turn = cache.one_at_a_time(print).await;
                 // Answered meanwhile by the lookup this one waited for?
                 match cache.key(&print) {
                     Cached::Fresh(key) => return Ok(Some(key)),
@@ -358,5 +360,29 @@ impl AppState {
             Err(_) => {}
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lookups_of_one_credential_take_turns_and_leave_nothing_behind() {
+        let cache = CredentialCache::new(30);
+        let print = fingerprint("sk_example");
+        let first = cache.one_at_a_time(print).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), cache.one_at_a_time(print)).await.is_err(),
+            "a second lookup of the same credential waits"
+        );
+        let other = tokio::time::timeout(Duration::from_millis(50), cache.one_at_a_time(fingerprint("sk_other")))
+            .await
+            .expect("another credential does not wait");
+        drop(other);
+        drop(first);
+        let again = cache.one_at_a_time(print).await;
+        drop(again);
+        assert!(cache.in_flight.lock().unwrap().is_empty(), "no entry is left once nobody waits");
     }
 }

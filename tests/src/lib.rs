@@ -119,7 +119,7 @@ impl TestApp {
             storage: StorageConfig::Local { root: storage_dir.clone() },
             upload_part_size: 5 * 1024 * 1024,
             download_url_ttl: std::time::Duration::from_secs(300),
-            signing_secret: Some(SecretString::from("5f".repeat(32))),
+            signing_secret: Some(SecretString::from("7d2f9a41c6e8b3052f1d9c7a4e6b8f30a5c1e7d92b4f6a8c0e3d5b7f9a1c2e4d".to_owned())),
             tables,
             export_max_attempts: 3,
             export_retention: std::time::Duration::from_secs(30 * 86_400),

@@ -57,7 +57,7 @@ async fn fifty_concurrent_identical_requests_create_one_export() {
         match response.status() {
             StatusCode::ACCEPTED => created += 1,
             StatusCode::OK => {}
-            other => panic!("unexpected status {other}"),
+            other => panic!("unexpected status {other}: {}", response.text().await.unwrap()),
         }
         let body: Value = response.json().await.unwrap();
         ids.insert(body["reference_id"].as_str().unwrap().to_owned());

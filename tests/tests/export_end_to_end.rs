@@ -115,7 +115,8 @@ async fn download_links_refuse_tampering_and_expiry() {
     // An expired link, correctly signed.
     let key_path = url.split("/files/").nth(1).unwrap().split('?').next().unwrap();
     let past = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
-    let signer = shared::signing::UrlSigner::new(b"test signing secret");
+    let secret = app.config.signing_secret.as_ref().unwrap();
+    let signer = shared::signing::UrlSigner::new(secrecy::ExposeSecret::expose_secret(secret).as_bytes());
     let expired =
         format!("{}/files/{key_path}?expires={past}&signature={}", app.base_url, signer.sign(key_path, past));
     let response = app.download(&expired).await;
