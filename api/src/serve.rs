@@ -107,7 +107,9 @@ where
             closing: closing.clone(),
         };
         tracker.spawn(async move {
-            conn.run(stream).await;
+            let stream = Arc::new(stream);
+            conn.run(SharedStream(stream.clone())).await;
+            linger(stream).await;
             drop(permit);
         });
     }
@@ -162,7 +164,7 @@ impl Drop for InFlight {
 }
 
 impl Connection {
-    async fn run(self, stream: tokio::net::TcpStream) {
+    async fn run(self, stream: SharedStream) {
         let accepted = Instant::now();
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
@@ -177,12 +179,16 @@ impl Connection {
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = InFlight::new(activity.clone());
                 let ep = ep.clone();
-                let mut req = poem::Request::from((req, local.clone(), remote.clone(), poem::http::uri::Scheme::HTTP));
+                let mut req =
+                    poem::Request::from((req, local.clone(), remote.clone(), poem::http::uri::Scheme::HTTP));
                 let body = BoundedBody::new(req.take_body().into(), MAX_BODY_BYTES, body_timeout);
                 req.set_body(poem::Body::from(BoxBody::new(body)));
                 async move {
-                    let response: hyper::Response<BoxBody<Bytes, io::Error>> = ep.get_response(req).await.into();
-                    Ok::<_, Infallible>(response.map(|body| TrackedBody { inner: body, _in_flight: in_flight }))
+                    let response: hyper::Response<BoxBody<Bytes, io::Error>> =
+                        ep.get_response(req).await.into();
+                    Ok::<_, Infallible>(
+                        response.map(|body| TrackedBody { inner: body, _in_flight: in_flight }),
+                    )
                 }
             })
         };
@@ -284,10 +290,20 @@ pub struct BoundedBody {
 
 impl BoundedBody {
     pub fn new(inner: BoxBody<Bytes, io::Error>, limit: usize, timeout: Duration) -> Self {
-        Self { inner, limit, remaining: limit, deadline: Box::pin(tokio::time::sleep(timeout)), failed: false }
+        Self {
+            inner,
+            limit,
+            remaining: limit,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            failed: false,
+        }
     }
 
-    fn fail(&mut self, kind: io::ErrorKind, err: BodyLimitError) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn fail(
+        &mut self,
+        kind: io::ErrorKind,
+        err: BodyLimitError,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.failed = true;
         Poll::Ready(Some(Err(io::Error::new(kind, err))))
     }
@@ -343,6 +359,90 @@ impl http_body::Body for BoundedBody {
     }
 }
 
+/// How long a closed connection's unread input is read and dropped, at most (a client that
+/// has seen its answer stops sending at once; there is no byte cap, so a fast client is not
+/// reset before it has read the answer).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection the way nginx's `lingering_close` does: send our FIN, then read and drop
+/// what the client still sends (the rest of a refused upload) for a moment. Closing a socket
+/// with unread input sends a reset, which can destroy the answer (a 413) before the client has
+/// read it.
+async fn linger(stream: Arc<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut stream) = Arc::try_unwrap(stream) else { return };
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(1..) = stream.read(&mut buf).await {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The connection's socket, shared so that it outlives hyper's connection for [`linger`].
+/// Shutting down is left to [`linger`].
+struct SharedStream(Arc<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// A response body that keeps its request counted as in flight until it is sent.
 struct TrackedBody {
     inner: BoxBody<Bytes, io::Error>,
@@ -376,7 +476,9 @@ mod tests {
     use super::*;
 
     fn body_of(chunks: Vec<&'static [u8]>) -> BoxBody<Bytes, io::Error> {
-        let stream = futures::stream::iter(chunks.into_iter().map(|c| Ok::<_, io::Error>(Frame::data(Bytes::from(c)))));
+        let stream = futures::stream::iter(
+            chunks.into_iter().map(|c| Ok::<_, io::Error>(Frame::data(Bytes::from(c)))),
+        );
         BoxBody::new(http_body_util::StreamBody::new(stream))
     }
 
