@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export bench-api
+.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -26,3 +26,7 @@ bench-export:
 ## API throughput and p99 (wrk, 16 connections) vs pgbench -S on the same machine.
 bench-api:
 	bash scripts/bench-api.sh
+
+## One abusive client address (huge uploads, slow connections, unknown keys) vs a legitimate one.
+bench-abuse:
+	bash scripts/bench-abuse.sh

@@ -376,9 +376,10 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(50), cache.one_at_a_time(print)).await.is_err(),
             "a second lookup of the same credential waits"
         );
-        let other = tokio::time::timeout(Duration::from_millis(50), cache.one_at_a_time(fingerprint("sk_other")))
-            .await
-            .expect("another credential does not wait");
+        let other =
+            tokio::time::timeout(Duration::from_millis(50), cache.one_at_a_time(fingerprint("sk_other")))
+                .await
+                .expect("another credential does not wait");
         drop(other);
         drop(first);
         let again = cache.one_at_a_time(print).await;

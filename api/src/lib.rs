@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod requesters;
 pub mod reuse;
+pub mod serve;
 
 use std::{sync::Arc, time::Duration};
 
@@ -228,25 +229,40 @@ fn is_sane_request_id(id: &str) -> bool {
 /// Largest request body accepted (requests are a few hundred bytes of JSON).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whether announced by `Content-Length` or
-/// streamed chunked. (poem's `SizeLimit` also demands `Content-Length` on body-less requests.)
+/// Reads every request body here, before any extractor or authentication, through the limit
+/// and deadline [`serve::BoundedBody`] puts on it: more than [`MAX_BODY_BYTES`] (however it is
+/// sent: `Content-Length`, chunked, or an HTTP/2 stream with neither) is a 413, and a declared
+/// `Content-Length` over the limit is refused without reading; a body that does not arrive
+/// within the body deadline is a 408. Either way the connection is closed after the answer
+/// (hyper does not drain an unread body). At most [`MAX_BODY_BYTES`] is ever held per request.
 async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: poem::Request) -> poem::Result<poem::Response> {
-    use poem::{IntoResponse, http::StatusCode};
+    use poem::{IntoResponse, error::ReadBodyError, http::StatusCode};
     let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    match declared {
-        Some(len) if len > MAX_BODY_BYTES => return Err(too_large()),
-        Some(_) => {}
-        None if req.headers().contains_key(poem::http::header::TRANSFER_ENCODING) => {
-            let body = req.take_body().into_bytes_limit(MAX_BODY_BYTES).await.map_err(|_| too_large())?;
-            req.set_body(body);
-        }
-        None => {}
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
     }
+    let body = match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(ReadBodyError::PayloadTooLarge) => return Err(too_large()),
+        Err(ReadBodyError::Io(e)) => {
+            let (status, detail) = match serve::BodyLimitError::find(&e) {
+                Some(serve::BodyLimitError::TooLarge(_)) => return Err(too_large()),
+                Some(serve::BodyLimitError::TimedOut) => {
+                    (StatusCode::REQUEST_TIMEOUT, "The request body did not arrive in time.")
+                }
+                None => (StatusCode::BAD_REQUEST, "The request body could not be read."),
+            };
+            tracing::info!(http.status = status.as_u16(), error = %e, "request body not read");
+            return Ok(error::problem_response(error::Problem::new(status, detail)));
+        }
+        Err(e) => return Err(poem::Error::from_string(e.to_string(), StatusCode::BAD_REQUEST)),
+    };
+    req.set_body(body);
     Ok(ep.call(req).await?.into_response())
 }
 

@@ -1,6 +1,5 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use poem::{Server, listener::TcpListener};
 use shared::{
     api_keys::{self, KeySpec, Role},
     config::{ApiConfig, Config},
@@ -81,14 +80,18 @@ async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     let state = api::AppState::from_config(&config, &api_config)?;
     let (reuse, requesters, pool) = (state.reuse.clone(), state.requesters.clone(), state.pool.clone());
     tracing::info!(bind = %api_config.bind, url = %api_config.public_base_url, "API listening");
-    let served = Server::new(TcpListener::bind(api_config.bind))
-        .run_with_graceful_shutdown(
-            api::app(state),
-            shared::shutdown::signal(),
-            Some(std::time::Duration::from_secs(10)),
-        )
+    let listener = tokio::net::TcpListener::bind(api_config.bind)
         .await
-        .context("serving HTTP");
+        .with_context(|| format!("binding API_BIND={}", api_config.bind))?;
+    let served = api::serve::serve(
+        listener,
+        api::app(state),
+        api_config.transport,
+        shared::shutdown::signal(),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .context("serving HTTP");
     // The last few seconds of reuse counts, which the background flush has not written yet.
     reuse.flush(&pool).await;
     requesters.flush(&pool).await;

@@ -103,6 +103,53 @@ pub struct ApiConfig {
     /// Most exports one API key may have pending or processing at once (of those its requests
     /// created); a request that would create one more is refused with 429.
     pub max_outstanding_exports_per_key: i64,
+    /// Connection limits: deadlines for slow clients and the cap on open connections.
+    pub transport: TransportLimits,
+}
+
+/// How long a client may take, and how many connections it may hold (see `api::serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Total time to send a request head (request line and headers), however it trickles in.
+    /// The first request's clock starts at accept (it covers HTTP/2's preface too).
+    pub head_timeout: Duration,
+    /// Total time to send a request body, from the end of its head.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// Connections open at once; the next one waits (unaccepted, in the listen backlog).
+    pub max_connections: usize,
+}
+
+impl Default for TransportLimits {
+    /// What a bank's reverse proxy would use: HAProxy's recommended `timeout http-request 10s`
+    /// for the head, 30 s for a body of at most 64 KiB (2 KiB/s), the 60 s idle timeout of
+    /// common load balancers, and 1024 connections.
+    fn default() -> Self {
+        Self {
+            head_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl TransportLimits {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        Ok(Self {
+            head_timeout: positive_secs("API_HEAD_TIMEOUT_SECS", defaults.head_timeout)?,
+            body_timeout: positive_secs("API_BODY_TIMEOUT_SECS", defaults.body_timeout)?,
+            idle_timeout: positive_secs("API_IDLE_TIMEOUT_SECS", defaults.idle_timeout)?,
+            max_connections: positive(
+                "API_MAX_CONNECTIONS",
+                "a positive number of connections",
+                defaults.max_connections,
+            )?,
+        })
+    }
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -256,6 +303,7 @@ impl ApiConfig {
                 "a positive number of exports",
                 10,
             )?,
+            transport: TransportLimits::from_env()?,
         })
     }
 }

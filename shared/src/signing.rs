@@ -116,7 +116,11 @@ mod tests {
         let hex_32 = "9c1f4e7a2b8d03f6a5e9c7b1d4f2a8e06b3c9d1e7f5a2b4c8e0d6f3a1b9c7e5d";
         assert_eq!(key_material_bytes(hex_32), 32, "openssl rand -hex 32");
         assert_eq!(key_material_bytes(&hex_32[..32]), 16, "openssl rand -hex 16: 32 characters, 16 bytes");
-        assert_eq!(key_material_bytes("q83vEjRWeJq8zqs3RWeJq83vEjRWeJq8zqs3RWeJq8w="), 32, "openssl rand -base64 32");
+        assert_eq!(
+            key_material_bytes("q83vEjRWeJq8zqs3RWeJq83vEjRWeJq8zqs3RWeJq8w="),
+            32,
+            "openssl rand -base64 32"
+        );
         assert_eq!(key_material_bytes("change-me"), 6);
         assert_eq!(key_material_bytes("a passphrase with spaces that is long enough"), 44);
         assert_eq!(key_material_bytes(&"0".repeat(64)), 1, "a placeholder, however long");

@@ -10,7 +10,6 @@
 use std::{path::PathBuf, sync::Arc};
 
 use mysql_async::prelude::Queryable;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use secrecy::SecretString;
 use serde_json::Value;
 use shared::{
@@ -76,6 +75,24 @@ impl TestApp {
         tables: TableRegistry,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::spawn_full(source_admin_url, read_host_port, tables, adjust, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with a chance to adjust the API's settings (its connection
+    /// limits, say) first.
+    pub async fn spawn_with_api(adjust_api: impl FnOnce(&mut ApiConfig)) -> Self {
+        let admin_url = source_admin_url();
+        let host_port = admin_url.rsplit_once('@').map(|(_, hp)| hp.to_owned()).unwrap();
+        Self::spawn_full(&admin_url, &host_port, TableRegistry::demo(), |_| {}, adjust_api).await
+    }
+
+    async fn spawn_full(
+        source_admin_url: &str,
+        read_host_port: &str,
+        tables: TableRegistry,
+        adjust: impl FnOnce(&mut Config),
+        adjust_api: impl FnOnce(&mut ApiConfig),
+    ) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let pg_db = format!("stmt_test_{}", &id[..16]);
         let source_db = format!("stmt_src_{}", &id[..16]);
@@ -119,7 +136,9 @@ impl TestApp {
             storage: StorageConfig::Local { root: storage_dir.clone() },
             upload_part_size: 5 * 1024 * 1024,
             download_url_ttl: std::time::Duration::from_secs(300),
-            signing_secret: Some(SecretString::from("7d2f9a41c6e8b3052f1d9c7a4e6b8f30a5c1e7d92b4f6a8c0e3d5b7f9a1c2e4d".to_owned())),
+            signing_secret: Some(SecretString::from(
+                "7d2f9a41c6e8b3052f1d9c7a4e6b8f30a5c1e7d92b4f6a8c0e3d5b7f9a1c2e4d".to_owned(),
+            )),
             tables,
             export_max_attempts: 3,
             export_retention: std::time::Duration::from_secs(30 * 86_400),
@@ -128,14 +147,18 @@ impl TestApp {
         adjust(&mut config);
         db::migrate(&config.database_url).await.expect("migrations apply");
 
-        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
-        let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+        // The API as `statement-api serve` runs it: through `api::serve`, with its limits.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let base_url = format!("http://{addr}");
-        let api_config = Self::api_config(addr, &base_url, 6000, 2000);
+        let mut api_config = Self::api_config(addr, &base_url, 6000, 2000);
+        adjust_api(&mut api_config);
         let state = api::AppState::from_config(&config, &api_config).unwrap();
         let pool = state.pool.clone();
         let server = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(api::app(state)).await;
+            let shutdown = std::future::pending();
+            let grace = std::time::Duration::from_secs(10);
+            let _ = api::serve::serve(listener, api::app(state), api_config.transport, shutdown, grace).await;
         });
 
         let runner = Arc::new(Self::runner_for(&config, Self::worker_config()));
@@ -167,6 +190,7 @@ impl TestApp {
             trusted_proxies: Vec::new(),
             // Tests queue many exports with one key; the cap has its own tests.
             max_outstanding_exports_per_key: 1000,
+            transport: shared::config::TransportLimits::default(),
         }
     }
 
