@@ -20,7 +20,7 @@ prepare_live_service stmt_bench_abuse
 # 50/s for the run, so it is raised here; the abuse is not on its key.
 export RATE_LIMIT_PER_MINUTE=100000 RATE_LIMIT_BURST=1000 RUST_LOG=warn
 base=$PUBLIC_BASE_URL
-key=$(target/release/statement-api keys create --name bench-abuse 2>/dev/null)
+key=$(target/release/statement-api keys create --name bench-abuse --all-accounts 2>/dev/null)
 trap 'kill ${api:-} ${worker:-} 2>/dev/null; wait ${api:-} ${worker:-} 2>/dev/null; rm -rf "$work"' EXIT
 start_live_service target/release
 
