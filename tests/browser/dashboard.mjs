@@ -52,8 +52,22 @@ function escapeRegExp(text) {
 /** Everything that went wrong in the browser, reported (and failed on) at the end. */
 const problems = [];
 
+/** Refusals the run provokes on purpose (method, URL, status): each is allowed once, and must happen. */
+const provoked = [];
+function provoke(method, url, status) {
+  provoked.push({ method, url, status, seen: false, consoled: false });
+}
+
 function watch(page) {
   page.on('console', (msg) => {
+    const where = msg.location();
+    // The browser logs a provoked refusal as a failed resource load: that one is expected.
+    const known = provoked.find((p) => p.seen && !p.consoled && where.url === p.url
+      && msg.text().includes(`status of ${p.status}`));
+    if (known) {
+      known.consoled = true;
+      return;
+    }
     if (msg.type() === 'error') {
       const where = msg.location();
       problems.push(`console error on ${page.url()}: ${msg.text()}${where.url ? ` (${where.url}:${where.lineNumber})` : ''}`);
@@ -64,6 +78,12 @@ function watch(page) {
     problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
   });
   page.on('response', (response) => {
+    const known = provoked.find((p) => !p.seen && p.url === response.url()
+      && p.method === response.request().method() && p.status === response.status());
+    if (known) {
+      known.seen = true;
+      return;
+    }
     if (response.status() >= 400 && response.url().startsWith(BASE_URL)) {
       problems.push(`HTTP ${response.status()} for ${response.request().method()} ${response.url()}`);
     }
@@ -151,6 +171,7 @@ async function run(page) {
   await page.selectOption('#role', 'client');
   await page.fill('#accounts', '');
   // A client key's scope is explicit: with neither accounts nor "All accounts" it is refused.
+  provoke('POST', `${BASE_URL}/admin/api-keys`, 400);
   await page.getByRole('button', { name: 'Create key' }).click();
   await page.waitForLoadState('load');
   check((await page.content()).includes('needs its scope'), 'a client key without accounts or "All accounts" was not refused');
@@ -327,6 +348,9 @@ async function main() {
     const where = failure instanceof CheckFailed ? failure.message : failure.stack || String(failure);
     console.error(`[browser] FAILED${page ? ` at ${page.url()}` : ''}: ${where}`);
     console.error(`[browser] see ${path.join(ARTIFACTS_DIR, 'failure.png')}`);
+  }
+  for (const missed of provoked.filter((p) => !p.seen)) {
+    problems.push(`the provoked refusal never came: HTTP ${missed.status} for ${missed.method} ${missed.url}`);
   }
   for (const problem of problems) console.error(`[browser] ${problem}`);
   if (problems.length > 0) {
