@@ -15,7 +15,6 @@ use std::{
 };
 
 use poem_openapi::{SecurityScheme, auth::Bearer};
-use sha2::{Digest, Sha256};
 use shared::{
     api_keys::{self, ApiKey},
     db::DbError,
@@ -255,7 +254,8 @@ impl From<LookupError> for ApiError {
 }
 
 fn fingerprint(credential: &str) -> Fingerprint {
-    Sha256::digest(credential.as_bytes()).into()
+    // The SHA-256 keys are stored by; a session token's is the same function of its text.
+    api_keys::hash_key(credential)
 }
 
 impl AppState {

@@ -68,16 +68,23 @@ pub fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> 
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(body_error("is required: a JSON object".into()));
     }
-    let object = match serde_json::from_slice::<Value>(data) {
-        Ok(Value::Object(object)) => object,
-        Ok(other) => return Err(body_error(format!("must be a JSON object, not {}", json_kind(&other)))),
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let read =
+        serde::Deserializer::deserialize_map(&mut de, ObjectReader).and_then(|read| de.end().map(|()| read));
+    let (object, repeated) = match read {
+        Ok(read) => read,
+        // Valid JSON, but not an object: say what it is.
+        Err(e) if e.is_data() => {
+            let kind = serde_json::from_slice::<Value>(data).map_or("valid JSON", |other| json_kind(&other));
+            return Err(body_error(format!("must be a JSON object, not {kind}")));
+        }
         // serde_json says what it expected and where ("expected `:` at line 1 column 14").
         Err(e) => return Err(body_error(format!("is not valid JSON: {e}"))),
     };
     let mut fields = JsonFields { object, errors: Vec::new() };
-    // serde_json keeps the last of a repeated name; a reader that keeps the first would see
-    // another request, so a repeat is refused.
-    for name in repeated_names(data) {
+    // A reader that keeps the first of a repeated name would see another request than one
+    // that keeps the last, so a repeat is refused.
+    for name in repeated {
         fields.errors.push(FieldError::new(name, "may be given at most once"));
     }
     let value = T::from_fields(&mut fields);
@@ -182,27 +189,27 @@ pub fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(), Vec<
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// The names given more than once at the top level of a JSON object (already parsed once).
-fn repeated_names(data: &[u8]) -> Vec<String> {
-    struct Names;
-    impl<'de> serde::de::Visitor<'de> for Names {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let (mut seen, mut repeated) = (std::collections::HashSet::new(), Vec::new());
-            while let Some(name) = map.next_key::<String>()? {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                if !seen.insert(name.clone()) && !repeated.contains(&name) {
-                    repeated.push(name);
-                }
-            }
-            Ok(repeated)
-        }
+/// Reads a JSON object in one pass, with the names it gives more than once (a `Map` keeps only
+/// the last of them).
+struct ObjectReader;
+
+impl<'de> serde::de::Visitor<'de> for ObjectReader {
+    type Value = (Map<String, Value>, Vec<String>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    let mut de = serde_json::Deserializer::from_slice(data);
-    serde::Deserializer::deserialize_map(&mut de, Names).unwrap_or_default()
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut object, mut repeated) = (Map::new(), Vec::new());
+        while let Some(name) = map.next_key::<String>()? {
+            let value = map.next_value::<Value>()?;
+            if object.insert(name.clone(), value).is_some() && !repeated.contains(&name) {
+                repeated.push(name);
+            }
+        }
+        Ok((object, repeated))
+    }
 }
 
 #[cfg(test)]

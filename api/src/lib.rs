@@ -143,10 +143,34 @@ pub fn openapi_yaml() -> String {
 /// How often reuse counts and repeat requests reach Postgres.
 const REUSE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
+impl AppState {
+    /// Writes what requests batch in memory (reuse counts, repeat requests) to Postgres.
+    pub async fn flush_batches(&self) {
+        self.reuse.flush(&self.pool).await;
+        self.requesters.flush(&self.pool).await;
+    }
+}
+
+/// Flushes the batches every [`REUSE_FLUSH_INTERVAL`] for as long as the application lives.
+fn spawn_batch_flusher(state: &AppState) {
+    let (reuse, requesters) = (Arc::downgrade(&state.reuse), Arc::downgrade(&state.requesters));
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REUSE_FLUSH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // The task ends with the application that owns the batches.
+            let (Some(reuse), Some(requesters)) = (reuse.upgrade(), requesters.upgrade()) else { return };
+            reuse.flush(&pool).await;
+            requesters.flush(&pool).await;
+        }
+    });
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl poem::Endpoint {
-    state.reuse.spawn_flusher(state.pool.clone(), REUSE_FLUSH_INTERVAL);
-    state.requesters.spawn_flusher(state.pool.clone(), REUSE_FLUSH_INTERVAL);
+    spawn_batch_flusher(&state);
     let service = openapi_service();
     let spec_json = service.spec();
     let spec_yaml = service.spec_yaml();

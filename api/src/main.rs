@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     let state = api::AppState::from_config(&config, &api_config)?;
-    let (reuse, requesters, pool) = (state.reuse.clone(), state.requesters.clone(), state.pool.clone());
+    let batches = state.clone();
     tracing::info!(bind = %api_config.bind, url = %api_config.public_base_url, "API listening");
     let listener = tokio::net::TcpListener::bind(api_config.bind)
         .await
@@ -92,9 +92,8 @@ async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
     )
     .await
     .context("serving HTTP");
-    // The last few seconds of reuse counts, which the background flush has not written yet.
-    reuse.flush(&pool).await;
-    requesters.flush(&pool).await;
+    // The last few seconds of reuse counts and repeat requests, not flushed in the background yet.
+    batches.flush_batches().await;
     served
 }
 

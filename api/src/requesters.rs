@@ -4,11 +4,7 @@
 //! this log adds to Postgres every few seconds instead of writing on the dedup path. A crash
 //! loses at most the last few seconds of repeats (never a requester).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use deadpool_postgres::Pool;
 use shared::requesters::Repeats;
@@ -78,20 +74,5 @@ impl RequesterLog {
         if !written {
             self.give_back(repeats);
         }
-    }
-
-    /// Flushes every `interval` for as long as the process runs.
-    pub fn spawn_flusher(self: &Arc<Self>, pool: Pool, interval: Duration) {
-        let log = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // The task ends with the application that owns the log.
-                let Some(log) = log.upgrade() else { return };
-                log.flush(&pool).await;
-            }
-        });
     }
 }

@@ -2,13 +2,7 @@
 //! an in-memory counter; a background task adds it to Postgres every few seconds, so no request
 //! waits on that write. A crash loses at most the last few seconds of counts.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use deadpool_postgres::Pool;
 
@@ -35,20 +29,5 @@ impl ReuseCounter {
         if !written {
             self.pending.fetch_add(count, Ordering::Relaxed);
         }
-    }
-
-    /// Flushes every `interval` for as long as the process runs.
-    pub fn spawn_flusher(self: &Arc<Self>, pool: Pool, interval: Duration) {
-        let counter = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                // The task ends with the application that owns the counter.
-                let Some(counter) = counter.upgrade() else { return };
-                counter.flush(&pool).await;
-            }
-        });
     }
 }

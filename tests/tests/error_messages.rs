@@ -89,6 +89,24 @@ fn assert_names_none(what: &str, text: &str, internals: &[&str]) {
     }
 }
 
+/// The export as shown (see [`shown`]): none of `internals` anywhere, and in the API the given
+/// status with the documented code and its message.
+fn assert_shown(shown: &(Value, Value, String), internals: &[&str], status: &str, code: &str, message: &str) {
+    let (details, listed, page) = shown;
+    for (what, text) in [
+        ("GET export", details.to_string()),
+        ("the listing", listed.to_string()),
+        ("the dashboard", page.clone()),
+    ] {
+        assert_names_none(what, &text, internals);
+    }
+    for export in [details, listed] {
+        assert_eq!(export["status"], status, "{export}");
+        assert_eq!(export["error_code"], code, "{export}");
+        assert_eq!(export["error"], message, "{export}");
+    }
+}
+
 #[tokio::test]
 async fn a_source_refusing_the_password_fails_the_export_with_a_documented_code_and_logs_the_cause_once() {
     let app = TestApp::spawn().await;
@@ -106,7 +124,8 @@ async fn a_source_refusing_the_password_fails_the_export_with_a_documented_code_
     assert_eq!(TestApp::runner_for(&config, TestApp::worker_config()).run_pending().await.unwrap(), 1);
     drop(guard);
 
-    let (details, listed, page) = shown(&app, &key, &id).await;
+    let shown = shown(&app, &key, &id).await;
+    let page = &shown.2;
     let (host, port) = host_port.rsplit_once(':').unwrap();
     let internals = [
         "statements_ro",
@@ -119,18 +138,14 @@ async fn a_source_refusing_the_password_fails_the_export_with_a_documented_code_
         "28000",
         "mysql",
     ];
-    for (what, text) in [
-        ("GET export", details.to_string()),
-        ("the listing", listed.to_string()),
-        ("the dashboard", page.clone()),
-    ] {
-        assert_names_none(what, &text, &internals);
-    }
-    for export in [&details, &listed] {
-        assert_eq!(export["status"], "FAILED", "a refused password is not retried: {export}");
-        assert_eq!(export["error_code"], "source_auth_failed", "{export}");
-        assert_eq!(export["error"], "the source database refused the connection", "{export}");
-    }
+    // A refused password is not retried.
+    assert_shown(
+        &shown,
+        &internals,
+        "FAILED",
+        "source_auth_failed",
+        "the source database refused the connection",
+    );
     assert!(
         page.contains("source_auth_failed") && page.contains("the source database refused the connection")
     );
@@ -158,21 +173,18 @@ async fn an_unwritable_storage_folder_fails_the_attempt_with_a_documented_code_a
     assert_eq!(app.runner(TestApp::worker_config()).run_pending().await.unwrap(), 1);
     drop(guard);
 
-    let (details, listed, page) = shown(&app, &key, &id).await;
+    let shown = shown(&app, &key, &id).await;
+    let page = &shown.2;
     let root = app.storage_dir.display().to_string();
     let internals = [root.as_str(), "exports/", "os error", "Not a directory", "LocalFileSystem", "#1"];
-    for (what, text) in [
-        ("GET export", details.to_string()),
-        ("the listing", listed.to_string()),
-        ("the dashboard", page.clone()),
-    ] {
-        assert_names_none(what, &text, &internals);
-    }
-    for export in [&details, &listed] {
-        assert_eq!(export["status"], "PENDING", "storage may come back: the export is retried: {export}");
-        assert_eq!(export["error_code"], "storage_write_refused", "{export}");
-        assert_eq!(export["error"], "storage refused to store the export file", "{export}");
-    }
+    // Storage may come back: the export is retried.
+    assert_shown(
+        &shown,
+        &internals,
+        "PENDING",
+        "storage_write_refused",
+        "storage refused to store the export file",
+    );
     assert!(
         page.contains("storage_write_refused") && page.contains("storage refused to store the export file")
     );
@@ -203,22 +215,17 @@ async fn a_missing_s3_bucket_is_a_documented_code_and_the_log_names_the_url_once
     assert_eq!(app.runner(TestApp::worker_config()).run_pending().await.unwrap(), 1);
     drop(guard);
 
-    let (details, listed, page) = shown(&app, &key, &id).await;
+    let shown = shown(&app, &key, &id).await;
     let endpoint = moto.endpoint();
     let host_port = endpoint.trim_start_matches("http://");
     let internals = [bucket, host_port, "http://", "NoSuchBucket", "exports/"];
-    for (what, text) in [
-        ("GET export", details.to_string()),
-        ("the listing", listed.to_string()),
-        ("the dashboard", page.clone()),
-    ] {
-        assert_names_none(what, &text, &internals);
-    }
-    for export in [&details, &listed] {
-        assert_eq!(export["status"], "PENDING", "{export}");
-        assert_eq!(export["error_code"], "storage_missing", "{export}");
-        assert_eq!(export["error"], "the storage bucket or folder does not exist", "{export}");
-    }
+    assert_shown(
+        &shown,
+        &internals,
+        "PENDING",
+        "storage_missing",
+        "the storage bucket or folder does not exist",
+    );
 
     let (lines, _) = log.find("error_code=storage_missing");
     assert_eq!(lines.len(), 1, "one line for the one failed attempt:\n{}", log.text());
