@@ -144,7 +144,9 @@ impl TableSpec {
     /// The streaming SELECT for one statement: configured identifiers only; the account id and
     /// dates are validated values (see [`AccountId`]), written as literals because the text
     /// protocol returns every value exactly as the server stores it.
-    pub fn select_sql(&self, account: &AccountId, range: &DateRange) -> String {
+    /// `index`: the index to read through ([`crate::source::export_index`]), named in a
+    /// `FORCE INDEX` hint.
+    pub fn select_sql(&self, account: &AccountId, range: &DateRange, index: Option<&str>) -> String {
         let mut sql = String::from("SELECT ");
         for (i, column) in self.columns.iter().enumerate() {
             if i > 0 {
@@ -154,9 +156,10 @@ impl TableSpec {
         }
         let _ = write!(
             sql,
-            " FROM `{table}` WHERE `{account_col}` = '{account}' AND `{date}` >= '{from}' AND `{date}` < '{to}' \
+            " FROM `{table}`{hint} WHERE `{account_col}` = '{account}' AND `{date}` >= '{from}' AND `{date}` < '{to}' \
              ORDER BY `{date}`, `{id}`",
             table = self.source_table(),
+            hint = index.map(|i| format!(" FORCE INDEX (`{}`)", i.replace('`', "``"))).unwrap_or_default(),
             account_col = self.account_column,
             account = account.as_str(),
             date = self.date_column,
@@ -193,9 +196,11 @@ mod tests {
         let spec = registry.get("bank_transactions").unwrap();
         let account = AccountId::parse("ACC-1001").unwrap();
         let range = DateRange::parse("2024-01-01", "2024-01-31", 366).unwrap();
-        let sql = spec.select_sql(&account, &range);
-        assert!(sql.contains("`account_id` = 'ACC-1001'"), "{sql}");
+        let sql = spec.select_sql(&account, &range, None);
+        assert!(sql.contains("FROM `bank_transactions` WHERE `account_id` = 'ACC-1001'"), "{sql}");
         assert!(sql.contains("`txn_date` >= '2024-01-01' AND `txn_date` < '2024-02-01'"), "{sql}");
         assert!(sql.ends_with("ORDER BY `txn_date`, `id`"), "{sql}");
+        let hinted = spec.select_sql(&account, &range, Some("odd`name"));
+        assert!(hinted.contains("FROM `bank_transactions` FORCE INDEX (`odd``name`) WHERE"), "{hinted}");
     }
 }

@@ -1,6 +1,7 @@
-//! A private MariaDB primary (binary log on) and its replica, for replication tests: Debian's
-//! `mariadbd` and `mariadb-install-db`, data directories and sockets under a temporary
-//! directory, free loopback ports, both servers killed when dropped.
+//! Private MariaDB servers: a primary (binary log on) and its replica, for replication tests,
+//! or one server with settings of its own. Debian's `mariadbd` and `mariadb-install-db`, data
+//! directories and sockets under a temporary directory, free loopback ports, servers killed
+//! when dropped.
 //!
 //! The system tables are installed once per machine into a cached template data directory
 //! (`mariadb-install-db` takes a few seconds); each pair copies it, so a pair is up in about a
@@ -30,14 +31,55 @@ pub struct ReplicaPair {
     _dir: DirGuard,
 }
 
+/// One private MariaDB server with settings of its own (a default isolation level, say).
+/// Dropped, it kills the server and removes its directory.
+pub struct PrivateMariaDb {
+    server: Server,
+    _dir: DirGuard,
+}
+
+impl PrivateMariaDb {
+    /// Starts a server with `extra` options; returns once it answers.
+    pub async fn start(extra: &[&str]) -> Self {
+        let (template, dir, guard) = private_dir("private").await;
+        let started = Self { server: Server::start(&template, &dir, "server", extra), _dir: guard };
+        started.server.wait_ready().await;
+        started
+    }
+
+    /// `root` (no password), for `TestApp::spawn_with_source`.
+    pub fn admin_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.server.port)
+    }
+
+    /// `host:port` of the server.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.server.exec(sql).await;
+    }
+
+    pub async fn query_first<T: mysql_async::prelude::FromValue + Send + 'static>(&self, sql: &str) -> T {
+        self.server.query_first(sql).await
+    }
+}
+
+/// The system-tables template and a fresh directory for servers, removed when the guard drops
+/// (from then on, a panic drops what started: servers killed, directory removed).
+async fn private_dir(kind: &str) -> (PathBuf, PathBuf, DirGuard) {
+    let template = tokio::task::spawn_blocking(template).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("stmt-{kind}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let guard = DirGuard(dir.clone());
+    (template, dir, guard)
+}
+
 impl ReplicaPair {
     /// Starts both servers and replication; returns once the replica is running.
     pub async fn start() -> Self {
-        let template = tokio::task::spawn_blocking(template).await.unwrap();
-        let dir = std::env::temp_dir().join(format!("stmt-replica-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // From here on, a panic drops what started: servers killed, directory removed.
-        let guard = DirGuard(dir.clone());
+        let (template, dir, guard) = private_dir("replica").await;
         let primary = Server::start(&template, &dir, "primary", &["--server-id=1", "--log-bin=binlog"]);
         let replica = Server::start(&template, &dir, "replica", &["--server-id=2", "--relay-log=relay"]);
         let started = Self { primary, replica, _dir: guard };

@@ -1,5 +1,5 @@
 //! Every awkward value survives the export byte for byte (under the documented conventions),
-//! gzip output is the same CSV, and an export reads one consistent snapshot.
+//! and gzip output is the same CSV (consistent snapshots: `snapshots.rs`).
 
 use std::io::Read as _;
 
@@ -202,33 +202,6 @@ async fn gzip_output_is_the_same_csv_and_its_own_export() {
     let mut unzipped = Vec::new();
     flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut unzipped).unwrap();
     assert_eq!(unzipped, plain);
-}
-
-#[tokio::test]
-async fn rows_committed_while_an_export_runs_are_not_in_it() {
-    let app = TestApp::spawn().await;
-    app.insert_generated_rows("ACC-BIG", 1, 200_000).await;
-    let key = app.create_key(None).await;
-    let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-
-    let worker = app.runner(TestApp::worker_config()).spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    // Committed mid-export, inside the range, on the first day (already streamed past) and the
-    // last day (not yet reached).
-    app.source_exec(
-        "INSERT INTO bank_transactions VALUES
-         (900000001, 'ACC-BIG', '2024-01-01', '2024-01-01 00:00:00', 'late', NULL, 1.00, 'EUR', NULL),
-         (900000002, 'ACC-BIG', '2024-12-31', '2024-12-31 00:00:00', 'late', NULL, 1.00, 'EUR', NULL)",
-    )
-    .await;
-    app.wait_for(&format!("SELECT status = 'COMPLETED' FROM exports WHERE id = '{id}'")).await;
-    worker.stop().await;
-    let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
-    assert_eq!(details["row_count"], 200_000, "the export saw its snapshot only");
-    let bytes = app.download(details["file_url"].as_str().unwrap()).await.bytes().await.unwrap();
-    assert!(!String::from_utf8_lossy(&bytes).contains(",late,"));
 }
 
 /// Text kept in binary-charset columns (VARBINARY, BLOB, BINARY, `CHARACTER SET binary`) is as

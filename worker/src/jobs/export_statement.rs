@@ -18,7 +18,7 @@ use shared::{
     exports::{self, Attempt, ExportJobArgs, ExportResult},
     failure::{Cause, FailureCode},
     queue::ClaimedJob,
-    source::{self, Source, SourceError},
+    source::{self, Source, SourceError, Statements},
     statement::{AccountId, DateRange, ExportFormat},
     storage::{StorageError, Upload},
     tables::TableSpec,
@@ -271,8 +271,8 @@ async fn abort(upload: Upload) {
     }
 }
 
-/// Reads the statement inside one snapshot, on a connection of its own, and sends the file's
-/// chunks. Returns rows, bytes and the file's SHA-256.
+/// Reads the statement as one consistent snapshot (one SELECT), on a connection of its own,
+/// and sends the file's chunks. Returns rows, bytes and the file's SHA-256.
 async fn produce(
     ctx: &JobContext,
     statement: &Statement<'_>,
@@ -316,10 +316,12 @@ async fn read(
         }
     };
 
-    let snapshot = watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag)).await?;
+    let index = watch.source(source::export_index(conn, statement.spec)).await?;
+    let snapshot =
+        watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag, Statements::One)).await?;
     record_snapshot_basis(ctx, attempt, &snapshot).await?;
     {
-        let sql = statement.spec.select_sql(&statement.account, &statement.range);
+        let sql = statement.spec.select_sql(&statement.account, &statement.range, index.as_deref());
         let mut result = watch.source(async { Ok(conn.query_iter(sql).await?) }).await?;
         let kinds = source::column_kinds(result.columns_ref());
         while let Some(row) = watch.source(async { Ok(result.next().await?) }).await? {
@@ -357,7 +359,7 @@ async fn read(
             }
         }
     }
-    watch.source(async { Ok(conn.query_drop("COMMIT").await?) }).await?;
+    watch.source(snapshot.end(conn)).await?;
     send(file.push(encoder.take())).await?;
     let (last, size, digest) = file.finish();
     send(last).await?;
