@@ -28,6 +28,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 bash scripts/api-contract-tests.sh
+bash scripts/ts-client-tests.sh
 bash scripts/browser-tests.sh
 
 echo "[test] all passed in $(( $(date +%s) - start ))s"

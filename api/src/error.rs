@@ -1,21 +1,24 @@
 //! The API's one error type, and the one place it becomes HTTP: RFC 9457
 //! `application/problem+json`. Internal error text is logged, never returned.
 
+use std::marker::PhantomData;
+
 use poem::{IntoResponse, Response, error::ResponseError, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
     error::{ParseParamError, ParsePathError, ParseRequestPayloadError},
     payload::Json,
+    registry::{MetaResponses, Registry},
     types::{Example, ToJSON},
 };
 use shared::{db::DbError, statement::FieldError, storage::StorageError};
 
 /// Seconds a client should wait before retrying when a dependency is down.
-const RETRY_AFTER_SECS: u64 = 5;
+const RETRY_AFTER_SECS: i64 = 5;
 
 /// Seconds a key at its outstanding-exports cap should wait: about the time a typical export
 /// takes to finish and free a place.
-pub const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
+pub const OUTSTANDING_RETRY_AFTER_SECS: i64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -92,11 +95,12 @@ pub struct Problem {
     /// Short summary of the problem type.
     pub title: String,
     /// The HTTP status code.
-    pub status: u16,
+    #[oai(validator(minimum(value = "100"), maximum(value = "599")))]
+    pub status: i32,
     /// What went wrong with this request.
     pub detail: String,
-    /// Field-level problems, for validation errors.
-    #[oai(default, skip_serializing_if_is_empty)]
+    /// Field-level problems: one per invalid field or parameter of a `400`, empty otherwise.
+    /// Always present, so a client reads it without checking for it first.
     pub errors: Vec<ProblemField>,
 }
 
@@ -116,7 +120,7 @@ impl Problem {
         Self {
             kind: format!("https://statement-export.dev/problems/{slug}"),
             title,
-            status: status.as_u16(),
+            status: i32::from(status.as_u16()),
             detail: detail.into(),
             errors: Vec::new(),
         }
@@ -132,7 +136,8 @@ impl Example for Problem {
     }
 }
 
-/// Every error an operation can answer with, documented in the spec.
+/// Every error the API answers with. An operation documents those it can answer with through
+/// [`Errors`].
 #[derive(Debug, ApiResponse)]
 pub enum ErrorResponse {
     /// The request is malformed or a field is invalid.
@@ -147,6 +152,10 @@ pub enum ErrorResponse {
     /// No such export (or not visible to this key).
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// The request body did not arrive within `API_BODY_TIMEOUT_SECS` of its head; the
+    /// connection is closed.
+    #[oai(status = 408, content_type = "application/problem+json")]
+    RequestTimeout(Json<Problem>),
     /// The request body is larger than the API accepts (64 KiB).
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
@@ -163,13 +172,67 @@ pub enum ErrorResponse {
     /// (`MAX_OUTSTANDING_EXPORTS_PER_KEY`), or too many failed authentications from this
     /// address; retry after the given seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] i64),
     /// Unexpected server error (details are in the server log).
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
     /// A dependency (database, storage) is unavailable; retry after the given seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] i64),
+}
+
+/// `Retry-After` seconds as the header's documented type (`integer`, `format: int64`).
+fn retry_after(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// The statuses of [`ErrorResponse`] that one operation can answer with.
+pub trait ErrorStatuses {
+    const STATUSES: &'static [u16];
+}
+
+/// An operation's error: an [`ErrorResponse`] whose spec lists only the statuses `S` names, so
+/// a generated client's error type for the operation holds what it can really get. Statuses
+/// that the framework answers before a handler runs count too (a `400` for a malformed
+/// parameter, a `401`, a `413`); the contract tests fail on any status a response has that its
+/// operation does not list.
+#[derive(Debug)]
+pub struct Errors<S>(pub ErrorResponse, PhantomData<fn() -> S>);
+
+impl<S: ErrorStatuses> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ErrorResponse::meta();
+        meta.responses.retain(|r| r.status.is_some_and(|status| S::STATUSES.contains(&status)));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorResponse::register(registry);
+    }
+}
+
+impl<S> From<Errors<S>> for poem::Error {
+    fn from(e: Errors<S>) -> Self {
+        e.0.into()
+    }
+}
+
+impl<S> From<ErrorResponse> for Errors<S> {
+    fn from(e: ErrorResponse) -> Self {
+        Self(e, PhantomData)
+    }
+}
+
+impl<S> From<ApiError> for Errors<S> {
+    fn from(e: ApiError) -> Self {
+        ErrorResponse::from(e).into()
+    }
+}
+
+impl<S> From<DbError> for Errors<S> {
+    fn from(e: DbError) -> Self {
+        ErrorResponse::from(e).into()
+    }
 }
 
 impl From<ApiError> for ErrorResponse {
@@ -196,14 +259,14 @@ impl From<ApiError> for ErrorResponse {
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("Too many requests for this API key; retry in {seconds} s."),
                 )),
-                seconds,
+                retry_after(seconds),
             ),
             ApiError::TooManyFailures(seconds) => Self::TooManyRequests(
                 Json(Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!("Too many failed authentications from this address; retry in {seconds} s."),
                 )),
-                seconds,
+                retry_after(seconds),
             ),
             ApiError::TooManyOutstanding(limit) => Self::TooManyRequests(
                 Json(Problem::new(
@@ -271,7 +334,10 @@ pub async fn into_problem(err: poem::Error) -> Response {
 }
 
 pub fn problem_response(problem: Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = u16::try_from(problem.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = problem.to_json().unwrap_or_default();
     Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
 }

@@ -21,8 +21,9 @@ use uuid::Uuid;
 use crate::{
     ApiTags, AppState,
     auth::BearerKey,
+    calendar_date::CalendarDate,
     client_addr::ClientAddr,
-    error::{ApiError, ErrorResponse},
+    error::{ApiError, ErrorStatuses, Errors},
     input::{FromJsonFields, JsonFields, StrictJson},
 };
 
@@ -30,22 +31,26 @@ use crate::{
 /// JSON type (a number is not a string; leave an optional field out rather than send `null`);
 /// unknown fields are refused.
 // The derive documents the schema; the body is read by `FromJsonFields` (see `input.rs`).
+// Optional fields carry no `default:` in the schema (it is in their description): generators
+// such as openapi-typescript type a field with a default as always present.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields, example)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct ExportRequest {
-    /// The account whose transactions to export (1-64 of `A-Z a-z 0-9 . _ -`).
+    /// The account whose transactions to export (1-64 of `A-Z a-z 0-9 . _ -`, starting with a
+    /// letter or digit).
+    #[oai(validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
     pub account_id: String,
     /// A configured exportable table, e.g. `bank_transactions`.
     pub table_name: String,
-    /// First day, inclusive (`YYYY-MM-DD`, from 1900-01-01 to 2100-12-31).
-    pub date_from: String,
-    /// Last day, inclusive (`YYYY-MM-DD`, from 1900-01-01 to 2100-12-31).
-    pub date_to: String,
-    /// Make a new export even when an identical one exists.
-    #[oai(default)]
-    pub force_refresh: bool,
-    /// Output format: `csv` (the default when absent) or `csv.gz`.
-    pub format: Option<String>,
+    /// First day, inclusive (from 1900-01-01 to 2100-12-31).
+    pub date_from: CalendarDate,
+    /// Last day, inclusive (from 1900-01-01 to 2100-12-31; at most `MAX_RANGE_DAYS`, 366 by
+    /// default, after `date_from`).
+    pub date_to: CalendarDate,
+    /// Make a new export even when an identical one exists (`false` when absent).
+    pub force_refresh: Option<bool>,
+    // No doc comment (see `ExportAccepted::status`): `Format` says that `csv` is the default.
+    pub format: Option<Format>,
 }
 
 impl FromJsonFields for ExportRequest {
@@ -54,13 +59,13 @@ impl FromJsonFields for ExportRequest {
         let table_name = fields.string("table_name");
         let date_from = fields.string("date_from");
         let date_to = fields.string("date_to");
-        let force_refresh = fields.optional_bool("force_refresh", false);
-        let format = fields.optional_string("format");
+        let force_refresh = fields.optional_bool("force_refresh");
+        let format = fields.optional_parsed("format", |raw| ExportFormat::parse(raw).map(Format::from));
         Some(Self {
             account_id: account_id?,
             table_name: table_name?,
-            date_from: date_from?,
-            date_to: date_to?,
+            date_from: CalendarDate(date_from?),
+            date_to: CalendarDate(date_to?),
             force_refresh: force_refresh?,
             format: format?,
         })
@@ -72,15 +77,47 @@ impl Example for ExportRequest {
         Self {
             account_id: "ACC-1001".into(),
             table_name: "bank_transactions".into(),
-            date_from: "2024-01-01".into(),
-            date_to: "2024-01-31".into(),
-            force_refresh: false,
-            format: None,
+            date_from: CalendarDate("2024-01-01".into()),
+            date_to: CalendarDate("2024-01-31".into()),
+            force_refresh: None,
+            format: Some(Format::Csv),
         }
     }
 }
 
-/// Export states. `PENDING` → `PROCESSING` → `COMPLETED` or `FAILED`.
+/// Output format: `csv` (the default when a request leaves it out) or `csv.gz`, the same CSV
+/// gzip-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum Format {
+    #[oai(rename = "csv")]
+    Csv,
+    #[oai(rename = "csv.gz")]
+    CsvGz,
+}
+
+impl From<ExportFormat> for Format {
+    fn from(format: ExportFormat) -> Self {
+        match format {
+            ExportFormat::Csv => Self::Csv,
+            ExportFormat::CsvGz => Self::CsvGz,
+        }
+    }
+}
+
+impl From<Format> for ExportFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Csv => Self::Csv,
+            Format::CsvGz => Self::CsvGz,
+        }
+    }
+}
+
+/// Export states: `PENDING` (queued, or waiting to retry after a failed attempt: `error` says
+/// why) → `PROCESSING` → `COMPLETED` (`file_url` and the file's facts) or `FAILED` (`error`).
+/// `CANCELLED`: cancelled while pending or processing (`error_code` `cancelled`, or
+/// `cancelled_by_operator` from the dashboard, with its `error`). `EXPIRED`: a completed
+/// export whose file was deleted at the end of its retention, or found missing from storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
@@ -235,12 +272,12 @@ pub struct ExportDetails {
     pub account_id: String,
     /// The exported table.
     pub table_name: String,
-    /// First day, inclusive (`YYYY-MM-DD`).
-    pub date_from: String,
-    /// Last day, inclusive (`YYYY-MM-DD`).
-    pub date_to: String,
-    /// `csv` or `csv.gz`.
-    pub format: String,
+    /// First day, inclusive.
+    pub date_from: CalendarDate,
+    /// Last day, inclusive.
+    pub date_to: CalendarDate,
+    // See `ExportAccepted::status`.
+    pub format: Format,
     /// Short-lived signed download URL (COMPLETED only).
     pub file_url: Option<String>,
     /// When `file_url` stops working.
@@ -252,6 +289,7 @@ pub struct ExportDetails {
     /// Rows written so far (progress while PROCESSING).
     pub rows_exported: i64,
     /// Hex SHA-256 of the file.
+    #[oai(validator(pattern = "^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
     /// The fixed message of `error_code`: why the export failed (FAILED), was cancelled
     /// (CANCELLED), or why its last attempt failed (PENDING, it will be retried).
@@ -302,9 +340,9 @@ impl Example for ExportDetails {
             status: Status::Completed,
             account_id: "ACC-1001".into(),
             table_name: "bank_transactions".into(),
-            date_from: "2024-01-01".into(),
-            date_to: "2024-01-31".into(),
-            format: "csv".into(),
+            date_from: CalendarDate("2024-01-01".into()),
+            date_to: CalendarDate("2024-01-31".into()),
+            format: Format::Csv,
             file_url: Some(
                 "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/8c1f0e2d4b6a49f3a5e7d9c1b3f5a7e9/\
                  statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&signature=3f1c…"
@@ -358,6 +396,34 @@ pub enum ListResponse {
     Ok(Json<ExportList>),
 }
 
+/// What `POST /api/export` can answer besides its export: an invalid or oversized body, one
+/// sent too slowly or not as JSON, a key that is unknown, may not export the account or is
+/// over a limit, Postgres or storage down.
+pub enum CreateErrors {}
+impl ErrorStatuses for CreateErrors {
+    const STATUSES: &'static [u16] = &[400, 401, 403, 408, 413, 415, 429, 500, 503];
+}
+
+/// `GET /api/export/{reference_id}`: an invalid id, an unknown key, an export this key cannot
+/// see (404, never 403) or whose file is gone, a limit, Postgres down.
+pub enum GetErrors {}
+impl ErrorStatuses for GetErrors {
+    const STATUSES: &'static [u16] = &[400, 401, 404, 410, 429, 500, 503];
+}
+
+/// `GET /api/exports`: an invalid parameter, an unknown key, a limit, Postgres down.
+pub enum ListErrors {}
+impl ErrorStatuses for ListErrors {
+    const STATUSES: &'static [u16] = &[400, 401, 429, 500, 503];
+}
+
+/// `POST /api/export/{reference_id}/cancel`: also a key that did not request the export (403)
+/// and an export that has already finished (409).
+pub enum CancelErrors {}
+impl ErrorStatuses for CancelErrors {
+    const STATUSES: &'static [u16] = &[400, 401, 403, 404, 409, 429, 500, 503];
+}
+
 pub struct ExportsApi;
 
 #[OpenApi(tag = "ApiTags::Exports")]
@@ -377,14 +443,14 @@ impl ExportsApi {
         auth: BearerKey,
         client: ClientAddr,
         body: StrictJson<ExportRequest>,
-    ) -> Result<CreateResponse, ErrorResponse> {
+    ) -> Result<CreateResponse, Errors<CreateErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
         if !key.may_access(request.account.as_str()) {
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
         let mut db = state.db().await?;
-        let force_refresh = body.0.force_refresh;
+        let force_refresh = body.0.force_refresh.unwrap_or(false);
         let mut requested = request_export(&state, &mut db, &request, key.id, force_refresh).await?;
         if requested.reused && requested.export.status == ExportStatus::Completed {
             let checked = check_file(&state, &db, requested.export).await?.export;
@@ -433,7 +499,7 @@ impl ExportsApi {
         client: ClientAddr,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
-    ) -> Result<DetailsResponse, ErrorResponse> {
+    ) -> Result<DetailsResponse, Errors<GetErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let db = state.db().await?;
         let export = visible_export(&db, &key, reference_id.0).await?;
@@ -462,7 +528,9 @@ impl ExportsApi {
         client: ClientAddr,
         /// Only exports in this state.
         status: Query<Option<Status>>,
-        /// Only this account's exports (1-64 of `A-Z a-z 0-9 . _ -`).
+        /// Only this account's exports (1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or
+        /// digit).
+        #[oai(validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
         account_id: Query<Option<String>>,
         /// Only exports of this table (a configured table).
         table_name: Query<Option<String>>,
@@ -475,7 +543,7 @@ impl ExportsApi {
         limit: Query<i64>,
         /// The previous page's `next_cursor`.
         cursor: Query<Option<Uuid>>,
-    ) -> Result<ListResponse, ErrorResponse> {
+    ) -> Result<ListResponse, Errors<ListErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let mut errors = Vec::new();
         if let Err(e) = crate::input::check_query_names(request.uri().query(), LIST_PARAMETERS) {
@@ -537,7 +605,7 @@ impl ExportsApi {
         client: ClientAddr,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
-    ) -> Result<DetailsResponse, ErrorResponse> {
+    ) -> Result<DetailsResponse, Errors<CancelErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
@@ -660,13 +728,12 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
     let mut errors = Vec::new();
     let account = AccountId::parse(&body.account_id).map_err(|e| errors.push(e)).ok();
     check_table(state, "table_name", &body.table_name).unwrap_or_else(|e| errors.push(e));
-    let range = DateRange::parse(&body.date_from, &body.date_to, state.max_range_days)
+    let range = DateRange::parse(&body.date_from.0, &body.date_to.0, state.max_range_days)
         .map_err(|e| errors.push(e))
         .ok();
-    let format =
-        ExportFormat::parse(body.format.as_deref().unwrap_or("csv")).map_err(|e| errors.push(e)).ok();
-    match (account, range, format) {
-        (Some(account), Some(range), Some(format)) if errors.is_empty() => {
+    let format = body.format.map(ExportFormat::from).unwrap_or_default();
+    match (account, range) {
+        (Some(account), Some(range)) if errors.is_empty() => {
             Ok(StatementRequest { account, table: body.table_name.clone(), range, format })
         }
         _ => Err(ApiError::Validation(errors)),
@@ -689,9 +756,9 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         status: export.status.into(),
         account_id: export.account_id,
         table_name: export.table_name,
-        date_from: export.date_from.to_string(),
-        date_to: export.date_to.to_string(),
-        format: export.format,
+        date_from: export.date_from.into(),
+        date_to: export.date_to.into(),
+        format: ExportFormat::parse(&export.format).map_err(|e| ApiError::Internal(e.into()))?.into(),
         file_url,
         file_url_expires_at,
         file_size: export.file_size,
@@ -713,6 +780,51 @@ mod tests {
     use poem_openapi::types::ToJSON as _;
 
     use super::*;
+
+    fn documented<S: ErrorStatuses>() -> Vec<u16> {
+        use poem_openapi::ApiResponse as _;
+        Errors::<S>::meta().responses.iter().filter_map(|r| r.status).collect()
+    }
+
+    #[test]
+    fn each_operation_documents_exactly_the_error_statuses_it_names() {
+        // A status named but not an `ErrorResponse` variant would silently go undocumented.
+        assert_eq!(documented::<CreateErrors>(), CreateErrors::STATUSES);
+        assert_eq!(documented::<GetErrors>(), GetErrors::STATUSES);
+        assert_eq!(documented::<ListErrors>(), ListErrors::STATUSES);
+        assert_eq!(documented::<CancelErrors>(), CancelErrors::STATUSES);
+    }
+
+    #[test]
+    fn the_spec_states_the_account_id_rule_as_account_id_parse_applies_it() {
+        // The pattern is written out in the request field's and the query parameter's
+        // `validator` attributes (they take only a literal): both must be this rule.
+        let spec = crate::openapi_spec::committed().yaml;
+        let patterns: std::collections::BTreeSet<&str> = spec
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pattern: "))
+            .filter(|p| p.contains("A-Za-z0-9][A-Za-z0-9._-]"))
+            .collect();
+        assert_eq!(patterns.len(), 1, "{patterns:?}");
+        assert_eq!(spec.matches("pattern: ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").count(), 2);
+        let rule = regex::Regex::new(patterns.first().unwrap()).unwrap();
+        let long = "A".repeat(64);
+        let too_long = "A".repeat(65);
+        for sample in
+            ["ACC-1001", "a", "0.x_y-z", &long, &too_long, "", "-ACC", ".a", "ACC 1", "ACC/1", "AÇC", "ACC\n"]
+        {
+            assert_eq!(rule.is_match(sample), AccountId::parse(sample).is_ok(), "{sample:?}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip_between_the_api_and_the_domain() {
+        for format in [ExportFormat::Csv, ExportFormat::CsvGz] {
+            let api = Format::from(format);
+            assert_eq!(ExportFormat::from(api), format);
+            assert_eq!(api.to_json(), Some(serde_json::json!(format.as_str())));
+        }
+    }
 
     #[test]
     fn every_failure_code_is_in_the_api_enum_and_documented_with_its_message() {

@@ -13,19 +13,52 @@ use crate::{ApiTags, AppState, error::Problem};
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct Health {
-    /// Always `ok` while the process serves requests.
-    pub status: String,
+    pub status: HealthStatus,
     /// The service version.
     pub version: String,
+}
+
+/// Always `ok` while the process serves requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// Always `ready` in a `200` (a service that is not ready answers `503`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+}
+
+/// A dependency readiness checks: `postgres`, `source` (the source database) or `storage` (the
+/// bucket, or the local storage directory, exists; checked at most once a second per API
+/// process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum CheckName {
+    Postgres,
+    Source,
+    Storage,
+}
+
+/// As in the spec (the dashboard and readiness's `detail` name dependencies so).
+impl std::fmt::Display for CheckName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Postgres => "postgres",
+            Self::Source => "source",
+            Self::Storage => "storage",
+        })
+    }
 }
 
 /// One dependency's state.
 #[derive(Debug, Clone, Object)]
 #[oai(example)]
 pub struct Check {
-    /// `postgres`, `source` or `storage` (the bucket, or the local storage directory, exists;
-    /// checked at most once a second per API process).
-    pub name: String,
+    pub name: CheckName,
     pub ok: bool,
     /// Round-trip time of the check, in milliseconds.
     pub latency_ms: f64,
@@ -65,8 +98,7 @@ pub struct StorageWriteCheck {
 #[derive(Debug, Object)]
 #[oai(example)]
 pub struct Readiness {
-    /// `ready`
-    pub status: String,
+    pub status: ReadyStatus,
     pub checks: Vec<Check>,
     pub storage_write: StorageWriteCheck,
 }
@@ -86,12 +118,12 @@ pub enum ReadyResponse {
     Ready(Json<Readiness>),
     /// A dependency does not answer, or storage does not accept writes; `detail` names it.
     #[oai(status = 503, content_type = "application/problem+json")]
-    NotReady(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    NotReady(Json<Problem>, #[oai(header = "Retry-After")] i64),
 }
 
 impl Example for Check {
     fn example() -> Self {
-        Self { name: "postgres".into(), ok: true, latency_ms: 0.8 }
+        Self { name: CheckName::Postgres, ok: true, latency_ms: 0.8 }
     }
 }
 
@@ -109,7 +141,7 @@ impl Example for StorageWriteCheck {
 impl Example for Readiness {
     fn example() -> Self {
         Self {
-            status: "ready".into(),
+            status: ReadyStatus::Ready,
             checks: vec![Check::example()],
             storage_write: StorageWriteCheck::example(),
         }
@@ -120,7 +152,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Example for Health {
     fn example() -> Self {
-        Self { status: "ok".into(), version: "0.1.0".into() }
+        Self { status: HealthStatus::Ok, version: "0.1.0".into() }
     }
 }
 
@@ -131,7 +163,10 @@ impl HealthApi {
     /// Liveness: the process is up (no dependency is checked)
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+        HealthResponse::Ok(Json(Health {
+            status: HealthStatus::Ok,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
     }
 
     /// Readiness: Postgres, the source database and storage answer, and storage takes writes
@@ -142,7 +177,7 @@ impl HealthApi {
         if problems.is_empty() {
             let storage_write = report.storage_write.report();
             return ReadyResponse::Ready(Json(Readiness {
-                status: "ready".into(),
+                status: ReadyStatus::Ready,
                 checks: report.checks,
                 storage_write,
             }));
@@ -231,8 +266,9 @@ impl StorageStatusCache {
             }
             return (exists.clone(), write);
         }
-        let exists =
-            timed("storage", async { state.storage.check_exists().await.map_err(|e| e.to_string()) });
+        let exists = timed(CheckName::Storage, async {
+            state.storage.check_exists().await.map_err(|e| e.to_string())
+        });
         let (exists, write) = tokio::join!(exists, latest_write_check(state));
         *latest = Some((Instant::now(), exists.clone(), write.clone()));
         (exists, write)
@@ -261,28 +297,42 @@ async fn latest_write_check(state: &AppState) -> WriteCheck {
 /// Postgres, the source database and storage, checked at once, each within a timeout; storage
 /// (existence and the latest write check) through the per-process cache.
 pub async fn dependency_checks(state: &AppState) -> Dependencies {
-    let postgres = timed("postgres", async {
+    let postgres = timed(CheckName::Postgres, async {
         let db = state.pool.get().await.map_err(|e| e.to_string())?;
         db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())
     });
-    let source = timed("source", async { state.source.ping().await.map_err(|e| e.to_string()) });
+    let source = timed(CheckName::Source, async { state.source.ping().await.map_err(|e| e.to_string()) });
     let storage = state.storage_status.get(state);
     let (postgres, source, (storage, storage_write)) = tokio::join!(postgres, source, storage);
     Dependencies { checks: vec![postgres, source, storage], storage_write }
 }
 
-async fn timed(name: &str, check: impl Future<Output = Result<(), String>>) -> Check {
+async fn timed(name: CheckName, check: impl Future<Output = Result<(), String>>) -> Check {
     let started = Instant::now();
     let ok = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            tracing::warn!(dependency = %name, error = %e, "readiness check failed");
             false
         }
         Err(_) => {
-            tracing::warn!(dependency = name, "readiness check timed out");
+            tracing::warn!(dependency = %name, "readiness check timed out");
             false
         }
     };
-    Check { name: name.into(), ok, latency_ms: started.elapsed().as_secs_f64() * 1000.0 }
+    Check { name, ok, latency_ms: started.elapsed().as_secs_f64() * 1000.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON as _;
+
+    use super::*;
+
+    #[test]
+    fn dependencies_are_named_in_messages_as_in_the_spec() {
+        for name in [CheckName::Postgres, CheckName::Source, CheckName::Storage] {
+            assert_eq!(name.to_json(), Some(serde_json::json!(name.to_string())));
+        }
+    }
 }

@@ -129,11 +129,24 @@ impl JsonFields {
         }
     }
 
-    /// An optional boolean field, `default` when absent; `null` is refused.
-    pub fn optional_bool(&mut self, name: &'static str, default: bool) -> Option<bool> {
+    /// An optional string field that `parse` turns into a value (an enum); `parse`'s error
+    /// names the field.
+    pub fn optional_parsed<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Option<Option<T>> {
+        match self.optional_string(name)? {
+            None => Some(None),
+            Some(raw) => parse(&raw).map(Some).map_err(|e| self.errors.push(e)).ok(),
+        }
+    }
+
+    /// An optional boolean field; `null` is refused.
+    pub fn optional_bool(&mut self, name: &'static str) -> Option<Option<bool>> {
         match self.object.remove(name) {
-            None => Some(default),
-            Some(Value::Bool(b)) => Some(b),
+            None => Some(None),
+            Some(Value::Bool(b)) => Some(Some(b)),
             Some(other) => {
                 self.errors
                     .push(FieldError::new(name, format!("must be true or false, not {}", json_kind(&other))));
@@ -219,16 +232,22 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Body {
         name: String,
-        flag: bool,
+        flag: Option<bool>,
         note: Option<String>,
+        size: Option<u8>,
     }
 
     impl FromJsonFields for Body {
         fn from_fields(fields: &mut JsonFields) -> Option<Self> {
             let name = fields.string("name");
-            let flag = fields.optional_bool("flag", false);
+            let flag = fields.optional_bool("flag");
             let note = fields.optional_string("note");
-            Some(Self { name: name?, flag: flag?, note: note? })
+            let size = fields.optional_parsed("size", |raw| match raw {
+                "small" => Ok(1),
+                "large" => Ok(9),
+                _ => Err(FieldError::new("size", "must be small or large")),
+            });
+            Some(Self { name: name?, flag: flag?, note: note?, size: size? })
         }
     }
 
@@ -241,11 +260,11 @@ mod tests {
     }
 
     #[test]
-    fn well_typed_bodies_parse_with_defaults() {
+    fn well_typed_bodies_parse_with_absent_optional_fields() {
         let body: Body = parse_body(br#"{"name": "a"}"#).unwrap();
-        assert_eq!(body, Body { name: "a".into(), flag: false, note: None });
-        let body: Body = parse_body(br#"{"name": "a", "flag": true, "note": "n"}"#).unwrap();
-        assert_eq!(body, Body { name: "a".into(), flag: true, note: Some("n".into()) });
+        assert_eq!(body, Body { name: "a".into(), flag: None, note: None, size: None });
+        let body: Body = parse_body(br#"{"name": "a", "flag": true, "note": "n", "size": "large"}"#).unwrap();
+        assert_eq!(body, Body { name: "a".into(), flag: Some(true), note: Some("n".into()), size: Some(9) });
     }
 
     #[test]
@@ -261,6 +280,14 @@ mod tests {
             ]
         );
         assert_eq!(errors("{}"), [("name".into(), "is required".into())]);
+        assert_eq!(
+            errors(r#"{"name": "a", "size": "huge"}"#),
+            [("size".into(), "must be small or large".into())]
+        );
+        assert_eq!(
+            errors(r#"{"name": "a", "size": 3}"#),
+            [("size".into(), "must be a JSON string, not a number".into())]
+        );
         assert_eq!(errors(r#"{"name": true, "flag": 1}"#)[1].1, "must be true or false, not a number");
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod calendar_date;
 pub mod client_addr;
 pub mod dashboard;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod files;
 pub mod health;
 pub mod input;
 pub mod metrics;
+pub mod openapi_spec;
 pub mod rate_limit;
 pub mod requesters;
 pub mod reuse;
@@ -121,7 +123,7 @@ pub enum ApiTags {
     Operations,
 }
 
-/// The OpenAPI service (operations and their generated document).
+/// The OpenAPI service (operations and their generated document, which `openapi_spec` finishes).
 pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthApi), ()> {
     OpenApiService::new(
         (exports::ExportsApi, health::HealthApi),
@@ -135,9 +137,9 @@ pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthA
     )
 }
 
-/// The generated spec as YAML (what `openapi.yaml` must equal).
+/// The committed spec as YAML (what `openapi.yaml` must equal).
 pub fn openapi_yaml() -> String {
-    openapi_service().spec_yaml()
+    openapi_spec::committed().yaml
 }
 
 /// How often reuse counts and repeat requests reach Postgres.
@@ -171,12 +173,11 @@ fn spawn_batch_flusher(state: &AppState) {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     spawn_batch_flusher(&state);
-    let service = openapi_service();
-    let spec_json = service.spec();
-    let spec_yaml = service.spec_yaml();
-    let docs = service.swagger_ui();
+    let spec = openapi_spec::published(&state.public_base_url);
+    let docs = spec.swagger_ui();
+    let (spec_json, spec_yaml) = (spec.json, spec.yaml);
     Route::new()
-        .nest("/", service)
+        .nest("/", openapi_service())
         .nest("/docs", docs)
         .at(
             "/openapi.json",

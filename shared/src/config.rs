@@ -5,7 +5,13 @@
 //! default. With nothing set, the embedded defaults run the quick start (local Postgres and
 //! MariaDB, local-disk storage).
 
-use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    env,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use secrecy::SecretString;
 
@@ -274,10 +280,13 @@ impl Config {
     }
 }
 
+/// `API_BIND` when unset; `PUBLIC_BASE_URL` defaults to `http://` and the bind address.
+pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let bind: SocketAddr =
-            parse_var("API_BIND", "a socket address such as 127.0.0.1:8080", ([127, 0, 0, 1], 8080).into())?;
+            parse_var("API_BIND", "a socket address such as 127.0.0.1:8080", DEFAULT_API_BIND)?;
         let public_base_url = var_or("PUBLIC_BASE_URL", &format!("http://{bind}"));
         Ok(Self {
             bind,

@@ -3,6 +3,7 @@ COMPLETED and downloads the file: the contract works for SDK users, not just for
 
 Usage: client_roundtrip.py BASE_URL API_KEY MODULE (the generated package's import name)."""
 
+import datetime
 import hashlib
 import importlib
 import sys
@@ -20,8 +21,8 @@ client = client_pkg.AuthenticatedClient(base_url=base_url, token=api_key)
 request = models.ExportRequest(
     account_id="ACC-1003",
     table_name="bank_transactions",
-    date_from="2024-03-01",
-    date_to="2024-03-31",
+    date_from=datetime.date(2024, 3, 1),
+    date_to=datetime.date(2024, 3, 31),
     force_refresh=True,
 )
 accepted = create_export.sync(client=client, body=request)
@@ -44,13 +45,16 @@ assert hashlib.sha256(body).hexdigest() == details.sha256
 lines = body.decode("utf-8").split("\r\n")
 assert lines[0] == "id,account_id,txn_date,posted_at,description,counterparty,amount,currency,reference", lines[0]
 assert details.row_count > 0
+assert details.format_ == models.Format.CSV and details.date_from == datetime.date(2024, 3, 1), details
 
 page = list_exports.sync(client=client, limit=10)
 assert isinstance(page, models.ExportList), page
 assert any(item.reference_id == accepted.reference_id for item in page.items)
 
 # Errors come back as typed problem documents.
-bad = models.ExportRequest(account_id="ACC-1003", table_name="nope", date_from="2024-03-01", date_to="2024-03-31")
+bad = models.ExportRequest(
+    account_id="ACC-1003", table_name="nope", date_from=datetime.date(2024, 3, 1), date_to=datetime.date(2024, 3, 31)
+)
 problem = create_export.sync(client=client, body=bad)
 assert isinstance(problem, models.Problem) and problem.status == 400, problem
 assert problem.errors[0].field == "table_name"

@@ -221,11 +221,67 @@ async fn postgres_unreachable_is_503_with_retry_after_never_500() {
 async fn swagger_ui_and_the_spec_are_served() {
     let app = TestApp::spawn().await;
     let get = |path: &'static str| app.http.get(format!("{}{path}", app.base_url)).send();
-    let docs = get("/docs").await.unwrap();
-    assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.text().await.unwrap().contains("swagger"));
     let json: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert_eq!(json["info"]["title"], "Bank statement export service");
+    // The committed spec but for its server: this service's PUBLIC_BASE_URL.
+    assert_eq!(json["servers"][0]["url"], app.base_url.as_str());
+    let spec = api::openapi_spec::published(&app.base_url);
+    assert_eq!(json, serde_json::from_str::<Value>(&spec.json).unwrap());
     let yaml = get("/openapi.yaml").await.unwrap().text().await.unwrap();
-    assert_eq!(yaml, api::openapi_yaml());
+    assert_eq!(yaml, spec.yaml);
+    assert_eq!(api::openapi_yaml().replace("http://127.0.0.1:8080", &app.base_url), yaml);
+    // Swagger UI shows the same spec (the download operation, the server).
+    let docs = get("/docs").await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger") && page.contains(&spec.json), "/docs does not embed the served spec");
+}
+
+#[tokio::test]
+async fn a_download_link_is_an_instance_of_the_documented_download_operation() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let accepted: Value =
+        app.post_export(&key, &request("ACC-1", "2024-01-01", "2024-01-31")).await.json().await.unwrap();
+    let id = accepted["reference_id"].as_str().unwrap();
+    let details = app.run_until_settled(&key, id).await;
+    let link = reqwest::Url::parse(details["file_url"].as_str().unwrap()).unwrap();
+    assert!(link.as_str().starts_with(&format!("{}/files/", app.base_url)), "{link}");
+
+    let spec: Value = serde_json::from_str(&api::openapi_spec::published(&app.base_url).json).unwrap();
+    let operation = &spec["paths"][api::openapi_spec::DOWNLOAD_PATH]["get"];
+    let parameter = |name: &str| {
+        operation["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
+    };
+    // Segment by segment: a literal equals the link's, a parameter holds one segment that
+    // satisfies its schema.
+    let template: Vec<&str> = api::openapi_spec::DOWNLOAD_PATH.split('/').collect();
+    let segments: Vec<&str> = link.path().split('/').collect();
+    assert_eq!(template.len(), segments.len(), "{} vs {}", link.path(), api::openapi_spec::DOWNLOAD_PATH);
+    for (part, segment) in template.iter().zip(&segments) {
+        let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) else {
+            assert_eq!(part, segment);
+            continue;
+        };
+        let schema = &parameter(name)["schema"];
+        if let Some(pattern) = schema["pattern"].as_str() {
+            assert!(regex::Regex::new(pattern).unwrap().is_match(segment), "{name} = {segment} !~ {pattern}");
+        } else {
+            assert_eq!(schema["format"], "uuid");
+            assert_eq!(*segment, id);
+        }
+    }
+    // The query: exactly the documented parameters, each of its type.
+    let query: Vec<(String, String)> = link.query_pairs().into_owned().collect();
+    let names: Vec<&str> = query.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["expires", "signature"]);
+    assert_eq!(parameter("expires")["schema"]["type"], "integer");
+    assert!(query[0].1.parse::<i64>().is_ok());
+
+    let response = app.download(link.as_str()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        operation["responses"]["200"]["content"][response.headers()["content-type"].to_str().unwrap()]
+            .is_object()
+    );
 }
