@@ -2,12 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json, types::Example};
 use shared::storage_checks::StorageCheck;
 use time::OffsetDateTime;
 
-use crate::{ApiTags, AppState, error::Problem};
+use crate::{
+    ApiTags, AppState,
+    error::{ApiError, Problem},
+};
 
 /// The process is up.
 #[derive(Debug, Object)]
@@ -147,8 +149,8 @@ impl HealthApi {
                 storage_write,
             }));
         }
-        let detail = format!("Not ready: {}.", problems.join("; "));
-        ReadyResponse::NotReady(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), 5)
+        let (problem, retry_after) = ApiError::NotReady(problems).problem();
+        ReadyResponse::NotReady(Json(problem), retry_after.unwrap_or_default())
     }
 }
 

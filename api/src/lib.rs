@@ -12,13 +12,14 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod requesters;
 pub mod reuse;
+mod routes;
 pub mod serve;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
-use poem::{EndpointExt, Route, endpoint::make_sync};
+use poem::EndpointExt;
 use poem_openapi::{OpenApiService, Tags};
 use secrecy::ExposeSecret;
 use shared::{
@@ -168,25 +169,11 @@ fn spawn_batch_flusher(state: &AppState) {
     });
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the route table ([`routes`]) under the body limit, the one error
+/// path (problem documents), the `Allow` header, and request logging and metrics.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     spawn_batch_flusher(&state);
-    let service = openapi_service();
-    let spec_json = service.spec();
-    let spec_yaml = service.spec_yaml();
-    let docs = service.swagger_ui();
-    Route::new()
-        .nest("/", service)
-        .nest("/docs", docs)
-        .at(
-            "/openapi.json",
-            make_sync(move |_| spec_json.clone()).map_to_response().with(json_content_type()),
-        )
-        .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
-        .at("/files/*key", poem::get(files::download))
-        .at("/metrics", poem::get(metrics::scrape))
-        .nest("/dashboard", dashboard::dashboard_routes())
-        .nest("/admin", dashboard::admin_routes())
+    routes::router()
         .around(limit_body)
         .catch_all_error(error::into_problem)
         .around(allow_header)
@@ -211,7 +198,7 @@ async fn log_request<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem:
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let route = metrics::route_template(&path);
+    let route = routes::label(&path);
     let metrics = req.data::<AppState>().map(|state| state.metrics.clone());
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = std::time::Instant::now();
@@ -295,19 +282,10 @@ async fn allow_header<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem
     use poem::IntoResponse;
     let path = req.uri().path().to_owned();
     let mut response = ep.call(req).await?.into_response();
-    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let allow = match segments.as_slice() {
-            ["api", "export"] | ["api", "export", _, "cancel"] => "POST",
-            ["dashboard", "sign-out"] | ["dashboard", "jobs", ..] | ["admin", "api-keys", _, _] => "POST",
-            ["dashboard", "sign-in"] | ["admin", "api-keys"] => "GET, POST",
-            _ => "GET",
-        };
-        response.headers_mut().insert(poem::http::header::ALLOW, poem::http::HeaderValue::from_static(allow));
+    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Ok(allow) = poem::http::HeaderValue::from_str(&routes::allow(&path))
+    {
+        response.headers_mut().insert(poem::http::header::ALLOW, allow);
     }
     Ok(response)
-}
-
-fn json_content_type() -> poem::middleware::SetHeader {
-    poem::middleware::SetHeader::new().overriding(poem::http::header::CONTENT_TYPE, "application/json")
 }

@@ -23,7 +23,7 @@ impl ReuseCounter {
             return;
         }
         let written = match pool.get().await {
-            Ok(db) => shared::dashboard::record_reuse(&db, count).await.is_ok(),
+            Ok(db) => shared::exports::stats::record_reuse(&db, count).await.is_ok(),
             Err(_) => false,
         };
         if !written {

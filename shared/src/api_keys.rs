@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::DbError;
+use crate::db::{DbError, decode, text_enum};
 
 const PREFIX: &str = "sk_";
 const RANDOM_LEN: usize = 32;
@@ -74,27 +74,13 @@ fn checksum(random: &str) -> String {
     String::from_utf8(out.to_vec()).expect("base62 is ASCII")
 }
 
-/// Who may do what with a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Client,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Client => "client",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "client" => Some(Self::Client),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
+text_enum! {
+    /// Who may do what with a key (`api_keys.role`).
+    pub enum Role {
+        /// Requests and downloads exports of its accounts.
+        Client = "client",
+        /// Also signs in to the dashboard; always has every account.
+        Admin = "admin",
     }
 }
 
@@ -137,20 +123,20 @@ impl KeyState {
 }
 
 impl ApiKey {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        let role: String = row.get("role");
-        Self {
+    /// A key row; a role this build does not know is an error ([`DbError::Decode`]).
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
             id: row.get("id"),
             name: row.get("name"),
             description: row.get("description"),
             prefix: row.get("prefix"),
-            role: Role::parse(&role).unwrap_or(Role::Client),
+            role: decode(row, "role")?,
             allowed_accounts: row.get("allowed_accounts"),
             created_at: row.get("created_at"),
             last_used_at: row.get("last_used_at"),
             revoked_at: row.get("revoked_at"),
             deactivated_at: row.get("deactivated_at"),
-        }
+        })
     }
 
     pub fn state(&self) -> KeyState {
@@ -228,13 +214,13 @@ pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKe
                 &new.description,
                 &key.prefix,
                 &key.hash.as_slice(),
-                &new.role.as_str(),
+                &new.role,
                 &allowed_accounts,
             ],
         )
         .await
         .map_err(DbError::from)?;
-    Ok((ApiKey::from_row(&row), key))
+    Ok((ApiKey::from_row(&row)?, key))
 }
 
 /// What a new key is for.
@@ -259,7 +245,12 @@ pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Op
         .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys k WHERE key_hash = $1 AND {ACTIVE}"))
         .await?;
     let row = db.query_opt(&statement, &[&hash.as_slice()]).await?;
-    Ok(row.as_ref().map(ApiKey::from_row))
+    row.as_ref().map(ApiKey::from_row).transpose()
+}
+
+/// The name of key `id` (`None` when it was deleted).
+pub async fn name_of(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
+    Ok(db.query_opt("SELECT name FROM api_keys WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
 }
 
 /// Records use of a key, at most once a minute per key (no write on every request).
@@ -276,7 +267,7 @@ pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
 /// Every key, newest first.
 pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
     let rows = db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"), &[]).await?;
-    Ok(rows.iter().map(ApiKey::from_row).collect())
+    rows.iter().map(ApiKey::from_row).collect()
 }
 
 /// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for

@@ -86,6 +86,17 @@ pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec
         .collect())
 }
 
+/// How many workers heartbeated within `alive_within` (metrics).
+pub async fn count_live(db: &impl GenericClient, alive_within: Duration) -> Result<i64, DbError> {
+    let row = db
+        .query_one(
+            "SELECT count(*) FROM workers WHERE last_heartbeat_at > now() - make_interval(secs => $1)",
+            &[&alive_within.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Forgets workers silent for longer than `silent_for` (crashed without deregistering).
 pub async fn prune_silent(db: &impl GenericClient, silent_for: Duration) -> Result<u64, DbError> {
     Ok(db

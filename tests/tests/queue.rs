@@ -5,16 +5,23 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::{exports, failure::FailureCode, queue};
+use shared::{
+    exports,
+    failure::FailureCode,
+    queue::{self, JobKind as _},
+};
 use testkit::{StatusCode, TestApp, files_under};
-use worker::{jobs::JobContext, maintenance::Maintenance};
+use worker::{
+    jobs::{JobContext, noop::Noop},
+    maintenance::Maintenance,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn enqueue_noops(app: &TestApp, n: usize) {
     let db = app.pool.get().await.unwrap();
     for _ in 0..n {
-        queue::enqueue(&db, worker::jobs::noop::KIND, &json!({}), 3).await.unwrap();
+        Noop {}.enqueue_with_attempts(&db, 3).await.unwrap();
     }
 }
 
@@ -101,7 +108,8 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
         row_count: 1,
         sha256: "00".into(),
     };
-    assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE).await.unwrap());
+    let metrics = shared::metrics::Metrics::default();
+    assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE, &metrics).await.unwrap());
     assert!(!queue::complete(&db, stale.id, stale.token).await.unwrap());
     assert_eq!(
         queue::fail(&db, stale.id, stale.token, FailureCode::Internal, None, LEASE).await.unwrap(),
@@ -217,7 +225,8 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "COMPLETED", "drained within the grace period");
-    let noop_state: String = one_value(&app, "SELECT state FROM jobs WHERE kind = 'noop'").await;
+    let noop_state: String =
+        one_value(&app, &format!("SELECT state FROM jobs WHERE kind = '{}'", Noop::KIND)).await;
     assert_eq!(noop_state, "available", "no claims after the shutdown signal");
     let registered: i64 = one_value(&app, "SELECT count(*) FROM workers").await;
     assert_eq!(registered, 0, "the worker left the registry");

@@ -18,14 +18,16 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use shared::{db::DbError, exports, failure::FailureCode, queue, uploads, workers};
+use shared::{
+    db::{AdvisoryLock, DbError},
+    exports,
+    failure::FailureCode,
+    queue, uploads, workers,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::jobs::{self, JobContext, Setback};
-
-/// Key of the session advisory lock that elects the maintenance leader.
-const LEADER_LOCK: i64 = 0x5354_4d54_4d41_494e; // "STMTMAIN"
+use crate::jobs::{JobContext, Setback};
 /// Rows handled per statement, so no maintenance step becomes one long transaction.
 const BATCH: i64 = 500;
 /// Batches per step per pass: a backlog is worked off over several passes.
@@ -85,10 +87,6 @@ impl Maintenance {
         self.flag.store(leader, Ordering::Relaxed);
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.leader
-    }
-
     /// Takes leadership if nobody holds it. Returns whether this process leads.
     pub async fn try_lead(&mut self) -> bool {
         if self.session.as_ref().is_some_and(|s| s.is_closed()) {
@@ -111,9 +109,9 @@ impl Maintenance {
             }
         }
         let session = self.session.as_ref().expect("connected above");
-        match session.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK]).await {
-            Ok(row) => {
-                self.set_leader(row.get(0));
+        match AdvisoryLock::MaintenanceLeader.try_lock(session).await {
+            Ok(leads) => {
+                self.set_leader(leads);
                 if self.leader {
                     info!("this worker now leads maintenance");
                 }
@@ -129,7 +127,7 @@ impl Maintenance {
     /// Gives leadership up (graceful shutdown) so another worker takes over at once.
     pub async fn resign(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = session.execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]).await;
+            let _ = AdvisoryLock::MaintenanceLeader.unlock(&session).await;
         }
         self.set_leader(false);
     }
@@ -187,7 +185,7 @@ async fn rescue(ctx: &JobContext) -> (usize, usize) {
                 warn!(job.id = job.id, "job failed for good after its last lease expired");
                 (Setback::Failed, FailureCode::AttemptsExhausted)
             };
-            jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
+            ctx.kinds.on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
         }
         tx.commit().await?;
         Ok::<_, DbError>(rescued)

@@ -77,7 +77,8 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
         row_count: 1,
         sha256: "00".into(),
     };
-    assert!(!exports::complete(&mut db, stale, &late, Duration::from_secs(60)).await.unwrap());
+    let metrics = shared::metrics::Metrics::default();
+    assert!(!exports::complete(&mut db, stale, &late, Duration::from_secs(60), &metrics).await.unwrap());
     let after: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(after["sha256"], details["sha256"]);
 }

@@ -5,39 +5,36 @@ use maud::{DOCTYPE, Markup, html};
 use poem::{
     Response, handler,
     http::{StatusCode, header},
+    web::Path,
 };
 use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::BorrowedFormatItem, macros::format_description,
 };
 
-use shared::failure::FailureCode;
+use shared::{exports::ExportStatus, failure::FailureCode};
 
-use super::Admin;
+use super::{Admin, DashboardError};
 
 const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
 const ICON: &str = include_str!("assets/favicon.svg");
 
-#[handler]
-pub fn stylesheet() -> Response {
-    asset(CSS, "text/css; charset=utf-8")
-}
+/// The embedded assets: file name, content, content type.
+const ASSETS: [(&str, &str, &str); 3] = [
+    ("dashboard.css", CSS, "text/css; charset=utf-8"),
+    ("dashboard.js", JS, "text/javascript; charset=utf-8"),
+    ("favicon.svg", ICON, "image/svg+xml"),
+];
 
+/// `GET /dashboard/assets/{name}`: an embedded asset.
 #[handler]
-pub fn script() -> Response {
-    asset(JS, "text/javascript; charset=utf-8")
-}
-
-#[handler]
-pub fn icon() -> Response {
-    asset(ICON, "image/svg+xml")
-}
-
-fn asset(body: &'static str, content_type: &str) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type)
+pub(crate) fn asset(Path(name): Path<String>) -> Result<Response, DashboardError> {
+    let (_, body, content_type) =
+        ASSETS.iter().find(|(file, ..)| *file == name).ok_or(DashboardError::NotFound)?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, *content_type)
         .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(body)
+        .body(*body))
 }
 
 /// A rendered page as a response that no cache keeps (pages show live data and secrets once).
@@ -205,8 +202,9 @@ pub fn percent(rate: Option<f64>) -> String {
     or_dash(rate.map(|r| format!("{:.1} %", r * 100.0)))
 }
 
-/// A status word with its colour class.
-pub fn status(word: &str) -> Markup {
+/// An export's status word with its colour class.
+pub fn status(status: ExportStatus) -> Markup {
+    let word = status.as_str();
     html! { span class={ "status " (word) } { (word) } }
 }
 

@@ -6,18 +6,17 @@
 //! to the sign-in page) and every form carries the session's CSRF token (otherwise 403).
 
 mod charts;
-mod exports;
-mod health;
-mod keys;
-mod layout;
-mod overview;
-mod queue;
-mod sign_in;
+pub(crate) mod exports;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod layout;
+pub(crate) mod overview;
+pub(crate) mod queue;
+pub(crate) mod sign_in;
 
 use poem::{
-    Body, EndpointExt, IntoResponse, Request, Response, Route, get,
+    Body, IntoResponse, Request, Response,
     http::{StatusCode, header},
-    post,
 };
 use shared::{db::DbError, sessions::Session};
 
@@ -28,32 +27,8 @@ const SESSION_COOKIE: &str = "stmt_session";
 /// Where a request without a session is sent.
 pub const SIGN_IN_PATH: &str = "/dashboard/sign-in";
 
-/// The pages under `/dashboard`.
-pub fn dashboard_routes() -> impl poem::Endpoint {
-    Route::new()
-        .at("/", get(overview::page))
-        .at("/sign-in", get(sign_in::form).post(sign_in::submit))
-        .at("/sign-out", post(sign_in::sign_out))
-        .at("/queue", get(queue::page))
-        .at("/jobs/:id/:action", post(queue::act))
-        .at("/health", get(health::page))
-        .at("/exports/:id", get(exports::page))
-        .at("/assets/dashboard.css", get(layout::stylesheet))
-        .at("/assets/dashboard.js", get(layout::script))
-        .at("/assets/favicon.svg", get(layout::icon))
-        .with(security_headers())
-}
-
-/// The pages under `/admin`.
-pub fn admin_routes() -> impl poem::Endpoint {
-    Route::new()
-        .at("/api-keys", get(keys::page).post(keys::create))
-        .at("/api-keys/:id/:action", post(keys::change))
-        .with(security_headers())
-}
-
 /// No framing, no foreign scripts or styles, no referrer (pages carry signed download links).
-fn security_headers() -> poem::middleware::SetHeader {
+pub(crate) fn security_headers() -> poem::middleware::SetHeader {
     poem::middleware::SetHeader::new()
         .appending(
             header::CONTENT_SECURITY_POLICY,
@@ -119,21 +94,15 @@ impl IntoResponse for DashboardError {
     }
 }
 
-impl From<shared::exports::ListError> for DashboardError {
-    fn from(e: shared::exports::ListError) -> Self {
-        match e {
-            shared::exports::ListError::Db(e) => Self::Db(e),
-            shared::exports::ListError::UnknownCursor => Self::NotFound,
-        }
+/// A handler's outcome: the page, or the error whose page answers instead.
+pub(crate) type Page = Result<Response, DashboardError>;
+
+/// A dashboard error travels as its finished HTML page, so the API's problem documents
+/// (`error::into_problem`) leave it as it is.
+impl From<DashboardError> for poem::Error {
+    fn from(e: DashboardError) -> Self {
+        poem::Error::from_response(e.into_response())
     }
-}
-
-/// A handler's outcome: the page, or the error's response.
-pub type Page = Result<Response, DashboardError>;
-
-/// Turns a handler's outcome into its response.
-fn respond(page: Page) -> Response {
-    page.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// The signed-in operator behind a request.

@@ -1,0 +1,275 @@
+//! Every route the API serves, declared once: method, path template and handler. The router,
+//! the `Allow` header of a 405 and the route label of the HTTP metrics are all read from this
+//! table. The API's operations are declared by their `#[oai]` attributes and enter the table
+//! from the generated spec; everything else is listed in [`declared`].
+//!
+//! Path templates are OpenAPI's: `{name}` is one segment, `{*name}` the rest of the path (its
+//! label is written `{name}`).
+
+use std::sync::LazyLock;
+
+use poem::{EndpointExt as _, endpoint::BoxEndpoint, http::Method};
+
+use crate::{dashboard, files, metrics, openapi_service};
+
+/// One route.
+pub(crate) struct Route {
+    pub(crate) method: Method,
+    /// The path template, e.g. `/dashboard/exports/{id}`; also the metrics label.
+    pub(crate) path: &'static str,
+    serve: Serve,
+}
+
+/// What answers a route.
+enum Serve {
+    /// An operation of the OpenAPI service.
+    Operation,
+    /// A dashboard page: served with the dashboard's security headers.
+    Page(fn() -> BoxEndpoint<'static>),
+    /// Any other endpoint.
+    Plain(fn() -> BoxEndpoint<'static>),
+    /// Everything at and under the path (the Swagger UI).
+    Nest(fn() -> BoxEndpoint<'static>),
+}
+
+impl Route {
+    fn page(method: Method, path: &'static str, handler: fn() -> BoxEndpoint<'static>) -> Self {
+        Self { method, path, serve: Serve::Page(handler) }
+    }
+
+    fn plain(method: Method, path: &'static str, handler: fn() -> BoxEndpoint<'static>) -> Self {
+        Self { method, path, serve: Serve::Plain(handler) }
+    }
+
+    /// Whether `segments` (a request path split at `/`) are this route's.
+    fn matches(&self, segments: &[&str]) -> bool {
+        let template = segments_of(self.path);
+        if let Serve::Nest(_) = self.serve {
+            return segments.starts_with(&template);
+        }
+        match template.last() {
+            Some(last) if last.starts_with("{*") => {
+                segments.len() >= template.len()
+                    && template[..template.len() - 1].iter().zip(segments).all(|(t, s)| segment_matches(t, s))
+            }
+            _ => {
+                segments.len() == template.len()
+                    && template.iter().zip(segments).all(|(t, s)| segment_matches(t, s))
+            }
+        }
+    }
+
+    /// Literal segments: where two templates match a path, the more literal one is its route.
+    fn literal_segments(&self) -> usize {
+        segments_of(self.path).iter().filter(|s| !s.starts_with('{')).count()
+    }
+
+    /// The path in poem's syntax (`:name`, `*name`).
+    fn poem_path(&self) -> String {
+        let segments: Vec<String> = segments_of(self.path)
+            .into_iter()
+            .map(|s| match s.strip_prefix("{*").or_else(|| s.strip_prefix('{')) {
+                Some(name) if s.starts_with("{*") => format!("*{}", name.trim_end_matches('}')),
+                Some(name) => format!(":{}", name.trim_end_matches('}')),
+                None => s.to_owned(),
+            })
+            .collect();
+        format!("/{}", segments.join("/"))
+    }
+
+    /// The metrics label: the template, with `{*name}` written `{name}`.
+    fn label(&self) -> &'static str {
+        LABELS.iter().find(|(path, _)| *path == self.path).map_or(self.path, |(_, label)| label)
+    }
+}
+
+fn segments_of(path: &str) -> Vec<&str> {
+    path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn segment_matches(template: &str, segment: &str) -> bool {
+    template.starts_with('{') || template == segment
+}
+
+/// Every route that is not an API operation.
+fn declared() -> Vec<Route> {
+    use Method as M;
+    vec![
+        Route::plain(M::GET, "/openapi.json", || openapi_json.map_to_response().boxed()),
+        Route::plain(M::GET, "/openapi.yaml", || openapi_yaml.map_to_response().boxed()),
+        Route {
+            method: M::GET,
+            path: "/docs",
+            serve: Serve::Nest(|| openapi_service().swagger_ui().map_to_response().boxed()),
+        },
+        Route::plain(M::GET, "/files/{*key}", || files::download.map_to_response().boxed()),
+        Route::plain(M::GET, "/metrics", || metrics::scrape.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard", || dashboard::overview::page.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/sign-in", || dashboard::sign_in::form.map_to_response().boxed()),
+        Route::page(M::POST, "/dashboard/sign-in", || dashboard::sign_in::submit.map_to_response().boxed()),
+        Route::page(M::POST, "/dashboard/sign-out", || {
+            dashboard::sign_in::sign_out.map_to_response().boxed()
+        }),
+        Route::page(M::GET, "/dashboard/queue", || dashboard::queue::page.map_to_response().boxed()),
+        Route::page(M::POST, "/dashboard/jobs/{id}/{action}", || {
+            dashboard::queue::act.map_to_response().boxed()
+        }),
+        Route::page(M::GET, "/dashboard/health", || dashboard::health::page.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/exports/{id}", || dashboard::exports::page.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/assets/{name}", || {
+            dashboard::layout::asset.map_to_response().boxed()
+        }),
+        Route::page(M::GET, "/admin/api-keys", || dashboard::keys::page.map_to_response().boxed()),
+        Route::page(M::POST, "/admin/api-keys", || dashboard::keys::create.map_to_response().boxed()),
+        Route::page(M::POST, "/admin/api-keys/{id}/{action}", || {
+            dashboard::keys::change.map_to_response().boxed()
+        }),
+    ]
+}
+
+/// Labels that differ from their template.
+const LABELS: [(&str, &str); 1] = [("/files/{*key}", "/files/{key}")];
+
+/// The whole table: the API's operations (from the spec), then [`declared`].
+pub(crate) static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    let spec: serde_json::Value =
+        serde_json::from_str(&openapi_service().spec()).expect("the generated spec is JSON");
+    let mut routes = Vec::new();
+    for (path, operations) in spec["paths"].as_object().expect("the spec has paths") {
+        let path: &'static str = Box::leak(path.clone().into_boxed_str());
+        for method in operations.as_object().expect("a path has operations").keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("an HTTP method");
+            routes.push(Route { method, path, serve: Serve::Operation });
+        }
+    }
+    routes.extend(declared());
+    routes
+});
+
+/// The router: the OpenAPI service, then every declared route.
+pub(crate) fn router() -> poem::Route {
+    let mut router = poem::Route::new().nest("/", openapi_service());
+    let mut paths: Vec<&Route> = Vec::new();
+    for route in ROUTES.iter().filter(|r| !matches!(r.serve, Serve::Operation)) {
+        if !paths.iter().any(|p| p.path == route.path) {
+            paths.push(route);
+        }
+    }
+    for first in paths {
+        if let Serve::Nest(handler) = first.serve {
+            router = router.nest(first.path, handler());
+            continue;
+        }
+        let mut methods = poem::RouteMethod::new();
+        for route in ROUTES.iter().filter(|r| r.path == first.path) {
+            let endpoint = match route.serve {
+                Serve::Page(handler) => handler().with(dashboard::security_headers()).boxed(),
+                Serve::Plain(handler) => handler(),
+                Serve::Operation | Serve::Nest(_) => continue,
+            };
+            methods = methods.method(route.method.clone(), endpoint);
+        }
+        router = router.at(first.poem_path(), methods);
+    }
+    router
+}
+
+/// The route a request path belongs to (the most literal template that matches it).
+fn route_of(path: &str) -> Option<&'static Route> {
+    let segments = segments_of(path);
+    ROUTES.iter().filter(|r| r.matches(&segments)).max_by_key(|r| r.literal_segments())
+}
+
+/// The route a path belongs to, with its variable parts named (metric labels must not grow
+/// with ids). Paths outside the service's routes are `other`; the root, which serves nothing,
+/// keeps a label of its own.
+pub(crate) fn label(path: &str) -> &'static str {
+    if segments_of(path).is_empty() {
+        return "/";
+    }
+    route_of(path).map_or("other", Route::label)
+}
+
+/// The `Allow` header of a 405 on `path`: the methods its route answers (RFC 9110).
+pub(crate) fn allow(path: &str) -> String {
+    let Some(route) = route_of(path) else { return "GET".to_owned() };
+    let mut methods: Vec<&str> =
+        ROUTES.iter().filter(|r| r.path == route.path).map(|r| r.method.as_str()).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
+}
+
+#[poem::handler]
+fn openapi_json() -> poem::Response {
+    static SPEC: LazyLock<String> = LazyLock::new(|| openapi_service().spec());
+    poem::Response::builder().content_type("application/json").body(SPEC.as_str())
+}
+
+#[poem::handler]
+fn openapi_yaml() -> String {
+    static SPEC: LazyLock<String> = LazyLock::new(|| openapi_service().spec_yaml());
+    SPEC.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request path for a template: each variable filled in.
+    fn sample(template: &str) -> String {
+        let segments: Vec<&str> = segments_of(template)
+            .into_iter()
+            .map(|s| {
+                if s.starts_with("{*") {
+                    "exports/a/b.csv"
+                } else if s.starts_with('{') {
+                    "x1"
+                } else {
+                    s
+                }
+            })
+            .collect();
+        format!("/{}", segments.join("/"))
+    }
+
+    #[test]
+    fn every_route_of_the_spec_and_the_dashboard_has_its_own_label() {
+        let spec: serde_json::Value = serde_json::from_str(&openapi_service().spec()).unwrap();
+        let spec_paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+        assert!(spec_paths.len() >= 5, "{spec_paths:?}");
+        for path in spec_paths {
+            assert_eq!(label(&sample(path)), path.as_str(), "{path}");
+        }
+        let pages: Vec<&Route> = ROUTES.iter().filter(|r| matches!(r.serve, Serve::Page(_))).collect();
+        assert!(pages.iter().any(|r| r.path == "/dashboard/queue"));
+        for route in ROUTES.iter() {
+            assert_eq!(label(&sample(route.path)), route.label(), "{}", route.path);
+            assert_ne!(route.label(), "other");
+        }
+    }
+
+    #[test]
+    fn ids_and_keys_collapse_into_their_route() {
+        assert_eq!(label("/api/export/0b6f0f0e-1111-4222-8333-444455556666"), "/api/export/{reference_id}");
+        assert_eq!(label("/api/export/x/cancel"), "/api/export/{reference_id}/cancel");
+        assert_eq!(label("/files/exports/a/8c1f0e2d/s.csv"), "/files/{key}");
+        assert_eq!(label("/dashboard/"), "/dashboard");
+        assert_eq!(label("/"), "/");
+        assert_eq!(label("/docs/index.html"), "/docs");
+        assert_eq!(label("/wp-login.php"), "other");
+        assert_eq!(label("/api/export/a/b/c/d"), "other");
+    }
+
+    #[test]
+    fn a_405_names_the_methods_of_its_route() {
+        assert_eq!(allow("/api/export"), "POST");
+        assert_eq!(allow("/api/export/x1"), "GET");
+        assert_eq!(allow("/api/export/x1/cancel"), "POST");
+        assert_eq!(allow("/dashboard/sign-in"), "GET, POST");
+        assert_eq!(allow("/admin/api-keys"), "GET, POST");
+        assert_eq!(allow("/admin/api-keys/x1/delete"), "POST");
+        assert_eq!(allow("/dashboard/jobs/1/retry"), "POST");
+        assert_eq!(allow("/health"), "GET");
+    }
+}
