@@ -42,3 +42,17 @@ fn a_signing_secret_with_32_bytes_of_key_material_is_accepted() {
     assert!(!stderr.contains("SIGNING_SECRET"), "{stderr}");
     assert!(stderr.contains("migrations"), "start-up got as far as Postgres: {stderr}");
 }
+
+#[test]
+fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-api"))
+        .arg("serve")
+        .env("RUST_LOG", "warn,api=chatty")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .env("API_BIND", "127.0.0.1:0")
+        .output()
+        .expect("statement-api runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");
+}

@@ -366,7 +366,11 @@ fn var_or(var: &str, default: &str) -> String {
 }
 
 /// Reads `var` and parses it; unset or empty gives `default`, anything unparsable is an error.
-fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) -> Result<T, ConfigError> {
+pub(crate) fn parse_var<T: FromStr>(
+    var: &'static str,
+    expected: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
     match env::var(var) {
         Ok(value) if !value.is_empty() => {
             value.trim().parse().map_err(|_| ConfigError::Invalid { var, expected, value })

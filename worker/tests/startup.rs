@@ -92,3 +92,16 @@ fn an_s3_retry_budget_over_five_minutes_or_malformed_stops_start_up() {
         assert!(stderr.contains("S3_RETRY_TIMEOUT_SECS") && stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
+    // Postgres on a port nothing listens on: a filter that passes its check fails there instead.
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
+        .env("RUST_LOG", "info,worker=loudly")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");
+}
