@@ -4,6 +4,9 @@
 //! the demo table's schema, readable by the service's SELECT-only user), its own storage
 //! directory, the API bound on port 0 and an in-process worker runner. Nothing is mocked.
 //!
+//! Teardown (when the app is dropped) runs the jobs still ready, asserts that no job is left
+//! unprocessed (waiting for a worker, or held by one), and drops the test's databases.
+//!
 //! Where the services are comes from `PG_ADMIN_URL` and `SOURCE_ADMIN_URL` (written by
 //! `scripts/services.sh`), defaulting to the CI machine's.
 
@@ -48,6 +51,10 @@ pub struct TestApp {
     pub storage_dir: PathBuf,
     runner: Arc<Runner>,
     server: tokio::task::JoinHandle<()>,
+    /// This test's Postgres database.
+    pg_db: String,
+    /// Root on the server holding the source database (no database in the URL).
+    source_admin_url: String,
 }
 
 impl TestApp {
@@ -172,6 +179,8 @@ impl TestApp {
             storage_dir,
             runner,
             server,
+            pg_db,
+            source_admin_url: source_admin_url.to_owned(),
         }
     }
 
@@ -378,9 +387,82 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Runs the jobs still ready, asserts that none is left unprocessed, and drops the test's
+    /// databases (also when the test failed; then nothing more is asserted). The test's runtime
+    /// is blocked here, so this runs on a runtime of its own, with connections of its own.
     fn drop(&mut self) {
         self.server.abort();
+        let teardown = Teardown {
+            config: self.config.clone(),
+            pg_db: self.pg_db.clone(),
+            source_db: self.source_db.clone(),
+            source_admin_url: self.source_admin_url.clone(),
+            check: !std::thread::panicking(),
+        };
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(teardown.run())
+        })
+        .join();
         let _ = std::fs::remove_dir_all(&self.storage_dir);
+        match outcome {
+            Ok(left) => assert!(
+                left.is_empty(),
+                "jobs left unprocessed at the end of the test (run them, or assert on them and settle \
+                 them): {left:?}"
+            ),
+            Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
+            Err(_) => {}
+        }
+    }
+}
+
+/// What [`TestApp`]'s teardown needs, owned (it runs on a thread of its own).
+struct Teardown {
+    config: Config,
+    pg_db: String,
+    source_db: String,
+    source_admin_url: String,
+    /// Run what is ready and look for leftovers (not after a failed test).
+    check: bool,
+}
+
+impl Teardown {
+    /// Returns the jobs left unprocessed (`id kind state`) after running the ready ones.
+    async fn run(self) -> Vec<String> {
+        let left = if self.check { self.leftovers().await } else { Vec::new() };
+        let (admin, conn) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.pg_db)).await.unwrap();
+        let source = mysql_async::Pool::new(self.source_admin_url.as_str());
+        let mut conn = source.get_conn().await.unwrap();
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {}", self.source_db)).await.unwrap();
+        drop(conn);
+        source.disconnect().await.unwrap();
+        left
+    }
+
+    /// Runs the ready jobs with a fresh worker, then lists the jobs still waiting for a worker
+    /// (`available`, or `retryable` and due) or held by one (`running`).
+    async fn leftovers(&self) -> Vec<String> {
+        TestApp::runner_for(&self.config, TestApp::worker_config()).run_pending().await.unwrap();
+        let pool = db::pool(&self.config.database_url, 1).unwrap();
+        let db = pool.get().await.unwrap();
+        let rows = db
+            .query(
+                "SELECT id, kind, state FROM jobs
+                 WHERE state IN ('available', 'running') OR (state = 'retryable' AND run_at <= now())
+                 ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| format!("{} {} {}", r.get::<_, i64>(0), r.get::<_, &str>(1), r.get::<_, &str>(2)))
+            .collect()
     }
 }
 

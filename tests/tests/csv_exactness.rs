@@ -6,6 +6,7 @@ use std::io::Read as _;
 use serde_json::{Value, json};
 use shared::tables::{TableRegistry, TableSpec};
 use testkit::{TestApp, parse_csv, sha256_hex};
+use worker::holds::HoldPoint;
 
 const EDGE_TABLE: &str = "CREATE TABLE edge_values (
     id       BIGINT NOT NULL PRIMARY KEY,
@@ -213,16 +214,19 @@ async fn rows_committed_while_an_export_runs_are_not_in_it() {
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
 
-    let worker = app.runner(TestApp::worker_config()).spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    // Committed mid-export, inside the range, on the first day (already streamed past) and the
-    // last day (not yet reached).
+    let runner = app.runner(TestApp::worker_config());
+    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
+    let worker = runner.spawn();
+    running.reached().await;
+    // Committed mid-export (held after its first chunk), inside the range, on the first day
+    // (already streamed past) and the last day (not yet reached).
     app.source_exec(
         "INSERT INTO bank_transactions VALUES
          (900000001, 'ACC-BIG', '2024-01-01', '2024-01-01 00:00:00', 'late', NULL, 1.00, 'EUR', NULL),
          (900000002, 'ACC-BIG', '2024-12-31', '2024-12-31 00:00:00', 'late', NULL, 1.00, 'EUR', NULL)",
     )
     .await;
+    running.release();
     app.wait_for(&format!("SELECT status = 'COMPLETED' FROM exports WHERE id = '{id}'")).await;
     worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();

@@ -11,6 +11,7 @@ use shared::{
     queue::{self, JobKind as _},
 };
 use testkit::{StatusCode, TestApp, files_under};
+use worker::holds::HoldPoint;
 use worker::{
     jobs::{JobContext, noop::Noop},
     maintenance::Maintenance,
@@ -57,6 +58,10 @@ async fn a_claimed_job_is_invisible_to_a_second_worker() {
     assert_eq!((first.len(), second.len()), (1, 0));
     tx_a.commit().await.unwrap();
     tx_b.commit().await.unwrap();
+    // The claims made by hand are settled.
+    for job in claimed.iter().chain(&first) {
+        assert!(queue::complete(&a, job.id, job.token).await.unwrap());
+    }
 }
 
 #[tokio::test]
@@ -119,6 +124,8 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     let fresh_attempt = exports::Attempt { export_id, job_id: fresh.id, token: fresh.token };
     assert!(exports::start(&db, fresh_attempt).await.unwrap().is_some());
     assert!(exports::record_progress(&db, fresh_attempt, 10).await.unwrap());
+    // The claim made by hand goes back to the queue, for the harness to run.
+    assert_eq!(queue::release(&db, &[fresh.token]).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -193,10 +200,13 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
 
-    let worker = app.runner(TestApp::worker_config()).spawn();
-    // Wait until the export is producing rows.
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    let runner = app.runner(TestApp::worker_config());
+    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
+    let worker = runner.spawn();
+    // Cancelled while the export is producing rows (held after its first chunk).
+    running.reached().await;
     assert_eq!(app.cancel_export(&key, &id).await.status(), StatusCode::OK);
+    running.release();
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
     app.wait_for("SELECT running_jobs = 0 FROM workers").await;
     worker.stop().await;
@@ -218,10 +228,13 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     // Generous grace: the running export completes, nothing new is claimed after the signal.
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
-    let mut worker = app.runner(TestApp::worker_config()).spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    let runner = app.runner(TestApp::worker_config());
+    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
+    let mut worker = runner.spawn();
+    running.reached().await;
     worker.signal_stop();
     enqueue_noops(&app, 1).await;
+    running.release();
     worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "COMPLETED", "drained within the grace period");
@@ -237,10 +250,16 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     let created: Value = app.post_export(&key, &forced).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
     let impatient = app
-        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() })
-        .spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    impatient.stop().await;
+        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() });
+    let running = impatient.holds().arm(HoldPoint::AfterFirstChunk);
+    let impatient = impatient.spawn();
+    running.reached().await;
+    // Stopped while the export runs: its job goes back to the queue, then the attempt goes on
+    // and finds it lost.
+    let stopping = tokio::spawn(impatient.stop());
+    app.wait_for(&format!("SELECT state = 'available' FROM jobs WHERE args->>'export_id' = '{id}'")).await;
+    running.release();
+    stopping.await.unwrap();
     let job: (String, i32) = {
         let db = app.pool.get().await.unwrap();
         let row = db
@@ -339,8 +358,13 @@ async fn an_idle_worker_is_woken_by_notify_not_by_polling() {
         shared::config::WorkerConfig { poll_interval: Duration::from_secs(3600), ..TestApp::worker_config() };
     let worker = app.runner(slow_polling).spawn();
     app.wait_for("SELECT count(*) = 1 FROM workers").await;
-    // Give the listener a moment to subscribe, then enqueue.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Enqueued once the worker's listener has subscribed.
+    app.wait_for(&format!(
+        "SELECT count(*) = 1 FROM pg_stat_activity
+         WHERE datname = current_database() AND query = 'LISTEN {}'",
+        queue::NOTIFY_CHANNEL
+    ))
+    .await;
     enqueue_noops(&app, 1).await;
     app.wait_for("SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
     worker.stop().await;
