@@ -24,7 +24,8 @@ pub(crate) struct Route {
 enum Serve {
     /// An operation of the OpenAPI service.
     Operation,
-    /// A dashboard page: served with the dashboard's security headers.
+    /// A dashboard page: served with the dashboard's security headers, with or without a
+    /// trailing slash.
     Page(fn() -> BoxEndpoint<'static>),
     /// Any other endpoint.
     Plain(fn() -> BoxEndpoint<'static>),
@@ -160,16 +161,22 @@ pub(crate) fn router() -> poem::Route {
             router = router.nest(first.path, handler());
             continue;
         }
-        let mut methods = poem::RouteMethod::new();
-        for route in ROUTES.iter().filter(|r| r.path == first.path) {
-            let endpoint = match route.serve {
-                Serve::Page(handler) => handler().with(dashboard::security_headers()).boxed(),
-                Serve::Plain(handler) => handler(),
-                Serve::Operation | Serve::Nest(_) => continue,
-            };
-            methods = methods.method(route.method.clone(), endpoint);
+        let methods = || {
+            let mut methods = poem::RouteMethod::new();
+            for route in ROUTES.iter().filter(|r| r.path == first.path) {
+                let endpoint = match route.serve {
+                    Serve::Page(handler) => handler().with(dashboard::security_headers()).boxed(),
+                    Serve::Plain(handler) => handler(),
+                    Serve::Operation | Serve::Nest(_) => continue,
+                };
+                methods = methods.method(route.method.clone(), endpoint);
+            }
+            methods
+        };
+        if let Serve::Page(_) = first.serve {
+            router = router.at(format!("{}/", first.poem_path()), methods());
         }
-        router = router.at(first.poem_path(), methods);
+        router = router.at(first.poem_path(), methods());
     }
     router
 }
@@ -216,18 +223,15 @@ fn openapi_yaml() -> String {
 mod tests {
     use super::*;
 
-    /// A request path for a template: each variable filled in.
+    /// A request path for a template: each variable filled in (an asset's with one that exists).
     fn sample(template: &str) -> String {
         let segments: Vec<&str> = segments_of(template)
             .into_iter()
-            .map(|s| {
-                if s.starts_with("{*") {
-                    "exports/a/b.csv"
-                } else if s.starts_with('{') {
-                    "x1"
-                } else {
-                    s
-                }
+            .map(|s| match s {
+                "{name}" => "dashboard.css",
+                s if s.starts_with("{*") => "exports/a/b.csv",
+                s if s.starts_with('{') => "x1",
+                s => s,
             })
             .collect();
         format!("/{}", segments.join("/"))
@@ -259,6 +263,29 @@ mod tests {
         assert_eq!(label("/docs/index.html"), "/docs");
         assert_eq!(label("/wp-login.php"), "other");
         assert_eq!(label("/api/export/a/b/c/d"), "other");
+    }
+
+    #[tokio::test]
+    async fn the_router_serves_every_route_of_the_table_with_its_method() {
+        let client = poem::test::TestClient::new(router());
+        for route in ROUTES.iter() {
+            let path = sample(route.path);
+            let response = client.request(route.method.clone(), &path).send().await;
+            let status = response.0.status();
+            assert!(
+                status != poem::http::StatusCode::NOT_FOUND
+                    && status != poem::http::StatusCode::METHOD_NOT_ALLOWED,
+                "{} {path}: {status}",
+                route.method
+            );
+        }
+        let page = client.get("/dashboard/").send().await;
+        assert_ne!(
+            page.0.status(),
+            poem::http::StatusCode::NOT_FOUND,
+            "a page answers with a trailing slash"
+        );
+        assert_eq!(client.get("/nowhere").send().await.0.status(), poem::http::StatusCode::NOT_FOUND);
     }
 
     #[test]

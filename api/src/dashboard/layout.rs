@@ -13,7 +13,7 @@ use time::{
 
 use shared::{exports::ExportStatus, failure::FailureCode};
 
-use super::{Admin, DashboardError};
+use super::Admin;
 
 const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
@@ -26,11 +26,13 @@ const ASSETS: [(&str, &str, &str); 3] = [
     ("favicon.svg", ICON, "image/svg+xml"),
 ];
 
-/// `GET /dashboard/assets/{name}`: an embedded asset.
+/// `GET /dashboard/assets/{name}`: an embedded asset (an unknown name is the API's 404).
 #[handler]
-pub(crate) fn asset(Path(name): Path<String>) -> Result<Response, DashboardError> {
-    let (_, body, content_type) =
-        ASSETS.iter().find(|(file, ..)| *file == name).ok_or(DashboardError::NotFound)?;
+pub(crate) fn asset(Path(name): Path<String>) -> poem::Result<Response> {
+    let (_, body, content_type) = ASSETS
+        .iter()
+        .find(|(file, ..)| *file == name)
+        .ok_or_else(|| poem::Error::from_status(StatusCode::NOT_FOUND))?;
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, *content_type)
         .header(header::CACHE_CONTROL, "public, max-age=3600")
