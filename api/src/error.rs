@@ -15,7 +15,7 @@ const RETRY_AFTER_SECS: u64 = 5;
 
 /// Seconds a key at its outstanding-exports cap should wait: about the time a typical export
 /// takes to finish and free a place.
-pub const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
+pub(crate) const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -265,7 +265,7 @@ impl From<DbError> for ErrorResponse {
 
 /// Turns any error that did not come from our handlers (a parameter or body that does not parse,
 /// missing header, unknown path, wrong method, body too large) into a problem document.
-pub async fn into_problem(err: poem::Error) -> Response {
+pub(crate) async fn into_problem(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
@@ -291,7 +291,7 @@ pub async fn into_problem(err: poem::Error) -> Response {
     problem_response(Problem::new(status, detail))
 }
 
-pub fn problem_response(problem: Problem) -> Response {
+pub(crate) fn problem_response(problem: Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = problem.to_json().unwrap_or_default();
     Response::builder().status(status).content_type("application/problem+json").body(body.to_string())

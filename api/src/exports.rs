@@ -32,7 +32,7 @@ use crate::{
 // The derive documents the schema; the body is read by `FromJsonFields` (see `input.rs`).
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
-pub struct ExportRequest {
+pub(crate) struct ExportRequest {
     /// The account whose transactions to export (1-64 of `A-Z a-z 0-9 . _ -`).
     pub account_id: String,
     /// A configured exportable table, e.g. `bank_transactions`.
@@ -237,7 +237,7 @@ pub enum ListResponse {
     Ok(Json<ExportList>),
 }
 
-pub struct ExportsApi;
+pub(crate) struct ExportsApi;
 
 #[OpenApi(tag = "ApiTags::Exports")]
 impl ExportsApi {

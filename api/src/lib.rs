@@ -1,17 +1,17 @@
 #![doc = include_str!("../README.md")]
 
-pub mod auth;
-pub mod client_addr;
-pub mod dashboard;
-pub mod error;
-pub mod exports;
-pub mod files;
-pub mod health;
-pub mod input;
-pub mod metrics;
+mod auth;
+mod client_addr;
+mod dashboard;
+mod error;
+mod exports;
+mod files;
+mod health;
+mod input;
+mod metrics;
 pub mod rate_limit;
-pub mod requesters;
-pub mod reuse;
+mod requesters;
+mod reuse;
 mod routes;
 pub mod serve;
 
@@ -34,37 +34,37 @@ use shared::{
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: Pool,
-    pub storage: Storage,
-    pub signer: UrlSigner,
-    pub tables: Arc<TableRegistry>,
-    pub public_base_url: String,
-    pub download_url_ttl: Duration,
+    pub(crate) storage: Storage,
+    pub(crate) signer: UrlSigner,
+    pub(crate) tables: Arc<TableRegistry>,
+    pub(crate) public_base_url: String,
+    pub(crate) download_url_ttl: Duration,
     /// Longest statement a client may request, in days.
-    pub max_range_days: i64,
+    pub(crate) max_range_days: i64,
     /// Attempts an export's job gets before it FAILS for good.
-    pub export_max_attempts: i32,
+    pub(crate) export_max_attempts: i32,
     /// When a completed export is reused: the freshness window and the books-closed horizon.
-    pub reuse_policy: shared::exports::ReusePolicy,
-    pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    pub(crate) reuse_policy: shared::exports::ReusePolicy,
+    pub(crate) rate_limiter: Arc<rate_limit::RateLimiter>,
     /// What authentication remembers: valid and unknown credentials, failures per address.
-    pub credentials: Arc<auth::CredentialCache>,
+    pub(crate) credentials: Arc<auth::CredentialCache>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// The source database, for readiness.
-    pub source: shared::source::Source,
+    pub(crate) source: shared::source::Source,
     /// Requests answered by deduplication, flushed to Postgres in the background.
-    pub reuse: Arc<reuse::ReuseCounter>,
+    pub(crate) reuse: Arc<reuse::ReuseCounter>,
     /// Repeat requests of exports by keys that had asked before, flushed in the background.
-    pub requesters: Arc<requesters::RequesterLog>,
+    pub(crate) requesters: Arc<requesters::RequesterLog>,
     /// Most exports created by one key that may be pending or processing at once.
-    pub max_outstanding_exports_per_key: i64,
+    pub(crate) max_outstanding_exports_per_key: i64,
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
-    pub sign_in_failures: Arc<tokio::sync::Mutex<()>>,
-    pub admin_session_ttl: Duration,
+    pub(crate) sign_in_failures: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) admin_session_ttl: Duration,
     /// This process's instruments, with the queue gauges (served on `/metrics`).
-    pub metrics: Arc<shared::metrics::Metrics>,
+    pub(crate) metrics: Arc<shared::metrics::Metrics>,
     /// Storage's readiness, looked at most once a second (see `health`).
-    pub storage_status: Arc<health::StorageStatusCache>,
+    pub(crate) storage_status: Arc<health::StorageStatusCache>,
 }
 
 impl AppState {
@@ -115,7 +115,7 @@ impl AppState {
 }
 
 #[derive(Tags)]
-pub enum ApiTags {
+pub(crate) enum ApiTags {
     /// Statement exports
     Exports,
     /// Health and readiness
@@ -123,7 +123,7 @@ pub enum ApiTags {
 }
 
 /// The OpenAPI service (operations and their generated document).
-pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthApi), ()> {
+pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(
         (exports::ExportsApi, health::HealthApi),
         "Bank statement export service",
@@ -169,7 +169,7 @@ fn spawn_batch_flusher(state: &AppState) {
     });
 }
 
-/// The whole HTTP application: the route table ([`routes`]) under the body limit, the one error
+/// The whole HTTP application: the route table (`routes`) under the body limit, the one error
 /// path (problem documents), the `Allow` header, and request logging and metrics.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     spawn_batch_flusher(&state);
@@ -238,7 +238,7 @@ fn is_sane_request_id(id: &str) -> bool {
 }
 
 /// Largest request body accepted (requests are a few hundred bytes of JSON).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads every request body here, before any extractor or authentication, through the limit
 /// and deadline [`serve::BoundedBody`] puts on it: more than [`MAX_BODY_BYTES`] (however it is

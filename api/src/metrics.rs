@@ -38,7 +38,7 @@ fn render(state: &AppState) -> Response {
 
 /// The method as a label: the standard ones by name, anything else `OTHER` (a client may send
 /// any token as a method; labels must not grow with them).
-pub fn method_label(method: &poem::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &poem::http::Method) -> &'static str {
     use poem::http::Method;
     match *method {
         Method::GET => "GET",

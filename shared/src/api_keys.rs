@@ -20,12 +20,16 @@ const DISPLAY_PREFIX_LEN: usize = PREFIX.len() + 8;
 
 /// A freshly generated key. The plaintext exists only here, to be shown once.
 pub struct NewKey {
+    /// The whole key: shown once, never stored.
     pub plaintext: String,
+    /// Its SHA-256: what is stored.
     pub hash: [u8; 32],
+    /// What operators see (`sk_` + 8 characters).
     pub prefix: String,
 }
 
 impl NewKey {
+    /// A new random key with its checksum.
     pub fn generate() -> Self {
         // Two v4 UUIDs give 244 random bits from the OS generator; 32 base62 digits keep 190.
         let mut entropy = u128::from_le_bytes(*Uuid::new_v4().as_bytes());
@@ -59,6 +63,7 @@ pub fn is_well_formed(candidate: &str) -> bool {
     checksum(random) == check
 }
 
+/// The SHA-256 of a key: how it is stored and looked up.
 pub fn hash_key(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
@@ -87,14 +92,21 @@ text_enum! {
 /// A key as the service sees it after authentication.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
+    /// The key's id.
     pub id: Uuid,
+    /// A name to recognise it by.
     pub name: String,
+    /// What it is for.
     pub description: String,
+    /// Its display prefix (`sk_` + 8 characters).
     pub prefix: String,
+    /// What it may do.
     pub role: Role,
     /// `None`: every account.
     pub allowed_accounts: Option<Vec<String>>,
+    /// When it was created.
     pub created_at: OffsetDateTime,
+    /// When it was last used (written at most once a minute).
     pub last_used_at: Option<OffsetDateTime>,
     /// Set by `keys revoke`: final.
     pub revoked_at: Option<OffsetDateTime>,
@@ -105,6 +117,7 @@ pub struct ApiKey {
 /// Whether a key works, and whether that can change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
+    /// Works.
     Active,
     /// Refused by the API and the dashboard until reactivated.
     Deactivated,
@@ -113,6 +126,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// The state as `keys list` and the dashboard show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -139,6 +153,7 @@ impl ApiKey {
         })
     }
 
+    /// Whether the key works (revoked wins over deactivated).
     pub fn state(&self) -> KeyState {
         match (self.revoked_at, self.deactivated_at) {
             (Some(_), _) => KeyState::Revoked,
@@ -147,6 +162,7 @@ impl ApiKey {
         }
     }
 
+    /// Whether the key may export and read `account`.
     pub fn may_access(&self, account: &str) -> bool {
         self.allowed_accounts.as_ref().is_none_or(|allowed| allowed.iter().any(|a| a == account))
     }
@@ -156,7 +172,7 @@ const COLUMNS: &str = "id, name, description, prefix, role, allowed_accounts, cr
     revoked_at, deactivated_at";
 
 /// The condition for a key that works (neither revoked nor deactivated), on `api_keys` as `k`.
-pub const ACTIVE: &str = "k.revoked_at IS NULL AND k.deactivated_at IS NULL";
+pub(crate) const ACTIVE: &str = "k.revoked_at IS NULL AND k.deactivated_at IS NULL";
 
 /// Why a key cannot be made as asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +182,7 @@ pub enum KeySpecError {
         "a client key needs its scope: list the accounts it may export, or choose all accounts explicitly"
     )]
     NoScope,
+    /// Both listed accounts and all accounts were asked for.
     #[error("choose either listed accounts or all accounts, not both")]
     BothScopes,
     /// An admin key restricted to accounts would still see every account on the dashboard.
@@ -191,8 +208,10 @@ impl<'a> KeySpec<'a> {
 /// Why a key was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
+    /// The spec is refused.
     #[error(transparent)]
     Invalid(#[from] KeySpecError),
+    /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -226,8 +245,11 @@ pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKe
 /// What a new key is for.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec<'a> {
+    /// A name to recognise the key by (1 to 200 characters).
     pub name: &'a str,
+    /// What the key is for.
     pub description: &'a str,
+    /// What the key may do.
     pub role: Role,
     /// The accounts a client key may access (`--account`, repeatable).
     pub accounts: &'a [String],
@@ -249,7 +271,7 @@ pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Op
 }
 
 /// The name of key `id` (`None` when it was deleted).
-pub async fn name_of(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
+pub(crate) async fn name_of(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
     Ok(db.query_opt("SELECT name FROM api_keys WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
 }
 
@@ -292,11 +314,13 @@ pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, 
 /// What a deactivate or reactivate did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// Changed as asked.
     Changed,
     /// Already in the asked state.
     Unchanged,
     /// The key is revoked: that is final, it is neither deactivated nor reactivated.
     Revoked,
+    /// No such key.
     NotFound,
 }
 

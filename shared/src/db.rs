@@ -16,14 +16,19 @@ mod embedded {
 /// A Postgres failure, classified for the layers above.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// No connection from the pool (Postgres down, pool exhausted).
     #[error("postgres pool: {0}")]
     Pool(#[from] PoolError),
+    /// A statement failed.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// `DATABASE_URL` does not parse.
     #[error("invalid DATABASE_URL: {0}")]
     Url(String),
+    /// A migration failed.
     #[error("migrations: {0}")]
     Migration(String),
+    /// Concurrent writers did not settle in the rounds allowed.
     #[error("contention: {0}")]
     Contention(&'static str),
     /// A stored value this build cannot read (a state a newer release wrote, say): an error,
@@ -53,7 +58,7 @@ impl DbError {
         }
     }
 
-    pub fn is_unique_violation(&self) -> bool {
+    pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Postgres(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
     }
 }
@@ -160,7 +165,7 @@ pub async fn snapshot(db: &mut Object) -> Result<deadpool_postgres::Transaction<
 
 /// A column read as its type, or [`DbError::Decode`] when the stored value is not one (an enum
 /// state this build does not know).
-pub fn decode<'a, T: tokio_postgres::types::FromSql<'a>>(
+pub(crate) fn decode<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a tokio_postgres::Row,
     column: &str,
 ) -> Result<T, DbError> {

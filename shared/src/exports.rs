@@ -3,7 +3,7 @@
 //! submodules: [`attempt`] (the worker's fenced writes) and [`stats`] (analytics).
 //!
 //! Deduplication is a partial unique index on `request_hash` over the live exports
-//! ([`LIVE_SLOT`]): concurrent identical requests race on the index, never on a
+//! (`LIVE_SLOT`): concurrent identical requests race on the index, never on a
 //! check-then-insert. Worker writes are fenced by the job's attempt token.
 
 pub mod attempt;
@@ -252,7 +252,7 @@ const OUTSTANDING: &str = "status IN ('PENDING', 'PROCESSING')";
 /// An export that holds its request's deduplication slot: the predicate of the
 /// `exports_dedup_slot` unique index (V1), written once. `ON CONFLICT … WHERE` must repeat it
 /// for Postgres to infer the index; every read of "the live export" uses it too.
-pub const LIVE_SLOT: &str = "superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')";
+const LIVE_SLOT: &str = "superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')";
 
 /// When a completed export may be handed out again instead of a new one.
 #[derive(Debug, Clone, Copy)]
@@ -418,13 +418,13 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Export>, Db
 }
 
 /// The export a job produces (`None`: the job produces none, or does not exist).
-pub async fn of_job(db: &impl GenericClient, job_id: i64) -> Result<Option<Uuid>, DbError> {
+pub(crate) async fn of_job(db: &impl GenericClient, job_id: i64) -> Result<Option<Uuid>, DbError> {
     let row = db.query_opt("SELECT id FROM exports WHERE job_id = $1", &[&job_id]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
 /// What the exports of some jobs have done so far: `(job id, export id, rows exported)`.
-pub async fn progress_of_jobs(
+pub(crate) async fn progress_of_jobs(
     db: &impl GenericClient,
     job_ids: &[i64],
 ) -> Result<Vec<(i64, Uuid, i64)>, DbError> {
@@ -519,7 +519,7 @@ pub async fn cancel(
 
 /// Why an export could not be revived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revived {
+pub(crate) enum Revived {
     /// Back to PENDING, its failure cleared: its job may run again.
     Now,
     /// Not failed nor pending (cancelled, completed or expired meanwhile): nothing to retry.
@@ -531,7 +531,7 @@ pub enum Revived {
 /// Puts a FAILED (or retry-waiting PENDING) export back to PENDING, its failure cleared, for a
 /// retry by hand. Call it in the transaction that retries its job, before that (an export is
 /// locked before its job, as a cancel does, so the two cannot deadlock).
-pub async fn revive(db: &impl GenericClient, id: Uuid) -> Result<Revived, DbError> {
+pub(crate) async fn revive(db: &impl GenericClient, id: Uuid) -> Result<Revived, DbError> {
     let revived = db
         .execute(
             "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL

@@ -157,12 +157,14 @@ impl fmt::Display for Cause<'_> {
 /// The innermost `std::io::Error` in an error's chain: what the operating system said. Outer
 /// ones are often wrappers of other errors with kind `Other` (object_store's `BufWriter` turns
 /// its errors into `io::Error`s).
-pub fn io_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a std::io::Error> {
+pub(crate) fn io_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a std::io::Error> {
     find_all::<std::io::Error>(error).last()
 }
 
 /// Every error of type `T` in an error's chain, outermost first.
-pub fn find_all<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a T> {
+pub(crate) fn find_all<'a, T: Error + 'static>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a T> {
     std::iter::successors(Some(error), |&e| e.source()).filter_map(|e| e.downcast_ref::<T>())
 }
 

@@ -56,16 +56,23 @@ pub struct Metrics {
     queue: Arc<Mutex<Option<QueueSnapshot>>>,
     /// When the queue was last read.
     queue_read_at: Mutex<Option<Instant>>,
+    /// HTTP requests answered: `method`, `route`, `status`.
     pub http_requests: Counter<u64>,
+    /// Time to answer an HTTP request: `method`, `route`, `status`.
     pub http_duration: Histogram<f64>,
     /// `result`: `created` or `reused`.
     pub export_requests: Counter<u64>,
     /// `status`: `completed`, `failed` or `cancelled`.
     pub exports_finished: Counter<u64>,
+    /// Seconds from an export's start to its completion.
     pub export_duration: Histogram<f64>,
+    /// Rows per completed export.
     pub export_rows: Histogram<u64>,
+    /// Bytes per completed export.
     pub export_bytes: Histogram<u64>,
+    /// Seconds a job waited between becoming due and its claim: `kind`.
     pub job_wait: Histogram<f64>,
+    /// Attempts a job took: `kind`, `outcome`.
     pub job_attempts: Histogram<u64>,
 }
 
@@ -76,6 +83,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Instruments on a registry of their own.
     pub fn new() -> Self {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
@@ -215,6 +223,7 @@ impl Metrics {
         self.provider.meter("statement-export")
     }
 
+    /// Replaces the queue figures the gauges report.
     pub fn set_queue(&self, snapshot: QueueSnapshot) {
         *self.queue.lock().expect("metrics lock") = Some(snapshot);
         *self.queue_read_at.lock().expect("metrics lock") = Some(Instant::now());

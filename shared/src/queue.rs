@@ -241,7 +241,7 @@ pub async fn prune_finished(
 
 /// Jobs by state (queue depth), every state included (0 when none is in it), in
 /// [`JobState::ALL`] order: for metrics and the dashboard.
-pub async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i64)>, DbError> {
+pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i64)>, DbError> {
     let rows = db.query("SELECT state, count(*) FROM jobs GROUP BY state", &[]).await?;
     let mut counted = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -254,7 +254,7 @@ pub async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i6
 }
 
 /// Seconds the oldest ready (due, unclaimed) job has waited; 0 when none waits.
-pub async fn oldest_ready_age(db: &impl GenericClient) -> Result<f64, DbError> {
+pub(crate) async fn oldest_ready_age(db: &impl GenericClient) -> Result<f64, DbError> {
     let row = db
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
@@ -412,7 +412,7 @@ impl JobSummary {
 
 /// Jobs in `state`, at most `limit`: running ones longest-running first, others most recent
 /// first.
-pub async fn in_state(
+pub(crate) async fn in_state(
     db: &impl GenericClient,
     state: JobState,
     limit: i64,
@@ -433,7 +433,7 @@ pub async fn in_state(
 }
 
 /// One job by id.
-pub async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>, DbError> {
+pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>, DbError> {
     let row = db.query_opt(&format!("SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1"), &[&id]).await?;
     row.as_ref().map(JobSummary::from_row).transpose()
 }
@@ -441,7 +441,7 @@ pub async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>,
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, with one more
 /// attempt if it had used them all, and wakes the workers. `false` when the job is in no
 /// state to be retried.
-pub async fn retry_now(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+pub(crate) async fn retry_now(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
     let Some(row) = db
         .query_opt(
             "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,

@@ -43,7 +43,9 @@ pub async fn forget(db: &impl GenericClient, file_key: &str) -> Result<(), DbErr
 /// An upload nobody will finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abandoned {
+    /// Its object key.
     pub file_key: String,
+    /// Its S3 multipart upload id (none on local disk, or not started).
     pub upload_id: Option<String>,
 }
 

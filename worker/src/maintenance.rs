@@ -78,7 +78,7 @@ impl Maintenance {
         }
     }
 
-    pub fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
+    pub(crate) fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
         Self { flag, ..self }
     }
 
@@ -133,7 +133,7 @@ impl Maintenance {
     }
 
     /// One maintenance pass: lease rescue on every worker; if this process leads, upload
-    /// cleanup, and housekeeping (retention, pruning) on every [`HOUSEKEEPING_EVERY`]th pass,
+    /// cleanup, and housekeeping (retention, pruning) on every `HOUSEKEEPING_EVERY`th pass,
     /// starting with the first. `None` when it does not lead.
     pub async fn tick(&mut self) -> Option<Report> {
         let (rescued, rescued_failed) = rescue(&self.ctx).await;
@@ -151,7 +151,7 @@ impl Maintenance {
         leads.then_some(report)
     }
 
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, interval: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

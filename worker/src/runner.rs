@@ -35,7 +35,7 @@ use crate::{
 
 /// Backoff after failed attempt `attempt` (1-based): `base` doubling per attempt, capped at
 /// `max`, with ±25 % jitter so a burst of failures does not retry in lockstep.
-pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
     let nominal = base.as_secs_f64() * 2f64.powi(attempt.clamp(1, 30) - 1);
     let capped = nominal.min(max.as_secs_f64());
     let jitter = 0.75 + 0.5 * unit_random();

@@ -25,7 +25,7 @@ use crate::AppState;
 /// Cookie holding the session token.
 const SESSION_COOKIE: &str = "stmt_session";
 /// Where a request without a session is sent.
-pub const SIGN_IN_PATH: &str = "/dashboard/sign-in";
+pub(crate) const SIGN_IN_PATH: &str = "/dashboard/sign-in";
 
 /// No framing, no foreign scripts or styles, no referrer (pages carry signed download links).
 pub(crate) fn security_headers() -> poem::middleware::SetHeader {
@@ -106,7 +106,7 @@ impl From<DashboardError> for poem::Error {
 }
 
 /// The signed-in operator behind a request.
-pub struct Admin {
+pub(crate) struct Admin {
     pub session: Session,
     token: String,
 }
@@ -122,7 +122,7 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 /// The request's session, or [`DashboardError::SignIn`].
-pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
+pub(crate) async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
     let name = state.cookie_name(SESSION_COOKIE);
     let token = cookie(req, &name).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
     let client = crate::client_addr::ClientAddr::of(req, &state.trusted_proxies);
@@ -135,10 +135,10 @@ pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, Dashboa
 }
 
 /// A submitted form's fields.
-pub struct Fields(Vec<(String, String)>);
+pub(crate) struct Fields(Vec<(String, String)>);
 
 impl Fields {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
@@ -155,7 +155,7 @@ async fn read_fields(body: Body) -> Result<Fields, DashboardError> {
 }
 
 /// A form post from a signed-in operator: session first (redirect), then the CSRF token (403).
-pub async fn signed_form(
+pub(crate) async fn signed_form(
     state: &AppState,
     req: &Request,
     body: Body,
@@ -180,7 +180,7 @@ fn notice_code(req: &Request) -> Option<&str> {
 }
 
 /// 303 to `location` (after a form post, so reloading the page does not post again).
-pub fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
 }
 

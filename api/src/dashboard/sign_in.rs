@@ -21,7 +21,7 @@ use crate::{AppState, auth::LookupError, client_addr::ClientAddr};
 /// Cookie carrying the sign-in form's anti-forgery token.
 const SIGN_IN_COOKIE: &str = "stmt_signin";
 /// How long a failed sign-in waits before it is answered.
-pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 #[handler]
 pub(crate) async fn form(Data(state): Data<&AppState>) -> Response {

@@ -48,7 +48,7 @@ impl Overview {
 }
 
 /// Export analytics over the last 30 days (and the reuse counters of the same period).
-pub async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
+pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
     let row = db
         .query_one(
             "WITH recent AS (
@@ -88,12 +88,16 @@ pub async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
 }
 
 /// Exports created per hour (UTC) over the last 24 hours, oldest first.
-pub async fn exports_per_hour(db: &impl GenericClient) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_hour(
+    db: &impl GenericClient,
+) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "hour", "23 hours").await
 }
 
 /// Exports created per day (UTC) over the last 30 days, oldest first.
-pub async fn exports_per_day(db: &impl GenericClient) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_day(
+    db: &impl GenericClient,
+) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "day", "29 days").await
 }
 

@@ -1,6 +1,6 @@
-//! Job kinds and the context they run in. One file per kind; [`registry`] is the registration
+//! Job kinds and the context they run in. One file per kind; `registry` is the registration
 //! list. A kind is a type ([`JobKind`]: its name, payload and attempt budget) that the worker
-//! knows how to run ([`Job`]); the runner knows nothing of any kind's payload.
+//! knows how to run (`Job`); the runner knows nothing of any kind's payload.
 
 mod export_statement;
 pub mod noop;
@@ -21,16 +21,16 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-pub use self::registry::Registry;
+pub(crate) use self::registry::Registry;
 use crate::holds::Holds;
 
 /// The job kinds this worker runs: the registration list.
-pub fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     Registry::new().register::<ExportStatement>().register::<noop::Noop>()
 }
 
 /// A job kind the worker can run. The implementing type is the job's payload ([`JobKind`]).
-pub trait Job: JobKind {
+pub(crate) trait Job: JobKind {
     /// Runs one attempt. `cancel` fires when the attempt loses its job (cancelled, rescued,
     /// released at shutdown): it must then stop and write nothing.
     fn run(
@@ -61,34 +61,40 @@ pub trait Job: JobKind {
 /// What a job needs from the outside world.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    pub pool: Pool,
-    pub source: Source,
-    pub storage: Storage,
-    pub tables: Arc<TableRegistry>,
+    pub(crate) pool: Pool,
+    pub(crate) source: Source,
+    pub(crate) storage: Storage,
+    pub(crate) tables: Arc<TableRegistry>,
     /// Interval between progress writes of a running export.
-    pub progress_interval: Duration,
+    pub(crate) progress_interval: Duration,
     /// How long a completed export's file is kept.
-    pub export_retention: Duration,
+    pub(crate) export_retention: Duration,
     /// An export whose source sends nothing for this long fails (retryably).
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// Abandoned uploads are cleaned up once at least this old.
-    pub abandoned_upload_age: Duration,
+    pub(crate) abandoned_upload_age: Duration,
     /// Guard text cells against spreadsheet formula injection.
-    pub formula_guard: bool,
+    pub(crate) formula_guard: bool,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
     /// Test holds (nothing is armed in production).
     pub holds: Holds,
     /// Refuse to snapshot a source replica more than this many seconds behind its primary
     /// (`None`: no guard).
-    pub source_max_lag: Option<u64>,
+    pub(crate) source_max_lag: Option<u64>,
     /// The job kinds this worker runs ([`registry`]): the runner and maintenance reach a kind's
     /// code through it.
-    pub kinds: Arc<Registry>,
+    pub(crate) kinds: Arc<Registry>,
 }
 
 impl JobContext {
-    pub fn new(config: &Config, worker: &WorkerConfig, pool: Pool, source: Source, storage: Storage) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        worker: &WorkerConfig,
+        pool: Pool,
+        source: Source,
+        storage: Storage,
+    ) -> Self {
         Self {
             pool,
             source,
@@ -109,7 +115,7 @@ impl JobContext {
 
 /// Why an attempt did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     /// Worth another attempt: the source or storage was unreachable, Postgres hiccuped.
     #[error("{0}")]
     Retryable(Failure),
@@ -123,12 +129,12 @@ pub enum JobError {
 
 impl JobError {
     /// A retryable failure of class `code`.
-    pub fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
         Self::Retryable(Failure { code, cause: cause.into() })
     }
 
     /// A fatal failure of class `code`.
-    pub fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
         Self::Fatal(Failure { code, cause: cause.into() })
     }
 }
@@ -136,9 +142,9 @@ impl JobError {
 /// A failed attempt: its class, which is recorded and shown to clients, and its cause, which
 /// only the log sees.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: FailureCode,
-    pub cause: anyhow::Error,
+pub(crate) struct Failure {
+    pub(crate) code: FailureCode,
+    pub(crate) cause: anyhow::Error,
 }
 
 impl std::fmt::Display for Failure {
@@ -162,7 +168,7 @@ impl From<deadpool_postgres::PoolError> for JobError {
 
 /// What became of a job that did not complete, for its kind's own tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setback {
+pub(crate) enum Setback {
     /// The attempt failed; the queue will run the job again after a backoff.
     Retrying,
     /// The worker shut down and gave the job back; another worker will pick it up.

@@ -11,7 +11,7 @@ use super::{Job, JobContext, JobError, Setback};
 
 /// Registered job kinds ([`Registry::register`]); see [`super::registry`] for the list.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     kinds: HashMap<&'static str, Entry>,
 }
 
@@ -42,12 +42,12 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// No kinds.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds job kind `J`.
-    pub fn register<J: Job>(mut self) -> Self {
+    pub(crate) fn register<J: Job>(mut self) -> Self {
         let entry = Entry { run: run::<J>, on_setback: on_setback::<J>, span: span::<J> };
         assert!(self.kinds.insert(J::KIND, entry).is_none(), "job kind {:?} registered twice", J::KIND);
         self
@@ -55,7 +55,7 @@ impl Registry {
 
     /// Runs one attempt of a claimed job. A kind this worker does not know, or a payload its
     /// kind cannot read, fails the job for good.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         ctx: &JobContext,
         job: &ClaimedJob,
@@ -72,7 +72,7 @@ impl Registry {
 
     /// Lets the job's kind record a setback in its own tables (see [`Job::on_setback`]), in
     /// the queue's transaction. A kind or payload it does not know records nothing.
-    pub async fn on_setback(
+    pub(crate) async fn on_setback(
         &self,
         ctx: &JobContext,
         tx: &Transaction<'_>,
@@ -89,7 +89,7 @@ impl Registry {
 
     /// The span an attempt of this job runs in: its kind's ([`Job::span`]), or the job's id,
     /// kind and attempt for a kind or payload this worker does not know.
-    pub fn span(&self, job: &ClaimedJob) -> tracing::Span {
+    pub(crate) fn span(&self, job: &ClaimedJob) -> tracing::Span {
         self.kinds.get(job.kind.as_str()).and_then(|entry| (entry.span)(job)).unwrap_or_else(
             || tracing::info_span!("job", job.id = job.id, job.kind = %job.kind, attempt = job.attempt),
         )
