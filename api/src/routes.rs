@@ -255,14 +255,18 @@ mod tests {
 
     #[test]
     fn ids_and_keys_collapse_into_their_route() {
-        assert_eq!(label("/api/export/0b6f0f0e-1111-4222-8333-444455556666"), "/api/export/{reference_id}");
-        assert_eq!(label("/api/export/x/cancel"), "/api/export/{reference_id}/cancel");
-        assert_eq!(label("/files/exports/a/8c1f0e2d/s.csv"), "/files/{key}");
-        assert_eq!(label("/dashboard/"), "/dashboard");
-        assert_eq!(label("/"), "/");
-        assert_eq!(label("/docs/index.html"), "/docs");
-        assert_eq!(label("/wp-login.php"), "other");
-        assert_eq!(label("/api/export/a/b/c/d"), "other");
+        for (path, expected) in [
+            ("/api/export/0b6f0f0e-1111-4222-8333-444455556666", "/api/export/{reference_id}"),
+            ("/api/export/x/cancel", "/api/export/{reference_id}/cancel"),
+            ("/files/exports/a/8c1f0e2d/s.csv", "/files/{key}"),
+            ("/dashboard/", "/dashboard"),
+            ("/", "/"),
+            ("/docs/index.html", "/docs"),
+            ("/wp-login.php", "other"),
+            ("/api/export/a/b/c/d", "other"),
+        ] {
+            assert_eq!(label(path), expected, "{path}");
+        }
     }
 
     #[tokio::test]
@@ -290,13 +294,16 @@ mod tests {
 
     #[test]
     fn a_405_names_the_methods_of_its_route() {
-        assert_eq!(allow("/api/export"), "POST");
-        assert_eq!(allow("/api/export/x1"), "GET");
-        assert_eq!(allow("/api/export/x1/cancel"), "POST");
-        assert_eq!(allow("/dashboard/sign-in"), "GET, POST");
-        assert_eq!(allow("/admin/api-keys"), "GET, POST");
-        assert_eq!(allow("/admin/api-keys/x1/delete"), "POST");
-        assert_eq!(allow("/dashboard/jobs/1/retry"), "POST");
-        assert_eq!(allow("/health"), "GET");
+        let posts =
+            ["/api/export", "/api/export/x1/cancel", "/admin/api-keys/x1/delete", "/dashboard/jobs/1/retry"];
+        for path in posts {
+            assert_eq!(allow(path), "POST", "{path}");
+        }
+        for path in ["/dashboard/sign-in", "/admin/api-keys"] {
+            assert_eq!(allow(path), "GET, POST", "{path}");
+        }
+        for path in ["/api/export/x1", "/health", "/docs/index.html"] {
+            assert_eq!(allow(path), "GET", "{path}");
+        }
     }
 }

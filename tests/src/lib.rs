@@ -21,7 +21,10 @@ use shared::{
     db,
     tables::TableRegistry,
 };
-use worker::runner::Runner;
+use worker::{
+    holds::{Hold, HoldPoint},
+    runner::{Background, Runner},
+};
 
 pub mod dashboard;
 pub mod replica;
@@ -357,6 +360,42 @@ impl TestApp {
                     .collect()
             })
             .collect()
+    }
+
+    /// The export `body` asks for, running on a worker of its own (settings `worker`) and held
+    /// after its first chunk: it is running now. Returns its reference id, the hold (release it
+    /// to let the export go on) and the worker.
+    pub async fn running_export(
+        &self,
+        key: &str,
+        body: &Value,
+        worker: WorkerConfig,
+    ) -> (String, Hold, Background) {
+        let created: Value = self.post_export(key, body).await.json().await.unwrap();
+        let id = created["reference_id"].as_str().unwrap().to_owned();
+        let runner = self.runner(worker);
+        let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
+        let worker = runner.spawn();
+        running.reached().await;
+        (id, running, worker)
+    }
+
+    /// Asserts that `attempt`'s writes to its export (progress, completion) are refused: the
+    /// attempt no longer holds its job.
+    pub async fn assert_export_writes_refused(&self, attempt: shared::exports::Attempt) {
+        use shared::exports;
+        let mut db = self.pool.get().await.unwrap();
+        assert!(!exports::record_progress(&db, attempt, 1).await.unwrap(), "progress of a stale attempt");
+        let late = exports::ExportResult {
+            file_key: format!("exports/late-{}.csv", attempt.token.simple()),
+            file_size: 1,
+            row_count: 1,
+            sha256: "00".into(),
+        };
+        let retention = std::time::Duration::from_secs(60);
+        let metrics = shared::metrics::Metrics::default();
+        let completed = exports::complete(&mut db, attempt, &late, retention, &metrics).await.unwrap();
+        assert!(!completed, "completion by a stale attempt");
     }
 
     /// Polls a boolean query until it is true (at most 30 s): tests wait on state, not on time.

@@ -6,7 +6,6 @@ use std::io::Read as _;
 use serde_json::{Value, json};
 use shared::tables::{TableRegistry, TableSpec};
 use testkit::{TestApp, parse_csv, sha256_hex};
-use worker::holds::HoldPoint;
 
 const EDGE_TABLE: &str = "CREATE TABLE edge_values (
     id       BIGINT NOT NULL PRIMARY KEY,
@@ -211,13 +210,7 @@ async fn rows_committed_while_an_export_runs_are_not_in_it() {
     app.insert_generated_rows("ACC-BIG", 1, 200_000).await;
     let key = app.create_key(None).await;
     let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-
-    let runner = app.runner(TestApp::worker_config());
-    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
-    let worker = runner.spawn();
-    running.reached().await;
+    let (id, running, worker) = app.running_export(&key, &body, TestApp::worker_config()).await;
     // Committed mid-export (held after its first chunk), inside the range, on the first day
     // (already streamed past) and the last day (not yet reached).
     app.source_exec(

@@ -11,7 +11,6 @@ use shared::{
     queue::{self, JobKind as _},
 };
 use testkit::{StatusCode, TestApp, files_under};
-use worker::holds::HoldPoint;
 use worker::{
     jobs::{JobContext, noop::Noop},
     maintenance::Maintenance,
@@ -92,7 +91,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     let key = app.create_key(None).await;
     let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
     let export_id: uuid::Uuid = created["reference_id"].as_str().unwrap().parse().unwrap();
-    let mut db = app.pool.get().await.unwrap();
+    let db = app.pool.get().await.unwrap();
 
     let stale = queue::claim(&db, "stalled-worker", 1, LEASE).await.unwrap().remove(0);
     let stale_attempt = exports::Attempt { export_id, job_id: stale.id, token: stale.token };
@@ -106,15 +105,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     assert_ne!(fresh.token, stale.token);
 
     // Every write of the stale attempt is refused.
-    assert!(!exports::record_progress(&db, stale_attempt, 10).await.unwrap());
-    let result = exports::ExportResult {
-        file_key: "exports/stale.csv".into(),
-        file_size: 1,
-        row_count: 1,
-        sha256: "00".into(),
-    };
-    let metrics = shared::metrics::Metrics::default();
-    assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE, &metrics).await.unwrap());
+    app.assert_export_writes_refused(stale_attempt).await;
     assert!(!queue::complete(&db, stale.id, stale.token).await.unwrap());
     assert_eq!(
         queue::fail(&db, stale.id, stale.token, FailureCode::Internal, None, LEASE).await.unwrap(),
@@ -197,14 +188,8 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     app.insert_generated_rows("ACC-BIG", 1, 300_000).await;
     let key = app.create_key(None).await;
     let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-
-    let runner = app.runner(TestApp::worker_config());
-    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
-    let worker = runner.spawn();
     // Cancelled while the export is producing rows (held after its first chunk).
-    running.reached().await;
+    let (id, running, worker) = app.running_export(&key, &body, TestApp::worker_config()).await;
     assert_eq!(app.cancel_export(&key, &id).await.status(), StatusCode::OK);
     running.release();
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
@@ -226,12 +211,7 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
 
     // Generous grace: the running export completes, nothing new is claimed after the signal.
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-    let runner = app.runner(TestApp::worker_config());
-    let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
-    let mut worker = runner.spawn();
-    running.reached().await;
+    let (id, running, mut worker) = app.running_export(&key, &body, TestApp::worker_config()).await;
     worker.signal_stop();
     enqueue_noops(&app, 1).await;
     running.release();
@@ -247,13 +227,9 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     // No grace: the running export is given back, uncounted, for another worker.
     let forced = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01",
                         "date_to": "2024-12-31", "force_refresh": true});
-    let created: Value = app.post_export(&key, &forced).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-    let impatient = app
-        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() });
-    let running = impatient.holds().arm(HoldPoint::AfterFirstChunk);
-    let impatient = impatient.spawn();
-    running.reached().await;
+    let impatient =
+        shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() };
+    let (id, running, impatient) = app.running_export(&key, &forced, impatient).await;
     // Stopped while the export runs: its job goes back to the queue, then the attempt goes on
     // and finds it lost.
     let stopping = tokio::spawn(impatient.stop());

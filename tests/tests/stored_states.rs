@@ -9,6 +9,18 @@ fn january() -> Value {
     json!({"account_id": "ACC-1", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-01-31"})
 }
 
+/// Stores `value` in `table.column` of every row, as a newer release would: its schema allows a
+/// value this build has never heard of.
+async fn store_unknown(app: &TestApp, table: &str, column: &str, value: &str) {
+    let db = app.pool.get().await.unwrap();
+    db.batch_execute(&format!(
+        "ALTER TABLE {table} DROP CONSTRAINT {table}_{column}_check;
+         UPDATE {table} SET {column} = '{value}'"
+    ))
+    .await
+    .unwrap();
+}
+
 /// A problem document that gives nothing away (no stored value, no internal text).
 async fn internal_error(response: reqwest::Response, unknown: &str) {
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -21,17 +33,10 @@ async fn internal_error(response: reqwest::Response, unknown: &str) {
 async fn an_export_status_this_build_does_not_know_is_an_error_not_failed() {
     let app = TestApp::spawn().await;
     let key = app.create_key(None).await;
-    let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap();
+    let id = app.post_export(&key, &january()).await.json::<Value>().await.unwrap()["reference_id"].clone();
+    let id = id.as_str().unwrap();
     assert_eq!(app.run_until_settled(&key, id).await["status"], "COMPLETED");
-    // As a newer release would store it: its schema allows a status this build has never heard of.
-    let db = app.pool.get().await.unwrap();
-    db.batch_execute(
-        "ALTER TABLE exports DROP CONSTRAINT exports_status_check;
-         UPDATE exports SET status = 'ARCHIVED'",
-    )
-    .await
-    .unwrap();
+    store_unknown(&app, "exports", "status", "ARCHIVED").await;
     internal_error(app.get_export(&key, id).await, "ARCHIVED").await;
     let listed =
         app.http.get(format!("{}/api/exports", app.base_url)).bearer_auth(&key).send().await.unwrap();
@@ -42,12 +47,6 @@ async fn an_export_status_this_build_does_not_know_is_an_error_not_failed() {
 async fn a_key_role_this_build_does_not_know_is_an_error_not_a_client() {
     let app = TestApp::spawn().await;
     let key = app.create_key(None).await;
-    let db = app.pool.get().await.unwrap();
-    db.batch_execute(
-        "ALTER TABLE api_keys DROP CONSTRAINT api_keys_role_check;
-         UPDATE api_keys SET role = 'auditor'",
-    )
-    .await
-    .unwrap();
+    store_unknown(&app, "api_keys", "role", "auditor").await;
     internal_error(app.post_export(&key, &january()).await, "auditor").await;
 }

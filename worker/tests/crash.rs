@@ -73,16 +73,7 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
 
     // The killed attempt's late writes, simulated with its token, are refused.
     let stale = exports::Attempt { export_id: id.parse().unwrap(), job_id, token: stale_token };
-    let mut db = app.pool.get().await.unwrap();
-    assert!(!exports::record_progress(&db, stale, 1).await.unwrap());
-    let late = exports::ExportResult {
-        file_key: "exports/late.csv".into(),
-        file_size: 1,
-        row_count: 1,
-        sha256: "00".into(),
-    };
-    let metrics = shared::metrics::Metrics::default();
-    assert!(!exports::complete(&mut db, stale, &late, Duration::from_secs(60), &metrics).await.unwrap());
+    app.assert_export_writes_refused(stale).await;
     let after: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(after["sha256"], details["sha256"]);
 }

@@ -3,13 +3,10 @@
 //! with `statement-api keys revoke` is shown as revoked and cannot be reactivated here.
 
 use maud::{Markup, html};
-use poem::{
-    Body, Request, handler,
-    web::{Data, Path},
-};
+use poem::{Body, Request, handler, web::Data};
 use shared::api_keys::{self, Activation, ApiKey, KeySpec, KeyState, NewKey, Role};
 
-use super::{Admin, DashboardError, Fields, Page, layout, see_other, signed_form, signed_in};
+use super::{Admin, DashboardError, Fields, Page, SignedAction, layout, see_other, signed_form, signed_in};
 use crate::AppState;
 
 #[handler]
@@ -174,14 +171,8 @@ impl KeyForm {
 }
 
 #[handler]
-pub(crate) async fn change(
-    Data(state): Data<&AppState>,
-    req: &Request,
-    Path((id, action)): Path<(String, String)>,
-    body: Body,
-) -> Page {
-    signed_form(state, req, body).await?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| DashboardError::NotFound)?;
+pub(crate) async fn change(Data(state): Data<&AppState>, form: SignedAction<uuid::Uuid>) -> Page {
+    let SignedAction { id, action } = form;
     let db = state.db_for_dashboard().await?;
     let action = action.as_str();
     let outcome = match action {

@@ -169,6 +169,27 @@ pub(crate) async fn signed_form(
     Ok((admin, fields))
 }
 
+/// A form posted by a signed-in operator to `…/{id}/{action}` (a button on a list): the session
+/// and the CSRF token are checked as [`signed_form`] does, then the id is read as `T` (an id
+/// that does not parse names nothing: not found).
+pub(crate) struct SignedAction<T> {
+    pub(crate) id: T,
+    pub(crate) action: String,
+}
+
+impl<'a, T: std::str::FromStr> poem::FromRequest<'a> for SignedAction<T> {
+    async fn from_request(req: &'a Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        let state = req
+            .data::<AppState>()
+            .ok_or_else(|| poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))?;
+        let poem::web::Path((id, action)) =
+            poem::web::Path::<(String, String)>::from_request(req, body).await?;
+        signed_form(state, req, body.take()?).await?;
+        let id = id.parse().map_err(|_| DashboardError::NotFound)?;
+        Ok(Self { id, action })
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

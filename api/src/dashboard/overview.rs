@@ -21,18 +21,18 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let hourly: Vec<(String, i64)> = hourly.into_iter().map(|(at, n)| (layout::hour_label(at), n)).collect();
     let daily: Vec<(String, i64)> = daily.into_iter().map(|(at, n)| (layout::day_label(at), n)).collect();
     let cards = [
-        ("Exports (30 days)", layout::count(stats.created)),
+        ("Exports (30 days)", layout::count(stats.created())),
         ("Success rate", layout::percent(stats.success_rate())),
         ("Average time", layout::or_dash(stats.avg_seconds.map(layout::duration))),
         ("p95 time", layout::or_dash(stats.p95_seconds.map(layout::duration))),
         ("Rows / s", layout::or_dash(stats.rows_per_s.map(|r| layout::count(r as i64)))),
         ("Reuse (dedup) rate", layout::percent(stats.reuse_rate())),
-        ("Running", layout::count(stats.processing)),
-        ("Pending", layout::count(stats.pending)),
-        ("Completed", layout::count(stats.completed)),
-        ("Failed", layout::count(stats.failed)),
-        ("Cancelled", layout::count(stats.cancelled)),
-        ("Expired", layout::count(stats.expired)),
+        ("Running", layout::count(stats.count(ExportStatus::Processing))),
+        ("Pending", layout::count(stats.count(ExportStatus::Pending))),
+        ("Completed", layout::count(stats.count(ExportStatus::Completed))),
+        ("Failed", layout::count(stats.count(ExportStatus::Failed))),
+        ("Cancelled", layout::count(stats.count(ExportStatus::Cancelled))),
+        ("Expired", layout::count(stats.count(ExportStatus::Expired))),
     ];
     let body = html! {
         div.cards {

@@ -2,17 +2,14 @@
 //! or cancel a job.
 
 use maud::{Markup, html};
-use poem::{
-    Body, Request, handler,
-    web::{Data, Path},
-};
+use poem::{Request, handler, web::Data};
 use shared::{
     dashboard::{self, JobCancelled, JobRow, QueuePage, Retried},
     failure::FailureCode,
     queue::JobState,
 };
 
-use super::{Admin, DashboardError, Page, layout, see_other, signed_form, signed_in};
+use super::{Admin, DashboardError, Page, SignedAction, layout, see_other, signed_in};
 use crate::AppState;
 
 /// Rows shown per job list.
@@ -140,14 +137,8 @@ fn notice_text(code: &str) -> Option<&'static str> {
 
 /// `POST /dashboard/jobs/{id}/{retry|cancel}`.
 #[handler]
-pub(crate) async fn act(
-    Data(state): Data<&AppState>,
-    req: &Request,
-    Path((id, action)): Path<(String, String)>,
-    body: Body,
-) -> Page {
-    signed_form(state, req, body).await?;
-    let id: i64 = id.parse().map_err(|_| DashboardError::NotFound)?;
+pub(crate) async fn act(Data(state): Data<&AppState>, form: SignedAction<i64>) -> Page {
+    let SignedAction { id, action } = form;
     let mut db = state.db_for_dashboard().await?;
     let notice = match action.as_str() {
         "retry" => match dashboard::retry_job(&mut db, id).await? {

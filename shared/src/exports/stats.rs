@@ -4,25 +4,14 @@
 use deadpool_postgres::GenericClient;
 use time::PrimitiveDateTime;
 
-use crate::db::DbError;
+use super::ExportStatus;
+use crate::db::{DbError, decode};
 
 /// Exports of the last 30 days.
 #[derive(Debug, Clone, Default)]
 pub struct Overview {
-    /// Exports created.
-    pub created: i64,
-    /// Of those, pending now.
-    pub pending: i64,
-    /// Processing now.
-    pub processing: i64,
-    /// Completed.
-    pub completed: i64,
-    /// Failed.
-    pub failed: i64,
-    /// Cancelled.
-    pub cancelled: i64,
-    /// Expired (completed, then their file went).
-    pub expired: i64,
+    /// Exports created, by the status they are in now (every status, 0 when none is in it).
+    pub by_status: Vec<(ExportStatus, i64)>,
     /// Average and 95th percentile of start-to-completion time of completed exports.
     pub avg_seconds: Option<f64>,
     /// See `avg_seconds`.
@@ -34,56 +23,69 @@ pub struct Overview {
 }
 
 impl Overview {
-    /// Completed among the exports that finished by succeeding or failing.
+    /// Exports created that are in `status` now.
+    pub fn count(&self, status: ExportStatus) -> i64 {
+        self.by_status.iter().filter(|(s, _)| *s == status).map(|(_, n)| n).sum()
+    }
+
+    /// Exports created.
+    pub fn created(&self) -> i64 {
+        self.by_status.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Completed among the exports that finished by succeeding or failing (an expired export
+    /// had completed).
     pub fn success_rate(&self) -> Option<f64> {
-        let finished = self.completed + self.expired + self.failed;
-        (finished > 0).then(|| (self.completed + self.expired) as f64 / finished as f64)
+        let succeeded = self.count(ExportStatus::Completed) + self.count(ExportStatus::Expired);
+        let finished = succeeded + self.count(ExportStatus::Failed);
+        (finished > 0).then(|| succeeded as f64 / finished as f64)
     }
 
     /// Share of requests answered by deduplication.
     pub fn reuse_rate(&self) -> Option<f64> {
-        let requests = self.created + self.reused;
+        let requests = self.created() + self.reused;
         (requests > 0).then(|| self.reused as f64 / requests as f64)
     }
 }
 
-/// Export analytics over the last 30 days (and the reuse counters of the same period).
+/// Export analytics over the last 30 days (and the reuse counters of the same period). Call it
+/// in one snapshot ([`crate::db::snapshot`]): it reads twice.
 pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
+    let rows = db
+        .query(
+            "SELECT status, count(*) FROM exports WHERE created_at > now() - interval '30 days' GROUP BY status",
+            &[],
+        )
+        .await?;
+    let mut counted = Vec::with_capacity(rows.len());
+    for row in &rows {
+        counted.push((decode::<ExportStatus>(row, "status")?, row.get::<_, i64>("count")));
+    }
+    let by_status = ExportStatus::ALL
+        .into_iter()
+        .map(|status| (status, counted.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)))
+        .collect();
     let row = db
         .query_one(
-            "WITH recent AS (
-                 SELECT status, row_count, extract(epoch FROM completed_at - started_at)::float8 AS seconds
-                 FROM exports WHERE created_at > now() - interval '30 days'
+            "WITH completed AS (
+                 SELECT row_count, extract(epoch FROM completed_at - started_at)::float8 AS seconds
+                 FROM exports WHERE created_at > now() - interval '30 days' AND status = 'COMPLETED'
              )
-             SELECT count(*),
-                    count(*) FILTER (WHERE status = 'PENDING'),
-                    count(*) FILTER (WHERE status = 'PROCESSING'),
-                    count(*) FILTER (WHERE status = 'COMPLETED'),
-                    count(*) FILTER (WHERE status = 'FAILED'),
-                    count(*) FILTER (WHERE status = 'CANCELLED'),
-                    count(*) FILTER (WHERE status = 'EXPIRED'),
-                    avg(seconds) FILTER (WHERE status = 'COMPLETED'),
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE status = 'COMPLETED'),
-                    sum(row_count) FILTER (WHERE status = 'COMPLETED')::float8
-                        / nullif(sum(seconds) FILTER (WHERE status = 'COMPLETED'), 0),
+             SELECT avg(seconds),
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds),
+                    sum(row_count)::float8 / nullif(sum(seconds), 0),
                     (SELECT coalesce(sum(reused), 0)::bigint FROM export_reuse_hourly
                      WHERE hour > now() - interval '30 days')
-             FROM recent",
+             FROM completed",
             &[],
         )
         .await?;
     Ok(Overview {
-        created: row.get(0),
-        pending: row.get(1),
-        processing: row.get(2),
-        completed: row.get(3),
-        failed: row.get(4),
-        cancelled: row.get(5),
-        expired: row.get(6),
-        avg_seconds: row.get(7),
-        p95_seconds: row.get(8),
-        rows_per_s: row.get(9),
-        reused: row.get(10),
+        by_status,
+        avg_seconds: row.get(0),
+        p95_seconds: row.get(1),
+        rows_per_s: row.get(2),
+        reused: row.get(3),
     })
 }
 
