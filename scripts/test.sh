@@ -26,6 +26,8 @@ done
 bash scripts/check-deploy.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The crates' documentation builds without a warning (broken or private links, missing docs).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace -- --test-threads="${TEST_THREADS:-4}"
 bash scripts/api-contract-tests.sh
 bash scripts/ts-client-tests.sh

@@ -30,11 +30,11 @@ pub struct BearerKey(Bearer);
 
 /// How long a key found valid is used without asking Postgres again. Under 5 s, because the
 /// lookup that found it started a little before it was remembered.
-pub const KNOWN_KEY_TTL: Duration = Duration::from_secs(4);
+pub(crate) const KNOWN_KEY_TTL: Duration = Duration::from_secs(4);
 /// How long a credential Postgres did not know is refused without asking again: one lookup per
 /// 5 s however often it is repeated, and a key reactivated elsewhere works again within 5 s.
 /// (Distinct unknown credentials are bounded by the address's failure budget instead.)
-pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+pub(crate) const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 /// How long a credential once found valid stays exempt from its address's failure budget.
 const VALID_MEMORY: Duration = Duration::from_secs(3600);
 /// Entries each map holds at most; when full, expired entries go, then everything.
@@ -47,7 +47,7 @@ type Fingerprint = [u8; 32];
 
 /// What this process remembers about credentials.
 #[derive(Debug)]
-pub struct CredentialCache {
+pub(crate) struct CredentialCache {
     /// Keys found valid: the key, until when it is used as is, and until when the credential is
     /// exempt from the address budget.
     keys: Mutex<HashMap<Fingerprint, KnownKey>>,
@@ -84,7 +84,7 @@ enum Cached {
 }
 
 impl CredentialCache {
-    pub fn new(failures_per_minute: u32) -> Self {
+    pub(crate) fn new(failures_per_minute: u32) -> Self {
         Self {
             keys: Mutex::default(),
             sessions: Mutex::default(),
@@ -149,7 +149,7 @@ impl CredentialCache {
 
     /// Makes every remembered key due for a check: called when this process changes a key (the
     /// dashboard deactivates or deletes one), so that the change applies here at once.
-    pub fn forget_keys(&self) {
+    pub(crate) fn forget_keys(&self) {
         let now = Instant::now();
         for known in self.keys.lock().expect("not poisoned").values_mut() {
             known.fresh_until = now;
@@ -198,7 +198,7 @@ impl CredentialCache {
 
     /// A session this process just created is known valid (its first page must not wait on the
     /// address's budget).
-    pub fn session_created(&self, token: &str) {
+    pub(crate) fn session_created(&self, token: &str) {
         self.remember_session(fingerprint(token));
     }
 }

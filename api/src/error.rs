@@ -11,14 +11,14 @@ use poem_openapi::{
     registry::{MetaResponses, Registry},
     types::{Example, ToJSON},
 };
-use shared::{db::DbError, statement::FieldError, storage::StorageError};
+use shared::{db::DbError, signing::SignatureError, statement::FieldError, storage::StorageError};
 
 /// Seconds a client should wait before retrying when a dependency is down.
-const RETRY_AFTER_SECS: i64 = 5;
+const RETRY_AFTER_SECS: u64 = 5;
 
 /// Seconds a key at its outstanding-exports cap should wait: about the time a typical export
 /// takes to finish and free a place.
-pub const OUTSTANDING_RETRY_AFTER_SECS: i64 = 30;
+pub(crate) const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +43,15 @@ pub enum ApiError {
     TooManyOutstanding(i64),
     #[error("a dependency is unavailable: {0}")]
     Unavailable(String),
+    /// Storage did not answer a download.
+    #[error("storage is unavailable: {0}")]
+    StorageUnavailable(String),
+    /// `/ready`: these dependencies (named, never their errors) are not ready.
+    #[error("not ready: {}", .0.join("; "))]
+    NotReady(Vec<String>),
+    /// A download link whose signature is missing, wrong or expired.
+    #[error(transparent)]
+    BadLink(#[from] SignatureError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -60,14 +69,16 @@ impl ResponseError for ApiError {
         match self {
             Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::BadLink(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::RateLimited(_) | Self::TooManyFailures(_) | Self::TooManyOutstanding(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StorageUnavailable(_) | Self::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +135,14 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
         }
+    }
+
+    /// The status as HTTP's type (500 for a number that is not one).
+    fn status_code(&self) -> StatusCode {
+        u16::try_from(self.status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 }
 
@@ -182,7 +201,7 @@ pub enum ErrorResponse {
 }
 
 /// `Retry-After` seconds as the header's documented type (`integer`, `format: int64`).
-fn retry_after(seconds: u64) -> i64 {
+pub(crate) fn retry_after(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
@@ -235,66 +254,76 @@ impl<S> From<DbError> for Errors<S> {
     }
 }
 
-impl From<ApiError> for ErrorResponse {
-    fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::Validation(fields) => {
-                let mut p = Problem::new(StatusCode::BAD_REQUEST, "The request is invalid.");
+impl ApiError {
+    /// The problem document a client gets, and the seconds it should wait before retrying
+    /// (`Retry-After`), if any. The one place that words what clients read; causes are logged
+    /// here, never returned.
+    pub(crate) fn problem(self) -> (Problem, Option<u64>) {
+        let status = self.status();
+        let (detail, retry_after) = match self {
+            Self::Validation(fields) => {
+                let mut p = Problem::new(status, "The request is invalid.");
                 p.errors = fields
                     .into_iter()
                     .map(|f| ProblemField { field: f.field.into_owned(), message: f.message })
                     .collect();
-                Self::BadRequest(Json(p))
+                return (p, None);
             }
-            ApiError::Unauthorized => Self::Unauthorized(Json(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "Send a valid API key as `Authorization: Bearer sk_…`.",
-            ))),
-            ApiError::Forbidden(detail) => Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail))),
-            ApiError::NotFound(detail) => Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail))),
-            ApiError::Conflict(detail) => Self::Conflict(Json(Problem::new(StatusCode::CONFLICT, detail))),
-            ApiError::Gone(detail) => Self::Gone(Json(Problem::new(StatusCode::GONE, detail))),
-            ApiError::RateLimited(seconds) => Self::TooManyRequests(
-                Json(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("Too many requests for this API key; retry in {seconds} s."),
-                )),
-                retry_after(seconds),
+            Self::Unauthorized => ("Send a valid API key as `Authorization: Bearer sk_…`.".to_owned(), None),
+            Self::Forbidden(detail)
+            | Self::NotFound(detail)
+            | Self::Conflict(detail)
+            | Self::Gone(detail) => (detail.to_owned(), None),
+            Self::BadLink(SignatureError::Expired) => ("The download link has expired.".to_owned(), None),
+            Self::BadLink(SignatureError::Invalid) => ("The download link is not valid.".to_owned(), None),
+            Self::RateLimited(seconds) => {
+                (format!("Too many requests for this API key; retry in {seconds} s."), Some(seconds))
+            }
+            Self::TooManyFailures(seconds) => (
+                format!("Too many failed authentications from this address; retry in {seconds} s."),
+                Some(seconds),
             ),
-            ApiError::TooManyFailures(seconds) => Self::TooManyRequests(
-                Json(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("Too many failed authentications from this address; retry in {seconds} s."),
-                )),
-                retry_after(seconds),
+            Self::TooManyOutstanding(limit) => (
+                format!(
+                    "This API key already has {limit} exports pending or processing, the most it may \
+                     have; retry when one has finished (or cancel one)."
+                ),
+                Some(OUTSTANDING_RETRY_AFTER_SECS),
             ),
-            ApiError::TooManyOutstanding(limit) => Self::TooManyRequests(
-                Json(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "This API key already has {limit} exports pending or processing, the most it may \
-                         have; retry when one has finished (or cancel one)."
-                    ),
-                )),
-                OUTSTANDING_RETRY_AFTER_SECS,
-            ),
-            ApiError::Unavailable(cause) => {
+            Self::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
-                Self::Unavailable(
-                    Json(Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "The service is temporarily unavailable; retry shortly.",
-                    )),
-                    RETRY_AFTER_SECS,
-                )
+                ("The service is temporarily unavailable; retry shortly.".to_owned(), Some(RETRY_AFTER_SECS))
             }
-            ApiError::Internal(e) => {
+            Self::StorageUnavailable(cause) => {
+                tracing::warn!(error = %cause, "storage unavailable for download");
+                ("Storage is temporarily unavailable; retry shortly.".to_owned(), Some(RETRY_AFTER_SECS))
+            }
+            Self::NotReady(problems) => {
+                (format!("Not ready: {}.", problems.join("; ")), Some(RETRY_AFTER_SECS))
+            }
+            Self::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
-                Self::Internal(Json(Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "An unexpected error occurred; it has been logged.",
-                )))
+                ("An unexpected error occurred; it has been logged.".to_owned(), None)
             }
+        };
+        (Problem::new(status, detail), retry_after)
+    }
+}
+
+impl From<ApiError> for ErrorResponse {
+    fn from(e: ApiError) -> Self {
+        let (problem, seconds) = e.problem();
+        let retry_after = retry_after(seconds.unwrap_or(RETRY_AFTER_SECS));
+        match problem.status_code() {
+            StatusCode::BAD_REQUEST => Self::BadRequest(Json(problem)),
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(Json(problem)),
+            StatusCode::FORBIDDEN => Self::Forbidden(Json(problem)),
+            StatusCode::NOT_FOUND => Self::NotFound(Json(problem)),
+            StatusCode::CONFLICT => Self::Conflict(Json(problem)),
+            StatusCode::GONE => Self::Gone(Json(problem)),
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(Json(problem), retry_after),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(Json(problem), retry_after),
+            _ => Self::Internal(Json(problem)),
         }
     }
 }
@@ -307,7 +336,7 @@ impl From<DbError> for ErrorResponse {
 
 /// Turns any error that did not come from our handlers (a parameter or body that does not parse,
 /// missing header, unknown path, wrong method, body too large) into a problem document.
-pub async fn into_problem(err: poem::Error) -> Response {
+pub(crate) async fn into_problem(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
@@ -333,11 +362,8 @@ pub async fn into_problem(err: poem::Error) -> Response {
     problem_response(Problem::new(status, detail))
 }
 
-pub fn problem_response(problem: Problem) -> Response {
-    let status = u16::try_from(problem.status)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+pub(crate) fn problem_response(problem: Problem) -> Response {
+    let status = problem.status_code();
     let body = problem.to_json().unwrap_or_default();
     Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
 }

@@ -10,8 +10,8 @@ use poem_openapi::{
 use shared::{
     api_keys::ApiKey,
     db::DbError,
-    exports::{self, Export, ExportStatus},
-    failure::FailureCode,
+    exports::{self, Export, ExportStatus as Status},
+    failure::FailureCode as ErrorCode,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
     storage::StorageError,
 };
@@ -35,7 +35,7 @@ use crate::{
 // such as openapi-typescript type a field with a default as always present.
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
-pub struct ExportRequest {
+pub(crate) struct ExportRequest {
     /// The account whose transactions to export (1-64 of `A-Z a-z 0-9 . _ -`, starting with a
     /// letter or digit).
     #[oai(validator(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
@@ -113,133 +113,8 @@ impl From<Format> for ExportFormat {
     }
 }
 
-/// Export states: `PENDING` (queued, or waiting to retry after a failed attempt: `error` says
-/// why) → `PROCESSING` → `COMPLETED` (`file_url` and the file's facts) or `FAILED` (`error`).
-/// `CANCELLED`: cancelled while pending or processing (`error_code` `cancelled`, or
-/// `cancelled_by_operator` from the dashboard, with its `error`). `EXPIRED`: a completed
-/// export whose file was deleted at the end of its retention, or found missing from storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-    Expired,
-}
-
-/// Why an export failed (FAILED), was cancelled (CANCELLED), or why its last attempt failed
-/// (PENDING: it will be retried). Each code has one fixed message, returned as `error`:
-///
-/// | code | `error` |
-/// |---|---|
-/// | `source_unavailable` | the source database could not be reached |
-/// | `source_auth_failed` | the source database refused the connection |
-/// | `source_access_denied` | the source database user may not read the table |
-/// | `source_schema_mismatch` | the configured table or column does not exist in the source database |
-/// | `source_query_failed` | the source database could not run the export's query |
-/// | `source_unexpected_data` | the source database sent a value the export cannot write |
-/// | `source_stalled` | the source database stopped sending rows |
-/// | `source_lagging` | the source replica is too far behind its primary |
-/// | `source_replication_stopped` | the source replica is not replicating |
-/// | `storage_unavailable` | storage is unavailable |
-/// | `storage_write_refused` | storage refused to store the export file |
-/// | `storage_full` | storage is full |
-/// | `storage_missing` | the storage bucket or folder does not exist |
-/// | `table_not_configured` | the table is no longer configured for export |
-/// | `cancelled` | the export was cancelled |
-/// | `cancelled_by_operator` | the export was cancelled by an operator |
-/// | `worker_shutdown` | the worker shut down; another worker will resume the export |
-/// | `worker_lost` | the worker running the export was lost |
-/// | `attempts_exhausted` | the export was interrupted too many times (the worker was lost during every attempt) |
-/// | `internal` | an internal error stopped the export |
-/// | `unclassified` | the export did not complete (recorded before failures were classified) |
-///
-/// The cause (driver messages, hosts, paths) is in the worker's log, on a line with the
-/// export's id; it is never returned. Clients should expect codes added in later releases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum ErrorCode {
-    SourceUnavailable,
-    SourceAuthFailed,
-    SourceAccessDenied,
-    SourceSchemaMismatch,
-    SourceQueryFailed,
-    SourceUnexpectedData,
-    SourceStalled,
-    SourceLagging,
-    SourceReplicationStopped,
-    StorageUnavailable,
-    StorageWriteRefused,
-    StorageFull,
-    StorageMissing,
-    TableNotConfigured,
-    Cancelled,
-    CancelledByOperator,
-    WorkerShutdown,
-    WorkerLost,
-    AttemptsExhausted,
-    Internal,
-    Unclassified,
-}
-
-impl From<FailureCode> for ErrorCode {
-    fn from(code: FailureCode) -> Self {
-        match code {
-            FailureCode::SourceUnavailable => Self::SourceUnavailable,
-            FailureCode::SourceAuthFailed => Self::SourceAuthFailed,
-            FailureCode::SourceAccessDenied => Self::SourceAccessDenied,
-            FailureCode::SourceSchemaMismatch => Self::SourceSchemaMismatch,
-            FailureCode::SourceQueryFailed => Self::SourceQueryFailed,
-            FailureCode::SourceUnexpectedData => Self::SourceUnexpectedData,
-            FailureCode::SourceStalled => Self::SourceStalled,
-            FailureCode::SourceLagging => Self::SourceLagging,
-            FailureCode::SourceReplicationStopped => Self::SourceReplicationStopped,
-            FailureCode::StorageUnavailable => Self::StorageUnavailable,
-            FailureCode::StorageWriteRefused => Self::StorageWriteRefused,
-            FailureCode::StorageFull => Self::StorageFull,
-            FailureCode::StorageMissing => Self::StorageMissing,
-            FailureCode::TableNotConfigured => Self::TableNotConfigured,
-            FailureCode::Cancelled => Self::Cancelled,
-            FailureCode::CancelledByOperator => Self::CancelledByOperator,
-            FailureCode::WorkerShutdown => Self::WorkerShutdown,
-            FailureCode::WorkerLost => Self::WorkerLost,
-            FailureCode::AttemptsExhausted => Self::AttemptsExhausted,
-            FailureCode::Internal => Self::Internal,
-            FailureCode::Unclassified => Self::Unclassified,
-        }
-    }
-}
-
 fn default_limit() -> i64 {
     50
-}
-
-impl Status {
-    fn into_domain(self) -> ExportStatus {
-        match self {
-            Self::Pending => ExportStatus::Pending,
-            Self::Processing => ExportStatus::Processing,
-            Self::Completed => ExportStatus::Completed,
-            Self::Failed => ExportStatus::Failed,
-            Self::Cancelled => ExportStatus::Cancelled,
-            Self::Expired => ExportStatus::Expired,
-        }
-    }
-}
-
-impl From<ExportStatus> for Status {
-    fn from(s: ExportStatus) -> Self {
-        match s {
-            ExportStatus::Pending => Self::Pending,
-            ExportStatus::Processing => Self::Processing,
-            ExportStatus::Completed => Self::Completed,
-            ExportStatus::Failed => Self::Failed,
-            ExportStatus::Cancelled => Self::Cancelled,
-            ExportStatus::Expired => Self::Expired,
-        }
-    }
 }
 
 /// The answer to an export request.
@@ -399,32 +274,32 @@ pub enum ListResponse {
 /// What `POST /api/export` can answer besides its export: an invalid or oversized body, one
 /// sent too slowly or not as JSON, a key that is unknown, may not export the account or is
 /// over a limit, Postgres or storage down.
-pub enum CreateErrors {}
+pub(crate) enum CreateErrors {}
 impl ErrorStatuses for CreateErrors {
     const STATUSES: &'static [u16] = &[400, 401, 403, 408, 413, 415, 429, 500, 503];
 }
 
 /// `GET /api/export/{reference_id}`: an invalid id, an unknown key, an export this key cannot
 /// see (404, never 403) or whose file is gone, a limit, Postgres down.
-pub enum GetErrors {}
+pub(crate) enum GetErrors {}
 impl ErrorStatuses for GetErrors {
     const STATUSES: &'static [u16] = &[400, 401, 404, 410, 429, 500, 503];
 }
 
 /// `GET /api/exports`: an invalid parameter, an unknown key, a limit, Postgres down.
-pub enum ListErrors {}
+pub(crate) enum ListErrors {}
 impl ErrorStatuses for ListErrors {
     const STATUSES: &'static [u16] = &[400, 401, 429, 500, 503];
 }
 
 /// `POST /api/export/{reference_id}/cancel`: also a key that did not request the export (403)
 /// and an export that has already finished (409).
-pub enum CancelErrors {}
+pub(crate) enum CancelErrors {}
 impl ErrorStatuses for CancelErrors {
     const STATUSES: &'static [u16] = &[400, 401, 403, 404, 409, 429, 500, 503];
 }
 
-pub struct ExportsApi;
+pub(crate) struct ExportsApi;
 
 #[OpenApi(tag = "ApiTags::Exports")]
 impl ExportsApi {
@@ -452,9 +327,9 @@ impl ExportsApi {
         let mut db = state.db().await?;
         let force_refresh = body.0.force_refresh.unwrap_or(false);
         let mut requested = request_export(&state, &mut db, &request, key.id, force_refresh).await?;
-        if requested.reused && requested.export.status == ExportStatus::Completed {
+        if requested.reused && requested.export.status == Status::Completed {
             let checked = check_file(&state, &db, requested.export).await?.export;
-            requested = if checked.status == ExportStatus::Completed {
+            requested = if checked.status == Status::Completed {
                 exports::Requested { export: checked, ..requested }
             } else {
                 // Its file is gone and it has left the deduplication slot: ask once more, which
@@ -465,7 +340,7 @@ impl ExportsApi {
         let export = requested.export;
         let accepted = ExportAccepted {
             reference_id: export.id,
-            status: export.status.into(),
+            status: export.status,
             reused: requested.reused,
             message: if requested.reused {
                 "An identical export already exists".into()
@@ -562,7 +437,7 @@ impl ExportsApi {
             return Err(ApiError::Validation(errors).into());
         }
         let filter = exports::ListFilter {
-            status: status.0.map(Status::into_domain),
+            status: status.0,
             account_id: account_id.and_then(Result::ok).map(|a| a.as_str().to_owned()),
             table_name: table_name.0,
             created_from: created_from.0,
@@ -610,9 +485,8 @@ impl ExportsApi {
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
         let by = exports::Canceller::Key(key.id);
-        match exports::cancel(&mut db, reference_id.0, by, FailureCode::Cancelled).await? {
+        match exports::cancel(&mut db, reference_id.0, by, ErrorCode::Cancelled, &state.metrics).await? {
             exports::Cancelled::Now(export) => {
-                state.metrics.exports_finished.add(1, &[KeyValue::new("status", "cancelled")]);
                 let details = ExportDetails { detached: Some(false), ..details(&state, export).await? };
                 Ok(DetailsResponse::Ok(Json(details)))
             }
@@ -689,7 +563,7 @@ pub(crate) async fn check_file(
     db: &deadpool_postgres::Object,
     export: Export,
 ) -> Result<Checked, DbError> {
-    let (ExportStatus::Completed, Some(key)) = (export.status, export.file_key.as_deref()) else {
+    let (Status::Completed, Some(key)) = (export.status, export.file_key.as_deref()) else {
         return Ok(Checked { export, verified: true });
     };
     // Bounded: an unreachable store retries for up to S3_RETRY_TIMEOUT_SECS, and a status poll
@@ -742,7 +616,7 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
 
 async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiError> {
     let (file_url, file_url_expires_at) = match (&export.status, &export.file_key) {
-        (ExportStatus::Completed, Some(key)) => {
+        (Status::Completed, Some(key)) => {
             let (url, expires) = state
                 .storage
                 .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
@@ -753,7 +627,7 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
     };
     Ok(ExportDetails {
         reference_id: export.id,
-        status: export.status.into(),
+        status: export.status,
         account_id: export.account_id,
         table_name: export.table_name,
         date_from: export.date_from.into(),
@@ -766,7 +640,7 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         rows_exported: export.rows_exported,
         sha256: export.sha256,
         error: export.failure.map(|code| code.message().to_owned()),
-        error_code: export.failure.map(ErrorCode::from),
+        error_code: export.failure,
         created_at: export.created_at,
         snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
@@ -829,8 +703,8 @@ mod tests {
     #[test]
     fn every_failure_code_is_in_the_api_enum_and_documented_with_its_message() {
         let spec = include_str!("../../openapi.yaml");
-        for code in FailureCode::ALL {
-            assert_eq!(ErrorCode::from(code).to_json(), Some(serde_json::json!(code.as_str())));
+        for code in ErrorCode::ALL {
+            assert_eq!(code.to_json(), Some(serde_json::json!(code.as_str())));
             let row = format!("| `{code}` | {} |", code.message());
             assert!(spec.contains(&row), "openapi.yaml (the ErrorCode doc comment) lacks {row}");
         }

@@ -2,12 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json, types::Example};
 use shared::storage_checks::StorageCheck;
 use time::OffsetDateTime;
 
-use crate::{ApiTags, AppState, error::Problem};
+use crate::{
+    ApiTags, AppState,
+    error::{ApiError, Problem},
+};
 
 /// The process is up.
 #[derive(Debug, Object)]
@@ -156,7 +158,7 @@ impl Example for Health {
     }
 }
 
-pub struct HealthApi;
+pub(crate) struct HealthApi;
 
 #[OpenApi(tag = "ApiTags::Operations")]
 impl HealthApi {
@@ -182,14 +184,14 @@ impl HealthApi {
                 storage_write,
             }));
         }
-        let detail = format!("Not ready: {}.", problems.join("; "));
-        ReadyResponse::NotReady(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), 5)
+        let (problem, retry_after) = ApiError::NotReady(problems).problem();
+        ReadyResponse::NotReady(Json(problem), crate::error::retry_after(retry_after.unwrap_or_default()))
     }
 }
 
 /// What readiness found: each dependency's check, and the latest storage write check.
 #[derive(Debug, Clone)]
-pub struct Dependencies {
+pub(crate) struct Dependencies {
     /// Postgres, the source database and storage (exists), in that order.
     pub checks: Vec<Check>,
     pub storage_write: WriteCheck,
@@ -198,7 +200,7 @@ pub struct Dependencies {
 impl Dependencies {
     /// Why the service is not ready, naming dependencies only (no internal text); empty when
     /// it is.
-    pub fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems: Vec<String> =
             self.checks.iter().filter(|c| !c.ok).map(|c| format!("{} not answering", c.name)).collect();
         if matches!(&self.storage_write, WriteCheck::Recorded(c) if !c.ok) {
@@ -210,7 +212,7 @@ impl Dependencies {
 
 /// The latest storage write check as read from Postgres.
 #[derive(Debug, Clone)]
-pub enum WriteCheck {
+pub(crate) enum WriteCheck {
     /// Its age is as of now, also when the reading comes from the cache.
     Recorded(StorageCheck),
     NotCheckedYet,
@@ -218,7 +220,7 @@ pub enum WriteCheck {
 }
 
 impl WriteCheck {
-    pub fn report(&self) -> StorageWriteCheck {
+    pub(crate) fn report(&self) -> StorageWriteCheck {
         match self {
             Self::Recorded(c) => StorageWriteCheck {
                 status: if c.ok { WriteCheckStatus::Ok } else { WriteCheckStatus::Failed },
@@ -245,12 +247,12 @@ impl WriteCheck {
 /// How long one look at storage (the existence check and the recorded write check) serves
 /// `/ready` and the dashboard: a flood of readiness probes costs one LIST (or `stat`) and one
 /// query a second.
-pub const STORAGE_STATUS_TTL: Duration = Duration::from_secs(1);
+pub(crate) const STORAGE_STATUS_TTL: Duration = Duration::from_secs(1);
 
 /// Storage's state, cached for [`STORAGE_STATUS_TTL`] per API process. While it is refreshed,
 /// other requests wait for that one refresh instead of starting their own.
 #[derive(Debug, Default)]
-pub struct StorageStatusCache {
+pub(crate) struct StorageStatusCache {
     latest: tokio::sync::Mutex<Option<(Instant, Check, WriteCheck)>>,
 }
 
@@ -296,7 +298,7 @@ async fn latest_write_check(state: &AppState) -> WriteCheck {
 
 /// Postgres, the source database and storage, checked at once, each within a timeout; storage
 /// (existence and the latest write check) through the per-process cache.
-pub async fn dependency_checks(state: &AppState) -> Dependencies {
+pub(crate) async fn dependency_checks(state: &AppState) -> Dependencies {
     let postgres = timed(CheckName::Postgres, async {
         let db = state.pool.get().await.map_err(|e| e.to_string())?;
         db.simple_query("SELECT 1").await.map(drop).map_err(|e| e.to_string())

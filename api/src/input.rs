@@ -20,10 +20,10 @@ use crate::error::ApiError;
 /// A JSON body parsed by [`FromJsonFields`] instead of poem-openapi's lenient `ParseFromJSON`,
 /// documented with `T`'s schema.
 #[derive(Debug)]
-pub struct StrictJson<T>(pub T);
+pub(crate) struct StrictJson<T>(pub T);
 
 /// A body type read from a JSON object field by field.
-pub trait FromJsonFields: Sized {
+pub(crate) trait FromJsonFields: Sized {
     /// Takes the type's fields from `fields`; `None` when any was missing or invalid (the
     /// problems are recorded in `fields`).
     fn from_fields(fields: &mut JsonFields) -> Option<Self>;
@@ -63,7 +63,7 @@ impl<T: FromJsonFields + Send> ParsePayload for StrictJson<T> {
 poem_openapi::impl_apirequest_for_payload!(StrictJson<T>, T: FromJsonFields + Type + Send);
 
 /// Parses a whole body: a JSON object whose fields `T` takes, nothing else in it.
-pub fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> {
+pub(crate) fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> {
     let body_error = |message: String| vec![FieldError::new("body", message)];
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(body_error("is required: a JSON object".into()));
@@ -99,19 +99,14 @@ pub fn parse_body<T: FromJsonFields>(data: &[u8]) -> Result<T, Vec<FieldError>> 
 
 /// A JSON object's fields, taken one by one; what is left at the end is unknown.
 #[derive(Debug)]
-pub struct JsonFields {
+pub(crate) struct JsonFields {
     object: Map<String, Value>,
     errors: Vec<FieldError>,
 }
 
 impl JsonFields {
-    /// Records a problem with a field whose value was taken but does not satisfy a rule.
-    pub fn reject(&mut self, error: FieldError) {
-        self.errors.push(error);
-    }
-
     /// A required string field.
-    pub fn string(&mut self, name: &'static str) -> Option<String> {
+    pub(crate) fn string(&mut self, name: &'static str) -> Option<String> {
         match self.object.remove(name) {
             None => {
                 self.errors.push(FieldError::new(name, "is required"));
@@ -122,7 +117,7 @@ impl JsonFields {
     }
 
     /// An optional string field; `null` is refused (leave the field out instead).
-    pub fn optional_string(&mut self, name: &'static str) -> Option<Option<String>> {
+    pub(crate) fn optional_string(&mut self, name: &'static str) -> Option<Option<String>> {
         match self.object.remove(name) {
             None => Some(None),
             Some(value) => self.as_string(name, value).map(Some),
@@ -131,7 +126,7 @@ impl JsonFields {
 
     /// An optional string field that `parse` turns into a value (an enum); `parse`'s error
     /// names the field.
-    pub fn optional_parsed<T>(
+    pub(crate) fn optional_parsed<T>(
         &mut self,
         name: &'static str,
         parse: impl FnOnce(&str) -> Result<T, FieldError>,
@@ -143,7 +138,7 @@ impl JsonFields {
     }
 
     /// An optional boolean field; `null` is refused.
-    pub fn optional_bool(&mut self, name: &'static str) -> Option<Option<bool>> {
+    pub(crate) fn optional_bool(&mut self, name: &'static str) -> Option<Option<bool>> {
         match self.object.remove(name) {
             None => Some(None),
             Some(Value::Bool(b)) => Some(Some(b)),
@@ -181,7 +176,7 @@ fn json_kind(value: &Value) -> &'static str {
 
 /// Refuses a query string naming a parameter the operation does not have (a typo such as
 /// `acount_id` would otherwise silently widen the result), or naming one twice.
-pub fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(), Vec<FieldError>> {
+pub(crate) fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(), Vec<FieldError>> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
         .map_err(|_| vec![FieldError::new("query", "is not a valid URL query string")])?;
     let mut errors = Vec::new();

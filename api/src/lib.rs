@@ -1,26 +1,27 @@
 #![doc = include_str!("../README.md")]
 
-pub mod auth;
-pub mod calendar_date;
-pub mod client_addr;
-pub mod dashboard;
-pub mod error;
-pub mod exports;
-pub mod files;
-pub mod health;
-pub mod input;
-pub mod metrics;
+mod auth;
+mod calendar_date;
+mod client_addr;
+mod dashboard;
+mod error;
+mod exports;
+mod files;
+mod health;
+mod input;
+mod metrics;
 pub mod openapi_spec;
 pub mod rate_limit;
-pub mod requesters;
-pub mod reuse;
+mod requesters;
+mod reuse;
+mod routes;
 pub mod serve;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
-use poem::{EndpointExt, Route, endpoint::make_sync};
+use poem::EndpointExt;
 use poem_openapi::{OpenApiService, Tags};
 use secrecy::ExposeSecret;
 use shared::{
@@ -35,37 +36,37 @@ use shared::{
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: Pool,
-    pub storage: Storage,
-    pub signer: UrlSigner,
-    pub tables: Arc<TableRegistry>,
-    pub public_base_url: String,
-    pub download_url_ttl: Duration,
+    pub(crate) storage: Storage,
+    pub(crate) signer: UrlSigner,
+    pub(crate) tables: Arc<TableRegistry>,
+    pub(crate) public_base_url: String,
+    pub(crate) download_url_ttl: Duration,
     /// Longest statement a client may request, in days.
-    pub max_range_days: i64,
+    pub(crate) max_range_days: i64,
     /// Attempts an export's job gets before it FAILS for good.
-    pub export_max_attempts: i32,
+    pub(crate) export_max_attempts: i32,
     /// When a completed export is reused: the freshness window and the books-closed horizon.
-    pub reuse_policy: shared::exports::ReusePolicy,
-    pub rate_limiter: Arc<rate_limit::RateLimiter>,
+    pub(crate) reuse_policy: shared::exports::ReusePolicy,
+    pub(crate) rate_limiter: Arc<rate_limit::RateLimiter>,
     /// What authentication remembers: valid and unknown credentials, failures per address.
-    pub credentials: Arc<auth::CredentialCache>,
+    pub(crate) credentials: Arc<auth::CredentialCache>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// The source database, for readiness.
-    pub source: shared::source::Source,
+    pub(crate) source: shared::source::Source,
     /// Requests answered by deduplication, flushed to Postgres in the background.
-    pub reuse: Arc<reuse::ReuseCounter>,
+    pub(crate) reuse: Arc<reuse::ReuseCounter>,
     /// Repeat requests of exports by keys that had asked before, flushed in the background.
-    pub requesters: Arc<requesters::RequesterLog>,
+    pub(crate) requesters: Arc<requesters::RequesterLog>,
     /// Most exports created by one key that may be pending or processing at once.
-    pub max_outstanding_exports_per_key: i64,
+    pub(crate) max_outstanding_exports_per_key: i64,
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
-    pub sign_in_failures: Arc<tokio::sync::Mutex<()>>,
-    pub admin_session_ttl: Duration,
+    pub(crate) sign_in_failures: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) admin_session_ttl: Duration,
     /// This process's instruments, with the queue gauges (served on `/metrics`).
-    pub metrics: Arc<shared::metrics::Metrics>,
+    pub(crate) metrics: Arc<shared::metrics::Metrics>,
     /// Storage's readiness, looked at most once a second (see `health`).
-    pub storage_status: Arc<health::StorageStatusCache>,
+    pub(crate) storage_status: Arc<health::StorageStatusCache>,
 }
 
 impl AppState {
@@ -116,7 +117,7 @@ impl AppState {
 }
 
 #[derive(Tags)]
-pub enum ApiTags {
+pub(crate) enum ApiTags {
     /// Statement exports
     Exports,
     /// Health and readiness
@@ -124,7 +125,7 @@ pub enum ApiTags {
 }
 
 /// The OpenAPI service (operations and their generated document, which `openapi_spec` finishes).
-pub fn openapi_service() -> OpenApiService<(exports::ExportsApi, health::HealthApi), ()> {
+pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(
         (exports::ExportsApi, health::HealthApi),
         "Bank statement export service",
@@ -170,24 +171,11 @@ fn spawn_batch_flusher(state: &AppState) {
     });
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the route table (`routes`) under the body limit, the one error
+/// path (problem documents), the `Allow` header, and request logging and metrics.
 pub fn app(state: AppState) -> impl poem::Endpoint {
     spawn_batch_flusher(&state);
-    let spec = openapi_spec::published(&state.public_base_url);
-    let docs = spec.swagger_ui();
-    let (spec_json, spec_yaml) = (spec.json, spec.yaml);
-    Route::new()
-        .nest("/", openapi_service())
-        .nest("/docs", docs)
-        .at(
-            "/openapi.json",
-            make_sync(move |_| spec_json.clone()).map_to_response().with(json_content_type()),
-        )
-        .at("/openapi.yaml", make_sync(move |_| spec_yaml.clone()))
-        .at("/files/*key", poem::get(files::download))
-        .at("/metrics", poem::get(metrics::scrape))
-        .nest("/dashboard", dashboard::dashboard_routes())
-        .nest("/admin", dashboard::admin_routes())
+    routes::router()
         .around(limit_body)
         .catch_all_error(error::into_problem)
         .around(allow_header)
@@ -212,7 +200,7 @@ async fn log_request<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem:
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let route = metrics::route_template(&path);
+    let route = routes::label(&path);
     let metrics = req.data::<AppState>().map(|state| state.metrics.clone());
     let span = tracing::info_span!("request", request_id = %request_id);
     let started = std::time::Instant::now();
@@ -252,7 +240,7 @@ fn is_sane_request_id(id: &str) -> bool {
 }
 
 /// Largest request body accepted (requests are a few hundred bytes of JSON).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads every request body here, before any extractor or authentication, through the limit
 /// and deadline [`serve::BoundedBody`] puts on it: more than [`MAX_BODY_BYTES`] (however it is
@@ -296,19 +284,10 @@ async fn allow_header<E: poem::Endpoint>(ep: Arc<E>, req: poem::Request) -> poem
     use poem::IntoResponse;
     let path = req.uri().path().to_owned();
     let mut response = ep.call(req).await?.into_response();
-    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let allow = match segments.as_slice() {
-            ["api", "export"] | ["api", "export", _, "cancel"] => "POST",
-            ["dashboard", "sign-out"] | ["dashboard", "jobs", ..] | ["admin", "api-keys", _, _] => "POST",
-            ["dashboard", "sign-in"] | ["admin", "api-keys"] => "GET, POST",
-            _ => "GET",
-        };
-        response.headers_mut().insert(poem::http::header::ALLOW, poem::http::HeaderValue::from_static(allow));
+    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Ok(allow) = poem::http::HeaderValue::from_str(&routes::allow(&path))
+    {
+        response.headers_mut().insert(poem::http::header::ALLOW, allow);
     }
     Ok(response)
-}
-
-fn json_content_type() -> poem::middleware::SetHeader {
-    poem::middleware::SetHeader::new().overriding(poem::http::header::CONTENT_TYPE, "application/json")
 }

@@ -16,7 +16,7 @@ const QUEUE_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const QUEUE_READ_INTERVAL: Duration = Duration::from_secs(1);
 
 #[handler]
-pub async fn scrape(Data(state): Data<&AppState>) -> Response {
+pub(crate) async fn scrape(Data(state): Data<&AppState>) -> Response {
     if state.metrics.queue_read_is_fresh(QUEUE_READ_INTERVAL) {
         return render(state);
     }
@@ -36,40 +36,9 @@ fn render(state: &AppState) -> Response {
     Response::builder().content_type(CONTENT_TYPE).body(state.metrics.render())
 }
 
-/// The route a path belongs to, with its variable parts named (metric labels must not grow
-/// with ids). Paths outside the service's routes are `other`.
-pub fn route_template(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["api", "export"] => "/api/export",
-        ["api", "export", _] => "/api/export/{reference_id}",
-        ["api", "export", _, "cancel"] => "/api/export/{reference_id}/cancel",
-        ["api", "exports"] => "/api/exports",
-        ["health"] => "/health",
-        ["ready"] => "/ready",
-        ["metrics"] => "/metrics",
-        ["openapi.json"] => "/openapi.json",
-        ["openapi.yaml"] => "/openapi.yaml",
-        ["docs", ..] => "/docs",
-        ["files", ..] => "/files/{key}",
-        [] => "/",
-        ["dashboard"] => "/dashboard",
-        ["dashboard", "exports", _] => "/dashboard/exports/{id}",
-        ["dashboard", "jobs", _, _] => "/dashboard/jobs/{id}/{action}",
-        ["dashboard", "assets", _] => "/dashboard/assets",
-        ["dashboard", "sign-in"] => "/dashboard/sign-in",
-        ["dashboard", "sign-out"] => "/dashboard/sign-out",
-        ["dashboard", "queue"] => "/dashboard/queue",
-        ["dashboard", "health"] => "/dashboard/health",
-        ["admin", "api-keys"] => "/admin/api-keys",
-        ["admin", "api-keys", _, _] => "/admin/api-keys/{id}/{action}",
-        _ => "other",
-    }
-}
-
 /// The method as a label: the standard ones by name, anything else `OTHER` (a client may send
 /// any token as a method; labels must not grow with them).
-pub fn method_label(method: &poem::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &poem::http::Method) -> &'static str {
     use poem::http::Method;
     match *method {
         Method::GET => "GET",
@@ -85,25 +54,11 @@ pub fn method_label(method: &poem::http::Method) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{method_label, route_template};
+    use super::method_label;
 
     #[test]
     fn unknown_methods_share_one_label() {
         assert_eq!(method_label(&poem::http::Method::GET), "GET");
         assert_eq!(method_label(&poem::http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
-    }
-
-    #[test]
-    fn ids_and_keys_collapse_into_their_route() {
-        assert_eq!(
-            route_template("/api/export/0b6f0f0e-1111-4222-8333-444455556666"),
-            "/api/export/{reference_id}"
-        );
-        assert_eq!(route_template("/api/export/x/cancel"), "/api/export/{reference_id}/cancel");
-        assert_eq!(route_template("/files/exports/a/8c1f0e2d/s.csv"), "/files/{key}");
-        assert_eq!(route_template("/dashboard/"), "/dashboard");
-        assert_eq!(route_template("/"), "/");
-        assert_eq!(route_template("/wp-login.php"), "other");
-        assert_eq!(route_template("/api/export/a/b/c/d"), "other");
     }
 }

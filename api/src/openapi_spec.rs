@@ -36,14 +36,13 @@ pub fn published(public_base_url: &str) -> Spec {
 }
 
 impl Spec {
-    /// Swagger UI (`/docs`) showing this spec. poem-openapi's own page embeds the spec as
-    /// generated, before [`finish`]; this is that page with the finished spec in its place.
-    pub fn swagger_ui(&self) -> impl poem::Endpoint + 'static {
+    /// The Swagger UI page (`/docs`) showing this spec. poem-openapi's own page embeds the spec
+    /// as generated, before [`finish`]; this is that page with the finished spec in its place.
+    pub fn swagger_ui_html(&self) -> String {
         let service = crate::openapi_service();
         let (page, generated) = (service.swagger_ui_html(), service.spec());
         assert!(page.contains(&generated), "poem-openapi's Swagger UI page embeds its spec verbatim");
-        let page = page.replacen(&generated, &self.json, 1);
-        poem::Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(page.clone())))
+        page.replacen(&generated, &self.json, 1)
     }
 }
 

@@ -49,7 +49,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
     }
 
     /// Gives back a token taken by [`RateLimiter::check`] (what it paid for did not count).
-    pub fn refund(&self, key: &K) {
+    pub(crate) fn refund(&self, key: &K) {
         if let Some((tokens, _)) = self.buckets.lock().expect("not poisoned").get_mut(key) {
             *tokens = (*tokens + 1.0).min(self.burst);
         }

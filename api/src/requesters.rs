@@ -16,13 +16,13 @@ use uuid::Uuid;
 const MAX_PENDING_PAIRS: usize = 100_000;
 
 #[derive(Debug, Default)]
-pub struct RequesterLog {
+pub(crate) struct RequesterLog {
     pending: Mutex<HashMap<(Uuid, Uuid), (i64, OffsetDateTime)>>,
 }
 
 impl RequesterLog {
     /// Notes one more request of `export` by `key`.
-    pub fn repeat(&self, export: Uuid, key: Uuid) {
+    pub(crate) fn repeat(&self, export: Uuid, key: Uuid) {
         let now = OffsetDateTime::now_utc();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.len() >= MAX_PENDING_PAIRS && !pending.contains_key(&(export, key)) {
@@ -56,7 +56,7 @@ impl RequesterLog {
     }
 
     /// Writes the repeats gathered so far; on failure they are kept for the next flush.
-    pub async fn flush(&self, pool: &Pool) {
+    pub(crate) async fn flush(&self, pool: &Pool) {
         let repeats = self.take();
         if repeats.is_empty() {
             return;

@@ -7,23 +7,23 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use deadpool_postgres::Pool;
 
 #[derive(Debug, Default)]
-pub struct ReuseCounter {
+pub(crate) struct ReuseCounter {
     pending: AtomicI64,
 }
 
 impl ReuseCounter {
-    pub fn count(&self) {
+    pub(crate) fn count(&self) {
         self.pending.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes the counts gathered so far; on failure they are kept for the next flush.
-    pub async fn flush(&self, pool: &Pool) {
+    pub(crate) async fn flush(&self, pool: &Pool) {
         let count = self.pending.swap(0, Ordering::Relaxed);
         if count == 0 {
             return;
         }
         let written = match pool.get().await {
-            Ok(db) => shared::dashboard::record_reuse(&db, count).await.is_ok(),
+            Ok(db) => shared::exports::stats::record_reuse(&db, count).await.is_ok(),
             Err(_) => false,
         };
         if !written {

@@ -5,8 +5,8 @@
 //!   (hyper's `header_read_timeout`, a total deadline, not an idle one). The first request's
 //!   clock starts at accept, so it also covers protocol detection and HTTP/2's preface.
 //! - A request body must arrive within `body_timeout` of its head, and is cut at
-//!   [`crate::MAX_BODY_BYTES`] on every protocol, whatever `Content-Length` or
-//!   `Transfer-Encoding` say (HTTP/2 needs neither): [`BoundedBody`] wraps every body before
+//!   `MAX_BODY_BYTES` on every protocol, whatever `Content-Length` or
+//!   `Transfer-Encoding` say (HTTP/2 needs neither): `BoundedBody` wraps every body before
 //!   poem sees it, so nothing can read past the limit. `limit_body` turns its errors into
 //!   413 / 408 problem documents.
 //! - A connection with no request in flight for `idle_timeout` is closed (HTTP/2 with a
@@ -254,7 +254,7 @@ impl Connection {
 
 /// Why reading a request body failed (inside the `io::Error` poem sees).
 #[derive(Debug, thiserror::Error)]
-pub enum BodyLimitError {
+pub(crate) enum BodyLimitError {
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("the request body did not arrive in time")]
@@ -263,7 +263,7 @@ pub enum BodyLimitError {
 
 impl BodyLimitError {
     /// The limit error behind a body read error, if that is what it was.
-    pub fn find(err: &io::Error) -> Option<&Self> {
+    pub(crate) fn find(err: &io::Error) -> Option<&Self> {
         let mut source: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
         while let Some(e) = source {
             if let Some(found) = e.downcast_ref::<Self>() {
@@ -280,7 +280,7 @@ impl BodyLimitError {
 }
 
 /// A request body that fails once more than `limit` bytes arrive or its deadline passes.
-pub struct BoundedBody {
+pub(crate) struct BoundedBody {
     inner: BoxBody<Bytes, io::Error>,
     limit: usize,
     remaining: usize,
@@ -289,7 +289,7 @@ pub struct BoundedBody {
 }
 
 impl BoundedBody {
-    pub fn new(inner: BoxBody<Bytes, io::Error>, limit: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: BoxBody<Bytes, io::Error>, limit: usize, timeout: Duration) -> Self {
         Self {
             inner,
             limit,

@@ -3,12 +3,12 @@
 
 use std::process::Command;
 
-/// Runs `statement-api serve` against a Postgres port nothing listens on: a setting that passes
-/// its check gets as far as connecting, and fails there instead.
-fn serve_with_signing_secret(secret: &str) -> String {
+/// Runs `statement-api serve` with `vars` against a Postgres port nothing listens on: a setting
+/// that passes its check gets as far as connecting, and fails there instead.
+fn serve_with(vars: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_statement-api"))
         .arg("serve")
-        .env("SIGNING_SECRET", secret)
+        .envs(vars.iter().copied())
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
         .env("API_BIND", "127.0.0.1:0")
         .output()
@@ -25,7 +25,7 @@ fn a_signing_secret_shorter_than_32_bytes_of_key_material_stops_start_up_without
         "a short passphrase, 31 bytes...",
         "00000000000000000000000000000000000000000000000000000000000000000000", // long, but one character
     ] {
-        let stderr = serve_with_signing_secret(weak);
+        let stderr = serve_with(&[("SIGNING_SECRET", weak)]);
         assert!(
             stderr.contains("SIGNING_SECRET") && stderr.contains("at least 32 bytes"),
             "{weak}: {stderr}"
@@ -38,7 +38,13 @@ fn a_signing_secret_shorter_than_32_bytes_of_key_material_stops_start_up_without
 fn a_signing_secret_with_32_bytes_of_key_material_is_accepted() {
     // `openssl rand -hex 32`: the check passes, and start-up goes on to Postgres (which is not there).
     let stderr =
-        serve_with_signing_secret("9c1f4e7a2b8d03f6a5e9c7b1d4f2a8e06b3c9d1e7f5a2b4c8e0d6f3a1b9c7e5d");
+        serve_with(&[("SIGNING_SECRET", "9c1f4e7a2b8d03f6a5e9c7b1d4f2a8e06b3c9d1e7f5a2b4c8e0d6f3a1b9c7e5d")]);
     assert!(!stderr.contains("SIGNING_SECRET"), "{stderr}");
     assert!(stderr.contains("migrations"), "start-up got as far as Postgres: {stderr}");
+}
+
+#[test]
+fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
+    let stderr = serve_with(&[("RUST_LOG", "warn,api=chatty")]);
+    assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");
 }

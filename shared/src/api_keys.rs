@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::db::DbError;
+use crate::db::{DbError, decode, text_enum};
 
 const PREFIX: &str = "sk_";
 const RANDOM_LEN: usize = 32;
@@ -20,12 +20,16 @@ const DISPLAY_PREFIX_LEN: usize = PREFIX.len() + 8;
 
 /// A freshly generated key. The plaintext exists only here, to be shown once.
 pub struct NewKey {
+    /// The whole key: shown once, never stored.
     pub plaintext: String,
+    /// Its SHA-256: what is stored.
     pub hash: [u8; 32],
+    /// What operators see (`sk_` + 8 characters).
     pub prefix: String,
 }
 
 impl NewKey {
+    /// A new random key with its checksum.
     pub fn generate() -> Self {
         // Two v4 UUIDs give 244 random bits from the OS generator; 32 base62 digits keep 190.
         let mut entropy = u128::from_le_bytes(*Uuid::new_v4().as_bytes());
@@ -59,6 +63,7 @@ pub fn is_well_formed(candidate: &str) -> bool {
     checksum(random) == check
 }
 
+/// The SHA-256 of a key: how it is stored and looked up.
 pub fn hash_key(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()
 }
@@ -74,41 +79,34 @@ fn checksum(random: &str) -> String {
     String::from_utf8(out.to_vec()).expect("base62 is ASCII")
 }
 
-/// Who may do what with a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Client,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Client => "client",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "client" => Some(Self::Client),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
+text_enum! {
+    /// Who may do what with a key (`api_keys.role`).
+    pub enum Role {
+        /// Requests and downloads exports of its accounts.
+        Client = "client",
+        /// Also signs in to the dashboard; always has every account.
+        Admin = "admin",
     }
 }
 
 /// A key as the service sees it after authentication.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
+    /// The key's id.
     pub id: Uuid,
+    /// A name to recognise it by.
     pub name: String,
+    /// What it is for.
     pub description: String,
+    /// Its display prefix (`sk_` + 8 characters).
     pub prefix: String,
+    /// What it may do.
     pub role: Role,
     /// `None`: every account.
     pub allowed_accounts: Option<Vec<String>>,
+    /// When it was created.
     pub created_at: OffsetDateTime,
+    /// When it was last used (written at most once a minute).
     pub last_used_at: Option<OffsetDateTime>,
     /// Set by `keys revoke`: final.
     pub revoked_at: Option<OffsetDateTime>,
@@ -119,6 +117,7 @@ pub struct ApiKey {
 /// Whether a key works, and whether that can change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
+    /// Works.
     Active,
     /// Refused by the API and the dashboard until reactivated.
     Deactivated,
@@ -127,6 +126,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
+    /// The state as `keys list` and the dashboard show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
@@ -137,22 +137,23 @@ impl KeyState {
 }
 
 impl ApiKey {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        let role: String = row.get("role");
-        Self {
+    /// A key row; a role this build does not know is an error ([`DbError::Decode`]).
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
             id: row.get("id"),
             name: row.get("name"),
             description: row.get("description"),
             prefix: row.get("prefix"),
-            role: Role::parse(&role).unwrap_or(Role::Client),
+            role: decode(row, "role")?,
             allowed_accounts: row.get("allowed_accounts"),
             created_at: row.get("created_at"),
             last_used_at: row.get("last_used_at"),
             revoked_at: row.get("revoked_at"),
             deactivated_at: row.get("deactivated_at"),
-        }
+        })
     }
 
+    /// Whether the key works (revoked wins over deactivated).
     pub fn state(&self) -> KeyState {
         match (self.revoked_at, self.deactivated_at) {
             (Some(_), _) => KeyState::Revoked,
@@ -161,6 +162,7 @@ impl ApiKey {
         }
     }
 
+    /// Whether the key may export and read `account`.
     pub fn may_access(&self, account: &str) -> bool {
         self.allowed_accounts.as_ref().is_none_or(|allowed| allowed.iter().any(|a| a == account))
     }
@@ -170,7 +172,7 @@ const COLUMNS: &str = "id, name, description, prefix, role, allowed_accounts, cr
     revoked_at, deactivated_at";
 
 /// The condition for a key that works (neither revoked nor deactivated), on `api_keys` as `k`.
-pub const ACTIVE: &str = "k.revoked_at IS NULL AND k.deactivated_at IS NULL";
+pub(crate) const ACTIVE: &str = "k.revoked_at IS NULL AND k.deactivated_at IS NULL";
 
 /// Why a key cannot be made as asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +182,7 @@ pub enum KeySpecError {
         "a client key needs its scope: list the accounts it may export, or choose all accounts explicitly"
     )]
     NoScope,
+    /// Both listed accounts and all accounts were asked for.
     #[error("choose either listed accounts or all accounts, not both")]
     BothScopes,
     /// An admin key restricted to accounts would still see every account on the dashboard.
@@ -205,8 +208,10 @@ impl<'a> KeySpec<'a> {
 /// Why a key was not created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
+    /// The spec is refused.
     #[error(transparent)]
     Invalid(#[from] KeySpecError),
+    /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -228,20 +233,23 @@ pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKe
                 &new.description,
                 &key.prefix,
                 &key.hash.as_slice(),
-                &new.role.as_str(),
+                &new.role,
                 &allowed_accounts,
             ],
         )
         .await
         .map_err(DbError::from)?;
-    Ok((ApiKey::from_row(&row), key))
+    Ok((ApiKey::from_row(&row)?, key))
 }
 
 /// What a new key is for.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec<'a> {
+    /// A name to recognise the key by (1 to 200 characters).
     pub name: &'a str,
+    /// What the key is for.
     pub description: &'a str,
+    /// What the key may do.
     pub role: Role,
     /// The accounts a client key may access (`--account`, repeatable).
     pub accounts: &'a [String],
@@ -259,7 +267,12 @@ pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Op
         .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys k WHERE key_hash = $1 AND {ACTIVE}"))
         .await?;
     let row = db.query_opt(&statement, &[&hash.as_slice()]).await?;
-    Ok(row.as_ref().map(ApiKey::from_row))
+    row.as_ref().map(ApiKey::from_row).transpose()
+}
+
+/// The name of key `id` (`None` when it was deleted).
+pub(crate) async fn name_of(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
+    Ok(db.query_opt("SELECT name FROM api_keys WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
 }
 
 /// Records use of a key, at most once a minute per key (no write on every request).
@@ -276,7 +289,7 @@ pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
 /// Every key, newest first.
 pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
     let rows = db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"), &[]).await?;
-    Ok(rows.iter().map(ApiKey::from_row).collect())
+    rows.iter().map(ApiKey::from_row).collect()
 }
 
 /// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for
@@ -301,11 +314,13 @@ pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, 
 /// What a deactivate or reactivate did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// Changed as asked.
     Changed,
     /// Already in the asked state.
     Unchanged,
     /// The key is revoked: that is final, it is neither deactivated nor reactivated.
     Revoked,
+    /// No such key.
     NotFound,
 }
 

@@ -20,15 +20,35 @@ use crate::tables::{TableConfigError, TableRegistry};
 /// A configuration problem found at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable is set but malformed.
     #[error("{var}: expected {expected}, got {value:?}")]
-    Invalid { var: &'static str, expected: &'static str, value: String },
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// What it is.
+        value: String,
+    },
+    /// A variable another setting needs is not set.
     #[error("{var} is required when {because}")]
-    Missing { var: &'static str, because: &'static str },
+    Missing {
+        /// The variable.
+        var: &'static str,
+        /// The setting that needs it.
+        because: &'static str,
+    },
     /// The value is a secret: the message gives its strength, never the value.
     #[error(
         "SIGNING_SECRET: expected at least {min} bytes of key material (generate it with `openssl rand -hex 32`), got {got}"
     )]
-    WeakSigningSecret { min: usize, got: usize },
+    WeakSigningSecret {
+        /// Bytes of key material needed.
+        min: usize,
+        /// Bytes of key material given.
+        got: usize,
+    },
+    /// The table configuration is refused.
     #[error("EXPORT_TABLES_FILE: {0}")]
     Tables(#[from] TableConfigError),
 }
@@ -37,20 +57,28 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub enum StorageConfig {
     /// A directory on local disk; the API serves files under HMAC-signed URLs.
-    Local { root: PathBuf },
+    Local {
+        /// The directory (`LOCAL_STORAGE_DIR`).
+        root: PathBuf,
+    },
     /// S3 or an S3-compatible server (MinIO); downloads are pre-signed GET URLs.
     S3(S3Config),
 }
 
+/// Where and how to reach S3 (or MinIO).
 #[derive(Debug, Clone)]
 pub struct S3Config {
+    /// The bucket holding the files.
     pub bucket: String,
+    /// Its region.
     pub region: String,
     /// Custom endpoint for MinIO or another S3-compatible server.
     pub endpoint: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO expects.
     pub path_style: bool,
+    /// Credentials; unset, the environment's (instance role, AWS_* variables).
     pub access_key_id: Option<String>,
+    /// See `access_key_id`.
     pub secret_access_key: Option<SecretString>,
     /// Give up retrying one request after this long: transient failures (connections refused or
     /// reset, timeouts, 5xx) are retried with capped backoff until then, however many retries
@@ -65,6 +93,7 @@ pub struct Config {
     pub database_url: SecretString,
     /// The read-only MySQL/MariaDB transactions database.
     pub source_database_url: SecretString,
+    /// Where export files are kept.
     pub storage: StorageConfig,
     /// Bytes per multipart upload part (S3 requires at least 5 MiB).
     pub upload_part_size: usize,
@@ -72,6 +101,7 @@ pub struct Config {
     pub download_url_ttl: Duration,
     /// Key for local-storage download URLs. `None`: a random key per process.
     pub signing_secret: Option<SecretString>,
+    /// The exportable tables.
     pub tables: TableRegistry,
     /// Attempts before an export is FAILED for good.
     pub export_max_attempts: i32,
@@ -84,6 +114,7 @@ pub struct Config {
 /// Settings only the API reads.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// Where the API listens.
     pub bind: SocketAddr,
     /// Base of the URLs the API hands out (download links), e.g. `https://exports.example.com`.
     pub public_base_url: String,
@@ -98,6 +129,7 @@ pub struct ApiConfig {
     pub max_range_days: i64,
     /// Requests a minute per API key (average), and the burst allowed above it.
     pub rate_limit_per_minute: u32,
+    /// See `rate_limit_per_minute`.
     pub rate_limit_burst: u32,
     /// How long a dashboard sign-in lasts.
     pub admin_session_ttl: Duration,
@@ -143,6 +175,7 @@ impl Default for TransportLimits {
 }
 
 impl TransportLimits {
+    /// Reads the `API_*` connection limits; unset ones keep their defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = Self::default();
         Ok(Self {
@@ -168,6 +201,7 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
+    /// Reads `LOG_FORMAT` (`text` when unset).
     pub fn from_env() -> Result<Self, ConfigError> {
         match var_or("LOG_FORMAT", "text").trim() {
             "text" => Ok(Self::Text),
@@ -192,6 +226,7 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// First retry delay; it doubles per attempt (with ±25 % jitter) up to `retry_max`.
     pub retry_base: Duration,
+    /// The longest retry delay.
     pub retry_max: Duration,
     /// On SIGTERM, how long running jobs may take to finish before they are released.
     pub shutdown_grace: Duration,
@@ -217,11 +252,12 @@ pub struct WorkerConfig {
     pub storage_check_interval: Duration,
 }
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
-pub const DEFAULT_SOURCE_DATABASE_URL: &str =
+pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
+pub(crate) const DEFAULT_SOURCE_DATABASE_URL: &str =
     "mysql://statements_ro:statements_ro@127.0.0.1:3306/statements_demo";
 
 impl Config {
+    /// Reads the settings both binaries need; unset ones keep their defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let storage = match var_or("STORAGE_BACKEND", "local").as_str() {
             "local" => {
@@ -284,6 +320,7 @@ impl Config {
 pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 impl ApiConfig {
+    /// Reads the API's settings; unset ones keep their defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let bind: SocketAddr =
             parse_var("API_BIND", "a socket address such as 127.0.0.1:8080", DEFAULT_API_BIND)?;
@@ -318,6 +355,7 @@ impl ApiConfig {
 }
 
 impl WorkerConfig {
+    /// Reads the worker's settings; unset ones keep their defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let concurrency: usize = positive("WORKER_CONCURRENCY", "a positive number of jobs", 4)?;
         let defaults = Self::default();
@@ -375,7 +413,11 @@ fn var_or(var: &str, default: &str) -> String {
 }
 
 /// Reads `var` and parses it; unset or empty gives `default`, anything unparsable is an error.
-fn parse_var<T: FromStr>(var: &'static str, expected: &'static str, default: T) -> Result<T, ConfigError> {
+pub(crate) fn parse_var<T: FromStr>(
+    var: &'static str,
+    expected: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
     match env::var(var) {
         Ok(value) if !value.is_empty() => {
             value.trim().parse().map_err(|_| ConfigError::Invalid { var, expected, value })
@@ -453,11 +495,11 @@ fn positive_secs(var: &'static str, default: Duration) -> Result<Duration, Confi
 
 /// Default of `S3_RETRY_TIMEOUT_SECS`: rides out a server restart or a short network outage
 /// within one attempt; longer outages go to the job's own retries, which start a fresh upload.
-pub const DEFAULT_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const DEFAULT_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// `object_store` retries a request without signing it again, so a retry must come while its
 /// signature and credentials are still valid: its documentation asks for less than 5 minutes.
-pub const MAX_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn s3_retry_timeout() -> Result<Duration, ConfigError> {
     let timeout = secs("S3_RETRY_TIMEOUT_SECS", DEFAULT_S3_RETRY_TIMEOUT)?;

@@ -41,6 +41,7 @@ pub struct CsvEncoder {
 }
 
 impl CsvEncoder {
+    /// An encoder handing out chunks of about `chunk_size` bytes; `formula_guard` prefixes cells a spreadsheet would run.
     pub fn new(chunk_size: usize, formula_guard: bool) -> Self {
         Self {
             quoter: csv_core::WriterBuilder::new().quote_style(csv_core::QuoteStyle::Necessary).build(),
@@ -138,6 +139,7 @@ pub struct FileBytes {
 }
 
 impl FileBytes {
+    /// The file's bytes, gzip-compressed when `gzip`.
     pub fn new(gzip: bool) -> Self {
         Self {
             gzip: gzip.then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())),

@@ -1,204 +1,153 @@
-//! What the operator dashboard reads and the few things it changes: export analytics, the
-//! queue's jobs, a job retried by hand, and the deduplication (reuse) counters.
+//! What the operator dashboard reads, composed from the modules that own the tables (`exports`,
+//! `queue`, `workers`, `api_keys`, `db`): each page's reads in one read-only snapshot, and the two
+//! things it changes by hand (retry or cancel a job) in one transaction each. No SQL here.
 
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::Object;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-use crate::{db::DbError, queue};
+use crate::{
+    api_keys,
+    db::{self, DbError},
+    exports::{self, Export, ListError, ListFilter, stats::Overview},
+    failure::FailureCode,
+    metrics::Metrics,
+    queue::{self, JobState, JobSummary},
+    workers::{self, WorkerInfo},
+};
 
-/// Exports of the last 30 days.
-#[derive(Debug, Clone, Default)]
-pub struct Overview {
-    pub created: i64,
-    pub pending: i64,
-    pub processing: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-    pub expired: i64,
-    /// Average and 95th percentile of start-to-completion time of completed exports.
-    pub avg_seconds: Option<f64>,
-    pub p95_seconds: Option<f64>,
-    /// Rows of completed exports over the time spent producing them.
-    pub rows_per_s: Option<f64>,
-    /// Requests answered with an existing export instead of a new one.
-    pub reused: i64,
+/// The overview page: analytics of the last 30 days and the newest exports.
+#[derive(Debug, Clone)]
+pub struct OverviewPage {
+    /// Counts, rates and timings.
+    pub stats: Overview,
+    /// Exports created per hour (UTC) over the last 24 hours, oldest first.
+    pub hourly: Vec<(PrimitiveDateTime, i64)>,
+    /// Exports created per day (UTC) over the last 30 days, oldest first.
+    pub daily: Vec<(PrimitiveDateTime, i64)>,
+    /// The newest exports.
+    pub recent: Vec<Export>,
 }
 
-impl Overview {
-    /// Completed among the exports that finished by succeeding or failing.
-    pub fn success_rate(&self) -> Option<f64> {
-        let finished = self.completed + self.expired + self.failed;
-        (finished > 0).then(|| (self.completed + self.expired) as f64 / finished as f64)
-    }
-
-    /// Share of requests answered by deduplication.
-    pub fn reuse_rate(&self) -> Option<f64> {
-        let requests = self.created + self.reused;
-        (requests > 0).then(|| self.reused as f64 / requests as f64)
-    }
+/// Reads the overview page, with the `recent` newest exports.
+pub async fn overview(db: &mut Object, recent: i64) -> Result<OverviewPage, DbError> {
+    let tx = db::snapshot(db).await?;
+    let stats = exports::stats::overview(&tx).await?;
+    let hourly = exports::stats::exports_per_hour(&tx).await?;
+    let daily = exports::stats::exports_per_day(&tx).await?;
+    let recent = match exports::list(&tx, &ListFilter::default(), recent).await {
+        Ok(recent) => recent,
+        Err(ListError::Db(e)) => return Err(e),
+        // Only a cursor can be unknown, and none is given.
+        Err(ListError::UnknownCursor) => Vec::new(),
+    };
+    tx.commit().await?;
+    Ok(OverviewPage { stats, hourly, daily, recent })
 }
 
-pub async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
-    let row = db
-        .query_one(
-            "WITH recent AS (
-                 SELECT status, row_count, extract(epoch FROM completed_at - started_at)::float8 AS seconds
-                 FROM exports WHERE created_at > now() - interval '30 days'
-             )
-             SELECT count(*),
-                    count(*) FILTER (WHERE status = 'PENDING'),
-                    count(*) FILTER (WHERE status = 'PROCESSING'),
-                    count(*) FILTER (WHERE status = 'COMPLETED'),
-                    count(*) FILTER (WHERE status = 'FAILED'),
-                    count(*) FILTER (WHERE status = 'CANCELLED'),
-                    count(*) FILTER (WHERE status = 'EXPIRED'),
-                    avg(seconds) FILTER (WHERE status = 'COMPLETED'),
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE status = 'COMPLETED'),
-                    sum(row_count) FILTER (WHERE status = 'COMPLETED')::float8
-                        / nullif(sum(seconds) FILTER (WHERE status = 'COMPLETED'), 0),
-                    (SELECT coalesce(sum(reused), 0)::bigint FROM export_reuse_hourly
-                     WHERE hour > now() - interval '30 days')
-             FROM recent",
-            &[],
-        )
-        .await?;
-    Ok(Overview {
-        created: row.get(0),
-        pending: row.get(1),
-        processing: row.get(2),
-        completed: row.get(3),
-        failed: row.get(4),
-        cancelled: row.get(5),
-        expired: row.get(6),
-        avg_seconds: row.get(7),
-        p95_seconds: row.get(8),
-        rows_per_s: row.get(9),
-        reused: row.get(10),
-    })
+/// What the export of a job has done so far.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportProgress {
+    /// The export's id.
+    pub id: Uuid,
+    /// Rows written so far.
+    pub rows_exported: i64,
 }
 
-/// Exports created per hour (UTC) over the last 24 hours, oldest first.
-pub async fn exports_per_hour(db: &impl GenericClient) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
-    series(db, "hour", "23 hours").await
-}
-
-/// Exports created per day (UTC) over the last 30 days, oldest first.
-pub async fn exports_per_day(db: &impl GenericClient) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
-    series(db, "day", "29 days").await
-}
-
-async fn series(
-    db: &impl GenericClient,
-    unit: &str,
-    span: &str,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
-    // Buckets are UTC wall-clock times; each is compared as a timestamptz so the index on
-    // created_at serves the join.
-    let rows = db
-        .query(
-            "SELECT b.start, count(e.id)
-             FROM generate_series(date_trunc($1, now() AT TIME ZONE 'UTC') - $2::text::interval,
-                                  date_trunc($1, now() AT TIME ZONE 'UTC'),
-                                  ('1 ' || $1)::interval) AS b(start)
-             LEFT JOIN exports e
-                    ON e.created_at >= b.start AT TIME ZONE 'UTC'
-                   AND e.created_at < (b.start + ('1 ' || $1)::interval) AT TIME ZONE 'UTC'
-             GROUP BY b.start ORDER BY b.start",
-            &[&unit, &span],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// A job as the queue page shows it.
+/// A job as the queue page shows it: the job and, when it produces one, its export's progress.
 #[derive(Debug, Clone)]
 pub struct JobRow {
-    pub id: i64,
-    pub kind: String,
-    pub state: String,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub worker_id: Option<String>,
-    pub last_error: Option<String>,
-    /// Running: since the attempt started; waiting: until it may run (negative when due).
-    pub seconds: Option<f64>,
-    pub export_id: Option<Uuid>,
-    pub rows_exported: Option<i64>,
+    /// The job.
+    pub job: JobSummary,
+    /// Its export, if its kind produces one.
+    pub export: Option<ExportProgress>,
 }
 
-const JOB_COLUMNS: &str = "j.id, j.kind, j.state, j.attempt, j.max_attempts, j.worker_id, j.last_error,
-    CASE j.state WHEN 'running' THEN extract(epoch FROM now() - j.attempted_at)
-                 WHEN 'retryable' THEN extract(epoch FROM j.run_at - now())
-                 ELSE extract(epoch FROM now() - j.finished_at) END::float8,
-    (j.args ->> 'export_id')::uuid, e.rows_exported";
+/// The queue page.
+#[derive(Debug, Clone)]
+pub struct QueuePage {
+    /// Jobs by state, every state included.
+    pub depth: Vec<(JobState, i64)>,
+    /// Workers that heartbeated recently.
+    pub live: Vec<WorkerInfo>,
+    /// Postgres's clock (ages are shown relative to it).
+    pub now: OffsetDateTime,
+    /// Running jobs, longest-running first.
+    pub running: Vec<JobRow>,
+    /// Jobs waiting for a retry, most recent first.
+    pub waiting: Vec<JobRow>,
+    /// Failed jobs, most recent first.
+    pub failed: Vec<JobRow>,
+}
 
-impl JobRow {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        Self {
-            id: row.get(0),
-            kind: row.get(1),
-            state: row.get(2),
-            attempt: row.get(3),
-            max_attempts: row.get(4),
-            worker_id: row.get(5),
-            last_error: row.get(6),
-            seconds: row.get(7),
-            export_id: row.get(8),
-            rows_exported: row.get(9),
-        }
+/// Reads the queue page, at most `limit` jobs per list.
+pub async fn queue(db: &mut Object, limit: i64) -> Result<QueuePage, DbError> {
+    let tx = db::snapshot(db).await?;
+    let depth = queue::depth_by_state(&tx).await?;
+    let live = workers::live(&tx, workers::ALIVE_WITHIN).await?;
+    let now = db::now(&tx).await?;
+    let mut lists = Vec::with_capacity(3);
+    for state in [JobState::Running, JobState::Retryable, JobState::Failed] {
+        let jobs = queue::in_state(&tx, state, limit).await?;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let progress = exports::progress_of_jobs(&tx, &ids).await?;
+        lists.push(
+            jobs.into_iter()
+                .map(|job| {
+                    let export = progress
+                        .iter()
+                        .find(|(job_id, ..)| *job_id == job.id)
+                        .map(|&(_, id, rows_exported)| ExportProgress { id, rows_exported });
+                    JobRow { job, export }
+                })
+                .collect(),
+        );
     }
+    tx.commit().await?;
+    let [running, waiting, failed] = <[Vec<JobRow>; 3]>::try_from(lists).expect("three lists");
+    Ok(QueuePage { depth, live, now, running, waiting, failed })
 }
 
-/// Jobs in `state`: running ones longest-running first, others most recent first.
-pub async fn jobs_in_state(db: &impl GenericClient, state: &str, limit: i64) -> Result<Vec<JobRow>, DbError> {
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {JOB_COLUMNS}
-                 FROM jobs j LEFT JOIN exports e ON e.id = (j.args ->> 'export_id')::uuid
-                 WHERE j.state = $1
-                 ORDER BY CASE WHEN j.state = 'running' THEN j.attempted_at END,
-                          coalesce(j.finished_at, j.run_at) DESC, j.id DESC
-                 LIMIT $2"
-            ),
-            &[&state, &limit],
-        )
-        .await?;
-    Ok(rows.iter().map(JobRow::from_row).collect())
+/// What the export page shows beside the export itself.
+#[derive(Debug, Clone)]
+pub struct ExportPage {
+    /// The job that produces it.
+    pub job: Option<JobSummary>,
+    /// The name of the key that requested it (`None` when deleted or not recorded).
+    pub requester: Option<String>,
 }
 
-/// The job that produces an export (its latest), if any.
-pub async fn job_of_export(db: &impl GenericClient, export_id: Uuid) -> Result<Option<JobRow>, DbError> {
-    let row = db
-        .query_opt(
-            &format!(
-                "SELECT {JOB_COLUMNS}
-                 FROM exports e JOIN jobs j ON j.id = e.job_id
-                 WHERE e.id = $1"
-            ),
-            &[&export_id],
-        )
-        .await?;
-    Ok(row.as_ref().map(JobRow::from_row))
+/// Reads what the export page shows beside `export`.
+pub async fn export(db: &mut Object, export: &Export) -> Result<ExportPage, DbError> {
+    let tx = db::snapshot(db).await?;
+    let job = match export.job_id {
+        Some(id) => queue::get(&tx, id).await?,
+        None => None,
+    };
+    let requester = match export.api_key_id {
+        Some(id) => api_keys::name_of(&tx, id).await?,
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(ExportPage { job, requester })
 }
 
-/// `None` when the job does not exist; otherwise the export it produces, if any.
-pub async fn export_of_job(db: &impl GenericClient, job_id: i64) -> Result<Option<Option<Uuid>>, DbError> {
-    let row = db.query_opt("SELECT (args ->> 'export_id')::uuid FROM jobs WHERE id = $1", &[&job_id]).await?;
-    Ok(row.map(|r| r.get(0)))
+/// What the health page reads from Postgres.
+#[derive(Debug, Clone)]
+pub struct HealthPage {
+    /// The newest migration applied.
+    pub schema_version: Option<i32>,
+    /// Workers that heartbeated recently.
+    pub live: Vec<WorkerInfo>,
 }
 
-/// The name of the key that requested an export (`None` when deleted or not recorded).
-pub async fn requester_name(db: &impl GenericClient, export_id: Uuid) -> Result<Option<String>, DbError> {
-    let row = db
-        .query_opt(
-            "SELECT k.name FROM exports e JOIN api_keys k ON k.id = e.api_key_id WHERE e.id = $1",
-            &[&export_id],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+/// Reads the health page's Postgres figures.
+pub async fn health(db: &mut Object) -> Result<HealthPage, DbError> {
+    let tx = db::snapshot(db).await?;
+    let schema_version = db::schema_version(&tx).await?;
+    let live = workers::live(&tx, workers::ALIVE_WITHIN).await?;
+    tx.commit().await?;
+    Ok(HealthPage { schema_version, live })
 }
 
 /// The outcome of retrying a job by hand.
@@ -213,65 +162,48 @@ pub enum Retried {
 }
 
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, and its export back
-/// to PENDING, in one transaction. Locks the export before the job, as a cancel does, so the
-/// two cannot deadlock.
+/// to PENDING, in one transaction. The export is locked before the job, as a cancel does, so
+/// the two cannot deadlock.
 pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError> {
     let tx = db.transaction().await?;
-    let Some(export_id) = export_of_job(&tx, job_id).await? else { return Ok(Retried::NotRetryable) };
-    if let Some(export_id) = export_id {
-        let revived = tx
-            .execute(
-                "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL
-                 WHERE id = $1 AND status IN ('FAILED', 'PENDING')",
-                &[&export_id],
-            )
-            .await
-            .map_err(DbError::from);
-        match revived {
-            Err(e) if e.is_unique_violation() => return Ok(Retried::Superseded),
-            // Cancelled, completed or expired meanwhile: nothing to retry.
-            Ok(0) => return Ok(Retried::NotRetryable),
-            other => {
-                other?;
-            }
+    if let Some(export_id) = exports::of_job(&tx, job_id).await? {
+        match exports::revive(&tx, export_id).await? {
+            exports::Revived::Now => {}
+            exports::Revived::NotRevivable => return Ok(Retried::NotRetryable),
+            exports::Revived::SlotTaken => return Ok(Retried::Superseded),
         }
     }
-    let Some(row) = tx
-        .query_opt(
-            "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,
-                 max_attempts = greatest(max_attempts, attempt + 1)
-             WHERE id = $1 AND state IN ('failed', 'retryable')
-             RETURNING kind",
-            &[&job_id],
-        )
-        .await?
-    else {
+    if !queue::retry_now(&tx, job_id).await? {
         return Ok(Retried::NotRetryable);
-    };
-    let kind: String = row.get(0);
-    tx.execute("SELECT pg_notify($1, $2)", &[&queue::NOTIFY_CHANNEL, &kind]).await?;
+    }
     tx.commit().await?;
     Ok(Retried::Now)
 }
 
-/// Adds `count` reused requests to the current hour's counter.
-pub async fn record_reuse(db: &impl GenericClient, count: i64) -> Result<(), DbError> {
-    db.execute(
-        "INSERT INTO export_reuse_hourly (hour, reused) VALUES (date_trunc('hour', now()), $1)
-         ON CONFLICT (hour) DO UPDATE SET reused = export_reuse_hourly.reused + EXCLUDED.reused",
-        &[&count],
-    )
-    .await?;
-    Ok(())
+/// The outcome of cancelling a job by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCancelled {
+    /// Cancelled now (with its export, when it produces one).
+    Now,
+    /// It had already finished: nothing changed.
+    AlreadyFinished,
+    /// No such job.
+    NotFound,
 }
 
-/// The newest migration applied to this database.
-pub async fn schema_version(db: &impl GenericClient) -> Result<Option<i32>, DbError> {
-    let row = db.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await?;
-    Ok(row.get(0))
-}
-
-/// When now is, by Postgres's clock (pages show ages relative to it).
-pub async fn now(db: &impl GenericClient) -> Result<OffsetDateTime, DbError> {
-    Ok(db.query_one("SELECT now()", &[]).await?.get(0))
+/// Cancels a job for an operator: through its export when it produces one (so the export
+/// shows CANCELLED too, for every requester), otherwise the job alone.
+pub async fn cancel_job(db: &mut Object, job_id: i64, metrics: &Metrics) -> Result<JobCancelled, DbError> {
+    if queue::get(&*db, job_id).await?.is_none() {
+        return Ok(JobCancelled::NotFound);
+    }
+    let reason = FailureCode::CancelledByOperator;
+    let cancelled = match exports::of_job(&*db, job_id).await? {
+        Some(export_id) => matches!(
+            exports::cancel(db, export_id, exports::Canceller::Operator, reason, metrics).await?,
+            exports::Cancelled::Now(_)
+        ),
+        None => queue::cancel(&*db, job_id, reason).await?,
+    };
+    Ok(if cancelled { JobCancelled::Now } else { JobCancelled::AlreadyFinished })
 }

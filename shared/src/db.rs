@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::{NoTls, error::SqlState};
+use time::OffsetDateTime;
+use tokio_postgres::{IsolationLevel, NoTls, error::SqlState};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
@@ -13,16 +16,25 @@ mod embedded {
 /// A Postgres failure, classified for the layers above.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// No connection from the pool (Postgres down, pool exhausted).
     #[error("postgres pool: {0}")]
     Pool(#[from] PoolError),
+    /// A statement failed.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// `DATABASE_URL` does not parse.
     #[error("invalid DATABASE_URL: {0}")]
     Url(String),
+    /// A migration failed.
     #[error("migrations: {0}")]
     Migration(String),
+    /// Concurrent writers did not settle in the rounds allowed.
     #[error("contention: {0}")]
     Contention(&'static str),
+    /// A stored value this build cannot read (a state a newer release wrote, say): an error,
+    /// never mapped to some other value.
+    #[error("unreadable stored value: {0}")]
+    Decode(tokio_postgres::Error),
 }
 
 impl DbError {
@@ -42,11 +54,11 @@ impl DbError {
                             || *c == SqlState::TOO_MANY_CONNECTIONS
                     })
             }
-            Self::Url(_) | Self::Migration(_) | Self::Contention(_) => false,
+            Self::Url(_) | Self::Migration(_) | Self::Contention(_) | Self::Decode(_) => false,
         }
     }
 
-    pub fn is_unique_violation(&self) -> bool {
+    pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Postgres(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
     }
 }
@@ -79,15 +91,43 @@ pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Url(e.to_string()))
 }
 
-/// Key of the session advisory lock that serialises migration runs.
-const MIGRATION_LOCK: i64 = 0x5354_4d54_4d49_4752; // "STMTMIGR"
+/// The session advisory locks the service takes: every key in one place, so two concerns can
+/// never share one by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvisoryLock {
+    /// Serialises migration runs (every binary migrates at start-up).
+    Migrations,
+    /// Elects the maintenance leader among the workers.
+    MaintenanceLeader,
+}
+
+impl AdvisoryLock {
+    /// The lock's key: eight ASCII letters read as a big-endian integer.
+    pub fn key(self) -> i64 {
+        match self {
+            Self::Migrations => 0x5354_4d54_4d49_4752,        // "STMTMIGR"
+            Self::MaintenanceLeader => 0x5354_4d54_4d41_494e, // "STMTMAIN"
+        }
+    }
+
+    /// Takes the lock on this session if nobody holds it; `false` when another session does.
+    pub async fn try_lock(self, session: &tokio_postgres::Client) -> Result<bool, DbError> {
+        Ok(session.query_one("SELECT pg_try_advisory_lock($1)", &[&self.key()]).await?.get(0))
+    }
+
+    /// Gives the lock up.
+    pub async fn unlock(self, session: &tokio_postgres::Client) -> Result<(), DbError> {
+        session.execute("SELECT pg_advisory_unlock($1)", &[&self.key()]).await?;
+        Ok(())
+    }
+}
 
 /// Applies pending migrations over a dedicated connection, holding an advisory lock so the API
 /// and any number of workers may all call this at start-up.
 pub async fn migrate(url: &SecretString) -> Result<(), DbError> {
     let (mut client, connection) = tokio_postgres::connect(url.expose_secret(), NoTls).await?;
     let task = tokio::spawn(connection);
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&AdvisoryLock::Migrations.key()]).await?;
     let report = embedded::migrations::runner()
         .set_grouped(true)
         // An older binary may start against a newer schema (rolling upgrades, rollback):
@@ -105,3 +145,105 @@ pub async fn migrate(url: &SecretString) -> Result<(), DbError> {
 pub fn latest_migration_version() -> Option<i32> {
     embedded::migrations::runner().get_migrations().iter().map(|m| m.version()).max()
 }
+
+/// The newest migration applied to this database.
+pub async fn schema_version(db: &impl GenericClient) -> Result<Option<i32>, DbError> {
+    let row = db.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await?;
+    Ok(row.get(0))
+}
+
+/// When now is, by Postgres's clock (pages show ages relative to it).
+pub async fn now(db: &impl GenericClient) -> Result<OffsetDateTime, DbError> {
+    Ok(db.query_one("SELECT now()", &[]).await?.get(0))
+}
+
+/// A read-only transaction on one snapshot: reads composed from several modules (a dashboard
+/// page) see the tables as they were at one instant.
+pub async fn snapshot(db: &mut Object) -> Result<deadpool_postgres::Transaction<'_>, DbError> {
+    Ok(db.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?)
+}
+
+/// A column read as its type, or [`DbError::Decode`] when the stored value is not one (an enum
+/// state this build does not know).
+pub(crate) fn decode<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    column: &str,
+) -> Result<T, DbError> {
+    row.try_get(column).map_err(DbError::Decode)
+}
+
+/// Declares an enum stored as text (a `text` column with a `CHECK` of its values): its `ALL`,
+/// `as_str` and `parse`, `Display`, and `ToSql`/`FromSql`, so it round-trips the database and a
+/// value this build does not know is an error when read, never some other value.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$variant_meta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $( $(#[$variant_meta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [Self; [$($text),+].len()] = [$(Self::$variant),+];
+
+            /// The stored text.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+
+            /// The value of stored text; `None` for anything else.
+            pub fn parse(raw: &str) -> Option<Self> {
+                match raw {
+                    $($text => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::tokio_postgres::types::ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &::tokio_postgres::types::Type,
+                out: &mut ::bytes::BytesMut,
+            ) -> Result<::tokio_postgres::types::IsNull, Box<dyn ::std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &::tokio_postgres::types::Type) -> bool {
+                <&str as ::tokio_postgres::types::ToSql>::accepts(ty)
+            }
+
+            ::tokio_postgres::types::to_sql_checked!();
+        }
+
+        impl<'a> ::tokio_postgres::types::FromSql<'a> for $name {
+            fn from_sql(
+                ty: &::tokio_postgres::types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn ::std::error::Error + Sync + Send>> {
+                let text = <&str as ::tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+                Self::parse(text)
+                    .ok_or_else(|| format!("{text:?} is not a known {}", stringify!($name)).into())
+            }
+
+            fn accepts(ty: &::tokio_postgres::types::Type) -> bool {
+                <&str as ::tokio_postgres::types::FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+pub(crate) use text_enum;

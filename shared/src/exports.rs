@@ -1,76 +1,135 @@
-//! Export records (table `exports`): creation with deduplication, status, results.
+//! Export records (table `exports`): creation with deduplication, status, results, and the
+//! job kind that produces them ([`ExportStatement`]). All SQL on `exports` lives here and in the
+//! submodules: [`attempt`] (the worker's fenced writes) and [`stats`] (analytics).
 //!
 //! Deduplication is a partial unique index on `request_hash` over the live exports
-//! (pending, processing, completed and not superseded): concurrent identical requests race on
-//! the index, never on a check-then-insert. Worker writes are fenced by the job's attempt token.
+//! (`LIVE_SLOT`): concurrent identical requests race on the index, never on a
+//! check-then-insert. Worker writes are fenced by the job's attempt token.
+
+pub mod attempt;
+pub mod stats;
 
 use deadpool_postgres::{GenericClient, Object};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{db::DbError, failure::FailureCode, queue, requesters, statement::StatementRequest, uploads};
+pub use self::attempt::{
+    Attempt, ExportResult, SnapshotBasis, complete, fail, record_progress, record_snapshot_basis,
+    retry_later, start,
+};
+use crate::{
+    db::{DbError, decode, text_enum},
+    failure::FailureCode,
+    metrics::Metrics,
+    queue::{self, JobKind},
+    requesters,
+    statement::StatementRequest,
+};
 
-/// Job kind that runs one export. Persisted in `jobs.kind`: never rename.
-pub const EXPORT_JOB_KIND: &str = "export_statement";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportStatus {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-    Expired,
+text_enum! {
+    /// Export states: `PENDING` (queued, or waiting to retry after a failed attempt: `error` says
+    /// why) → `PROCESSING` → `COMPLETED` (`file_url` and the file's facts) or `FAILED` (`error`).
+    /// `CANCELLED`: cancelled while pending or processing (`error_code` `cancelled`, or
+    /// `cancelled_by_operator` from the dashboard, with its `error`). `EXPIRED`: a completed
+    /// export whose file was deleted at the end of its retention, or found missing from storage.
+    #[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+    #[cfg_attr(feature = "openapi", oai(rename = "Status", rename_all = "SCREAMING_SNAKE_CASE"))]
+    pub enum ExportStatus {
+        /// Waiting for a worker (also while a failed attempt waits for its retry).
+        Pending = "PENDING",
+        /// A worker is producing the file.
+        Processing = "PROCESSING",
+        /// The file is ready.
+        Completed = "COMPLETED",
+        /// No attempt can (or may any more) produce it.
+        Failed = "FAILED",
+        /// Cancelled by its last requester or an operator.
+        Cancelled = "CANCELLED",
+        /// Its file is gone: past retention, or lost from storage.
+        Expired = "EXPIRED",
+    }
 }
 
 impl ExportStatus {
-    pub fn as_str(self) -> &'static str {
+    /// Still to finish: pending or processing.
+    pub fn is_outstanding(self) -> bool {
+        matches!(self, Self::Pending | Self::Processing)
+    }
+
+    /// The `status` label of the finished-exports counter (`completed`, `failed`, `cancelled`).
+    fn metric_label(self) -> &'static str {
         match self {
-            Self::Pending => "PENDING",
-            Self::Processing => "PROCESSING",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-            Self::Expired => "EXPIRED",
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
         }
     }
 
-    pub fn parse(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "PENDING" => Self::Pending,
-            "PROCESSING" => Self::Processing,
-            "COMPLETED" => Self::Completed,
-            "FAILED" => Self::Failed,
-            "CANCELLED" => Self::Cancelled,
-            "EXPIRED" => Self::Expired,
-            _ => return None,
-        })
+    /// Counts an export that just reached this (finished) status. Called once, by the write that
+    /// made the transition.
+    fn count_finished(self, metrics: &Metrics) {
+        metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", self.metric_label())]);
     }
+}
+
+/// The job that produces an export: stream its rows into a file. Enqueued with the export, in
+/// the same transaction; run by the worker.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ExportStatement {
+    /// The export to produce.
+    pub export_id: Uuid,
+}
+
+impl JobKind for ExportStatement {
+    const KIND: &'static str = "export_statement";
 }
 
 /// One export as stored.
 #[derive(Debug, Clone)]
 pub struct Export {
+    /// Its reference id.
     pub id: Uuid,
+    /// The key that created it (`None`: deleted since, or created without a key).
     pub api_key_id: Option<Uuid>,
+    /// The account whose statement it is.
     pub account_id: String,
+    /// The configured table it reads.
     pub table_name: String,
+    /// First day, inclusive.
     pub date_from: Date,
+    /// Last day, inclusive.
     pub date_to: Date,
+    /// `csv` or `csv.gz`.
     pub format: String,
+    /// Where it is in its life.
     pub status: ExportStatus,
+    /// The job that produces it.
+    pub job_id: Option<i64>,
+    /// Its file in storage (COMPLETED).
     pub file_key: Option<String>,
+    /// File size in bytes.
     pub file_size: Option<i64>,
+    /// Data rows in the file.
     pub row_count: Option<i64>,
+    /// Rows written so far (progress).
     pub rows_exported: i64,
+    /// Hex SHA-256 of the file.
     pub sha256: Option<String>,
     /// Why the export failed (FAILED), was cancelled, or why its last attempt failed (PENDING);
     /// see [`FailureCode`]. The cause is in the worker's log only.
     pub failure: Option<FailureCode>,
+    /// When it was requested.
     pub created_at: OffsetDateTime,
+    /// When its source snapshot was taken.
     pub snapshot_at: Option<OffsetDateTime>,
+    /// When its latest attempt started.
     pub started_at: Option<OffsetDateTime>,
+    /// When it completed, failed or was cancelled.
     pub completed_at: Option<OffsetDateTime>,
+    /// When its file is deleted (retention).
     pub expires_at: Option<OffsetDateTime>,
     /// When the API found the COMPLETED export's file missing from storage (the export is
     /// EXPIRED since then).
@@ -82,7 +141,7 @@ pub struct Export {
     pub snapshot_position: Option<String>,
 }
 
-const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, \
+const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, job_id, \
     file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
     completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
 
@@ -106,9 +165,10 @@ fn stored_failure(
 }
 
 impl Export {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        let status = ExportStatus::parse(row.get("status")).unwrap_or(ExportStatus::Failed);
-        Self {
+    /// An export row; a status this build does not know is an error ([`DbError::Decode`]).
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        let status = decode(row, "status")?;
+        Ok(Self {
             id: row.get("id"),
             api_key_id: row.get("api_key_id"),
             account_id: row.get("account_id"),
@@ -117,6 +177,7 @@ impl Export {
             date_to: row.get("date_to"),
             format: row.get("format"),
             status,
+            job_id: row.get("job_id"),
             file_key: row.get("file_key"),
             file_size: row.get("file_size"),
             row_count: row.get("row_count"),
@@ -131,13 +192,24 @@ impl Export {
             file_lost_at: row.get("file_lost_at"),
             snapshot_lag_seconds: row.get("snapshot_lag_seconds"),
             snapshot_position: row.get("snapshot_position"),
-        }
+        })
+    }
+
+    /// Several export rows (see [`Export::from_row`]).
+    fn from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Self>, DbError> {
+        rows.iter().map(Self::from_row).collect()
+    }
+
+    /// An optional export row (see [`Export::from_row`]).
+    fn from_opt(row: Option<&tokio_postgres::Row>) -> Result<Option<Self>, DbError> {
+        row.map(Self::from_row).transpose()
     }
 }
 
 /// The outcome of asking for a statement.
 #[derive(Debug, Clone)]
 pub struct Requested {
+    /// The export the request gets.
     pub export: Export,
     /// An identical live export already existed and is returned instead of a new one.
     pub reused: bool,
@@ -150,6 +222,7 @@ pub struct Requested {
 /// The key asking for an export, and how many outstanding exports it may have.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestedBy {
+    /// The asking key.
     pub api_key_id: Uuid,
     /// Most exports created by this key that may be pending or processing at once; a request
     /// that would create one more is refused (a dedup hit is not: it creates no work).
@@ -159,8 +232,13 @@ pub struct RequestedBy {
 /// Why an export was not requested.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// A new export would pass the key's cap on outstanding exports.
     #[error("the key already has {limit} exports pending or processing")]
-    TooManyOutstanding { limit: i64 },
+    TooManyOutstanding {
+        /// The cap.
+        limit: i64,
+    },
+    /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -174,6 +252,11 @@ impl From<tokio_postgres::Error> for RequestError {
 /// An export that is still to finish, on `exports`: the predicate of the
 /// `exports_outstanding_by_key` index (V8).
 const OUTSTANDING: &str = "status IN ('PENDING', 'PROCESSING')";
+
+/// An export that holds its request's deduplication slot: the predicate of the
+/// `exports_dedup_slot` unique index (V1), written once. `ON CONFLICT … WHERE` must repeat it
+/// for Postgres to infer the index; every read of "the live export" uses it too.
+const LIVE_SLOT: &str = "superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')";
 
 /// When a completed export may be handed out again instead of a new one.
 #[derive(Debug, Clone, Copy)]
@@ -197,16 +280,7 @@ const STALE_COMPLETED: &str = "status = 'COMPLETED'
 /// The live export for request hash `$1` that may be reused: pending, processing, or
 /// completed and not [`STALE_COMPLETED`].
 fn reusable() -> String {
-    format!(
-        "request_hash = $1 AND superseded_at IS NULL
-         AND status IN ('PENDING', 'PROCESSING', 'COMPLETED') AND NOT ({STALE_COMPLETED})"
-    )
-}
-
-/// Arguments of an export job, as stored in `jobs.args`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ExportJobArgs {
-    pub export_id: Uuid,
+    format!("request_hash = $1 AND {LIVE_SLOT} AND NOT ({STALE_COMPLETED})")
 }
 
 /// Returns the live export for this request, or creates one and enqueues its job in the same
@@ -239,7 +313,7 @@ pub async fn request(
         if let Some(row) =
             db.query_opt(&statement, &[&hash.as_slice(), &freshness, &horizon, &api_key_id]).await?
         {
-            let export = Export::from_row(&row);
+            let export = Export::from_row(&row)?;
             let held: bool = row.get("held");
             let recorded = match api_key_id {
                 Some(key) if !held => {
@@ -263,9 +337,7 @@ pub async fn request(
         }
         if force_refresh {
             tx.execute(
-                "UPDATE exports SET superseded_at = now()
-                 WHERE request_hash = $1 AND superseded_at IS NULL
-                   AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')",
+                &format!("UPDATE exports SET superseded_at = now() WHERE request_hash = $1 AND {LIVE_SLOT}"),
                 &[&hash.as_slice()],
             )
             .await?;
@@ -287,9 +359,7 @@ pub async fn request(
                 &format!(
                     "INSERT INTO exports (id, request_hash, api_key_id, account_id, table_name, date_from, date_to, format)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (request_hash)
-                         WHERE superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')
-                         DO NOTHING
+                     ON CONFLICT (request_hash) WHERE {LIVE_SLOT} DO NOTHING
                      RETURNING {COLUMNS}"
                 ),
                 &[
@@ -305,7 +375,7 @@ pub async fn request(
             )
             .await?;
         if let Some(row) = inserted {
-            let export = Export::from_row(&row);
+            let export = Export::from_row(&row)?;
             if let Some(by) = by {
                 let outstanding: i64 = tx
                     .query_one(
@@ -320,23 +390,20 @@ pub async fn request(
                 }
                 requesters::record(&tx, export.id, by.api_key_id).await?;
             }
-            let args = serde_json::to_value(ExportJobArgs { export_id: export.id }).expect("serializable");
-            let job_id = queue::enqueue(&tx, EXPORT_JOB_KIND, &args, max_attempts).await?;
+            let job_id =
+                ExportStatement { export_id: export.id }.enqueue_with_attempts(&tx, max_attempts).await?;
             tx.execute("UPDATE exports SET job_id = $2 WHERE id = $1", &[&export.id, &job_id]).await?;
             tx.commit().await?;
+            let export = Export { job_id: Some(job_id), ..export };
             return Ok(Requested { export, reused: false, recorded: true });
         }
         let existing = tx
             .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM exports
-                     WHERE request_hash = $1 AND superseded_at IS NULL
-                       AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')"
-                ),
+                &format!("SELECT {COLUMNS} FROM exports WHERE request_hash = $1 AND {LIVE_SLOT}"),
                 &[&hash.as_slice()],
             )
             .await?;
-        let existing = existing.as_ref().map(Export::from_row);
+        let existing = Export::from_opt(existing.as_ref())?;
         if let (Some(export), Some(by)) = (&existing, by) {
             requesters::record(&tx, export.id, by.api_key_id).await?;
         }
@@ -351,145 +418,23 @@ pub async fn request(
 /// One export by id.
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Export>, DbError> {
     let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1")).await?;
-    Ok(db.query_opt(&statement, &[&id]).await?.as_ref().map(Export::from_row))
+    Export::from_opt(db.query_opt(&statement, &[&id]).await?.as_ref())
 }
 
-/// A job attempt that holds an export: every write below checks it still holds the job.
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt {
-    pub export_id: Uuid,
-    pub job_id: i64,
-    pub token: Uuid,
+/// The export a job produces (`None`: the job produces none, or does not exist).
+pub(crate) async fn of_job(db: &impl GenericClient, job_id: i64) -> Result<Option<Uuid>, DbError> {
+    let row = db.query_opt("SELECT id FROM exports WHERE job_id = $1", &[&job_id]).await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
-/// Condition shared by every fenced write: the job still runs under this attempt's token.
-const FENCE: &str =
-    "EXISTS (SELECT 1 FROM jobs WHERE jobs.id = $2 AND jobs.attempt_token = $3 AND jobs.state = 'running')";
-
-/// Marks the export PROCESSING with the snapshot time. `None` when fenced out or when the
-/// export is no longer waiting to run (cancelled, superseded ones still run).
-pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<Export>, DbError> {
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE exports SET status = 'PROCESSING', started_at = now(), snapshot_at = now(),
-                     rows_exported = 0, error = NULL, error_code = NULL
-                 WHERE id = $1 AND status IN ('PENDING', 'PROCESSING') AND {FENCE}
-                 RETURNING {COLUMNS}"
-            ),
-            &[&attempt.export_id, &attempt.job_id, &attempt.token],
-        )
-        .await?;
-    Ok(row.as_ref().map(Export::from_row))
-}
-
-/// Records progress. `false` when fenced out.
-pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i64) -> Result<bool, DbError> {
-    let statement = db
-        .prepare_cached(&format!(
-            "UPDATE exports SET rows_exported = $4 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
-        ))
-        .await?;
-    Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
-}
-
-/// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
-/// checked) and the source's replication position (`None`: the source has none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotBasis {
-    pub lag_seconds: Option<i64>,
-    pub position: Option<String>,
-}
-
-/// Records what the snapshot was taken against. `false` when fenced out.
-pub async fn record_snapshot_basis(
+/// What the exports of some jobs have done so far: `(job id, export id, rows exported)`.
+pub(crate) async fn progress_of_jobs(
     db: &impl GenericClient,
-    attempt: Attempt,
-    basis: &SnapshotBasis,
-) -> Result<bool, DbError> {
-    let updated = db
-        .execute(
-            &format!(
-                "UPDATE exports SET snapshot_lag_seconds = $4, snapshot_position = $5
-                 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
-            ),
-            &[&attempt.export_id, &attempt.job_id, &attempt.token, &basis.lag_seconds, &basis.position],
-        )
-        .await?;
-    Ok(updated == 1)
-}
-
-/// The finished file.
-#[derive(Debug, Clone)]
-pub struct ExportResult {
-    pub file_key: String,
-    pub file_size: i64,
-    pub row_count: i64,
-    pub sha256: String,
-}
-
-/// Marks the export COMPLETED and its job completed, and takes the file out of the upload
-/// journal, atomically; the file is kept for `retention`. `false` when fenced out: nothing was written and the caller must discard its
-/// object.
-pub async fn complete(
-    db: &mut Object,
-    attempt: Attempt,
-    result: &ExportResult,
-    retention: std::time::Duration,
-) -> Result<bool, DbError> {
-    let tx = db.transaction().await?;
-    let updated = tx
-        .execute(
-            &format!(
-                "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
-                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL, error_code = NULL,
-                     expires_at = now() + make_interval(secs => $8)
-                 WHERE id = $1 AND status = 'PROCESSING' AND {FENCE}"
-            ),
-            &[
-                &attempt.export_id,
-                &attempt.job_id,
-                &attempt.token,
-                &result.file_key,
-                &result.file_size,
-                &result.row_count,
-                &result.sha256,
-                &retention.as_secs_f64(),
-            ],
-        )
-        .await?;
-    if updated != 1 || !queue::complete(&tx, attempt.job_id, attempt.token).await? {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    uploads::forget(&tx, &result.file_key).await?;
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// Marks the export FAILED with the failure's code (the cause is logged, never stored); nothing
-/// of the failed attempt's progress is kept. Call it in the transaction that fails its job.
-pub async fn fail(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
-    db.execute(
-        "UPDATE exports SET status = 'FAILED', error_code = $2, error = NULL, completed_at = now(),
-             rows_exported = 0
-         WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
-        &[&export_id, &code.as_str()],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Back to PENDING while its job waits for a retry; the code says why. Call it in the
-/// transaction that gives its job back to the queue.
-pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
-    db.execute(
-        "UPDATE exports SET status = 'PENDING', error_code = $2, error = NULL, rows_exported = 0
-         WHERE id = $1 AND status = 'PROCESSING'",
-        &[&export_id, &code.as_str()],
-    )
-    .await?;
-    Ok(())
+    job_ids: &[i64],
+) -> Result<Vec<(i64, Uuid, i64)>, DbError> {
+    let rows =
+        db.query("SELECT job_id, id, rows_exported FROM exports WHERE job_id = ANY($1)", &[&job_ids]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// The outcome of a cancel request.
@@ -505,6 +450,7 @@ pub enum Cancelled {
     AlreadyFinished(Export),
     /// The calling key never asked for this export: nothing changed.
     NotRequester,
+    /// No such export.
     NotFound,
 }
 
@@ -521,22 +467,22 @@ pub enum Canceller {
 /// Cancels a pending or processing export and its job, in one transaction. `reason` is
 /// recorded as the export's failure ([`FailureCode::Cancelled`] or
 /// [`FailureCode::CancelledByOperator`]). The export's row is locked first, so concurrent
-/// cancels by its requesters take turns: the last one to leave cancels it.
+/// cancels by its requesters take turns: the last one to leave cancels it. A cancel is counted
+/// in `metrics` (finished exports).
 pub async fn cancel(
     db: &mut Object,
     id: Uuid,
     by: Canceller,
     reason: FailureCode,
+    metrics: &Metrics,
 ) -> Result<Cancelled, DbError> {
     let tx = db.transaction().await?;
-    let Some(row) = tx
-        .query_opt(&format!("SELECT {COLUMNS}, job_id FROM exports WHERE id = $1 FOR UPDATE"), &[&id])
-        .await?
+    let Some(row) =
+        tx.query_opt(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1 FOR UPDATE"), &[&id]).await?
     else {
         return Ok(Cancelled::NotFound);
     };
-    let export = Export::from_row(&row);
-    let job_id: Option<i64> = row.get("job_id");
+    let export = Export::from_row(&row)?;
     let mut detached = false;
     if let Canceller::Key(key) = by {
         match requesters::role(&tx, id, key).await? {
@@ -545,7 +491,7 @@ pub async fn cancel(
             requesters::Role::Attached => {}
         }
     }
-    if !matches!(export.status, ExportStatus::Pending | ExportStatus::Processing) {
+    if !export.status.is_outstanding() {
         return Ok(Cancelled::AlreadyFinished(export));
     }
     if detached {
@@ -564,14 +510,47 @@ pub async fn cancel(
                 "UPDATE exports SET status = 'CANCELLED', completed_at = now(), error_code = $2, error = NULL
                  WHERE id = $1 RETURNING {COLUMNS}"
             ),
-            &[&id, &reason.as_str()],
+            &[&id, &reason],
         )
         .await?;
-    if let Some(job_id) = job_id {
+    if let Some(job_id) = export.job_id {
         queue::cancel(&tx, job_id, reason).await?;
     }
     tx.commit().await?;
-    Ok(Cancelled::Now(Export::from_row(&row)))
+    ExportStatus::Cancelled.count_finished(metrics);
+    Ok(Cancelled::Now(Export::from_row(&row)?))
+}
+
+/// Why an export could not be revived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revived {
+    /// Back to PENDING, its failure cleared: its job may run again.
+    Now,
+    /// Not failed nor pending (cancelled, completed or expired meanwhile): nothing to retry.
+    NotRevivable,
+    /// An identical export holds the deduplication slot ([`LIVE_SLOT`]) now: retry that one.
+    SlotTaken,
+}
+
+/// Puts a FAILED (or retry-waiting PENDING) export back to PENDING, its failure cleared, for a
+/// retry by hand. Call it in the transaction that retries its job, before that (an export is
+/// locked before its job, as a cancel does, so the two cannot deadlock).
+pub(crate) async fn revive(db: &impl GenericClient, id: Uuid) -> Result<Revived, DbError> {
+    let revived = db
+        .execute(
+            "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL
+             WHERE id = $1 AND status IN ('FAILED', 'PENDING')",
+            &[&id],
+        )
+        .await
+        .map_err(DbError::from);
+    match revived {
+        Ok(0) => Ok(Revived::NotRevivable),
+        Ok(_) => Ok(Revived::Now),
+        // Reviving into the live slot another export holds (V1's `exports_dedup_slot`).
+        Err(e) if e.is_unique_violation() => Ok(Revived::SlotTaken),
+        Err(e) => Err(e),
+    }
 }
 
 /// Completed exports whose retention has run out, oldest first, at most `batch`.
@@ -620,16 +599,21 @@ pub async fn mark_file_lost(
             &[&id, &file_key],
         )
         .await?;
-    Ok(row.as_ref().map(Export::from_row))
+    Export::from_opt(row.as_ref())
 }
 
 /// Filters of an export listing; `None` means any.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only exports in this status.
     pub status: Option<ExportStatus>,
+    /// Only this account's exports.
     pub account_id: Option<String>,
+    /// Only exports of this table.
     pub table_name: Option<String>,
+    /// Only exports created at or after this time.
     pub created_from: Option<OffsetDateTime>,
+    /// Only exports created before this time.
     pub created_before: Option<OffsetDateTime>,
     /// Only these accounts (the caller's key scope).
     pub accounts: Option<Vec<String>>,
@@ -640,8 +624,10 @@ pub struct ListFilter {
 /// Why a listing could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
+    /// The cursor names no export.
     #[error("the cursor does not name an export")]
     UnknownCursor,
+    /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -669,7 +655,7 @@ pub async fn list(
         .query(
             &statement,
             &[
-                &filter.status.map(ExportStatus::as_str),
+                &filter.status,
                 &filter.account_id,
                 &filter.table_name,
                 &filter.created_from,
@@ -682,7 +668,7 @@ pub async fn list(
         )
         .await
         .map_err(DbError::from)?;
-    Ok(rows.iter().map(Export::from_row).collect())
+    Ok(Export::from_rows(&rows)?)
 }
 
 /// The listing; filters are optional (`NULL` matches all), keyset pagination on

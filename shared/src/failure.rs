@@ -6,107 +6,90 @@
 
 use std::{error::Error, fmt};
 
-/// A failure class. The code strings are persisted data and part of the API: never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureCode {
-    /// The source database could not be reached (connection refused or reset, DNS, timeout,
-    /// too many connections, server shutting down).
-    SourceUnavailable,
-    /// The source database refused the login (wrong user or password).
-    SourceAuthFailed,
-    /// The source user lacks a privilege the export needs (SELECT on the table).
-    SourceAccessDenied,
-    /// A configured database, table or column does not exist in the source.
-    SourceSchemaMismatch,
-    /// The source refused or failed the export's query for another reason.
-    SourceQueryFailed,
-    /// The source sent a value the export cannot write (not text in the text protocol).
-    SourceUnexpectedData,
-    /// The source stopped sending rows for the stall timeout (`EXPORT_STALL_TIMEOUT_SECS`).
-    SourceStalled,
-    /// The source replica lags its primary more than `SOURCE_MAX_LAG_SECS`.
-    SourceLagging,
-    /// The source replica's replication is stopped or broken.
-    SourceReplicationStopped,
-    /// Storage could not be reached or did not answer in time.
-    StorageUnavailable,
-    /// Storage refused the write: permissions, credentials, a read-only or misshapen folder.
-    StorageWriteRefused,
-    /// Storage is full.
-    StorageFull,
-    /// The bucket (or the local storage folder) does not exist.
-    StorageMissing,
-    /// The table is no longer configured for export.
-    TableNotConfigured,
-    /// The client cancelled the export.
-    Cancelled,
-    /// An operator cancelled the export from the dashboard.
-    CancelledByOperator,
-    /// The worker shut down during the attempt; another worker resumes the export.
-    WorkerShutdown,
-    /// The worker running the export was lost (crashed or stalled past its lease).
-    WorkerLost,
-    /// The worker was lost during every attempt: no attempts are left.
-    AttemptsExhausted,
-    /// Anything else: the service's own database, a bug. Never a client's fault.
-    Internal,
-    /// Recorded before failures were classified (free text that is no longer shown).
-    Unclassified,
+use crate::db::text_enum;
+
+text_enum! {
+    /// Why an export failed (FAILED), was cancelled (CANCELLED), or why its last attempt failed
+    /// (PENDING: it will be retried). Each code has one fixed message, returned as `error`:
+    ///
+    /// | code | `error` |
+    /// |---|---|
+    /// | `source_unavailable` | the source database could not be reached |
+    /// | `source_auth_failed` | the source database refused the connection |
+    /// | `source_access_denied` | the source database user may not read the table |
+    /// | `source_schema_mismatch` | the configured table or column does not exist in the source database |
+    /// | `source_query_failed` | the source database could not run the export's query |
+    /// | `source_unexpected_data` | the source database sent a value the export cannot write |
+    /// | `source_stalled` | the source database stopped sending rows |
+    /// | `source_lagging` | the source replica is too far behind its primary |
+    /// | `source_replication_stopped` | the source replica is not replicating |
+    /// | `storage_unavailable` | storage is unavailable |
+    /// | `storage_write_refused` | storage refused to store the export file |
+    /// | `storage_full` | storage is full |
+    /// | `storage_missing` | the storage bucket or folder does not exist |
+    /// | `table_not_configured` | the table is no longer configured for export |
+    /// | `cancelled` | the export was cancelled |
+    /// | `cancelled_by_operator` | the export was cancelled by an operator |
+    /// | `worker_shutdown` | the worker shut down; another worker will resume the export |
+    /// | `worker_lost` | the worker running the export was lost |
+    /// | `attempts_exhausted` | the export was interrupted too many times (the worker was lost during every attempt) |
+    /// | `internal` | an internal error stopped the export |
+    /// | `unclassified` | the export did not complete (recorded before failures were classified) |
+    ///
+    /// The cause (driver messages, hosts, paths) is in the worker's log, on a line with the
+    /// export's id; it is never returned. Clients should expect codes added in later releases.
+    // The codes are persisted data and part of the API: never rename one. This comment is the
+    // API's `ErrorCode` schema; the table is checked against `message()` by a test in `api`.
+    #[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+    #[cfg_attr(feature = "openapi", oai(rename = "ErrorCode", rename_all = "snake_case"))]
+    pub enum FailureCode {
+        /// The source database could not be reached (connection refused or reset, DNS, timeout,
+        /// too many connections, server shutting down).
+        SourceUnavailable = "source_unavailable",
+        /// The source database refused the login (wrong user or password).
+        SourceAuthFailed = "source_auth_failed",
+        /// The source user lacks a privilege the export needs (SELECT on the table).
+        SourceAccessDenied = "source_access_denied",
+        /// A configured database, table or column does not exist in the source.
+        SourceSchemaMismatch = "source_schema_mismatch",
+        /// The source refused or failed the export's query for another reason.
+        SourceQueryFailed = "source_query_failed",
+        /// The source sent a value the export cannot write (not text in the text protocol).
+        SourceUnexpectedData = "source_unexpected_data",
+        /// The source stopped sending rows for the stall timeout (`EXPORT_STALL_TIMEOUT_SECS`).
+        SourceStalled = "source_stalled",
+        /// The source replica lags its primary more than `SOURCE_MAX_LAG_SECS`.
+        SourceLagging = "source_lagging",
+        /// The source replica's replication is stopped or broken.
+        SourceReplicationStopped = "source_replication_stopped",
+        /// Storage could not be reached or did not answer in time.
+        StorageUnavailable = "storage_unavailable",
+        /// Storage refused the write: permissions, credentials, a read-only or misshapen folder.
+        StorageWriteRefused = "storage_write_refused",
+        /// Storage is full.
+        StorageFull = "storage_full",
+        /// The bucket (or the local storage folder) does not exist.
+        StorageMissing = "storage_missing",
+        /// The table is no longer configured for export.
+        TableNotConfigured = "table_not_configured",
+        /// The client cancelled the export.
+        Cancelled = "cancelled",
+        /// An operator cancelled the export from the dashboard.
+        CancelledByOperator = "cancelled_by_operator",
+        /// The worker shut down during the attempt; another worker resumes the export.
+        WorkerShutdown = "worker_shutdown",
+        /// The worker running the export was lost (crashed or stalled past its lease).
+        WorkerLost = "worker_lost",
+        /// The worker was lost during every attempt: no attempts are left.
+        AttemptsExhausted = "attempts_exhausted",
+        /// Anything else: the service's own database, a bug. Never a client's fault.
+        Internal = "internal",
+        /// Recorded before failures were classified (free text that is no longer shown).
+        Unclassified = "unclassified",
+    }
 }
 
 impl FailureCode {
-    /// Every code, in documentation order.
-    pub const ALL: [Self; 21] = [
-        Self::SourceUnavailable,
-        Self::SourceAuthFailed,
-        Self::SourceAccessDenied,
-        Self::SourceSchemaMismatch,
-        Self::SourceQueryFailed,
-        Self::SourceUnexpectedData,
-        Self::SourceStalled,
-        Self::SourceLagging,
-        Self::SourceReplicationStopped,
-        Self::StorageUnavailable,
-        Self::StorageWriteRefused,
-        Self::StorageFull,
-        Self::StorageMissing,
-        Self::TableNotConfigured,
-        Self::Cancelled,
-        Self::CancelledByOperator,
-        Self::WorkerShutdown,
-        Self::WorkerLost,
-        Self::AttemptsExhausted,
-        Self::Internal,
-        Self::Unclassified,
-    ];
-
-    /// The stored and returned code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SourceUnavailable => "source_unavailable",
-            Self::SourceAuthFailed => "source_auth_failed",
-            Self::SourceAccessDenied => "source_access_denied",
-            Self::SourceSchemaMismatch => "source_schema_mismatch",
-            Self::SourceQueryFailed => "source_query_failed",
-            Self::SourceUnexpectedData => "source_unexpected_data",
-            Self::SourceStalled => "source_stalled",
-            Self::SourceLagging => "source_lagging",
-            Self::SourceReplicationStopped => "source_replication_stopped",
-            Self::StorageUnavailable => "storage_unavailable",
-            Self::StorageWriteRefused => "storage_write_refused",
-            Self::StorageFull => "storage_full",
-            Self::StorageMissing => "storage_missing",
-            Self::TableNotConfigured => "table_not_configured",
-            Self::Cancelled => "cancelled",
-            Self::CancelledByOperator => "cancelled_by_operator",
-            Self::WorkerShutdown => "worker_shutdown",
-            Self::WorkerLost => "worker_lost",
-            Self::AttemptsExhausted => "attempts_exhausted",
-            Self::Internal => "internal",
-            Self::Unclassified => "unclassified",
-        }
-    }
-
     /// The message shown with the code: fixed per code, never anything of the cause.
     pub fn message(self) -> &'static str {
         match self {
@@ -138,22 +121,11 @@ impl FailureCode {
         }
     }
 
-    /// The code for a stored string; `None` for anything else (free text of an older release).
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|code| code.as_str() == raw)
-    }
-
     /// What a stored value is shown as: its code, or [`FailureCode::Unclassified`] for free
     /// text (older releases stored causes verbatim; they are never echoed) and for a code of a
     /// newer release during a rolling upgrade.
     pub fn from_stored(raw: &str) -> Self {
         Self::parse(raw).unwrap_or(Self::Unclassified)
-    }
-}
-
-impl fmt::Display for FailureCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -185,12 +157,14 @@ impl fmt::Display for Cause<'_> {
 /// The innermost `std::io::Error` in an error's chain: what the operating system said. Outer
 /// ones are often wrappers of other errors with kind `Other` (object_store's `BufWriter` turns
 /// its errors into `io::Error`s).
-pub fn io_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a std::io::Error> {
+pub(crate) fn io_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a std::io::Error> {
     find_all::<std::io::Error>(error).last()
 }
 
 /// Every error of type `T` in an error's chain, outermost first.
-pub fn find_all<'a, T: Error + 'static>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a T> {
+pub(crate) fn find_all<'a, T: Error + 'static>(
+    error: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a T> {
     std::iter::successors(Some(error), |&e| e.source()).filter_map(|e| e.downcast_ref::<T>())
 }
 

@@ -5,12 +5,16 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, LogFormat};
+use crate::config::{ConfigError, LogFormat, parse_var};
 
-/// Installs the global subscriber. Fails (naming the variable) on an unknown `LOG_FORMAT`.
+/// What `RUST_LOG` must be, in the start-up error.
+const FILTER_EXPECTED: &str = "a tracing filter, e.g. info or warn,statement_worker=debug";
+
+/// Installs the global subscriber. Fails (naming the variable) on an unknown `LOG_FORMAT` or a
+/// malformed `RUST_LOG`, like every other malformed setting; unset, the filter is `info`.
 pub fn init() -> Result<(), ConfigError> {
     let format = LogFormat::from_env()?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = parse_var("RUST_LOG", FILTER_EXPECTED, EnvFilter::new("info"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -19,7 +19,11 @@ use opentelemetry::{
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
-use crate::db::DbError;
+use crate::{
+    db::DbError,
+    queue::{self, JobState},
+    workers,
+};
 
 /// `Content-Type` of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -36,9 +40,12 @@ const ATTEMPTS_BUCKETS: [f64; 6] = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0];
 /// Queue figures read at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct QueueSnapshot {
-    pub depth_by_state: Vec<(String, i64)>,
+    /// Jobs by state, every state included: a gauge series left out of a scrape would keep
+    /// its last value.
+    pub depth_by_state: Vec<(JobState, i64)>,
     /// Seconds the oldest ready (due, unclaimed) job has waited; 0 when none waits.
     pub oldest_ready_seconds: f64,
+    /// Workers that heartbeated recently.
     pub live_workers: i64,
 }
 
@@ -49,16 +56,23 @@ pub struct Metrics {
     queue: Arc<Mutex<Option<QueueSnapshot>>>,
     /// When the queue was last read.
     queue_read_at: Mutex<Option<Instant>>,
+    /// HTTP requests answered: `method`, `route`, `status`.
     pub http_requests: Counter<u64>,
+    /// Time to answer an HTTP request: `method`, `route`, `status`.
     pub http_duration: Histogram<f64>,
     /// `result`: `created` or `reused`.
     pub export_requests: Counter<u64>,
     /// `status`: `completed`, `failed` or `cancelled`.
     pub exports_finished: Counter<u64>,
+    /// Seconds from an export's start to its completion.
     pub export_duration: Histogram<f64>,
+    /// Rows per completed export.
     pub export_rows: Histogram<u64>,
+    /// Bytes per completed export.
     pub export_bytes: Histogram<u64>,
+    /// Seconds a job waited between becoming due and its claim: `kind`.
     pub job_wait: Histogram<f64>,
+    /// Attempts a job took: `kind`, `outcome`.
     pub job_attempts: Histogram<u64>,
 }
 
@@ -69,6 +83,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Instruments on a registry of their own.
     pub fn new() -> Self {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
@@ -161,7 +176,7 @@ impl Metrics {
             .with_callback(move |observer| {
                 if let Some(snapshot) = queue.lock().expect("metrics lock").as_ref() {
                     for (state, count) in &snapshot.depth_by_state {
-                        observer.observe(*count, &[KeyValue::new("state", state.clone())]);
+                        observer.observe(*count, &[KeyValue::new("state", state.as_str())]);
                     }
                 }
             })
@@ -208,6 +223,7 @@ impl Metrics {
         self.provider.meter("statement-export")
     }
 
+    /// Replaces the queue figures the gauges report.
     pub fn set_queue(&self, snapshot: QueueSnapshot) {
         *self.queue.lock().expect("metrics lock") = Some(snapshot);
         *self.queue_read_at.lock().expect("metrics lock") = Some(Instant::now());
@@ -232,32 +248,16 @@ impl Default for Metrics {
     }
 }
 
-/// Every job state, each reported (0 when empty): a gauge series left out of a scrape would keep
-/// its last value.
-const JOB_STATES: [&str; 6] = ["available", "running", "retryable", "completed", "failed", "cancelled"];
-
-/// Reads the queue figures the gauges report.
+/// Reads the queue figures the gauges report, through the modules that own the tables.
 pub async fn queue_snapshot(
     db: &impl GenericClient,
     alive_within: Duration,
 ) -> Result<QueueSnapshot, DbError> {
-    let counted = crate::queue::depth_by_state(db).await?;
-    let depth_by_state = JOB_STATES
-        .iter()
-        .map(|state| {
-            let count = counted.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-            ((*state).to_owned(), count)
-        })
-        .collect();
-    let row = db
-        .query_one(
-            "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8,
-                    (SELECT count(*) FROM workers WHERE last_heartbeat_at > now() - make_interval(secs => $1))
-             FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= now()",
-            &[&alive_within.as_secs_f64()],
-        )
-        .await?;
-    Ok(QueueSnapshot { depth_by_state, oldest_ready_seconds: row.get(0), live_workers: row.get(1) })
+    Ok(QueueSnapshot {
+        depth_by_state: queue::depth_by_state(db).await?,
+        oldest_ready_seconds: queue::oldest_ready_age(db).await?,
+        live_workers: workers::count_live(db, alive_within).await?,
+    })
 }
 
 #[cfg(test)]
@@ -272,7 +272,7 @@ mod tests {
         metrics.export_bytes.record(2048, &[]);
         metrics.register_gauge("statement_worker_running_jobs", "running", || 2);
         metrics.set_queue(QueueSnapshot {
-            depth_by_state: vec![("available".into(), 3)],
+            depth_by_state: vec![(JobState::Available, 3)],
             oldest_ready_seconds: 2.0,
             live_workers: 1,
         });

@@ -6,13 +6,61 @@
 //! worker that stalled past its lease cannot overwrite a job another worker has re-claimed.
 //! No transaction is held open while a job runs.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use deadpool_postgres::GenericClient;
+use serde::{Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{db::DbError, failure::FailureCode};
+use crate::{
+    db::{DbError, decode, text_enum},
+    failure::FailureCode,
+};
+
+text_enum! {
+    /// Where a job is in its life (`jobs.state`; the partial indexes of V1 name these values).
+    pub enum JobState {
+        /// Waiting for a claim: new, given back at shutdown, or retried by hand.
+        Available = "available",
+        /// Claimed: a worker holds it under lease.
+        Running = "running",
+        /// An attempt failed; the job runs again at its `run_at`.
+        Retryable = "retryable",
+        /// An attempt completed it.
+        Completed = "completed",
+        /// No attempts left, or a fatal error.
+        Failed = "failed",
+        /// Cancelled before it finished.
+        Cancelled = "cancelled",
+    }
+}
+
+/// A kind of job: its payload is the type itself (stored as JSON in `jobs.args`). The worker
+/// knows how to run a kind (`worker::jobs::Job`); anything may enqueue one.
+pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The kind's name in `jobs.kind`. Persisted data: never rename one.
+    const KIND: &'static str;
+    /// Attempts a job of this kind gets unless its enqueuer gives a budget of its own (the
+    /// column's default).
+    const MAX_ATTEMPTS: i32 = 5;
+
+    /// Adds this job with its kind's attempt budget. Call it inside the transaction that writes
+    /// the domain row so both commit or neither does. Returns the job id.
+    fn enqueue(&self, db: &impl GenericClient) -> impl Future<Output = Result<i64, DbError>> + Send {
+        self.enqueue_with_attempts(db, Self::MAX_ATTEMPTS)
+    }
+
+    /// Like [`JobKind::enqueue`], with `max_attempts` attempts (a configured budget).
+    fn enqueue_with_attempts(
+        &self,
+        db: &impl GenericClient,
+        max_attempts: i32,
+    ) -> impl Future<Output = Result<i64, DbError>> + Send {
+        let args = serde_json::to_value(self).expect("job arguments serialize to JSON");
+        async move { insert(db, Self::KIND, &args, max_attempts).await }
+    }
+}
 
 /// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
 pub const NOTIFY_CHANNEL: &str = "statement_jobs";
@@ -32,11 +80,15 @@ pub const COMPLETE_MANY_SQL: &str =
 /// A job this worker holds under lease.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
+    /// The job's id.
     pub id: i64,
+    /// Its kind's name ([`JobKind::KIND`]).
     pub kind: String,
+    /// Its payload: the kind's type as JSON.
     pub args: serde_json::Value,
     /// 1 for the first run.
     pub attempt: i32,
+    /// Attempts the job may use.
     pub max_attempts: i32,
     /// Fencing token of this attempt.
     pub token: Uuid,
@@ -44,9 +96,8 @@ pub struct ClaimedJob {
     pub waited_seconds: f64,
 }
 
-/// Adds a job. Call it inside the transaction that writes the domain row so both commit or
-/// neither does. Returns the job id.
-pub async fn enqueue(
+/// Inserts a job and wakes the workers (see [`JobKind::enqueue`]).
+async fn insert(
     db: &impl GenericClient,
     kind: &str,
     args: &serde_json::Value,
@@ -58,8 +109,24 @@ pub async fn enqueue(
             &[&kind, args, &max_attempts],
         )
         .await?;
-    db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
+    notify(db, kind).await?;
     Ok(row.get(0))
+}
+
+/// Wakes the workers: a job of `kind` is ready (delivered when the transaction commits).
+async fn notify(db: &impl GenericClient, kind: &str) -> Result<(), DbError> {
+    db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
+    Ok(())
+}
+
+/// The fencing predicate other tables' writes use: job `job` still runs under attempt token
+/// `token` (SQL expressions: parameters such as `$2`, or columns such as `u.job_id`). A write
+/// made under it cannot land once the attempt was rescued, released or cancelled.
+pub(crate) fn attempt_holds(job: &str, token: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM jobs WHERE jobs.id = {job} AND jobs.attempt_token = {token} \
+         AND jobs.state = 'running')"
+    )
 }
 
 /// Claims up to `limit` ready jobs for `worker_id`, highest priority and oldest first.
@@ -128,18 +195,18 @@ pub async fn cancel(db: &impl GenericClient, id: i64, reason: FailureCode) -> Re
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
                  lease_expires_at = NULL, last_error = $2
              WHERE id = $1 AND state IN ('available', 'retryable', 'running')",
-            &[&id, &reason.as_str()],
+            &[&id, &reason],
         )
         .await?
         == 1)
 }
 
+/// A job given back to the queue by [`release`]: its id, kind's name and payload.
+pub type Released = (i64, String, serde_json::Value);
+
 /// Gives running attempts back to the queue without counting them (graceful shutdown: the
 /// work was interrupted, not failed). Returns the released jobs' kinds and args.
-pub async fn release(
-    db: &impl GenericClient,
-    tokens: &[Uuid],
-) -> Result<Vec<(i64, String, serde_json::Value)>, DbError> {
+pub async fn release(db: &impl GenericClient, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
     let rows = db
         .query(
             "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
@@ -172,10 +239,30 @@ pub async fn prune_finished(
         .await?)
 }
 
-/// Jobs by state (queue depth), for readiness, metrics and the dashboard.
-pub async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(String, i64)>, DbError> {
-    let rows = db.query("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state", &[]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+/// Jobs by state (queue depth), every state included (0 when none is in it), in
+/// [`JobState::ALL`] order: for metrics and the dashboard.
+pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i64)>, DbError> {
+    let rows = db.query("SELECT state, count(*) FROM jobs GROUP BY state", &[]).await?;
+    let mut counted = Vec::with_capacity(rows.len());
+    for row in &rows {
+        counted.push((decode::<JobState>(row, "state")?, row.get::<_, i64>("count")));
+    }
+    Ok(JobState::ALL
+        .into_iter()
+        .map(|state| (state, counted.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)))
+        .collect())
+}
+
+/// Seconds the oldest ready (due, unclaimed) job has waited; 0 when none waits.
+pub(crate) async fn oldest_ready_age(db: &impl GenericClient) -> Result<f64, DbError> {
+    let row = db
+        .query_one(
+            "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+             FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= now()",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// What happened to a job whose attempt failed.
@@ -223,21 +310,24 @@ pub async fn fail(
              -- rescue) has committed, which the CTE's snapshot cannot see.
              WHERE jobs.id = attempt.id AND jobs.attempt_token = $2 AND jobs.state = 'running'
              RETURNING jobs.state, jobs.run_at",
-            &[&id, &token, &code.as_str(), &retry_at, &retry_window.as_secs_f64()],
+            &[&id, &token, &code, &retry_at, &retry_window.as_secs_f64()],
         )
         .await?;
-    Ok(match row {
-        None => FailOutcome::Fenced,
-        Some(row) if row.get::<_, &str>("state") == "retryable" => FailOutcome::Retrying(row.get("run_at")),
-        Some(_) => FailOutcome::Failed,
+    let Some(row) = row else { return Ok(FailOutcome::Fenced) };
+    Ok(match decode(&row, "state")? {
+        JobState::Retryable => FailOutcome::Retrying(row.get("run_at")),
+        _ => FailOutcome::Failed,
     })
 }
 
 /// A job whose worker was lost, returned to the queue or failed by [`rescue_expired`].
 #[derive(Debug, Clone)]
 pub struct Rescued {
+    /// The job's id.
     pub id: i64,
+    /// Its kind's name.
     pub kind: String,
+    /// Its payload.
     pub args: serde_json::Value,
     /// `false`: no attempts remain and the job failed for good.
     pub retrying: bool,
@@ -266,15 +356,106 @@ pub async fn rescue_expired(db: &impl GenericClient) -> Result<Vec<Rescued>, DbE
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Rescued {
-            id: r.get("id"),
-            kind: r.get("kind"),
-            args: r.get("args"),
-            retrying: r.get::<_, &str>("state") == "retryable",
+    rows.iter()
+        .map(|r| {
+            Ok(Rescued {
+                id: r.get("id"),
+                kind: r.get("kind"),
+                args: r.get("args"),
+                retrying: decode::<JobState>(r, "state")? == JobState::Retryable,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A job as operators see it (the dashboard's queue and export pages).
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// The job's id.
+    pub id: i64,
+    /// Its kind's name.
+    pub kind: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Attempts used so far.
+    pub attempt: i32,
+    /// Attempts it may use.
+    pub max_attempts: i32,
+    /// The worker that claimed it last.
+    pub worker_id: Option<String>,
+    /// The last failure's code (see [`FailureCode`]); read with [`FailureCode::from_stored`].
+    pub last_error: Option<String>,
+    /// Running: since the attempt started; waiting to retry: until it may run (negative when
+    /// due); finished: since it finished.
+    pub seconds: Option<f64>,
+}
+
+const SUMMARY_COLUMNS: &str = "id, kind, state, attempt, max_attempts, worker_id, last_error,
+    CASE state WHEN 'running' THEN extract(epoch FROM now() - attempted_at)
+               WHEN 'retryable' THEN extract(epoch FROM run_at - now())
+               ELSE extract(epoch FROM now() - finished_at) END::float8 AS seconds";
+
+impl JobSummary {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.get("id"),
+            kind: row.get("kind"),
+            state: decode(row, "state")?,
+            attempt: row.get("attempt"),
+            max_attempts: row.get("max_attempts"),
+            worker_id: row.get("worker_id"),
+            last_error: row.get("last_error"),
+            seconds: row.get("seconds"),
+        })
+    }
+}
+
+/// Jobs in `state`, at most `limit`: running ones longest-running first, others most recent
+/// first.
+pub(crate) async fn in_state(
+    db: &impl GenericClient,
+    state: JobState,
+    limit: i64,
+) -> Result<Vec<JobSummary>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {SUMMARY_COLUMNS} FROM jobs
+                 WHERE state = $1
+                 ORDER BY CASE WHEN state = 'running' THEN attempted_at END,
+                          coalesce(finished_at, run_at) DESC, id DESC
+                 LIMIT $2"
+            ),
+            &[&state, &limit],
+        )
+        .await?;
+    rows.iter().map(JobSummary::from_row).collect()
+}
+
+/// One job by id.
+pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>, DbError> {
+    let row = db.query_opt(&format!("SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1"), &[&id]).await?;
+    row.as_ref().map(JobSummary::from_row).transpose()
+}
+
+/// Puts a failed (or retry-waiting) job back in the queue to run at once, with one more
+/// attempt if it had used them all, and wakes the workers. `false` when the job is in no
+/// state to be retried.
+pub(crate) async fn retry_now(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+    let Some(row) = db
+        .query_opt(
+            "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,
+                 max_attempts = greatest(max_attempts, attempt + 1)
+             WHERE id = $1 AND state IN ('failed', 'retryable')
+             RETURNING kind",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(false);
+    };
+    notify(db, row.get("kind")).await?;
+    Ok(true)
 }
 
 fn lease_seconds(lease: Duration) -> f64 {

@@ -2,7 +2,7 @@
 //!
 //! The row is written synchronously the first time a key asks for an export (in the create
 //! transaction, or right after the dedup read when that read shows the key does not hold the
-//! export yet, [`HELD_BY_KEY`]), so a cancel always sees every key that holds an export. A repeat request of a pair already recorded writes nothing
+//! export yet, `HELD_BY_KEY`), so a cancel always sees every key that holds an export. A repeat request of a pair already recorded writes nothing
 //! then: each API process adds the repeats' count and latest time in batches
 //! ([`record_repeats`]), which keeps the dedup path a single read.
 //!
@@ -36,9 +36,13 @@ pub async fn record(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<
 /// Repeat requests of pairs already recorded, gathered by an API process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeats {
+    /// The export asked for again.
     pub export_id: Uuid,
+    /// The key that asked.
     pub api_key_id: Uuid,
+    /// How many times since the last batch.
     pub count: i64,
+    /// When it asked last.
     pub last_at: OffsetDateTime,
 }
 
@@ -86,7 +90,7 @@ pub enum Role {
 }
 
 /// `key`'s part in `export`.
-pub async fn role(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<Role, DbError> {
+pub(crate) async fn role(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<Role, DbError> {
     let row = db
         .query_opt(
             "SELECT detached_at IS NOT NULL FROM export_requesters WHERE export_id = $1 AND api_key_id = $2",
@@ -101,7 +105,11 @@ pub async fn role(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<Ro
 }
 
 /// How many keys other than `key` still hold `export`.
-pub async fn others_attached(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<i64, DbError> {
+pub(crate) async fn others_attached(
+    db: &impl GenericClient,
+    export: Uuid,
+    key: Uuid,
+) -> Result<i64, DbError> {
     let row = db
         .query_one(
             "SELECT count(*) FROM export_requesters
@@ -113,7 +121,7 @@ pub async fn others_attached(db: &impl GenericClient, export: Uuid, key: Uuid) -
 }
 
 /// Detaches `key` from `export`: it no longer holds it.
-pub async fn detach(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<(), DbError> {
+pub(crate) async fn detach(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<(), DbError> {
     db.execute(
         "UPDATE export_requesters SET detached_at = now()
          WHERE export_id = $1 AND api_key_id = $2 AND detached_at IS NULL",
@@ -121,16 +129,4 @@ pub async fn detach(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<
     )
     .await?;
     Ok(())
-}
-
-/// Every requester of an export: `(key, detached)`, first requester first.
-pub async fn of_export(db: &impl GenericClient, export: Uuid) -> Result<Vec<(Uuid, bool)>, DbError> {
-    let rows = db
-        .query(
-            "SELECT api_key_id, detached_at IS NOT NULL FROM export_requesters
-             WHERE export_id = $1 ORDER BY first_requested_at, id",
-            &[&export],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -13,6 +13,7 @@ use crate::db::DbError;
 /// A signed-in operator.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// The admin key that signed in.
     pub api_key_id: Uuid,
     /// The admin key's name, shown in the page header.
     pub key_name: String,
@@ -22,7 +23,9 @@ pub struct Session {
 
 /// A new session: the cookie value (shown to the browser only) and the session itself.
 pub struct NewSession {
+    /// The cookie value (stored only as its SHA-256).
     pub token: String,
+    /// The session.
     pub session: Session,
 }
 

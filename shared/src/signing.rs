@@ -8,14 +8,14 @@ use time::OffsetDateTime;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Least key material `SIGNING_SECRET` must carry: HMAC-SHA-256's own output size.
-pub const MIN_KEY_BYTES: usize = 32;
+pub(crate) const MIN_KEY_BYTES: usize = 32;
 
 /// How many bytes of key material a configured secret carries: a hex string half its length, a
 /// base64 string three quarters of it (so `openssl rand -hex 16`, 32 characters, counts as the
 /// 16 bytes it is), anything else its length in bytes.
 /// A secret of fewer than 8 distinct characters (`aaaa…`, `0000…`) is a placeholder, not a key:
 /// it counts as no more than its distinct characters.
-pub fn key_material_bytes(secret: &str) -> usize {
+pub(crate) fn key_material_bytes(secret: &str) -> usize {
     let secret = secret.trim();
     let distinct = secret.bytes().collect::<std::collections::HashSet<u8>>().len();
     if distinct < 8 {
@@ -34,8 +34,10 @@ pub fn key_material_bytes(secret: &str) -> usize {
 /// Why a signed URL was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The link's time is up.
     #[error("the download link has expired")]
     Expired,
+    /// The signature does not match the key and expiry.
     #[error("the download link is not valid")]
     Invalid,
 }
@@ -53,6 +55,7 @@ impl std::fmt::Debug for UrlSigner {
 }
 
 impl UrlSigner {
+    /// A signer with this HMAC key.
     pub fn new(key: &[u8]) -> Self {
         Self { key: SecretSlice::from(key.to_vec()) }
     }

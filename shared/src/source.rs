@@ -27,21 +27,38 @@ pub use mysql_async::{Column, Error as MysqlError, Row, Value};
 /// the caller's to time out.
 const TCP_KEEPALIVE_MS: u32 = 15_000;
 
+/// Why the source database could not serve an export.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// `SOURCE_DATABASE_URL` does not parse.
     #[error("invalid SOURCE_DATABASE_URL: {0}")]
     Url(String),
+    /// The server or the connection failed.
     #[error("source database: {0}")]
     Mysql(#[from] mysql_async::Error),
+    /// A configured table or column is not in the source's schema.
     #[error("table {table:?}: {problem}")]
-    Schema { table: String, problem: String },
+    Schema {
+        /// The configured table.
+        table: String,
+        /// What is missing.
+        problem: String,
+    },
+    /// The replica lags its primary more than `SOURCE_MAX_LAG_SECS` (seconds).
     #[error("the source replica is {lag} s behind its primary (limit {limit} s)")]
-    Lagging { lag: u64, limit: u64 },
+    Lagging {
+        /// Seconds behind.
+        lag: u64,
+        /// Seconds allowed.
+        limit: u64,
+    },
     #[error(
         "the source replica's replication is stopped or broken (it reports no lag); \
          exports wait until it replicates again"
     )]
+    /// The replica does not replicate.
     ReplicationStopped,
+    /// The replication status could not be read as expected.
     #[error("unexpected replication status from the source: {0}")]
     ReplicaStatus(&'static str),
 }
@@ -114,6 +131,7 @@ pub struct Source {
 }
 
 impl Source {
+    /// A pool of at most `max_connections` to the source (made lazily).
     pub fn new(url: &SecretString, max_connections: usize) -> Result<Self, SourceError> {
         let opts = Opts::from_url(url.expose_secret()).map_err(|e| SourceError::Url(e.to_string()))?;
         let constraints = PoolConstraints::new(0, max_connections.max(1)).expect("0 <= max");
@@ -229,6 +247,7 @@ impl Source {
         Ok(())
     }
 
+    /// Closes the pool's connections.
     pub async fn disconnect(self) {
         let _ = self.pool.disconnect().await;
     }

@@ -15,10 +15,12 @@ pub struct FieldError {
     /// The request field or parameter, as the client spelled it (an unknown field's name
     /// included).
     pub field: Cow<'static, str>,
+    /// What is wrong with it, in a client developer's words.
     pub message: String,
 }
 
 impl FieldError {
+    /// A problem with `field`.
     pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
@@ -30,12 +32,12 @@ impl FieldError {
 /// 1900, and a date outside the range is a typo (`0024` for `2024`, `2204` for `2024`), not a
 /// request. Without a bound `0000-01-01` was accepted and stored as 1 BC; MariaDB's DATE and
 /// DATETIME start at year 1000, so such a range would not even reach the source sensibly.
-pub const EARLIEST_DATE: Date = date!(1900 - 01 - 01);
+pub(crate) const EARLIEST_DATE: Date = date!(1900 - 01 - 01);
 /// The last day a statement may name (see [`EARLIEST_DATE`]).
-pub const LATEST_DATE: Date = date!(2100 - 12 - 31);
+pub(crate) const LATEST_DATE: Date = date!(2100 - 12 - 31);
 
-/// Checks that a date lies in [`EARLIEST_DATE`] ..= [`LATEST_DATE`].
-pub fn check_date_in_range(field: &'static str, date: Date) -> Result<Date, FieldError> {
+/// Checks that a date lies in `EARLIEST_DATE` ..= `LATEST_DATE` (1900-01-01 ..= 2100-12-31).
+pub(crate) fn check_date_in_range(field: &'static str, date: Date) -> Result<Date, FieldError> {
     if (EARLIEST_DATE..=LATEST_DATE).contains(&date) {
         Ok(date)
     } else {
@@ -43,7 +45,7 @@ pub fn check_date_in_range(field: &'static str, date: Date) -> Result<Date, Fiel
     }
 }
 
-/// Checks that a point in time falls on a day in [`EARLIEST_DATE`] ..= [`LATEST_DATE`] (in
+/// Checks that a point in time falls on a day in `EARLIEST_DATE` ..= `LATEST_DATE` (1900-01-01 ..= 2100-12-31) (in
 /// UTC): the listing's `created_from` and `created_before` filters.
 pub fn check_time_in_range(field: &'static str, at: OffsetDateTime) -> Result<OffsetDateTime, FieldError> {
     check_date_in_range(field, at.to_offset(time::UtcOffset::UTC).date()).map(|_| at).map_err(|_| {
@@ -60,6 +62,7 @@ pub fn check_time_in_range(field: &'static str, at: OffsetDateTime) -> Result<Of
 pub struct AccountId(String);
 
 impl AccountId {
+    /// An account id: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
@@ -75,6 +78,7 @@ impl AccountId {
         }
     }
 
+    /// The account id.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -87,7 +91,7 @@ impl fmt::Display for AccountId {
 }
 
 /// An inclusive range of calendar dates, `from <= to`, at most `max_days` long, within
-/// [`EARLIEST_DATE`] ..= [`LATEST_DATE`].
+/// `EARLIEST_DATE` ..= `LATEST_DATE` (1900-01-01 ..= 2100-12-31).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateRange {
     from: Date,
@@ -95,12 +99,14 @@ pub struct DateRange {
 }
 
 impl DateRange {
+    /// A range from `YYYY-MM-DD` texts, at most `max_days` long.
     pub fn parse(from: &str, to: &str, max_days: i64) -> Result<Self, FieldError> {
         let from = parse_date("date_from", from)?;
         let to = parse_date("date_to", to)?;
         Self::new(from, to, max_days)
     }
 
+    /// A range of dates, at most `max_days` long, within the years the service accepts.
     pub fn new(from: Date, to: Date, max_days: i64) -> Result<Self, FieldError> {
         check_date_in_range("date_from", from)?;
         check_date_in_range("date_to", to)?;
@@ -114,10 +120,12 @@ impl DateRange {
         Ok(Self { from, to })
     }
 
+    /// First day, inclusive.
     pub fn from(&self) -> Date {
         self.from
     }
 
+    /// Last day, inclusive.
     pub fn to(&self) -> Date {
         self.to
     }
@@ -145,6 +153,7 @@ fn date_error(field: &'static str) -> FieldError {
 /// Output format of an export; part of the deduplication hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExportFormat {
+    /// CSV (the default).
     #[default]
     Csv,
     /// The same CSV, gzip-compressed.
@@ -152,6 +161,7 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
+    /// The format as clients name it (`csv`, `csv.gz`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Csv => "csv",
@@ -159,6 +169,7 @@ impl ExportFormat {
         }
     }
 
+    /// The format clients name (`csv`, `csv.gz`).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         match raw {
             "csv" => Ok(Self::Csv),
@@ -167,10 +178,12 @@ impl ExportFormat {
         }
     }
 
+    /// The file name extension.
     pub fn extension(self) -> &'static str {
         self.as_str()
     }
 
+    /// The file's content type.
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Csv => "text/csv; charset=utf-8",
@@ -182,10 +195,13 @@ impl ExportFormat {
 /// A validated request for one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementRequest {
+    /// The account.
     pub account: AccountId,
     /// A configured table's public name (checked against the registry by the caller).
     pub table: String,
+    /// The days.
     pub range: DateRange,
+    /// The file format.
     pub format: ExportFormat,
 }
 

@@ -28,14 +28,19 @@ use crate::{
     signing::UrlSigner,
 };
 
+/// Why storage did not do as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The object store refused or failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// Local disk I/O failed.
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The key is not a valid object path.
     #[error("invalid object key {0:?}")]
     Key(String),
+    /// Storage did not answer in time.
     #[error("storage did not answer within {0:?}")]
     Timeout(Duration),
 }
@@ -143,6 +148,7 @@ impl Storage {
         }
     }
 
+    /// Whether files are on local disk (else S3).
     pub fn is_local(&self) -> bool {
         matches!(self.backend, Backend::Local { .. })
     }
@@ -202,6 +208,7 @@ impl Storage {
         Ok(self.store.get(&parse_key(key)?).await?)
     }
 
+    /// Deletes an object (nothing when it is already gone).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&parse_key(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -445,6 +452,7 @@ impl Upload {
         }
     }
 
+    /// Adds bytes to the object.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         match self.writer.as_mut().ok_or(StorageError::Key("upload already finished".into()))? {
             Writer::Local(writer) => writer.put(chunk).await?,
@@ -453,6 +461,7 @@ impl Upload {
         Ok(())
     }
 
+    /// Completes the object: it appears whole under its key.
     pub async fn finish(mut self) -> Result<(), StorageError> {
         match self.writer.take() {
             Some(Writer::Local(mut writer)) => writer.shutdown().await?,
@@ -462,6 +471,7 @@ impl Upload {
         Ok(())
     }
 
+    /// Gives the upload up: no object appears.
     pub async fn abort(mut self) -> Result<(), StorageError> {
         match self.writer.take() {
             Some(Writer::Local(mut writer)) => writer.abort().await?,

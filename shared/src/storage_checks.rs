@@ -11,12 +11,15 @@ use crate::db::DbError;
 /// The outcome of the latest write check, whichever worker made it.
 #[derive(Debug, Clone)]
 pub struct StorageCheck {
+    /// Whether the write worked.
     pub ok: bool,
+    /// When it ran.
     pub checked_at: OffsetDateTime,
     /// Time since `checked_at` by Postgres's clock (not the reader's).
     pub age: Duration,
     /// How long the write took (or took to fail).
     pub latency: Duration,
+    /// The worker that made it.
     pub worker_id: String,
     /// Why the write failed: its [`crate::failure::FailureCode`] (the cause is in the worker log).
     pub error: Option<String>,

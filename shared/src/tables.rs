@@ -10,14 +10,28 @@ use serde::Deserialize;
 
 use crate::statement::{AccountId, DateRange};
 
+/// Why the table configuration (`EXPORT_TABLES_FILE`) is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TableConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        /// The file.
+        path: String,
+        /// What reading it said.
+        source: std::io::Error,
+    },
+    /// The file is not the expected JSON.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A table's settings are not usable.
     #[error("table {table:?}: {problem}")]
-    Invalid { table: String, problem: String },
+    Invalid {
+        /// The table's name.
+        table: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// One exportable table as configured.
@@ -29,6 +43,7 @@ pub struct TableSpec {
     /// The table in the source database (defaults to `name`).
     #[serde(default)]
     pub source_table: Option<String>,
+    /// The column holding the account id.
     pub account_column: String,
     /// A DATE or DATETIME column; the range is `[date_from, date_to + 1 day)`.
     pub date_column: String,
@@ -77,13 +92,14 @@ impl TableRegistry {
     }
 
     /// Reads `{"tables": [TableSpec, …]}` from a JSON file.
-    pub fn from_file(path: &Path) -> Result<Self, TableConfigError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, TableConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| TableConfigError::Read { path: path.display().to_string(), source })?;
         let file: TablesFile = serde_json::from_str(&text)?;
         Self::new(file.tables)
     }
 
+    /// The tables, each checked (names, identifiers, columns).
     pub fn new(specs: Vec<TableSpec>) -> Result<Self, TableConfigError> {
         let mut tables = BTreeMap::new();
         for spec in specs {
@@ -102,20 +118,24 @@ impl TableRegistry {
         Ok(Self { tables })
     }
 
+    /// The table clients call `name`.
     pub fn get(&self, name: &str) -> Option<&TableSpec> {
         self.tables.get(name)
     }
 
+    /// The names clients may use.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tables.keys().map(String::as_str)
     }
 
+    /// Every table.
     pub fn iter(&self) -> impl Iterator<Item = &TableSpec> {
         self.tables.values()
     }
 }
 
 impl TableSpec {
+    /// The table in the source database.
     pub fn source_table(&self) -> &str {
         self.source_table.as_deref().unwrap_or(&self.name)
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 
-use crate::{db::DbError, exports::Attempt};
+use crate::{db::DbError, exports::Attempt, queue};
 
 /// Journals an upload to `file_key` by `attempt`, before it starts.
 pub async fn begin(db: &impl GenericClient, file_key: &str, attempt: Attempt) -> Result<(), DbError> {
@@ -43,7 +43,9 @@ pub async fn forget(db: &impl GenericClient, file_key: &str) -> Result<(), DbErr
 /// An upload nobody will finish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abandoned {
+    /// Its object key.
     pub file_key: String,
+    /// Its S3 multipart upload id (none on local disk, or not started).
     pub upload_id: Option<String>,
 }
 
@@ -57,13 +59,14 @@ pub async fn abandoned(
 ) -> Result<Vec<Abandoned>, DbError> {
     let rows = db
         .query(
-            "SELECT file_key, upload_id FROM uploads u
-             WHERE started_at < now() - make_interval(secs => $1)
-               AND NOT EXISTS (SELECT 1 FROM jobs j
-                               WHERE j.id = u.job_id AND j.attempt_token = u.attempt_token
-                                 AND j.state = 'running')
-             ORDER BY started_at
-             LIMIT $2",
+            &format!(
+                "SELECT file_key, upload_id FROM uploads u
+                 WHERE started_at < now() - make_interval(secs => $1)
+                   AND NOT {claim_runs}
+                 ORDER BY started_at
+                 LIMIT $2",
+                claim_runs = queue::attempt_holds("u.job_id", "u.attempt_token")
+            ),
             &[&safety_age.as_secs_f64(), &batch],
         )
         .await?;

@@ -8,18 +8,28 @@ use time::OffsetDateTime;
 
 use crate::db::DbError;
 
+/// A worker process as it registered.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
+    /// Its id (`host:pid:random`).
     pub id: String,
+    /// Where it runs.
     pub host: String,
+    /// Its process id.
     pub pid: i32,
+    /// Its build version.
     pub version: String,
+    /// When it registered.
     pub started_at: OffsetDateTime,
+    /// Its latest heartbeat.
     pub last_heartbeat_at: OffsetDateTime,
+    /// Jobs it ran at its latest heartbeat.
     pub running_jobs: i32,
+    /// Whether it led maintenance then.
     pub is_leader: bool,
 }
 
+/// Records a worker process at start-up.
 pub async fn register(
     db: &impl GenericClient,
     id: &str,
@@ -52,6 +62,7 @@ pub async fn heartbeat(
     Ok(())
 }
 
+/// Removes a worker that stops gracefully.
 pub async fn deregister(db: &impl GenericClient, id: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM workers WHERE id = $1", &[&id]).await?;
     Ok(())
@@ -84,6 +95,17 @@ pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec
             is_leader: r.get(7),
         })
         .collect())
+}
+
+/// How many workers heartbeated within `alive_within` (metrics).
+pub(crate) async fn count_live(db: &impl GenericClient, alive_within: Duration) -> Result<i64, DbError> {
+    let row = db
+        .query_one(
+            "SELECT count(*) FROM workers WHERE last_heartbeat_at > now() - make_interval(secs => $1)",
+            &[&alive_within.as_secs_f64()],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Forgets workers silent for longer than `silent_for` (crashed without deregistering).

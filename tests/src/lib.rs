@@ -4,6 +4,9 @@
 //! the demo table's schema, readable by the service's SELECT-only user), its own storage
 //! directory, the API bound on port 0 and an in-process worker runner. Nothing is mocked.
 //!
+//! Teardown (when the app is dropped) runs the jobs still ready, asserts that no job is left
+//! unprocessed (waiting for a worker, or held by one), and drops the test's databases.
+//!
 //! Where the services are comes from `PG_ADMIN_URL` and `SOURCE_ADMIN_URL` (written by
 //! `scripts/services.sh`), defaulting to the CI machine's.
 
@@ -18,7 +21,10 @@ use shared::{
     db,
     tables::TableRegistry,
 };
-use worker::runner::Runner;
+use worker::{
+    holds::{Hold, HoldPoint},
+    runner::{Background, Runner},
+};
 
 pub mod dashboard;
 pub mod replica;
@@ -48,6 +54,10 @@ pub struct TestApp {
     pub storage_dir: PathBuf,
     runner: Arc<Runner>,
     server: tokio::task::JoinHandle<()>,
+    /// This test's Postgres database.
+    pg_db: String,
+    /// Root on the server holding the source database (no database in the URL).
+    source_admin_url: String,
 }
 
 impl TestApp {
@@ -172,6 +182,8 @@ impl TestApp {
             storage_dir,
             runner,
             server,
+            pg_db,
+            source_admin_url: source_admin_url.to_owned(),
         }
     }
 
@@ -350,6 +362,42 @@ impl TestApp {
             .collect()
     }
 
+    /// The export `body` asks for, running on a worker of its own (settings `worker`) and held
+    /// after its first chunk: it is running now. Returns its reference id, the hold (release it
+    /// to let the export go on) and the worker.
+    pub async fn running_export(
+        &self,
+        key: &str,
+        body: &Value,
+        worker: WorkerConfig,
+    ) -> (String, Hold, Background) {
+        let created: Value = self.post_export(key, body).await.json().await.unwrap();
+        let id = created["reference_id"].as_str().unwrap().to_owned();
+        let runner = self.runner(worker);
+        let running = runner.holds().arm(HoldPoint::AfterFirstChunk);
+        let worker = runner.spawn();
+        running.reached().await;
+        (id, running, worker)
+    }
+
+    /// Asserts that `attempt`'s writes to its export (progress, completion) are refused: the
+    /// attempt no longer holds its job.
+    pub async fn assert_export_writes_refused(&self, attempt: shared::exports::Attempt) {
+        use shared::exports;
+        let mut db = self.pool.get().await.unwrap();
+        assert!(!exports::record_progress(&db, attempt, 1).await.unwrap(), "progress of a stale attempt");
+        let late = exports::ExportResult {
+            file_key: format!("exports/late-{}.csv", attempt.token.simple()),
+            file_size: 1,
+            row_count: 1,
+            sha256: "00".into(),
+        };
+        let retention = std::time::Duration::from_secs(60);
+        let metrics = shared::metrics::Metrics::default();
+        let completed = exports::complete(&mut db, attempt, &late, retention, &metrics).await.unwrap();
+        assert!(!completed, "completion by a stale attempt");
+    }
+
     /// Polls a boolean query until it is true (at most 30 s): tests wait on state, not on time.
     pub async fn wait_for(&self, sql: &str) {
         for _ in 0..1200 {
@@ -378,9 +426,82 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Runs the jobs still ready, asserts that none is left unprocessed, and drops the test's
+    /// databases (also when the test failed; then nothing more is asserted). The test's runtime
+    /// is blocked here, so this runs on a runtime of its own, with connections of its own.
     fn drop(&mut self) {
         self.server.abort();
+        let teardown = Teardown {
+            config: self.config.clone(),
+            pg_db: self.pg_db.clone(),
+            source_db: self.source_db.clone(),
+            source_admin_url: self.source_admin_url.clone(),
+            check: !std::thread::panicking(),
+        };
+        let outcome = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(teardown.run())
+        })
+        .join();
         let _ = std::fs::remove_dir_all(&self.storage_dir);
+        match outcome {
+            Ok(left) => assert!(
+                left.is_empty(),
+                "jobs left unprocessed at the end of the test (run them, or assert on them and settle \
+                 them): {left:?}"
+            ),
+            Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
+            Err(_) => {}
+        }
+    }
+}
+
+/// What [`TestApp`]'s teardown needs, owned (it runs on a thread of its own).
+struct Teardown {
+    config: Config,
+    pg_db: String,
+    source_db: String,
+    source_admin_url: String,
+    /// Run what is ready and look for leftovers (not after a failed test).
+    check: bool,
+}
+
+impl Teardown {
+    /// Returns the jobs left unprocessed (`id kind state`) after running the ready ones.
+    async fn run(self) -> Vec<String> {
+        let left = if self.check { self.leftovers().await } else { Vec::new() };
+        let (admin, conn) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.pg_db)).await.unwrap();
+        let source = mysql_async::Pool::new(self.source_admin_url.as_str());
+        let mut conn = source.get_conn().await.unwrap();
+        conn.query_drop(format!("DROP DATABASE IF EXISTS {}", self.source_db)).await.unwrap();
+        drop(conn);
+        source.disconnect().await.unwrap();
+        left
+    }
+
+    /// Runs the ready jobs with a fresh worker, then lists the jobs still waiting for a worker
+    /// (`available`, or `retryable` and due) or held by one (`running`).
+    async fn leftovers(&self) -> Vec<String> {
+        TestApp::runner_for(&self.config, TestApp::worker_config()).run_pending().await.unwrap();
+        let pool = db::pool(&self.config.database_url, 1).unwrap();
+        let db = pool.get().await.unwrap();
+        let rows = db
+            .query(
+                "SELECT id, kind, state FROM jobs
+                 WHERE state IN ('available', 'running') OR (state = 'retryable' AND run_at <= now())
+                 ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| format!("{} {} {}", r.get::<_, i64>(0), r.get::<_, &str>(1), r.get::<_, &str>(2)))
+            .collect()
     }
 }
 

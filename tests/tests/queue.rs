@@ -5,16 +5,23 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::{exports, failure::FailureCode, queue};
+use shared::{
+    exports,
+    failure::FailureCode,
+    queue::{self, JobKind as _},
+};
 use testkit::{StatusCode, TestApp, files_under};
-use worker::{jobs::JobContext, maintenance::Maintenance};
+use worker::{
+    jobs::{JobContext, noop::Noop},
+    maintenance::Maintenance,
+};
 
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn enqueue_noops(app: &TestApp, n: usize) {
     let db = app.pool.get().await.unwrap();
     for _ in 0..n {
-        queue::enqueue(&db, worker::jobs::noop::KIND, &json!({}), 3).await.unwrap();
+        Noop {}.enqueue_with_attempts(&db, 3).await.unwrap();
     }
 }
 
@@ -50,6 +57,10 @@ async fn a_claimed_job_is_invisible_to_a_second_worker() {
     assert_eq!((first.len(), second.len()), (1, 0));
     tx_a.commit().await.unwrap();
     tx_b.commit().await.unwrap();
+    // The claims made by hand are settled.
+    for job in claimed.iter().chain(&first) {
+        assert!(queue::complete(&a, job.id, job.token).await.unwrap());
+    }
 }
 
 #[tokio::test]
@@ -80,7 +91,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     let key = app.create_key(None).await;
     let created: Value = app.post_export(&key, &january()).await.json().await.unwrap();
     let export_id: uuid::Uuid = created["reference_id"].as_str().unwrap().parse().unwrap();
-    let mut db = app.pool.get().await.unwrap();
+    let db = app.pool.get().await.unwrap();
 
     let stale = queue::claim(&db, "stalled-worker", 1, LEASE).await.unwrap().remove(0);
     let stale_attempt = exports::Attempt { export_id, job_id: stale.id, token: stale.token };
@@ -94,14 +105,7 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     assert_ne!(fresh.token, stale.token);
 
     // Every write of the stale attempt is refused.
-    assert!(!exports::record_progress(&db, stale_attempt, 10).await.unwrap());
-    let result = exports::ExportResult {
-        file_key: "exports/stale.csv".into(),
-        file_size: 1,
-        row_count: 1,
-        sha256: "00".into(),
-    };
-    assert!(!exports::complete(&mut db, stale_attempt, &result, LEASE).await.unwrap());
+    app.assert_export_writes_refused(stale_attempt).await;
     assert!(!queue::complete(&db, stale.id, stale.token).await.unwrap());
     assert_eq!(
         queue::fail(&db, stale.id, stale.token, FailureCode::Internal, None, LEASE).await.unwrap(),
@@ -111,6 +115,8 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     let fresh_attempt = exports::Attempt { export_id, job_id: fresh.id, token: fresh.token };
     assert!(exports::start(&db, fresh_attempt).await.unwrap().is_some());
     assert!(exports::record_progress(&db, fresh_attempt, 10).await.unwrap());
+    // The claim made by hand goes back to the queue, for the harness to run.
+    assert_eq!(queue::release(&db, &[fresh.token]).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -182,13 +188,10 @@ async fn cancelling_a_running_export_stops_it_within_a_heartbeat_and_leaves_no_f
     app.insert_generated_rows("ACC-BIG", 1, 300_000).await;
     let key = app.create_key(None).await;
     let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-
-    let worker = app.runner(TestApp::worker_config()).spawn();
-    // Wait until the export is producing rows.
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    // Cancelled while the export is producing rows (held after its first chunk).
+    let (id, running, worker) = app.running_export(&key, &body, TestApp::worker_config()).await;
     assert_eq!(app.cancel_export(&key, &id).await.status(), StatusCode::OK);
+    running.release();
     // The worker learns it at its next heartbeat (lease 3 s → every 1 s) and stops.
     app.wait_for("SELECT running_jobs = 0 FROM workers").await;
     worker.stop().await;
@@ -208,16 +211,15 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     let body = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-12-31"});
 
     // Generous grace: the running export completes, nothing new is claimed after the signal.
-    let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-    let mut worker = app.runner(TestApp::worker_config()).spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    let (id, running, mut worker) = app.running_export(&key, &body, TestApp::worker_config()).await;
     worker.signal_stop();
     enqueue_noops(&app, 1).await;
+    running.release();
     worker.stop().await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "COMPLETED", "drained within the grace period");
-    let noop_state: String = one_value(&app, "SELECT state FROM jobs WHERE kind = 'noop'").await;
+    let noop_state: String =
+        one_value(&app, &format!("SELECT state FROM jobs WHERE kind = '{}'", Noop::KIND)).await;
     assert_eq!(noop_state, "available", "no claims after the shutdown signal");
     let registered: i64 = one_value(&app, "SELECT count(*) FROM workers").await;
     assert_eq!(registered, 0, "the worker left the registry");
@@ -225,13 +227,15 @@ async fn shutdown_lets_running_jobs_finish_and_releases_them_after_the_grace_per
     // No grace: the running export is given back, uncounted, for another worker.
     let forced = json!({"account_id": "ACC-BIG", "table_name": "bank_transactions", "date_from": "2024-01-01",
                         "date_to": "2024-12-31", "force_refresh": true});
-    let created: Value = app.post_export(&key, &forced).await.json().await.unwrap();
-    let id = created["reference_id"].as_str().unwrap().to_owned();
-    let impatient = app
-        .runner(shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() })
-        .spawn();
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
-    impatient.stop().await;
+    let impatient =
+        shared::config::WorkerConfig { shutdown_grace: Duration::ZERO, ..TestApp::worker_config() };
+    let (id, running, impatient) = app.running_export(&key, &forced, impatient).await;
+    // Stopped while the export runs: its job goes back to the queue, then the attempt goes on
+    // and finds it lost.
+    let stopping = tokio::spawn(impatient.stop());
+    app.wait_for(&format!("SELECT state = 'available' FROM jobs WHERE args->>'export_id' = '{id}'")).await;
+    running.release();
+    stopping.await.unwrap();
     let job: (String, i32) = {
         let db = app.pool.get().await.unwrap();
         let row = db
@@ -330,8 +334,13 @@ async fn an_idle_worker_is_woken_by_notify_not_by_polling() {
         shared::config::WorkerConfig { poll_interval: Duration::from_secs(3600), ..TestApp::worker_config() };
     let worker = app.runner(slow_polling).spawn();
     app.wait_for("SELECT count(*) = 1 FROM workers").await;
-    // Give the listener a moment to subscribe, then enqueue.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Enqueued once the worker's listener has subscribed.
+    app.wait_for(&format!(
+        "SELECT count(*) = 1 FROM pg_stat_activity
+         WHERE datname = current_database() AND query = 'LISTEN {}'",
+        queue::NOTIFY_CHANNEL
+    ))
+    .await;
     enqueue_noops(&app, 1).await;
     app.wait_for("SELECT count(*) = 1 FROM jobs WHERE state = 'completed'").await;
     worker.stop().await;

@@ -4,7 +4,7 @@
 //! and its database record) are reproduced exactly by holding one attempt at a point while the
 //! test moves the world around it, instead of hoping a sleep lands in the window. A hold is
 //! armed for the next attempt that reaches its point and is one-shot: later attempts pass.
-//! Nothing is armed in production, where [`Holds::reach`] is one uncontended lock.
+//! Nothing is armed in production, where `Holds::reach` is one uncontended lock.
 //!
 //! The worker binary arms one hold from `WORKER_TEST_HOLD=<point>:<directory>` (tests of the
 //! real binary): it creates `<directory>/reached` when an attempt arrives and waits for
@@ -64,7 +64,7 @@ impl Holds {
     }
 
     /// Called by a job at `point`: waits there if a hold is armed for it (and disarms it).
-    pub async fn reach(&self, point: HoldPoint) {
+    pub(crate) async fn reach(&self, point: HoldPoint) {
         let Some(hold) = self.0.lock().expect("not poisoned").remove(&point) else { return };
         tracing::warn!(?point, "held at a test hold point");
         hold.reached.send_replace(true);

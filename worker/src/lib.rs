@@ -4,7 +4,7 @@ pub mod holds;
 pub mod jobs;
 pub mod maintenance;
 pub mod runner;
-pub mod storage_check;
+mod storage_check;
 
 use anyhow::Context as _;
 use shared::{

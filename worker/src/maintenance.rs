@@ -18,14 +18,16 @@ use std::{
 };
 
 use secrecy::{ExposeSecret, SecretString};
-use shared::{db::DbError, exports, failure::FailureCode, queue, uploads, workers};
+use shared::{
+    db::{AdvisoryLock, DbError},
+    exports,
+    failure::FailureCode,
+    queue, uploads, workers,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::jobs::{self, JobContext, Setback};
-
-/// Key of the session advisory lock that elects the maintenance leader.
-const LEADER_LOCK: i64 = 0x5354_4d54_4d41_494e; // "STMTMAIN"
+use crate::jobs::{JobContext, Setback};
 /// Rows handled per statement, so no maintenance step becomes one long transaction.
 const BATCH: i64 = 500;
 /// Batches per step per pass: a backlog is worked off over several passes.
@@ -76,17 +78,13 @@ impl Maintenance {
         }
     }
 
-    pub fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
+    pub(crate) fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
         Self { flag, ..self }
     }
 
     fn set_leader(&mut self, leader: bool) {
         self.leader = leader;
         self.flag.store(leader, Ordering::Relaxed);
-    }
-
-    pub fn is_leader(&self) -> bool {
-        self.leader
     }
 
     /// Takes leadership if nobody holds it. Returns whether this process leads.
@@ -111,9 +109,9 @@ impl Maintenance {
             }
         }
         let session = self.session.as_ref().expect("connected above");
-        match session.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK]).await {
-            Ok(row) => {
-                self.set_leader(row.get(0));
+        match AdvisoryLock::MaintenanceLeader.try_lock(session).await {
+            Ok(leads) => {
+                self.set_leader(leads);
                 if self.leader {
                     info!("this worker now leads maintenance");
                 }
@@ -129,13 +127,13 @@ impl Maintenance {
     /// Gives leadership up (graceful shutdown) so another worker takes over at once.
     pub async fn resign(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = session.execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]).await;
+            let _ = AdvisoryLock::MaintenanceLeader.unlock(&session).await;
         }
         self.set_leader(false);
     }
 
     /// One maintenance pass: lease rescue on every worker; if this process leads, upload
-    /// cleanup, and housekeeping (retention, pruning) on every [`HOUSEKEEPING_EVERY`]th pass,
+    /// cleanup, and housekeeping (retention, pruning) on every `HOUSEKEEPING_EVERY`th pass,
     /// starting with the first. `None` when it does not lead.
     pub async fn tick(&mut self) -> Option<Report> {
         let (rescued, rescued_failed) = rescue(&self.ctx).await;
@@ -153,7 +151,7 @@ impl Maintenance {
         leads.then_some(report)
     }
 
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, interval: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -187,7 +185,7 @@ async fn rescue(ctx: &JobContext) -> (usize, usize) {
                 warn!(job.id = job.id, "job failed for good after its last lease expired");
                 (Setback::Failed, FailureCode::AttemptsExhausted)
             };
-            jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
+            ctx.kinds.on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
         }
         tx.commit().await?;
         Ok::<_, DbError>(rescued)

@@ -23,19 +23,19 @@ use shared::{
 use time::OffsetDateTime;
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::{
     holds::HoldPoint,
-    jobs::{self, JobContext, JobError, Setback},
+    jobs::{JobContext, JobError, Setback},
     maintenance::Maintenance,
     storage_check,
 };
 
 /// Backoff after failed attempt `attempt` (1-based): `base` doubling per attempt, capped at
 /// `max`, with ±25 % jitter so a burst of failures does not retry in lockstep.
-pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
     let nominal = base.as_secs_f64() * 2f64.powi(attempt.clamp(1, 30) - 1);
     let capped = nominal.min(max.as_secs_f64());
     let jitter = 0.75 + 0.5 * unit_random();
@@ -98,10 +98,6 @@ impl Runner {
     /// This runner's test holds.
     pub fn holds(&self) -> &crate::holds::Holds {
         &self.ctx.holds
-    }
-
-    pub fn worker_id(&self) -> &str {
-        &self.worker_id
     }
 
     /// Claims and runs jobs until `shutdown` resolves. Then it stops claiming, lets running jobs
@@ -207,8 +203,8 @@ impl Runner {
         let released = queue::release(&tx, tokens).await?;
         self.ctx.holds.reach(HoldPoint::BeforeSetback).await;
         for (id, kind, args) in &released {
-            jobs::on_setback(&self.ctx, &tx, kind, args, Setback::Released, FailureCode::WorkerShutdown)
-                .await?;
+            let (setback, code) = (Setback::Released, FailureCode::WorkerShutdown);
+            self.ctx.kinds.on_setback(&self.ctx, &tx, kind, args, setback, code).await?;
             info!(job.id = id, "released to the queue at shutdown");
         }
         tx.commit().await?;
@@ -259,12 +255,11 @@ impl Runner {
         let ctx = self.ctx.clone();
         let config = self.config.clone();
         let running = self.running.clone();
-        let export_id = job.args.get("export_id").and_then(|v| v.as_str()).unwrap_or("").to_owned();
-        let span = info_span!("job", job.id = job.id, job.kind = %job.kind, attempt = job.attempt, export.id = %export_id);
+        let span = ctx.kinds.span(&job);
         ctx.metrics.job_wait.record(job.waited_seconds.max(0.0), &[KeyValue::new("kind", job.kind.clone())]);
         async move {
             let cancel = running.lock().expect("not poisoned").get(&job.token).cloned().unwrap_or_default();
-            let outcome = jobs::run(&ctx, &job, cancel).await;
+            let outcome = ctx.kinds.run(&ctx, &job, cancel).await;
             settle(&ctx, &config, &job, outcome).await;
             running.lock().expect("not poisoned").remove(&job.token);
         }
@@ -363,7 +358,7 @@ async fn record_setback(
         FailOutcome::Failed => Setback::Failed,
         FailOutcome::Fenced => return Ok(outcome),
     };
-    jobs::on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
+    ctx.kinds.on_setback(ctx, &tx, &job.kind, &job.args, setback, code).await?;
     tx.commit().await?;
     Ok(outcome)
 }

@@ -16,11 +16,11 @@ use crate::jobs::JobContext;
 
 /// A write that takes longer than this counts as failed. S3 requests retry transient errors for
 /// up to `S3_RETRY_TIMEOUT_SECS`: a check must answer long before that.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks at once, then every `interval` (a slow check delays the next, never overlaps it),
 /// until `stop`.
-pub async fn run(ctx: JobContext, worker_id: String, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(ctx: JobContext, worker_id: String, interval: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,7 +36,7 @@ pub async fn run(ctx: JobContext, worker_id: String, interval: Duration, stop: C
 }
 
 /// One write check, recorded.
-pub async fn check_once(ctx: &JobContext, worker_id: &str) {
+pub(crate) async fn check_once(ctx: &JobContext, worker_id: &str) {
     let started = Instant::now();
     // The cause goes to the log; the record (shown on the dashboard) holds only its class.
     let failure = match tokio::time::timeout(WRITE_TIMEOUT, ctx.storage.check_writable()).await {

@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use shared::{config::StorageConfig, exports};
-use testkit::{TestApp, files_under, sha256_hex};
+use testkit::{FileHold, TestApp, files_under, sha256_hex};
 
 const ROWS: u64 = 300_000;
 
@@ -21,6 +21,8 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
     let id = created["reference_id"].as_str().unwrap().to_owned();
     let StorageConfig::Local { root } = &app.config.storage else { unreachable!() };
 
+    let running = FileHold::new();
+    let (hold_var, hold) = running.setting("after_first_chunk");
     let mut child = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
         .env("DATABASE_URL", app.config.database_url.expose_secret())
         .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
@@ -30,9 +32,11 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
         .env("WORKER_METRICS_BIND", "127.0.0.1:0")
         .env("EXPORT_PROGRESS_INTERVAL_MS", "50")
         .env("RUST_LOG", "warn")
+        .env(hold_var, hold)
         .spawn()
         .expect("the worker binary starts");
-    app.wait_for(&format!("SELECT rows_exported > 0 FROM exports WHERE id = '{id}'")).await;
+    // Killed mid-export: held after its first chunk.
+    running.reached().await;
     let (job_id, stale_token): (i64, uuid::Uuid) = {
         let db = app.pool.get().await.unwrap();
         let row = db.query_one("SELECT id, attempt_token FROM jobs", &[]).await.unwrap();
@@ -69,15 +73,7 @@ async fn a_killed_worker_s_export_is_finished_by_another_worker() {
 
     // The killed attempt's late writes, simulated with its token, are refused.
     let stale = exports::Attempt { export_id: id.parse().unwrap(), job_id, token: stale_token };
-    let mut db = app.pool.get().await.unwrap();
-    assert!(!exports::record_progress(&db, stale, 1).await.unwrap());
-    let late = exports::ExportResult {
-        file_key: "exports/late.csv".into(),
-        file_size: 1,
-        row_count: 1,
-        sha256: "00".into(),
-    };
-    assert!(!exports::complete(&mut db, stale, &late, Duration::from_secs(60)).await.unwrap());
+    app.assert_export_writes_refused(stale).await;
     let after: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(after["sha256"], details["sha256"]);
 }

@@ -29,23 +29,27 @@ async fn a_configured_column_missing_from_the_source_stops_start_up() {
     assert!(stderr.contains("no_such_column") && stderr.contains("bank_transactions"), "{stderr}");
 }
 
-#[test]
-fn a_malformed_setting_names_the_variable_and_the_expected_form() {
+/// Starts the worker with `vars` against a Postgres port nothing listens on (a setting that
+/// passes its check fails there instead) and returns its stderr: start-up must fail.
+fn refused(vars: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
-        .env("WORKER_CONCURRENCY", "many")
+        .envs(vars.iter().copied())
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
         .output()
         .unwrap();
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_malformed_setting_names_the_variable_and_the_expected_form() {
+    let stderr = refused(&[("WORKER_CONCURRENCY", "many")]);
     assert!(stderr.contains("WORKER_CONCURRENCY") && stderr.contains("positive number"), "{stderr}");
 }
 
 #[test]
 fn an_unknown_log_format_names_the_variable_and_the_choices() {
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_statement-worker")).env("LOG_FORMAT", "xml").output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&[("LOG_FORMAT", "xml")]);
     assert!(stderr.contains("LOG_FORMAT") && stderr.contains("text or json"), "{stderr}");
 }
 
@@ -81,14 +85,17 @@ async fn a_metrics_port_in_use_stops_start_up_naming_the_variable() {
 #[test]
 fn an_s3_retry_budget_over_five_minutes_or_malformed_stops_start_up() {
     for (value, expected) in [("600", "up to 300"), ("soon", "a number of seconds")] {
-        let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
-            .env("STORAGE_BACKEND", "s3")
-            .env("S3_BUCKET", "statement-exports")
-            .env("S3_RETRY_TIMEOUT_SECS", value)
-            .output()
-            .unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = refused(&[
+            ("STORAGE_BACKEND", "s3"),
+            ("S3_BUCKET", "statement-exports"),
+            ("S3_RETRY_TIMEOUT_SECS", value),
+        ]);
         assert!(stderr.contains("S3_RETRY_TIMEOUT_SECS") && stderr.contains(expected), "{stderr}");
     }
+}
+
+#[test]
+fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
+    let stderr = refused(&[("RUST_LOG", "info,worker=loudly")]);
+    assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");
 }

@@ -10,7 +10,7 @@ const TOP: f64 = 10.0;
 
 /// One bar per `(label, value)`; every `label_every`-th label is printed under its bar, and
 /// each bar's `<title>` gives its exact value on hover.
-pub fn bars(title: &str, points: &[(String, i64)], label_every: usize) -> Markup {
+pub(super) fn bars(title: &str, points: &[(String, i64)], label_every: usize) -> Markup {
     let max = points.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1);
     let plot_height = HEIGHT - TOP - BOTTOM;
     let slot = (WIDTH - LEFT) / points.len().max(1) as f64;

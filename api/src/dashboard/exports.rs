@@ -2,30 +2,29 @@
 
 use maud::html;
 use poem::{
-    Request, Response, handler,
+    Request, handler,
     web::{Data, Path},
 };
-use shared::{dashboard, exports, failure::FailureCode};
+use shared::{
+    dashboard::{self, ExportPage},
+    exports::{self, ExportStatus},
+    failure::FailureCode,
+};
 
-use super::{DashboardError, Page, layout, respond, signed_in};
+use super::{DashboardError, Page, layout, signed_in};
 use crate::AppState;
 
 #[handler]
-pub async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): Path<String>) -> Response {
-    respond(render(state, req, &id).await)
-}
-
-async fn render(state: &AppState, req: &Request, id: &str) -> Page {
+pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): Path<String>) -> Page {
     let admin = signed_in(state, req).await?;
-    let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
-    let db = state.db_for_dashboard().await?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| DashboardError::NotFound)?;
+    let mut db = state.db_for_dashboard().await?;
     let export = exports::get(&db, id).await?.ok_or(DashboardError::NotFound)?;
     // Never a dead link: a file gone from storage marks the export as having lost it.
     let crate::exports::Checked { export, verified } = crate::exports::check_file(state, &db, export).await?;
-    let job = dashboard::job_of_export(&db, id).await?;
-    let requester = dashboard::requester_name(&db, id).await?;
+    let ExportPage { job, requester } = dashboard::export(&mut db, &export).await?;
     let link = match (&export.file_key, export.status) {
-        (Some(key), exports::ExportStatus::Completed) if verified => state
+        (Some(key), ExportStatus::Completed) if verified => state
             .storage
             .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
             .await
@@ -36,12 +35,12 @@ async fn render(state: &AppState, req: &Request, id: &str) -> Page {
     let seconds = |from: Option<time::OffsetDateTime>, to: Option<time::OffsetDateTime>| {
         from.zip(to).map(|(a, b)| (b - a).as_seconds_f64())
     };
-    let running = matches!(export.status, exports::ExportStatus::Pending | exports::ExportStatus::Processing);
+    let running = export.status.is_outstanding();
     let body = html! {
         h2 { "Request" }
         dl.facts {
             dt { "Reference" } dd.mono { (export.id) }
-            dt { "Status" } dd { (layout::status(export.status.as_str())) }
+            dt { "Status" } dd { (layout::status(export.status)) }
             dt { "Account" } dd { (export.account_id) }
             dt { "Table" } dd { (export.table_name) }
             dt { "Period" } dd { (export.date_from) " – " (export.date_to) }

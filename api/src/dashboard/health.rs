@@ -3,26 +3,22 @@
 //! versions; live workers.
 
 use maud::html;
-use poem::{Request, Response, handler, web::Data};
+use poem::{Request, handler, web::Data};
+use shared::dashboard::{self, HealthPage};
 
-use super::{Page, layout, respond, signed_in};
+use super::{Page, layout, signed_in};
 use crate::{
     AppState,
     health::{self, WriteCheck},
 };
 
 #[handler]
-pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
-    respond(render(state, req).await)
-}
-
-async fn render(state: &AppState, req: &Request) -> Page {
+pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
     let report = health::dependency_checks(state).await;
     let checks = &report.checks;
-    let db = state.db_for_dashboard().await?;
-    let schema = shared::dashboard::schema_version(&db).await?;
-    let live = shared::workers::live(&db, shared::workers::ALIVE_WITHIN).await?;
+    let mut db = state.db_for_dashboard().await?;
+    let HealthPage { schema_version: schema, live } = dashboard::health(&mut db).await?;
     let body = html! {
         table {
             thead { tr { th { "Dependency" } th { "State" } th.num { "Latency" } } }

@@ -3,21 +3,14 @@
 //! with `statement-api keys revoke` is shown as revoked and cannot be reactivated here.
 
 use maud::{Markup, html};
-use poem::{
-    Body, Request, Response, handler,
-    web::{Data, Path},
-};
+use poem::{Body, Request, handler, web::Data};
 use shared::api_keys::{self, Activation, ApiKey, KeySpec, KeyState, NewKey, Role};
 
-use super::{Admin, DashboardError, Fields, Page, layout, respond, see_other, signed_form, signed_in};
+use super::{Admin, DashboardError, Fields, Page, SignedAction, layout, see_other, signed_form, signed_in};
 use crate::AppState;
 
 #[handler]
-pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
-    respond(list(state, req).await)
-}
-
-async fn list(state: &AppState, req: &Request) -> Page {
+pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
     let notice = super::notice_code(req).and_then(notice_text);
     render(state, &admin, notice.map(|n| html! { p.notice { (n) } }), layout::Refresh::UnlessEditing).await
@@ -105,11 +98,7 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
 }
 
 #[handler]
-pub async fn create(Data(state): Data<&AppState>, req: &Request, body: Body) -> Response {
-    respond(create_key(state, req, body).await)
-}
-
-async fn create_key(state: &AppState, req: &Request, body: Body) -> Page {
+pub(crate) async fn create(Data(state): Data<&AppState>, req: &Request, body: Body) -> Page {
     let (admin, fields) = signed_form(state, req, body).await?;
     let form = KeyForm::parse(&fields)?;
     let db = state.db_for_dashboard().await?;
@@ -182,19 +171,10 @@ impl KeyForm {
 }
 
 #[handler]
-pub async fn change(
-    Data(state): Data<&AppState>,
-    req: &Request,
-    Path((id, action)): Path<(String, String)>,
-    body: Body,
-) -> Response {
-    respond(change_key(state, req, &id, &action, body).await)
-}
-
-async fn change_key(state: &AppState, req: &Request, id: &str, action: &str, body: Body) -> Page {
-    signed_form(state, req, body).await?;
-    let id = uuid::Uuid::parse_str(id).map_err(|_| DashboardError::NotFound)?;
+pub(crate) async fn change(Data(state): Data<&AppState>, form: SignedAction<uuid::Uuid>) -> Page {
+    let SignedAction { id, action } = form;
     let db = state.db_for_dashboard().await?;
+    let action = action.as_str();
     let outcome = match action {
         "deactivate" => api_keys::set_active(&db, id, false).await?,
         "reactivate" => api_keys::set_active(&db, id, true).await?,

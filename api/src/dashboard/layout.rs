@@ -5,12 +5,13 @@ use maud::{DOCTYPE, Markup, html};
 use poem::{
     Response, handler,
     http::{StatusCode, header},
+    web::Path,
 };
 use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::BorrowedFormatItem, macros::format_description,
 };
 
-use shared::failure::FailureCode;
+use shared::{exports::ExportStatus, failure::FailureCode};
 
 use super::Admin;
 
@@ -18,30 +19,28 @@ const CSS: &str = include_str!("assets/dashboard.css");
 const JS: &str = include_str!("assets/dashboard.js");
 const ICON: &str = include_str!("assets/favicon.svg");
 
-#[handler]
-pub fn stylesheet() -> Response {
-    asset(CSS, "text/css; charset=utf-8")
-}
+/// The embedded assets: file name, content, content type.
+const ASSETS: [(&str, &str, &str); 3] = [
+    ("dashboard.css", CSS, "text/css; charset=utf-8"),
+    ("dashboard.js", JS, "text/javascript; charset=utf-8"),
+    ("favicon.svg", ICON, "image/svg+xml"),
+];
 
+/// `GET /dashboard/assets/{name}`: an embedded asset (an unknown name is the API's 404).
 #[handler]
-pub fn script() -> Response {
-    asset(JS, "text/javascript; charset=utf-8")
-}
-
-#[handler]
-pub fn icon() -> Response {
-    asset(ICON, "image/svg+xml")
-}
-
-fn asset(body: &'static str, content_type: &str) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type)
+pub(crate) fn asset(Path(name): Path<String>) -> poem::Result<Response> {
+    let (_, body, content_type) = ASSETS
+        .iter()
+        .find(|(file, ..)| *file == name)
+        .ok_or_else(|| poem::Error::from_status(StatusCode::NOT_FOUND))?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, *content_type)
         .header(header::CACHE_CONTROL, "public, max-age=3600")
-        .body(body)
+        .body(*body))
 }
 
 /// A rendered page as a response that no cache keeps (pages show live data and secrets once).
-pub fn html(page: Markup) -> Response {
+pub(crate) fn html(page: Markup) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
@@ -51,7 +50,7 @@ pub fn html(page: Markup) -> Response {
 
 /// How a page refreshes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refresh {
+pub(crate) enum Refresh {
     /// Every 30 s, also without JavaScript (the page has no text fields to lose).
     Always,
     /// Every 30 s unless a form is being filled in (needs JavaScript).
@@ -62,7 +61,7 @@ pub enum Refresh {
 }
 
 /// The signed-in page shell: navigation, the operator's name and a sign-out button.
-pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Markup) -> Markup {
+pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Markup) -> Markup {
     let nav = [
         ("/dashboard", "Overview"),
         ("/dashboard/queue", "Queue & workers"),
@@ -102,11 +101,11 @@ pub fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Ma
 }
 
 /// A page outside the signed-in shell (sign-in, errors).
-pub fn bare(title: &str, message: &str) -> Markup {
+pub(crate) fn bare(title: &str, message: &str) -> Markup {
     bare_with(title, html! { p { (message) } p { a href="/dashboard" { "Back to the dashboard" } } })
 }
 
-pub fn bare_with(title: &str, body: Markup) -> Markup {
+pub(crate) fn bare_with(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -128,12 +127,12 @@ fn head_common(title: &str) -> Markup {
 }
 
 /// The hidden CSRF field every form carries.
-pub fn csrf(admin: &Admin) -> Markup {
+pub(crate) fn csrf(admin: &Admin) -> Markup {
     html! { input type="hidden" name="csrf" value=(admin.session.csrf_token); }
 }
 
 /// A one-button form posting to `action`.
-pub fn action_button(admin: &Admin, action: &str, label: &str, class: Option<&str>) -> Markup {
+pub(crate) fn action_button(admin: &Admin, action: &str, label: &str, class: Option<&str>) -> Markup {
     html! {
         form.inline method="post" action=(action) {
             (csrf(admin))
@@ -145,25 +144,25 @@ pub fn action_button(admin: &Admin, action: &str, label: &str, class: Option<&st
 const TIMESTAMP: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
 
-pub fn timestamp(at: OffsetDateTime) -> String {
+pub(crate) fn timestamp(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(TIMESTAMP).unwrap_or_else(|_| at.to_string())
 }
 
 /// The value, or `—` when there is none.
-pub fn or_dash(value: Option<String>) -> String {
+pub(crate) fn or_dash(value: Option<String>) -> String {
     value.unwrap_or_else(|| "—".into())
 }
 
-pub fn hour_label(at: PrimitiveDateTime) -> String {
+pub(crate) fn hour_label(at: PrimitiveDateTime) -> String {
     format!("{:02}:00", at.hour())
 }
 
-pub fn day_label(at: PrimitiveDateTime) -> String {
+pub(crate) fn day_label(at: PrimitiveDateTime) -> String {
     format!("{:02}-{:02}", u8::from(at.month()), at.day())
 }
 
 /// `0.42 s`, `12.3 s`, `4 min 05 s`, `2 h 10 min`.
-pub fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let seconds = seconds.max(0.0);
     if seconds < 60.0 {
         format!("{seconds:.prec$} s", prec = if seconds < 10.0 { 2 } else { 1 })
@@ -175,7 +174,7 @@ pub fn duration(seconds: f64) -> String {
 }
 
 /// `812 B`, `4.2 KB`, `1.5 MB` (decimal units).
-pub fn bytes(n: i64) -> String {
+pub(crate) fn bytes(n: i64) -> String {
     let n = n as f64;
     match n {
         n if n < 1e3 => format!("{n:.0} B"),
@@ -186,7 +185,7 @@ pub fn bytes(n: i64) -> String {
 }
 
 /// `1,234,567`.
-pub fn count(n: i64) -> String {
+pub(crate) fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
     if n < 0 {
@@ -201,18 +200,19 @@ pub fn count(n: i64) -> String {
     out
 }
 
-pub fn percent(rate: Option<f64>) -> String {
+pub(crate) fn percent(rate: Option<f64>) -> String {
     or_dash(rate.map(|r| format!("{:.1} %", r * 100.0)))
 }
 
-/// A status word with its colour class.
-pub fn status(word: &str) -> Markup {
+/// An export's status word with its colour class.
+pub(crate) fn status(status: ExportStatus) -> Markup {
+    let word = status.as_str();
     html! { span class={ "status " (word) } { (word) } }
 }
 
 /// A recorded failure: its code and fixed message (never the cause, which is in the worker's
 /// log). Empty when there is none.
-pub fn failure(code: Option<FailureCode>) -> Markup {
+pub(crate) fn failure(code: Option<FailureCode>) -> Markup {
     html! {
         @if let Some(code) = code {
             code.mono { (code.as_str()) } " " (code.message())

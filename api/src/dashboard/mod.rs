@@ -6,18 +6,17 @@
 //! to the sign-in page) and every form carries the session's CSRF token (otherwise 403).
 
 mod charts;
-mod exports;
-mod health;
-mod keys;
-mod layout;
-mod overview;
-mod queue;
-mod sign_in;
+pub(crate) mod exports;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod layout;
+pub(crate) mod overview;
+pub(crate) mod queue;
+pub(crate) mod sign_in;
 
 use poem::{
-    Body, EndpointExt, IntoResponse, Request, Response, Route, get,
+    Body, IntoResponse, Request, Response,
     http::{StatusCode, header},
-    post,
 };
 use shared::{db::DbError, sessions::Session};
 
@@ -26,34 +25,10 @@ use crate::AppState;
 /// Cookie holding the session token.
 const SESSION_COOKIE: &str = "stmt_session";
 /// Where a request without a session is sent.
-pub const SIGN_IN_PATH: &str = "/dashboard/sign-in";
-
-/// The pages under `/dashboard`.
-pub fn dashboard_routes() -> impl poem::Endpoint {
-    Route::new()
-        .at("/", get(overview::page))
-        .at("/sign-in", get(sign_in::form).post(sign_in::submit))
-        .at("/sign-out", post(sign_in::sign_out))
-        .at("/queue", get(queue::page))
-        .at("/jobs/:id/:action", post(queue::act))
-        .at("/health", get(health::page))
-        .at("/exports/:id", get(exports::page))
-        .at("/assets/dashboard.css", get(layout::stylesheet))
-        .at("/assets/dashboard.js", get(layout::script))
-        .at("/assets/favicon.svg", get(layout::icon))
-        .with(security_headers())
-}
-
-/// The pages under `/admin`.
-pub fn admin_routes() -> impl poem::Endpoint {
-    Route::new()
-        .at("/api-keys", get(keys::page).post(keys::create))
-        .at("/api-keys/:id/:action", post(keys::change))
-        .with(security_headers())
-}
+pub(crate) const SIGN_IN_PATH: &str = "/dashboard/sign-in";
 
 /// No framing, no foreign scripts or styles, no referrer (pages carry signed download links).
-fn security_headers() -> poem::middleware::SetHeader {
+pub(crate) fn security_headers() -> poem::middleware::SetHeader {
     poem::middleware::SetHeader::new()
         .appending(
             header::CONTENT_SECURITY_POLICY,
@@ -119,25 +94,19 @@ impl IntoResponse for DashboardError {
     }
 }
 
-impl From<shared::exports::ListError> for DashboardError {
-    fn from(e: shared::exports::ListError) -> Self {
-        match e {
-            shared::exports::ListError::Db(e) => Self::Db(e),
-            shared::exports::ListError::UnknownCursor => Self::NotFound,
-        }
+/// A handler's outcome: the page, or the error whose page answers instead.
+pub(crate) type Page = Result<Response, DashboardError>;
+
+/// A dashboard error travels as its finished HTML page, so the API's problem documents
+/// (`error::into_problem`) leave it as it is.
+impl From<DashboardError> for poem::Error {
+    fn from(e: DashboardError) -> Self {
+        poem::Error::from_response(e.into_response())
     }
 }
 
-/// A handler's outcome: the page, or the error's response.
-pub type Page = Result<Response, DashboardError>;
-
-/// Turns a handler's outcome into its response.
-fn respond(page: Page) -> Response {
-    page.unwrap_or_else(IntoResponse::into_response)
-}
-
 /// The signed-in operator behind a request.
-pub struct Admin {
+pub(crate) struct Admin {
     pub session: Session,
     token: String,
 }
@@ -153,7 +122,7 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 /// The request's session, or [`DashboardError::SignIn`].
-pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
+pub(crate) async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
     let name = state.cookie_name(SESSION_COOKIE);
     let token = cookie(req, &name).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
     let client = crate::client_addr::ClientAddr::of(req, &state.trusted_proxies);
@@ -166,10 +135,10 @@ pub async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, Dashboa
 }
 
 /// A submitted form's fields.
-pub struct Fields(Vec<(String, String)>);
+pub(crate) struct Fields(Vec<(String, String)>);
 
 impl Fields {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
@@ -186,7 +155,7 @@ async fn read_fields(body: Body) -> Result<Fields, DashboardError> {
 }
 
 /// A form post from a signed-in operator: session first (redirect), then the CSRF token (403).
-pub async fn signed_form(
+pub(crate) async fn signed_form(
     state: &AppState,
     req: &Request,
     body: Body,
@@ -200,6 +169,27 @@ pub async fn signed_form(
     Ok((admin, fields))
 }
 
+/// A form posted by a signed-in operator to `…/{id}/{action}` (a button on a list): the session
+/// and the CSRF token are checked as [`signed_form`] does, then the id is read as `T` (an id
+/// that does not parse names nothing: not found).
+pub(crate) struct SignedAction<T> {
+    pub(crate) id: T,
+    pub(crate) action: String,
+}
+
+impl<'a, T: std::str::FromStr> poem::FromRequest<'a> for SignedAction<T> {
+    async fn from_request(req: &'a Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        let state = req
+            .data::<AppState>()
+            .ok_or_else(|| poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))?;
+        let poem::web::Path((id, action)) =
+            poem::web::Path::<(String, String)>::from_request(req, body).await?;
+        signed_form(state, req, body.take()?).await?;
+        let id = id.parse().map_err(|_| DashboardError::NotFound)?;
+        Ok(Self { id, action })
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -211,7 +201,7 @@ fn notice_code(req: &Request) -> Option<&str> {
 }
 
 /// 303 to `location` (after a form post, so reloading the page does not post again).
-pub fn see_other(location: &str) -> Response {
+pub(crate) fn see_other(location: &str) -> Response {
     Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, location).finish()
 }
 

@@ -1,39 +1,38 @@
 //! `/dashboard`: export analytics over the last 30 days.
 
 use maud::html;
-use poem::{Request, Response, handler, web::Data};
-use shared::{dashboard, exports};
+use poem::{Request, handler, web::Data};
+use shared::{
+    dashboard::{self, OverviewPage},
+    exports::ExportStatus,
+};
 
-use super::{Page, charts, layout, respond, signed_in};
+use super::{Page, charts, layout, signed_in};
 use crate::AppState;
 
-#[handler]
-pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
-    respond(render(state, req).await)
-}
+/// Exports listed as recent.
+const RECENT: i64 = 20;
 
-async fn render(state: &AppState, req: &Request) -> Page {
+#[handler]
+pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
-    let db = state.db_for_dashboard().await?;
-    let stats = dashboard::overview(&db).await?;
-    let hourly = dashboard::exports_per_hour(&db).await?;
-    let daily = dashboard::exports_per_day(&db).await?;
-    let recent = exports::list(&db, &exports::ListFilter::default(), 20).await?;
+    let mut db = state.db_for_dashboard().await?;
+    let OverviewPage { stats, hourly, daily, recent } = dashboard::overview(&mut db, RECENT).await?;
     let hourly: Vec<(String, i64)> = hourly.into_iter().map(|(at, n)| (layout::hour_label(at), n)).collect();
     let daily: Vec<(String, i64)> = daily.into_iter().map(|(at, n)| (layout::day_label(at), n)).collect();
     let cards = [
-        ("Exports (30 days)", layout::count(stats.created)),
+        ("Exports (30 days)", layout::count(stats.created())),
         ("Success rate", layout::percent(stats.success_rate())),
         ("Average time", layout::or_dash(stats.avg_seconds.map(layout::duration))),
         ("p95 time", layout::or_dash(stats.p95_seconds.map(layout::duration))),
         ("Rows / s", layout::or_dash(stats.rows_per_s.map(|r| layout::count(r as i64)))),
         ("Reuse (dedup) rate", layout::percent(stats.reuse_rate())),
-        ("Running", layout::count(stats.processing)),
-        ("Pending", layout::count(stats.pending)),
-        ("Completed", layout::count(stats.completed)),
-        ("Failed", layout::count(stats.failed)),
-        ("Cancelled", layout::count(stats.cancelled)),
-        ("Expired", layout::count(stats.expired)),
+        ("Running", layout::count(stats.count(ExportStatus::Processing))),
+        ("Pending", layout::count(stats.count(ExportStatus::Pending))),
+        ("Completed", layout::count(stats.count(ExportStatus::Completed))),
+        ("Failed", layout::count(stats.count(ExportStatus::Failed))),
+        ("Cancelled", layout::count(stats.count(ExportStatus::Cancelled))),
+        ("Expired", layout::count(stats.count(ExportStatus::Expired))),
     ];
     let body = html! {
         div.cards {
@@ -58,9 +57,9 @@ async fn render(state: &AppState, req: &Request) -> Page {
                         td { a.mono href={ "/dashboard/exports/" (export.id) } { (export.id) } }
                         td { (export.account_id) }
                         td { (export.date_from) " – " (export.date_to) }
-                        td { (layout::status(export.status.as_str())) }
+                        td { (layout::status(export.status)) }
                         td.num {
-                            @if export.status == exports::ExportStatus::Processing {
+                            @if export.status == ExportStatus::Processing {
                                 // The total is unknown until the export ends: an indeterminate
                                 // bar with the rows written so far.
                                 progress title="running" {} " " (layout::count(export.rows_exported))

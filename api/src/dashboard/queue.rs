@@ -2,45 +2,43 @@
 //! or cancel a job.
 
 use maud::{Markup, html};
-use poem::{
-    Body, Request, Response, handler,
-    web::{Data, Path},
-};
+use poem::{Request, handler, web::Data};
 use shared::{
-    dashboard::{self, JobRow, Retried},
-    exports,
+    dashboard::{self, JobCancelled, JobRow, QueuePage, Retried},
     failure::FailureCode,
-    queue, workers,
+    queue::JobState,
 };
 
-use super::{Admin, DashboardError, Page, layout, respond, see_other, signed_form, signed_in};
+use super::{Admin, DashboardError, Page, SignedAction, layout, see_other, signed_in};
 use crate::AppState;
 
 /// Rows shown per job list.
 const LIST_LIMIT: i64 = 50;
 
-#[handler]
-pub async fn page(Data(state): Data<&AppState>, req: &Request) -> Response {
-    respond(render(state, req).await)
-}
+/// The order of the depth cards.
+const CARDS: [JobState; 6] = [
+    JobState::Available,
+    JobState::Running,
+    JobState::Retryable,
+    JobState::Failed,
+    JobState::Completed,
+    JobState::Cancelled,
+];
 
-async fn render(state: &AppState, req: &Request) -> Page {
+#[handler]
+pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
-    let db = state.db_for_dashboard().await?;
-    let depth = queue::depth_by_state(&db).await?;
-    let live = workers::live(&db, workers::ALIVE_WITHIN).await?;
-    let now = dashboard::now(&db).await?;
-    let running = dashboard::jobs_in_state(&db, "running", LIST_LIMIT).await?;
-    let waiting = dashboard::jobs_in_state(&db, "retryable", LIST_LIMIT).await?;
-    let failed = dashboard::jobs_in_state(&db, "failed", LIST_LIMIT).await?;
+    let mut db = state.db_for_dashboard().await?;
+    let QueuePage { depth, live, now, running, waiting, failed } =
+        dashboard::queue(&mut db, LIST_LIMIT).await?;
     let notice = super::notice_code(req).and_then(notice_text);
     let body = html! {
         @if let Some(text) = notice { p.notice { (text) } }
         div.cards {
-            @for state in ["available", "running", "retryable", "failed", "completed", "cancelled"] {
+            @for state in CARDS {
                 div.card {
                     div.label { (state) }
-                    div.value { (layout::count(depth.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n))) }
+                    div.value { (layout::count(depth.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n))) }
                 }
             }
         }
@@ -78,7 +76,7 @@ async fn render(state: &AppState, req: &Request) -> Page {
     )))
 }
 
-fn job_table(admin: &Admin, jobs: &[JobRow], time_heading: &str) -> Markup {
+fn job_table(admin: &Admin, rows: &[JobRow], time_heading: &str) -> Markup {
     html! {
         table {
             thead { tr {
@@ -86,15 +84,15 @@ fn job_table(admin: &Admin, jobs: &[JobRow], time_heading: &str) -> Markup {
                 th { (time_heading) } th { "Last error" } th { "" }
             } }
             tbody {
-                @for job in jobs {
+                @for JobRow { job, export } in rows {
                     tr {
                         td.num { (job.id) }
                         td { (job.kind) }
                         td {
-                            @if let Some(id) = job.export_id {
-                                a.mono href={ "/dashboard/exports/" (id) } { (id) }
-                                @if let Some(rows) = job.rows_exported.filter(|_| job.state == "running") {
-                                    br; progress title="running" {} " " (layout::count(rows)) " rows"
+                            @if let Some(export) = export {
+                                a.mono href={ "/dashboard/exports/" (export.id) } { (export.id) }
+                                @if job.state == JobState::Running {
+                                    br; progress title="running" {} " " (layout::count(export.rows_exported)) " rows"
                                 }
                             }
                         }
@@ -102,24 +100,24 @@ fn job_table(admin: &Admin, jobs: &[JobRow], time_heading: &str) -> Markup {
                         td.mono { (job.worker_id.as_deref().unwrap_or("—")) }
                         td {
                             @match job.seconds {
-                                Some(s) if job.state == "failed" => { (layout::duration(s)) " ago" }
+                                Some(s) if job.state == JobState::Failed => { (layout::duration(s)) " ago" }
                                 Some(s) => { (layout::duration(s)) }
                                 None => { "—" }
                             }
                         }
                         td.error { (layout::failure(job.last_error.as_deref().map(FailureCode::from_stored))) }
                         td {
-                            @if job.state == "failed" || job.state == "retryable" {
+                            @if matches!(job.state, JobState::Failed | JobState::Retryable) {
                                 (layout::action_button(admin, &format!("/dashboard/jobs/{}/retry", job.id), "Retry now", Some("primary")))
                                 " "
                             }
-                            @if job.state != "failed" {
+                            @if job.state != JobState::Failed {
                                 (layout::action_button(admin, &format!("/dashboard/jobs/{}/cancel", job.id), "Cancel", Some("danger")))
                             }
                         }
                     }
                 }
-                @if jobs.is_empty() { tr { td colspan="8" { "None." } } }
+                @if rows.is_empty() { tr { td colspan="8" { "None." } } }
             }
         }
     }
@@ -139,49 +137,22 @@ fn notice_text(code: &str) -> Option<&'static str> {
 
 /// `POST /dashboard/jobs/{id}/{retry|cancel}`.
 #[handler]
-pub async fn act(
-    Data(state): Data<&AppState>,
-    req: &Request,
-    Path((id, action)): Path<(String, String)>,
-    body: Body,
-) -> Response {
-    respond(act_on_job(state, req, &id, &action, body).await)
-}
-
-async fn act_on_job(state: &AppState, req: &Request, id: &str, action: &str, body: Body) -> Page {
-    signed_form(state, req, body).await?;
-    let id: i64 = id.parse().map_err(|_| DashboardError::NotFound)?;
+pub(crate) async fn act(Data(state): Data<&AppState>, form: SignedAction<i64>) -> Page {
+    let SignedAction { id, action } = form;
     let mut db = state.db_for_dashboard().await?;
-    let notice = match action {
+    let notice = match action.as_str() {
         "retry" => match dashboard::retry_job(&mut db, id).await? {
             Retried::Now => "retried",
             Retried::NotRetryable => "not-retryable",
             Retried::Superseded => "superseded",
         },
-        "cancel" => match cancel_job(state, &mut db, id).await? {
-            true => "cancelled",
-            false => "already-finished",
+        "cancel" => match dashboard::cancel_job(&mut db, id, &state.metrics).await? {
+            JobCancelled::Now => "cancelled",
+            JobCancelled::AlreadyFinished => "already-finished",
+            JobCancelled::NotFound => return Err(DashboardError::NotFound),
         },
         _ => return Err(DashboardError::NotFound),
     };
     tracing::info!(job.id = id, action, outcome = notice, "dashboard: job action");
     Ok(see_other(&format!("/dashboard/queue?notice={notice}")))
-}
-
-/// Cancels through the export when the job produces one (so the export shows CANCELLED too).
-/// Returns whether anything was cancelled.
-async fn cancel_job(
-    state: &AppState,
-    db: &mut deadpool_postgres::Object,
-    id: i64,
-) -> Result<bool, DashboardError> {
-    let export_id = dashboard::export_of_job(&*db, id).await?.ok_or(DashboardError::NotFound)?;
-    let by_operator = shared::failure::FailureCode::CancelledByOperator;
-    let Some(export_id) = export_id else { return Ok(queue::cancel(&*db, id, by_operator).await?) };
-    let cancelled = exports::cancel(db, export_id, exports::Canceller::Operator, by_operator).await?;
-    let now = matches!(cancelled, exports::Cancelled::Now(_));
-    if now {
-        state.metrics.exports_finished.add(1, &[opentelemetry::KeyValue::new("status", "cancelled")]);
-    }
-    Ok(now)
 }

@@ -15,18 +15,16 @@ use poem::{
 };
 use shared::api_keys::{self, Role};
 
-use super::{
-    DashboardError, Page, SESSION_COOKIE, cookie, layout, read_fields, respond, see_other, signed_form,
-};
+use super::{DashboardError, Page, SESSION_COOKIE, cookie, layout, read_fields, see_other, signed_form};
 use crate::{AppState, auth::LookupError, client_addr::ClientAddr};
 
 /// Cookie carrying the sign-in form's anti-forgery token.
 const SIGN_IN_COOKIE: &str = "stmt_signin";
 /// How long a failed sign-in waits before it is answered.
-pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 #[handler]
-pub async fn form(Data(state): Data<&AppState>) -> Response {
+pub(crate) async fn form(Data(state): Data<&AppState>) -> Response {
     sign_in_page(state, None)
 }
 
@@ -54,11 +52,7 @@ fn sign_in_page(state: &AppState, failure: Option<&str>) -> Response {
 }
 
 #[handler]
-pub async fn submit(Data(state): Data<&AppState>, req: &Request, body: Body) -> Response {
-    respond(sign_in(state, req, body).await)
-}
-
-async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
+pub(crate) async fn submit(Data(state): Data<&AppState>, req: &Request, body: Body) -> Page {
     let fields = read_fields(body).await?;
     let expected = cookie(req, &state.cookie_name(SIGN_IN_COOKIE)).unwrap_or_default();
     let sent = fields.get("csrf").unwrap_or_default();
@@ -103,11 +97,7 @@ async fn sign_in(state: &AppState, req: &Request, body: Body) -> Page {
 }
 
 #[handler]
-pub async fn sign_out(Data(state): Data<&AppState>, req: &Request, body: Body) -> Response {
-    respond(end_session(state, req, body).await)
-}
-
-async fn end_session(state: &AppState, req: &Request, body: Body) -> Page {
+pub(crate) async fn sign_out(Data(state): Data<&AppState>, req: &Request, body: Body) -> Page {
     let (admin, _) = signed_form(state, req, body).await?;
     let db = state.db_for_dashboard().await?;
     shared::sessions::delete(&db, &admin.token).await?;

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 use benchkit::{figure, fresh_database, percentile, pgbench_sql, pgbench_tps};
 use secrecy::SecretString;
-use shared::{config::WorkerConfig, queue};
+use shared::{
+    config::WorkerConfig,
+    queue::{self, JobKind as _},
+};
+use worker::jobs::noop::Noop;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -91,8 +95,8 @@ async fn main() -> anyhow::Result<()> {
 async fn insert_noops(pool: &deadpool_postgres::Pool, n: usize) -> anyhow::Result<()> {
     let db = pool.get().await?;
     db.execute(
-        "INSERT INTO jobs (kind, args) SELECT 'noop', '{}'::jsonb FROM generate_series(1, $1::int)",
-        &[&(n as i32)],
+        "INSERT INTO jobs (kind, args) SELECT $2, '{}'::jsonb FROM generate_series(1, $1::int)",
+        &[&(n as i32), &Noop::KIND],
     )
     .await?;
     db.batch_execute("VACUUM ANALYZE jobs").await?;
@@ -154,7 +158,7 @@ async fn pickup_and_idle(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let db = pool.get().await?;
     for _ in 0..pickups {
-        queue::enqueue(&db, worker::jobs::noop::KIND, &serde_json::json!({}), 1).await?;
+        Noop {}.enqueue_with_attempts(&db, 1).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     while db.query_one("SELECT count(*) FROM jobs WHERE state <> 'completed'", &[]).await?.get::<_, i64>(0)

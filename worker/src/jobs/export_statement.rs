@@ -8,16 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use bytes::Bytes;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::Transaction;
 use futures::FutureExt as _;
 use mysql_async::{Conn, prelude::Queryable as _};
-use opentelemetry::KeyValue;
 use shared::{
     csv_out::{CsvEncoder, FileBytes},
     db::DbError,
-    exports::{self, Attempt, ExportJobArgs, ExportResult},
+    exports::{self, Attempt, ExportResult, ExportStatement},
     failure::{Cause, FailureCode},
-    queue::ClaimedJob,
+    queue::{ClaimedJob, JobKind as _},
     source::{self, Source, SourceError, Statements},
     statement::{AccountId, DateRange, ExportFormat},
     storage::{StorageError, Upload},
@@ -28,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{JobContext, JobError, Setback};
+use super::{Job, JobContext, JobError, Setback};
 use crate::holds::HoldPoint;
 
 /// Bytes of CSV handed to the uploader at a time.
@@ -38,10 +37,49 @@ const CHANNEL_DEPTH: usize = 4;
 /// Longest an attempt spends removing its own upload; maintenance finishes what it could not.
 const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
-    let args: ExportJobArgs = serde_json::from_value(job.args.clone())
-        .map_err(|e| JobError::fatal(FailureCode::Internal, anyhow!("malformed job arguments: {e}")))?;
-    let attempt = Attempt { export_id: args.export_id, job_id: job.id, token: job.token };
+impl Job for ExportStatement {
+    async fn run(
+        &self,
+        ctx: &JobContext,
+        job: &ClaimedJob,
+        cancel: CancellationToken,
+    ) -> Result<(), JobError> {
+        run(ctx, self.export_id, job, cancel).await
+    }
+
+    /// Keeps the export row in step with its job: PENDING with the failure's code while a
+    /// retry waits or after a release or rescue, FAILED for good.
+    async fn on_setback(
+        &self,
+        ctx: &JobContext,
+        tx: &Transaction<'_>,
+        setback: Setback,
+        code: FailureCode,
+    ) -> Result<(), DbError> {
+        match setback {
+            Setback::Retrying | Setback::Released => exports::retry_later(tx, self.export_id, code).await,
+            Setback::Failed => exports::fail(tx, self.export_id, code, &ctx.metrics).await,
+        }
+    }
+
+    fn span(&self, job: &ClaimedJob) -> tracing::Span {
+        tracing::info_span!(
+            "job",
+            job.id = job.id,
+            job.kind = Self::KIND,
+            attempt = job.attempt,
+            export.id = %self.export_id
+        )
+    }
+}
+
+async fn run(
+    ctx: &JobContext,
+    export_id: uuid::Uuid,
+    job: &ClaimedJob,
+    cancel: CancellationToken,
+) -> Result<(), JobError> {
+    let attempt = Attempt { export_id, job_id: job.id, token: job.token };
     let export = {
         let db = ctx.pool.get().await?;
         exports::start(&db, attempt).await?.ok_or(JobError::Fenced)?
@@ -88,7 +126,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let mut db = ctx.pool.get().await?;
     // An error here may hide a commit whose answer was lost: the file is left for maintenance,
     // which removes it only if the journal says it was never recorded.
-    if !exports::complete(&mut db, attempt, &uploaded, ctx.export_retention).await? {
+    if !exports::complete(&mut db, attempt, &uploaded, ctx.export_retention, &ctx.metrics).await? {
         // Another attempt owns the export now (or it was cancelled): our own object must go.
         warn!(export.id = %export.id, key, "attempt fenced out after upload; deleting its object");
         drop(db);
@@ -98,7 +136,6 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) 
     let (rows, size) = (uploaded.row_count, uploaded.file_size as u64);
     let elapsed = started.elapsed();
     let metrics = &ctx.metrics;
-    metrics.exports_finished.add(1, &[KeyValue::new("status", "completed")]);
     metrics.export_duration.record(elapsed.as_secs_f64(), &[]);
     metrics.export_rows.record(rows as u64, &[]);
     metrics.export_bytes.record(size, &[]);
@@ -389,25 +426,4 @@ fn source_error(e: SourceError) -> JobError {
 /// fixed by an operator while the export waits.
 fn storage_error(e: StorageError) -> JobError {
     JobError::retryable(e.failure_code(), e)
-}
-
-/// Keeps the export row in step with its job, inside the transaction that records the job's
-/// setback (so no other claim can run the job in between): PENDING with the failure's code
-/// while a retry waits or after a release or rescue, FAILED for good.
-pub async fn on_setback(
-    ctx: &JobContext,
-    db: &impl GenericClient,
-    args: &serde_json::Value,
-    setback: Setback,
-    code: FailureCode,
-) -> Result<(), DbError> {
-    let Ok(args) = serde_json::from_value::<ExportJobArgs>(args.clone()) else { return Ok(()) };
-    match setback {
-        Setback::Retrying | Setback::Released => exports::retry_later(db, args.export_id, code).await,
-        Setback::Failed => {
-            exports::fail(db, args.export_id, code).await?;
-            ctx.metrics.exports_finished.add(1, &[KeyValue::new("status", "failed")]);
-            Ok(())
-        }
-    }
 }

@@ -1,52 +1,100 @@
-//! Job kinds and the context they run in. One file per kind; `run` is the registration list.
+//! Job kinds and the context they run in. One file per kind; `registry` is the registration
+//! list. A kind is a type ([`JobKind`]: its name, payload and attempt budget) that the worker
+//! knows how to run (`Job`); the runner knows nothing of any kind's payload.
 
-pub mod export_statement;
+mod export_statement;
 pub mod noop;
+mod registry;
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{Pool, Transaction};
 use shared::{
     config::{Config, WorkerConfig},
     db::DbError,
+    exports::ExportStatement,
     failure::{Cause, FailureCode},
-    queue::ClaimedJob,
+    queue::{ClaimedJob, JobKind},
     source::Source,
     storage::Storage,
     tables::TableRegistry,
 };
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use self::registry::Registry;
 use crate::holds::Holds;
+
+/// The job kinds this worker runs: the registration list.
+pub(crate) fn registry() -> Registry {
+    Registry::new().register::<ExportStatement>().register::<noop::Noop>()
+}
+
+/// A job kind the worker can run. The implementing type is the job's payload ([`JobKind`]).
+pub(crate) trait Job: JobKind {
+    /// Runs one attempt. `cancel` fires when the attempt loses its job (cancelled, rescued,
+    /// released at shutdown): it must then stop and write nothing.
+    fn run(
+        &self,
+        ctx: &JobContext,
+        job: &ClaimedJob,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// Records a setback in the kind's own tables, inside the transaction that records it in
+    /// the queue (so no other claim can run the job in between). Nothing by default.
+    fn on_setback(
+        &self,
+        _ctx: &JobContext,
+        _tx: &Transaction<'_>,
+        _setback: Setback,
+        _code: FailureCode,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The span an attempt runs in: every log line of the attempt carries its fields.
+    fn span(&self, job: &ClaimedJob) -> tracing::Span {
+        tracing::info_span!("job", job.id = job.id, job.kind = Self::KIND, attempt = job.attempt)
+    }
+}
 
 /// What a job needs from the outside world.
 #[derive(Debug, Clone)]
 pub struct JobContext {
-    pub pool: Pool,
-    pub source: Source,
-    pub storage: Storage,
-    pub tables: Arc<TableRegistry>,
+    pub(crate) pool: Pool,
+    pub(crate) source: Source,
+    pub(crate) storage: Storage,
+    pub(crate) tables: Arc<TableRegistry>,
     /// Interval between progress writes of a running export.
-    pub progress_interval: Duration,
+    pub(crate) progress_interval: Duration,
     /// How long a completed export's file is kept.
-    pub export_retention: Duration,
+    pub(crate) export_retention: Duration,
     /// An export whose source sends nothing for this long fails (retryably).
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// Abandoned uploads are cleaned up once at least this old.
-    pub abandoned_upload_age: Duration,
+    pub(crate) abandoned_upload_age: Duration,
     /// Guard text cells against spreadsheet formula injection.
-    pub formula_guard: bool,
+    pub(crate) formula_guard: bool,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
     /// Test holds (nothing is armed in production).
     pub holds: Holds,
     /// Refuse to snapshot a source replica more than this many seconds behind its primary
     /// (`None`: no guard).
-    pub source_max_lag: Option<u64>,
+    pub(crate) source_max_lag: Option<u64>,
+    /// The job kinds this worker runs ([`registry`]): the runner and maintenance reach a kind's
+    /// code through it.
+    pub(crate) kinds: Arc<Registry>,
 }
 
 impl JobContext {
-    pub fn new(config: &Config, worker: &WorkerConfig, pool: Pool, source: Source, storage: Storage) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        worker: &WorkerConfig,
+        pool: Pool,
+        source: Source,
+        storage: Storage,
+    ) -> Self {
         Self {
             pool,
             source,
@@ -60,13 +108,14 @@ impl JobContext {
             metrics: Arc::default(),
             holds: Holds::default(),
             source_max_lag: worker.source_max_lag,
+            kinds: Arc::new(registry()),
         }
     }
 }
 
 /// Why an attempt did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     /// Worth another attempt: the source or storage was unreachable, Postgres hiccuped.
     #[error("{0}")]
     Retryable(Failure),
@@ -80,12 +129,12 @@ pub enum JobError {
 
 impl JobError {
     /// A retryable failure of class `code`.
-    pub fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
         Self::Retryable(Failure { code, cause: cause.into() })
     }
 
     /// A fatal failure of class `code`.
-    pub fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
         Self::Fatal(Failure { code, cause: cause.into() })
     }
 }
@@ -93,9 +142,9 @@ impl JobError {
 /// A failed attempt: its class, which is recorded and shown to clients, and its cause, which
 /// only the log sees.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: FailureCode,
-    pub cause: anyhow::Error,
+pub(crate) struct Failure {
+    pub(crate) code: FailureCode,
+    pub(crate) cause: anyhow::Error,
 }
 
 impl std::fmt::Display for Failure {
@@ -117,38 +166,13 @@ impl From<deadpool_postgres::PoolError> for JobError {
     }
 }
 
-/// Runs one claimed job. The registration list of job kinds.
-pub async fn run(ctx: &JobContext, job: &ClaimedJob, cancel: CancellationToken) -> Result<(), JobError> {
-    match job.kind.as_str() {
-        shared::exports::EXPORT_JOB_KIND => export_statement::run(ctx, job, cancel).await,
-        noop::KIND => noop::run().await,
-        other => Err(JobError::fatal(FailureCode::Internal, anyhow::anyhow!("unknown job kind {other:?}"))),
-    }
-}
-
 /// What became of a job that did not complete, for its kind's own tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setback {
+pub(crate) enum Setback {
     /// The attempt failed; the queue will run the job again after a backoff.
     Retrying,
     /// The worker shut down and gave the job back; another worker will pick it up.
     Released,
     /// No attempts left, or a fatal error: the job failed for good.
     Failed,
-}
-
-/// Lets a job kind record a setback in its own tables (the export row's status and failure code),
-/// in the transaction that records it in the queue.
-pub async fn on_setback(
-    ctx: &JobContext,
-    db: &impl GenericClient,
-    job_kind: &str,
-    args: &serde_json::Value,
-    setback: Setback,
-    code: FailureCode,
-) -> Result<(), DbError> {
-    if job_kind == shared::exports::EXPORT_JOB_KIND {
-        export_statement::on_setback(ctx, db, args, setback, code).await?;
-    }
-    Ok(())
 }

@@ -1,0 +1,175 @@
+//! The writes of the job attempt that produces an export. Each is fenced by the attempt's
+//! token ([`crate::queue`]'s fencing predicate): a write of an attempt that lost its job (rescued,
+//! released, cancelled) changes nothing.
+
+use std::sync::LazyLock;
+
+use deadpool_postgres::{GenericClient, Object};
+use uuid::Uuid;
+
+use super::{COLUMNS, Export, ExportStatus};
+use crate::{db::DbError, failure::FailureCode, metrics::Metrics, queue, uploads};
+
+/// A job attempt that holds an export: every write below checks it still holds the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// The export it produces.
+    pub export_id: Uuid,
+    /// Its job.
+    pub job_id: i64,
+    /// Its fencing token.
+    pub token: Uuid,
+}
+
+/// Condition shared by every fenced write (`$2` job id, `$3` attempt token): the job still runs
+/// under this attempt's token.
+static FENCE: LazyLock<String> = LazyLock::new(|| queue::attempt_holds("$2", "$3"));
+
+/// Marks the export PROCESSING with the snapshot time. `None` when fenced out or when the
+/// export is no longer waiting to run (cancelled, superseded ones still run).
+pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<Export>, DbError> {
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE exports SET status = 'PROCESSING', started_at = now(), snapshot_at = now(),
+                     rows_exported = 0, error = NULL, error_code = NULL
+                 WHERE id = $1 AND status IN ('PENDING', 'PROCESSING') AND {fence}
+                 RETURNING {COLUMNS}",
+                fence = *FENCE
+            ),
+            &[&attempt.export_id, &attempt.job_id, &attempt.token],
+        )
+        .await?;
+    Export::from_opt(row.as_ref())
+}
+
+/// Records progress. `false` when fenced out.
+pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i64) -> Result<bool, DbError> {
+    let statement = db
+        .prepare_cached(&format!(
+            "UPDATE exports SET rows_exported = $4 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+            fence = *FENCE
+        ))
+        .await?;
+    Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
+}
+
+/// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
+/// checked) and the source's replication position (`None`: the source has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotBasis {
+    /// Seconds the replica lagged its primary.
+    pub lag_seconds: Option<i64>,
+    /// The source's executed GTID set.
+    pub position: Option<String>,
+}
+
+/// Records what the snapshot was taken against. `false` when fenced out.
+pub async fn record_snapshot_basis(
+    db: &impl GenericClient,
+    attempt: Attempt,
+    basis: &SnapshotBasis,
+) -> Result<bool, DbError> {
+    let updated = db
+        .execute(
+            &format!(
+                "UPDATE exports SET snapshot_lag_seconds = $4, snapshot_position = $5
+                 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+                fence = *FENCE
+            ),
+            &[&attempt.export_id, &attempt.job_id, &attempt.token, &basis.lag_seconds, &basis.position],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// The finished file.
+#[derive(Debug, Clone)]
+pub struct ExportResult {
+    /// Its key in storage.
+    pub file_key: String,
+    /// Its size in bytes.
+    pub file_size: i64,
+    /// Data rows in it.
+    pub row_count: i64,
+    /// Its hex SHA-256.
+    pub sha256: String,
+}
+
+/// Marks the export COMPLETED and its job completed, and takes the file out of the upload
+/// journal, atomically; the file is kept for `retention`, and the completion is counted in
+/// `metrics`. `false` when fenced out: nothing was written and the caller must discard its
+/// object.
+pub async fn complete(
+    db: &mut Object,
+    attempt: Attempt,
+    result: &ExportResult,
+    retention: std::time::Duration,
+    metrics: &Metrics,
+) -> Result<bool, DbError> {
+    let tx = db.transaction().await?;
+    let updated = tx
+        .execute(
+            &format!(
+                "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
+                     row_count = $6, rows_exported = $6, sha256 = $7, error = NULL, error_code = NULL,
+                     expires_at = now() + make_interval(secs => $8)
+                 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+                fence = *FENCE
+            ),
+            &[
+                &attempt.export_id,
+                &attempt.job_id,
+                &attempt.token,
+                &result.file_key,
+                &result.file_size,
+                &result.row_count,
+                &result.sha256,
+                &retention.as_secs_f64(),
+            ],
+        )
+        .await?;
+    if updated != 1 || !queue::complete(&tx, attempt.job_id, attempt.token).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    uploads::forget(&tx, &result.file_key).await?;
+    tx.commit().await?;
+    ExportStatus::Completed.count_finished(metrics);
+    Ok(true)
+}
+
+/// Marks the export FAILED with the failure's code (the cause is logged, never stored); nothing
+/// of the failed attempt's progress is kept, and the failure is counted in `metrics`. Call it in
+/// the transaction that fails its job.
+pub async fn fail(
+    db: &impl GenericClient,
+    export_id: Uuid,
+    code: FailureCode,
+    metrics: &Metrics,
+) -> Result<(), DbError> {
+    let failed = db
+        .execute(
+            "UPDATE exports SET status = 'FAILED', error_code = $2, error = NULL, completed_at = now(),
+                 rows_exported = 0
+             WHERE id = $1 AND status IN ('PENDING', 'PROCESSING')",
+            &[&export_id, &code],
+        )
+        .await?;
+    if failed == 1 {
+        ExportStatus::Failed.count_finished(metrics);
+    }
+    Ok(())
+}
+
+/// Back to PENDING while its job waits for a retry; the code says why. Call it in the
+/// transaction that gives its job back to the queue.
+pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE exports SET status = 'PENDING', error_code = $2, error = NULL, rows_exported = 0
+         WHERE id = $1 AND status = 'PROCESSING'",
+        &[&export_id, &code],
+    )
+    .await?;
+    Ok(())
+}
