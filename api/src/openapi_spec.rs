@@ -1,5 +1,5 @@
 //! The published OpenAPI document. poem-openapi generates it from the operations and their
-//! types; [`finish`] adds what poem-openapi cannot express:
+//! types; `finish` adds what poem-openapi cannot express:
 //!
 //! - response header names as HTTP spells them (`Retry-After`: poem-openapi upper-cases them);
 //! - `additionalProperties: false` on every request body schema: bodies are read by
@@ -37,7 +37,7 @@ pub fn published(public_base_url: &str) -> Spec {
 
 impl Spec {
     /// The Swagger UI page (`/docs`) showing this spec. poem-openapi's own page embeds the spec
-    /// as generated, before [`finish`]; this is that page with the finished spec in its place.
+    /// as generated, before `finish`; this is that page with the finished spec in its place.
     pub fn swagger_ui_html(&self) -> String {
         let service = crate::openapi_service();
         let (page, generated) = (service.swagger_ui_html(), service.spec());

@@ -235,9 +235,9 @@ impl Source {
             if export_index(&mut conn, spec).await?.is_none() {
                 tracing::warn!(
                     table = spec.name,
-                    "no usable index on the source table starts with ({}, {}): each export scans more \
-                     rows than it exports and sorts them before the first row; add an index on \
-                     ({0}, {1}, {2})",
+                    "no usable index on the source table starts with ({}, {}): each export may scan \
+                     more rows than it exports and sort them before its first row; add an index on \
+                     ({0}, {1}, {2}) (to a view's base table, for a view)",
                     spec.account_column,
                     spec.date_column,
                     spec.id_column,
@@ -299,9 +299,9 @@ pub struct Snapshot {
     /// The replica's lag behind its primary, checked just before the snapshot was opened
     /// (`None`: not checked).
     pub lag_seconds: Option<u64>,
-    /// The source's GTID position (`None`: the source has none), read inside the snapshot's
-    /// transaction, or for a single statement just before it starts: the snapshot holds the
-    /// transactions up to about there.
+    /// The source's GTID position (`None`: the source has none). For a single statement, read
+    /// just before it is sent: its snapshot holds at least these transactions. For several,
+    /// read just after their transaction opened: the snapshot holds at most these.
     pub position: Option<String>,
     /// Whether a transaction holds the snapshot ([`Statements::Several`]).
     transaction: bool,
@@ -317,16 +317,17 @@ impl Snapshot {
     }
 }
 
-/// The index an export of `spec` reads through, named in its statement (`FORCE INDEX`): the
-/// shortest usable index whose first columns are the account and the date column, preferring
-/// one that goes on with the id column (InnoDB appends the primary key to every secondary
-/// index, so `(account, date)` over an `id` primary key serves as well). Through it the server
-/// reads exactly the statement's range, already in the file's order.
+/// The index an export of `spec` reads through, named in its statement (`FORCE INDEX`): a
+/// usable B-tree index whose first columns are the account and the date column (whole columns,
+/// not prefixes). Preferred, in order: one that goes on with the id column in the date's
+/// direction (it orders ties without a sort), the primary key (no lookups), the narrowest.
+/// Through it the server reads exactly the statement's range, already in the file's order.
 ///
 /// Left to itself, the optimizer reads a large account through `ref` on the account alone: it
 /// scans every entry of the account from its first date and filters the dates (three million
 /// entries scanned for a million rows exported, measured), or it picks a full scan and sorts
-/// the whole result before sending the first row. `None`: there is no such index.
+/// the whole result before sending the first row. `None`: there is no such index (or the table
+/// is a view, which has none).
 pub async fn export_index(conn: &mut Conn, spec: &TableSpec) -> Result<Option<String>, SourceError> {
     let rows: Vec<Row> = conn.query(format!("SHOW INDEX FROM `{}`", spec.source_table())).await?;
     let columns = rows.iter().filter_map(IndexColumn::from_row).collect::<Vec<_>>();
@@ -342,19 +343,25 @@ struct IndexColumn {
     column: Option<String>,
     /// Only a prefix of the column is indexed: the index neither bounds nor orders by it.
     prefix: bool,
-    /// The optimizer may use the index: not ignored (MariaDB) nor invisible (MySQL).
+    /// Descending (`Collation` `D`).
+    descending: bool,
+    /// A B-tree the optimizer may use: not ignored (MariaDB) nor invisible (MySQL), and not a
+    /// hash (MariaDB makes a long UNIQUE key a HASH index, which cannot read a range in order).
     usable: bool,
 }
 
 impl IndexColumn {
     fn from_row(row: &Row) -> Option<Self> {
         let text = |name: &str| row.get_opt::<Option<String>, _>(name).and_then(Result::ok).flatten();
+        let is = |name: &str, value: &str| text(name).is_some_and(|v| v.eq_ignore_ascii_case(value));
         Some(Self {
             index: text("Key_name")?,
             position: row.get_opt::<u32, _>("Seq_in_index")?.ok()?,
             column: text("Column_name"),
             prefix: text("Sub_part").is_some(),
-            usable: text("Ignored").is_none_or(|v| v.eq_ignore_ascii_case("NO"))
+            descending: is("Collation", "D"),
+            usable: is("Index_type", "BTREE")
+                && text("Ignored").is_none_or(|v| v.eq_ignore_ascii_case("NO"))
                 && text("Visible").is_none_or(|v| v.eq_ignore_ascii_case("YES")),
         })
     }
@@ -362,11 +369,9 @@ impl IndexColumn {
 
 fn pick_export_index(columns: &[IndexColumn], spec: &TableSpec) -> Option<String> {
     let at = |index: &str, position: u32| columns.iter().find(|c| c.index == index && c.position == position);
-    let is = |column: Option<&IndexColumn>, name: &str, whole: bool| {
+    let is = |column: Option<&IndexColumn>, name: &str| {
         column.is_some_and(|c| {
-            c.usable
-                && (!whole || !c.prefix)
-                && c.column.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))
+            c.usable && !c.prefix && c.column.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))
         })
     };
     let mut names: Vec<&str> = columns.iter().map(|c| c.index.as_str()).collect();
@@ -374,20 +379,20 @@ fn pick_export_index(columns: &[IndexColumn], spec: &TableSpec) -> Option<String
     names.dedup();
     names
         .into_iter()
-        .filter(|name| {
-            is(at(name, 1), &spec.account_column, true) && is(at(name, 2), &spec.date_column, true)
-        })
+        .filter(|name| is(at(name, 1), &spec.account_column) && is(at(name, 2), &spec.date_column))
         .min_by_key(|name| {
-            let goes_on_with_id = is(at(name, 3), &spec.id_column, false);
+            let date_descending = at(name, 2).is_some_and(|c| c.descending);
+            let goes_on_with_id = is(at(name, 3), &spec.id_column)
+                && at(name, 3).is_some_and(|c| c.descending == date_descending);
             let width = columns.iter().filter(|c| c.index == *name).count();
-            (!goes_on_with_id, width, *name)
+            (!goes_on_with_id, *name != "PRIMARY", width, *name)
         })
         .map(str::to_owned)
 }
 
 /// The executed GTID set: `@@gtid_current_pos` on MariaDB, `@@gtid_executed` on MySQL. `None`
-/// when the server has neither or has executed no GTID transaction yet. Read right after the
-/// snapshot opened, on its connection: the snapshot holds the transactions up to about there.
+/// when the server has neither or has executed no GTID transaction yet. Read on the export's
+/// own connection, next to its snapshot ([`Snapshot::position`] says which side).
 async fn replication_position(conn: &mut Conn) -> Result<Option<String>, SourceError> {
     for sql in ["SELECT @@gtid_current_pos", "SELECT @@gtid_executed"] {
         match conn.query_first::<Option<String>, _>(sql).await {
@@ -459,16 +464,21 @@ mod tests {
         }
     }
 
-    /// `SHOW INDEX` lines: (index, columns in order); a column written `name(8)` is a prefix.
+    /// `SHOW INDEX` lines: (index, columns in order); a column written `name(8)` is a prefix,
+    /// `name DESC` descending; an index named `hash…` is a HASH index.
     fn indexes(spec: &[(&str, &[&str])]) -> Vec<IndexColumn> {
         spec.iter()
             .flat_map(|(index, columns)| {
-                columns.iter().enumerate().map(|(i, column)| IndexColumn {
-                    index: (*index).into(),
-                    position: i as u32 + 1,
-                    column: Some(column.trim_end_matches("(8)").into()),
-                    prefix: column.ends_with("(8)"),
-                    usable: true,
+                columns.iter().enumerate().map(|(i, column)| {
+                    let name = column.trim_end_matches(" DESC").trim_end_matches("(8)");
+                    IndexColumn {
+                        index: (*index).into(),
+                        position: i as u32 + 1,
+                        column: Some(name.into()),
+                        prefix: column.ends_with("(8)"),
+                        descending: column.ends_with(" DESC"),
+                        usable: !index.starts_with("hash"),
+                    }
                 })
             })
             .collect()
@@ -491,6 +501,15 @@ mod tests {
             "one that goes on with the id orders ties without a sort"
         );
         assert_eq!(
+            pick(&[
+                ("a_key", &["account", "value_date", "id"]),
+                ("PRIMARY", &["account", "value_date", "id"])
+            ])
+            .as_deref(),
+            Some("PRIMARY"),
+            "the primary key reads rows without lookups"
+        );
+        assert_eq!(
             pick(&[("PRIMARY", &["ACCOUNT", "Value_Date", "id"])]).as_deref(),
             Some("PRIMARY"),
             "names are case-blind"
@@ -499,6 +518,33 @@ mod tests {
             pick(&[("prefix", &["account(8)", "value_date"])]),
             None,
             "a prefix neither bounds nor orders"
+        );
+        assert_eq!(
+            pick(&[
+                ("hash_unique", &["account", "value_date", "id"]),
+                ("by_day", &["account", "value_date", "booked_at"])
+            ])
+            .as_deref(),
+            Some("by_day"),
+            "a HASH index (MariaDB's long UNIQUE) reads no range"
+        );
+        assert_eq!(
+            pick(&[
+                ("a_mixed", &["account", "value_date", "id DESC"]),
+                ("b_plain", &["account", "value_date"])
+            ])
+            .as_deref(),
+            Some("b_plain"),
+            "an id in the other direction than the date orders nothing"
+        );
+        assert_eq!(
+            pick(&[
+                ("a_desc", &["account", "value_date DESC", "id DESC"]),
+                ("b_plain", &["account", "value_date"])
+            ])
+            .as_deref(),
+            Some("a_desc"),
+            "read backwards, an all-descending index orders ties"
         );
         let mut ignored = indexes(&[("ignored", &["account", "value_date"])]);
         ignored.iter_mut().for_each(|c| c.usable = false);

@@ -354,12 +354,14 @@ async fn read(
     };
 
     let index = watch.source(source::export_index(conn, statement.spec)).await?;
+    let sql = statement.spec.select_sql(&statement.account, &statement.range, index.as_deref());
     let snapshot =
         watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag, Statements::One)).await?;
-    record_snapshot_basis(ctx, attempt, &snapshot).await?;
     {
-        let sql = statement.spec.select_sql(&statement.account, &statement.range, index.as_deref());
+        // The statement starts (and opens its read view) right after the position was read;
+        // the basis is recorded once it runs, before its first row is taken.
         let mut result = watch.source(async { Ok(conn.query_iter(sql).await?) }).await?;
+        record_snapshot_basis(ctx, attempt, &snapshot).await?;
         let kinds = source::column_kinds(result.columns_ref());
         while let Some(row) = watch.source(async { Ok(result.next().await?) }).await? {
             let mut not_text = false;
