@@ -19,5 +19,6 @@ pub mod statement;
 pub mod storage;
 pub mod storage_checks;
 pub mod tables;
+pub mod tls;
 pub mod uploads;
 pub mod workers;

@@ -92,3 +92,22 @@ fn an_s3_retry_budget_over_five_minutes_or_malformed_stops_start_up() {
         assert!(stderr.contains("S3_RETRY_TIMEOUT_SECS") && stderr.contains(expected), "{stderr}");
     }
 }
+
+/// `sslmode=verify-full` against a server whose certificate names another host: the worker
+/// stops at start-up, naming the setting and the host, never the password.
+#[tokio::test]
+async fn verify_full_against_a_certificate_for_another_host_stops_start_up() {
+    let certs = testkit::tls::Certs::generate();
+    let pg = testkit::tls::PrivatePostgres::start(Some(&certs.other_host)).await;
+    let url = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        certs.ca.display()
+    );
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_statement-worker")).env("DATABASE_URL", &url).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sslmode=verify-full") && stderr.contains("not valid for name"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}
