@@ -11,6 +11,7 @@ pub mod logging;
 pub mod metrics;
 pub mod queue;
 pub mod requesters;
+pub mod secrets;
 pub mod sessions;
 pub mod shutdown;
 pub mod signing;
