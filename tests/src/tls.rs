@@ -39,24 +39,7 @@ impl Certs {
         std::fs::create_dir_all(&dir).unwrap();
         let dir = TempDir(dir);
         let d = &dir.0;
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=statement test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        );
+        self_signed(d, "ca", "statement test CA");
         let server = issue(d, "server", "subjectAltName=DNS:localhost,IP:127.0.0.1");
         let other_host = issue(d, "other", "subjectAltName=DNS:db.example.internal");
         Self { ca: d.join("ca.pem"), server, other_host, dir }
@@ -64,25 +47,23 @@ impl Certs {
 
     /// Another CA's certificate (that signed none of these).
     pub fn unrelated_ca(&self) -> PathBuf {
+        self_signed(&self.dir.0, "unrelated", "unrelated CA");
+        self.dir.0.join("unrelated.pem")
+    }
+
+    /// A client certificate (cert, key) for the database user `user` (its CN).
+    pub fn client(&self, user: &str) -> (PathBuf, PathBuf) {
+        issue(&self.dir.0, user, "extendedKeyUsage=clientAuth")
+    }
+
+    /// `key` converted to PKCS#1 (`BEGIN RSA PRIVATE KEY`), the form mysql_async reads.
+    pub fn pkcs1(&self, key: &Path) -> PathBuf {
+        let out = key.with_extension("rsa");
         openssl(
             &self.dir.0,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=unrelated CA",
-                "-keyout",
-                "unrelated.key",
-                "-out",
-                "unrelated.pem",
-            ],
+            &["rsa", "-in", key.to_str().unwrap(), "-traditional", "-out", out.to_str().unwrap()],
         );
-        self.dir.0.join("unrelated.pem")
+        out
     }
 
     /// `mariadbd` options serving `pair` (cert, key) with TLS.
@@ -95,7 +76,14 @@ impl Certs {
     }
 }
 
-/// A key and a certificate signed by `ca` with the given extension.
+/// A CA: `{stem}.key` and the self-signed `{stem}.pem`.
+fn self_signed(dir: &Path, stem: &str, subject: &str) {
+    let (key, cert, subject) = (format!("{stem}.key"), format!("{stem}.pem"), format!("/CN={subject}"));
+    let args = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject];
+    openssl(dir, &[&args[..], &["-keyout", &key, "-out", &cert]].concat());
+}
+
+/// A key and a certificate signed by the CA, with the given extension; `name` is its CN.
 fn issue(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
     let (key, csr, cert, ext) =
         (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
@@ -157,6 +145,16 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// `tls`: the server's (certificate, key), or `None` for a server without TLS.
     pub async fn start(tls: Option<&(PathBuf, PathBuf)>) -> Self {
+        Self::start_with(tls, None).await
+    }
+
+    /// With TLS, and over TLS a client certificate signed by `client_ca` whose CN is the user
+    /// (`cert` authentication) instead of trust.
+    pub async fn start_requiring_client_certs(tls: &(PathBuf, PathBuf), client_ca: &Path) -> Self {
+        Self::start_with(Some(tls), Some(client_ca)).await
+    }
+
+    async fn start_with(tls: Option<&(PathBuf, PathBuf)>, client_ca: Option<&Path>) -> Self {
         let dir = std::env::temp_dir().join(format!("stmt-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let guard = TempDir(dir.clone());
@@ -171,15 +169,24 @@ impl PrivatePostgres {
         let mut options = vec!["-c".to_owned(), "fsync=off".to_owned()];
         match tls {
             Some((cert, key)) => {
-                for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let ca = client_ca.map(|ca| (ca, "root.crt"));
+                for (from, to) in
+                    [(cert.as_path(), "server.crt"), (key.as_path(), "server.key")].into_iter().chain(ca)
+                {
                     std::fs::copy(from, data.join(to)).unwrap();
                     std::fs::set_permissions(data.join(to), std::fs::Permissions::from_mode(0o600)).unwrap();
                     chown_to_postgres(&data.join(to));
                 }
                 options.extend(["-c".into(), "ssl=on".into()]);
-                hba.push_str(
-                    "hostnossl postgres all 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 trust\n",
-                );
+                let method = if client_ca.is_some() {
+                    options.extend(["-c".into(), "ssl_ca_file=root.crt".into()]);
+                    "cert"
+                } else {
+                    "trust"
+                };
+                hba.push_str(&format!(
+                    "hostnossl postgres all 127.0.0.1/32 trust\nhostssl all all 127.0.0.1/32 {method}\n"
+                ));
             }
             None => hba.push_str("host all all 127.0.0.1/32 trust\n"),
         }

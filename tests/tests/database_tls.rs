@@ -21,6 +21,14 @@ fn with_params(url: &SecretString, params: &str) -> SecretString {
     SecretString::from(format!("{}?{params}", url.expose_secret()))
 }
 
+/// Opens a source connection at `url` (and closes it): the error as the log would show it.
+async fn source_connect(url: String) -> Result<(), String> {
+    let source = Source::new(&SecretString::from(url), 1).map_err(|e| e.to_string())?;
+    let conn = source.connect().await.map_err(|e| e.to_string())?;
+    Source::discard(conn).await;
+    Ok(())
+}
+
 /// A fresh database on a private Postgres: its URL with a password (trust ignores it; it must
 /// not reach any message).
 async fn fresh_database(pg: &PrivatePostgres) -> String {
@@ -124,13 +132,8 @@ async fn mariadb_certificate_checks_follow_ssl_mode() {
     let certs = Certs::generate();
     let maria = mariadb_with(&certs, &certs.other_host).await;
     let ca = certs.ca.display();
-    let connect = |params: String| {
-        let url = SecretString::from(format!("mysql://root:s3cret-pw@{}/mysql?{params}", maria.host_port()));
-        async move {
-            let source = Source::new(&url, 1).unwrap();
-            source.connect().await.map(|_| ()).map_err(|e| e.to_string())
-        }
-    };
+    let base = format!("mysql://root:s3cret-pw@{}/mysql", maria.host_port());
+    let connect = |params: String| source_connect(format!("{base}?{params}"));
     let refused = connect(format!("ssl-mode=verify_identity&ssl-ca={ca}")).await.unwrap_err();
     assert!(
         refused.contains("ssl-mode=verify_identity") && refused.contains("not valid for name"),
@@ -155,7 +158,42 @@ async fn require_against_servers_without_tls_fails_clearly() {
         .expect("prefer falls back to plain");
 
     let maria = PrivateMariaDb::start(&[]).await;
-    let url = SecretString::from(format!("mysql://root@{}/mysql?ssl-mode=required", maria.host_port()));
-    let refused = Source::new(&url, 1).unwrap().connect().await.map(|_| ()).unwrap_err().to_string();
+    let refused = source_connect(format!("mysql://root@{}/mysql?ssl-mode=required", maria.host_port()))
+        .await
+        .unwrap_err();
     assert!(refused.contains("ssl-mode=required") && refused.contains("SSL"), "{refused}");
+}
+
+/// A server that authenticates clients by certificate: refused without one, accepted with the
+/// one `sslcert`/`sslkey` (Postgres) or `ssl-cert`/`ssl-key` (MariaDB) name.
+#[tokio::test]
+async fn client_certificates_from_the_url_authenticate() {
+    let certs = Certs::generate();
+    let ca = certs.ca.display();
+    let (cert, key) = certs.client("postgres");
+    let pg = PrivatePostgres::start_requiring_client_certs(&certs.server, &certs.ca).await;
+    let url = format!("{}?sslmode=verify-full&sslrootcert={ca}", fresh_database(&pg).await);
+    let refused = db::migrate(&SecretString::from(url.clone())).await.unwrap_err().to_string();
+    assert!(refused.contains("certificate"), "{refused}");
+    let with_cert = format!("{url}&sslcert={}&sslkey={}", cert.display(), key.display());
+    db::migrate(&SecretString::from(with_cert)).await.expect("the client certificate is accepted");
+
+    let maria = mariadb_with(&certs, &certs.server).await;
+    maria.exec("CREATE USER 'certified'@'%' REQUIRE X509; GRANT SELECT ON mysql.* TO 'certified'@'%'").await;
+    let (cert, key) = certs.client("certified");
+    let url = format!("mysql://certified@{}/mysql?ssl-mode=verify_identity&ssl-ca={ca}", maria.host_port());
+    let connect = source_connect;
+    let refused = connect(url.clone()).await.unwrap_err();
+    assert!(refused.contains("Access denied"), "{refused}");
+    let pkcs8 = Source::new(
+        &SecretString::from(format!("{url}&ssl-cert={}&ssl-key={}", cert.display(), key.display())),
+        1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(pkcs8.contains("ssl-key") && pkcs8.contains("-traditional"), "{pkcs8}");
+    let key = certs.pkcs1(&key);
+    connect(format!("{url}&ssl-cert={}&ssl-key={}", cert.display(), key.display()))
+        .await
+        .expect("the client certificate is accepted");
 }

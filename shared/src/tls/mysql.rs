@@ -8,7 +8,7 @@
 //!
 //! Values are case-insensitive and `-` or `_` (`VERIFY_IDENTITY`, `verify-identity`, `require`).
 //! `preferred` is refused: mysql_async cannot fall back to plain text. `ssl-cert` and `ssl-key`
-//! (PEM) present a client certificate.
+//! (PEM; the key an RSA key in PKCS#1 form, all mysql_async reads) present a client certificate.
 
 use std::{fmt, path::PathBuf};
 
@@ -73,7 +73,7 @@ pub fn from_url(url: &str) -> Result<(String, MysqlTls), TlsConfigError> {
     let identity = match (param(&params, "ssl-cert"), param(&params, "ssl-key")) {
         (None, None) => None,
         (Some(cert), Some(key)) => {
-            Some(ClientIdentity::new(readable("ssl-cert", cert)?.into(), readable("ssl-key", key)?.into()))
+            Some(ClientIdentity::new(readable("ssl-cert", cert)?.into(), rsa_key(key)?.into()))
         }
         _ => return Err(TlsConfigError::Pair("ssl-cert", "ssl-key")),
     };
@@ -92,6 +92,28 @@ pub fn from_url(url: &str) -> Result<(String, MysqlTls), TlsConfigError> {
         }
     };
     Ok((rest, MysqlTls { mode, ssl_opts }))
+}
+
+/// mysql_async reads the client key only as an RSA key in PKCS#1 PEM (or DER); anything else
+/// (a PKCS#8 `BEGIN PRIVATE KEY`, as OpenSSL 3 writes by default) would fail at every connection
+/// with "no private key found", so it stops start-up with the conversion to make.
+fn rsa_key(path: &str) -> Result<PathBuf, TlsConfigError> {
+    let key = readable("ssl-key", path)?;
+    let bytes = std::fs::read(&key).map_err(|e| TlsConfigError::File {
+        setting: "ssl-key",
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })?;
+    match std::str::from_utf8(&bytes) {
+        Ok(pem) if !pem.contains("-----BEGIN RSA PRIVATE KEY-----") => Err(TlsConfigError::File {
+            setting: "ssl-key",
+            path: path.to_owned(),
+            problem: "expected an RSA key in PKCS#1 PEM (BEGIN RSA PRIVATE KEY); convert it with \
+                      `openssl rsa -in KEY -traditional -out KEY.rsa`"
+                .into(),
+        }),
+        _ => Ok(key),
+    }
 }
 
 /// mysql_async reads the files when it connects; a path that cannot be read stops start-up.
