@@ -90,7 +90,20 @@ async fn an_export_runs_end_to_end_with_both_databases_verified_over_tls() {
                       "date_from": "2024-01-01", "date_to": "2024-01-31"});
     let created: Value = app.post_export(&key, &body).await.json().await.unwrap();
     let id = created["reference_id"].as_str().unwrap().to_owned();
-    let done = app.run_until_settled(&key, &id).await;
+    // The worker as it runs: claim loop, LISTEN session and maintenance leader, all over TLS.
+    let worker = app.runner(TestApp::worker_config()).spawn();
+    app.wait_for(&format!("SELECT status IN ('COMPLETED', 'FAILED') FROM exports WHERE id = '{id}'")).await;
+    let tls_session = |condition: &str| {
+        format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' \
+             WHERE a.datname = current_database() AND s.ssl AND {condition})"
+        )
+    };
+    app.wait_for(&tls_session("a.query LIKE 'LISTEN%'")).await;
+    app.wait_for(&tls_session("l.granted")).await;
+    worker.stop().await;
+    let done: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(done["status"], "COMPLETED", "{done}");
     let bytes = app.download(done["file_url"].as_str().unwrap()).await.bytes().await.unwrap();
     assert_eq!(done["sha256"], testkit::sha256_hex(&bytes));
