@@ -13,9 +13,12 @@ use std::{
     time::Duration,
 };
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::tables::{TableConfigError, TableRegistry};
+use crate::{
+    secrets::{self, SecretError},
+    tables::{TableConfigError, TableRegistry},
+};
 
 /// A configuration problem found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,9 @@ pub enum ConfigError {
         /// Bytes of key material given.
         got: usize,
     },
+    /// A secret's variable and its `_FILE` form are both set, or the file cannot be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The table configuration is refused.
     #[error("EXPORT_TABLES_FILE: {0}")]
     Tables(#[from] TableConfigError),
@@ -270,7 +276,7 @@ impl Config {
                 endpoint: env::var("S3_ENDPOINT").ok().filter(|v| !v.is_empty()),
                 path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
                 access_key_id: env::var("S3_ACCESS_KEY_ID").ok(),
-                secret_access_key: env::var("S3_SECRET_ACCESS_KEY").ok().map(SecretString::from),
+                secret_access_key: secrets::read("S3_SECRET_ACCESS_KEY", "S3_SECRET_ACCESS_KEY_FILE")?,
                 retry_timeout: s3_retry_timeout()?,
             }),
             other => {
@@ -295,11 +301,10 @@ impl Config {
             Err(_) => TableRegistry::demo(),
         };
         Ok(Self {
-            database_url: SecretString::from(var_or("DATABASE_URL", DEFAULT_DATABASE_URL)),
-            source_database_url: SecretString::from(var_or(
-                "SOURCE_DATABASE_URL",
-                DEFAULT_SOURCE_DATABASE_URL,
-            )),
+            database_url: secrets::read("DATABASE_URL", "DATABASE_URL_FILE")?
+                .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL)),
+            source_database_url: secrets::read("SOURCE_DATABASE_URL", "SOURCE_DATABASE_URL_FILE")?
+                .unwrap_or_else(|| SecretString::from(DEFAULT_SOURCE_DATABASE_URL)),
             storage,
             upload_part_size,
             download_url_ttl: Duration::from_secs(parse_var(
@@ -448,17 +453,18 @@ fn positive<T: FromStr + Default + PartialOrd>(
     Ok(value)
 }
 
-/// `SIGNING_SECRET`, when set: at least [`crate::signing::MIN_KEY_BYTES`] of key material, or
+/// `SIGNING_SECRET` (or `SIGNING_SECRET_FILE`), when set: at least [`crate::signing::MIN_KEY_BYTES`] of key material, or
 /// start-up stops (a short secret lets anyone who guesses it sign download links).
 fn signing_secret() -> Result<Option<SecretString>, ConfigError> {
-    let Some(secret) = env::var("SIGNING_SECRET").ok().filter(|v| !v.is_empty()) else {
+    let Some(secret) = secrets::read("SIGNING_SECRET", "SIGNING_SECRET_FILE")? else {
         return Ok(None);
     };
-    let (got, min) = (crate::signing::key_material_bytes(&secret), crate::signing::MIN_KEY_BYTES);
+    let (got, min) =
+        (crate::signing::key_material_bytes(secret.expose_secret()), crate::signing::MIN_KEY_BYTES);
     if got < min {
         return Err(ConfigError::WeakSigningSecret { min, got });
     }
-    Ok(Some(SecretString::from(secret)))
+    Ok(Some(secret))
 }
 
 /// `TRUSTED_PROXIES`: comma-separated addresses (`10.0.0.5`) or CIDR blocks (`10.0.0.0/8`).

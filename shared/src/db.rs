@@ -7,7 +7,10 @@ use deadpool_postgres::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use tokio_postgres::{IsolationLevel, NoTls, error::SqlState};
+use tokio_postgres::{Client, IsolationLevel, Socket, error::SqlState, tls::MakeTlsConnect};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::postgres::{self as pg_tls, PgTls, SslMode};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
@@ -25,6 +28,15 @@ pub enum DbError {
     /// `DATABASE_URL` does not parse.
     #[error("invalid DATABASE_URL: {0}")]
     Url(String),
+    /// Connecting failed: names the `sslmode` in force, since that is where a TLS failure
+    /// (server without TLS, certificate refused) is fixed.
+    #[error("postgres (sslmode={sslmode}): {}", with_causes(source))]
+    Connect {
+        /// The `sslmode` in force.
+        sslmode: SslMode,
+        /// Why connecting failed.
+        source: tokio_postgres::Error,
+    },
     /// A migration failed.
     #[error("migrations: {0}")]
     Migration(String),
@@ -43,7 +55,7 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Self::Pool(_) => true,
-            Self::Postgres(e) => {
+            Self::Postgres(e) | Self::Connect { source: e, .. } => {
                 e.is_closed()
                     || e.code().is_none()
                     || e.code().is_some_and(|c| {
@@ -72,15 +84,17 @@ pub const SESSION_OPTIONS: &str = "-c plan_cache_mode=force_generic_plan";
 /// Builds the pool. Connections are made lazily; `wait_timeout`/`create_timeout` bound how long
 /// a request waits when Postgres is down, so it gets a 503 quickly instead of hanging.
 pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
-    let mut config: tokio_postgres::Config =
-        url.expose_secret().parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+    let (mut config, tls) = config(url)?;
     let options = match config.get_options() {
         Some(existing) => format!("{existing} {SESSION_OPTIONS}"),
         None => SESSION_OPTIONS.to_owned(),
     };
     config.options(options);
-    let manager =
-        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        config,
+        tls.connector,
+        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+    );
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
@@ -122,10 +136,46 @@ impl AdvisoryLock {
     }
 }
 
+/// The URL parsed, its TLS settings (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`; see
+/// [`crate::tls::postgres`]) applied.
+fn config(url: &SecretString) -> Result<(tokio_postgres::Config, PgTls), DbError> {
+    let (rest, tls) = pg_tls::from_url(url.expose_secret()).map_err(|e| DbError::Url(e.to_string()))?;
+    let mut config: tokio_postgres::Config =
+        rest.parse().map_err(|e: tokio_postgres::Error| DbError::Url(e.to_string()))?;
+    tls.apply(&mut config);
+    Ok((config, tls))
+}
+
+/// A connection of its own (not pooled), over TLS as the URL says: migrations, LISTEN, the
+/// maintenance leader's session. The caller drives (spawns) the connection.
+pub type Connection =
+    tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
+
+/// Opens a dedicated connection with the URL's TLS settings.
+pub async fn connect(url: &SecretString) -> Result<(Client, Connection), DbError> {
+    let (config, tls) = config(url)?;
+    config.connect(tls.connector).await.map_err(|source| DbError::Connect { sslmode: tls.mode, source })
+}
+
+/// An error and its causes: tokio-postgres keeps what went wrong in a TLS handshake (the
+/// certificate refused, no TLS on the server) in the cause, not in its message.
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = e.source();
+    }
+    text
+}
+
 /// Applies pending migrations over a dedicated connection, holding an advisory lock so the API
 /// and any number of workers may all call this at start-up.
 pub async fn migrate(url: &SecretString) -> Result<(), DbError> {
-    let (mut client, connection) = tokio_postgres::connect(url.expose_secret(), NoTls).await?;
+    let (mut client, connection) = connect(url).await?;
     let task = tokio::spawn(connection);
     client.execute("SELECT pg_advisory_lock($1)", &[&AdvisoryLock::Migrations.key()]).await?;
     let report = embedded::migrations::runner()

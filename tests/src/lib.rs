@@ -29,6 +29,7 @@ use worker::{
 pub mod dashboard;
 pub mod replica;
 pub mod s3;
+pub mod tls;
 
 pub use reqwest::StatusCode;
 
@@ -85,7 +86,26 @@ impl TestApp {
         tables: TableRegistry,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
-        Self::spawn_full(source_admin_url, read_host_port, tables, adjust, |_| {}).await
+        Self::spawn_full(&pg_admin_url(), source_admin_url, read_host_port, tables, adjust, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn_with_source`], with the Postgres database made through
+    /// `pg_admin_url` too (a private server, say).
+    pub async fn spawn_on(
+        pg_admin_url: &str,
+        source_admin_url: &str,
+        read_host_port: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::spawn_full(
+            pg_admin_url,
+            source_admin_url,
+            read_host_port,
+            TableRegistry::demo(),
+            adjust,
+            |_| {},
+        )
+        .await
     }
 
     /// Like [`TestApp::spawn`], with a chance to adjust the API's settings (its connection
@@ -93,10 +113,12 @@ impl TestApp {
     pub async fn spawn_with_api(adjust_api: impl FnOnce(&mut ApiConfig)) -> Self {
         let admin_url = source_admin_url();
         let host_port = admin_url.rsplit_once('@').map(|(_, hp)| hp.to_owned()).unwrap();
-        Self::spawn_full(&admin_url, &host_port, TableRegistry::demo(), |_| {}, adjust_api).await
+        Self::spawn_full(&pg_admin_url(), &admin_url, &host_port, TableRegistry::demo(), |_| {}, adjust_api)
+            .await
     }
 
     async fn spawn_full(
+        pg_admin_url: &str,
         source_admin_url: &str,
         read_host_port: &str,
         tables: TableRegistry,
@@ -108,13 +130,12 @@ impl TestApp {
         let source_db = format!("stmt_src_{}", &id[..16]);
 
         // Postgres: a fresh database, migrated.
-        let (admin, conn) = tokio_postgres::connect(&pg_admin_url(), tokio_postgres::NoTls)
+        let (admin, conn) = tokio_postgres::connect(pg_admin_url, tokio_postgres::NoTls)
             .await
             .expect("Postgres answers at PG_ADMIN_URL (run scripts/services.sh)");
         tokio::spawn(conn);
         admin.batch_execute(&format!("CREATE DATABASE {pg_db}")).await.expect("create test database");
-        let base = pg_admin_url();
-        let database_url = format!("{}/{pg_db}", base.rsplit_once('/').expect("URL has a path").0);
+        let database_url = format!("{}/{pg_db}", pg_admin_url.rsplit_once('/').expect("URL has a path").0);
 
         // MariaDB: a fresh source database with the demo schema, readable by the SELECT-only user.
         let source_admin_base = mysql_async::Pool::new(source_admin_url);

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use shared::{
     db::{AdvisoryLock, DbError},
     exports,
@@ -97,7 +97,7 @@ impl Maintenance {
             return true;
         }
         if self.session.is_none() {
-            match tokio_postgres::connect(self.database_url.expose_secret(), tokio_postgres::NoTls).await {
+            match shared::db::connect(&self.database_url).await {
                 Ok((client, connection)) => {
                     tokio::spawn(connection);
                     self.session = Some(client);

@@ -12,7 +12,7 @@ use std::{
 };
 
 use opentelemetry::KeyValue;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use shared::{
     config::WorkerConfig,
     db::DbError,
@@ -429,8 +429,7 @@ async fn listen(url: SecretString, wake: Arc<Notify>, stop: CancellationToken) {
     let mut delay = Duration::from_millis(250);
     loop {
         let session = async {
-            let (client, mut connection) =
-                tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls).await?;
+            let (client, mut connection) = shared::db::connect(&url).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let pump = tokio::spawn(async move {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -99,3 +99,52 @@ fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
     let stderr = refused(&[("RUST_LOG", "info,worker=loudly")]);
     assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");
 }
+
+/// `sslmode=verify-full` against a server whose certificate names another host: the worker
+/// stops at start-up, naming the setting and the host, never the password.
+#[tokio::test]
+async fn verify_full_against_a_certificate_for_another_host_stops_start_up() {
+    let certs = testkit::tls::Certs::generate();
+    let pg = testkit::tls::PrivatePostgres::start(Some(&certs.other_host)).await;
+    let url = format!(
+        "postgres://postgres:s3cret-pw@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        certs.ca.display()
+    );
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_statement-worker")).env("DATABASE_URL", &url).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sslmode=verify-full") && stderr.contains("not valid for name"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+}
+
+/// Both database URLs from files (`DATABASE_URL_FILE`, `SOURCE_DATABASE_URL_FILE`, each ending
+/// in a newline): start-up reaches the source and checks its schema.
+#[tokio::test]
+async fn database_urls_from_files_reach_both_databases() {
+    let app = TestApp::spawn().await;
+    let dir = std::env::temp_dir().join(format!("secrets-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("pg"), format!("{}\n", app.config.database_url.expose_secret())).unwrap();
+    std::fs::write(dir.join("src"), format!("{}\n", app.config.source_database_url.expose_secret())).unwrap();
+    std::fs::write(
+        dir.join("tables.json"),
+        r#"{"tables": [{"name": "bank_transactions", "account_column": "account_id", "date_column": "txn_date",
+            "id_column": "id", "columns": ["id", "no_such_column"]}]}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_statement-worker"))
+        .env_remove("DATABASE_URL")
+        .env_remove("SOURCE_DATABASE_URL")
+        .env("DATABASE_URL_FILE", dir.join("pg"))
+        .env("SOURCE_DATABASE_URL_FILE", dir.join("src"))
+        .env("EXPORT_TABLES_FILE", dir.join("tables.json"))
+        .env("LOCAL_STORAGE_DIR", &app.storage_dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The schema check ran against the source the file names: its refusal is about the column.
+    assert!(stderr.contains("no_such_column") && stderr.contains("bank_transactions"), "{stderr}");
+}
