@@ -40,6 +40,8 @@ pub struct AppState {
     pub(crate) signer: UrlSigner,
     pub(crate) tables: Arc<TableRegistry>,
     pub(crate) public_base_url: String,
+    /// The published spec (its `servers` name `public_base_url`), made on first request.
+    published_spec: Arc<std::sync::OnceLock<openapi_spec::Spec>>,
     pub(crate) download_url_ttl: Duration,
     /// Longest statement a client may request, in days.
     pub(crate) max_range_days: i64,
@@ -70,6 +72,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The spec this service publishes (`/openapi.json`, `/openapi.yaml`, `/docs`).
+    pub(crate) fn published_spec(&self) -> &openapi_spec::Spec {
+        self.published_spec.get_or_init(|| openapi_spec::published(&self.public_base_url))
+    }
+
     pub fn from_config(config: &Config, api: &ApiConfig) -> anyhow::Result<Self> {
         let signer = match &config.signing_secret {
             Some(secret) => UrlSigner::new(secret.expose_secret().as_bytes()),
@@ -90,6 +97,7 @@ impl AppState {
             signer,
             tables: Arc::new(config.tables.clone()),
             public_base_url: api.public_base_url.clone(),
+            published_spec: Arc::default(),
             download_url_ttl: config.download_url_ttl,
             max_range_days: api.max_range_days,
             export_max_attempts: config.export_max_attempts,

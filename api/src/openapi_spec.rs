@@ -14,11 +14,14 @@
 
 use serde_yaml::{Mapping, Value};
 
-/// The spec in both of its served forms.
+/// The spec in both of its served forms, and the Swagger UI page showing it.
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub json: String,
     pub yaml: String,
+    /// The Swagger UI page (`/docs`). poem-openapi's own page embeds the spec as generated,
+    /// before `finish`; this is that page with the finished spec in its place.
+    pub docs: String,
 }
 
 /// The spec of a service reachable at `public_base_url`.
@@ -29,20 +32,14 @@ pub fn published(public_base_url: &str) -> Spec {
     let generated = crate::openapi_service().server(server).spec_yaml();
     let mut doc: Value = serde_yaml::from_str(&generated).expect("poem-openapi writes valid YAML");
     finish(&mut doc);
+    let json = serde_json::to_string_pretty(&doc).expect("a YAML document with string keys is JSON");
+    let service = crate::openapi_service();
+    let (page, generated) = (service.swagger_ui_html(), service.spec());
+    assert!(page.contains(&generated), "poem-openapi's Swagger UI page embeds its spec verbatim");
     Spec {
-        json: serde_json::to_string_pretty(&doc).expect("a YAML document with string keys is JSON"),
+        docs: page.replacen(&generated, &json, 1),
         yaml: serde_yaml::to_string(&doc).expect("a YAML value serializes"),
-    }
-}
-
-impl Spec {
-    /// The Swagger UI page (`/docs`) showing this spec. poem-openapi's own page embeds the spec
-    /// as generated, before `finish`; this is that page with the finished spec in its place.
-    pub fn swagger_ui_html(&self) -> String {
-        let service = crate::openapi_service();
-        let (page, generated) = (service.swagger_ui_html(), service.spec());
-        assert!(page.contains(&generated), "poem-openapi's Swagger UI page embeds its spec verbatim");
-        page.replacen(&generated, &self.json, 1)
+        json,
     }
 }
 

@@ -15,7 +15,7 @@ use poem::{
     web::{Data, Html},
 };
 
-use crate::{AppState, dashboard, files, metrics, openapi_service, openapi_spec};
+use crate::{AppState, dashboard, files, metrics, openapi_service};
 
 /// One route.
 pub(crate) struct Route {
@@ -212,22 +212,21 @@ pub(crate) fn allow(path: &str) -> String {
     methods.join(", ")
 }
 
-/// The published spec (`openapi_spec`) names this service's `PUBLIC_BASE_URL` in `servers`.
+/// The published spec (`crate::openapi_spec`) names this service's `PUBLIC_BASE_URL` in `servers`.
 #[poem::handler]
 fn openapi_json(Data(state): Data<&AppState>) -> poem::Response {
-    let spec = openapi_spec::published(&state.public_base_url);
-    poem::Response::builder().content_type("application/json").body(spec.json)
+    poem::Response::builder().content_type("application/json").body(state.published_spec().json.clone())
 }
 
 #[poem::handler]
 fn openapi_yaml(Data(state): Data<&AppState>) -> String {
-    openapi_spec::published(&state.public_base_url).yaml
+    state.published_spec().yaml.clone()
 }
 
 /// Swagger UI (`/docs`) on the published spec.
 #[poem::handler]
 fn swagger_ui(Data(state): Data<&AppState>) -> Html<String> {
-    Html(openapi_spec::published(&state.public_base_url).swagger_ui_html())
+    Html(state.published_spec().docs.clone())
 }
 
 #[cfg(test)]
