@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse
+.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse bench-dashboard
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -30,3 +30,7 @@ bench-api:
 ## One abusive client address (huge uploads, slow connections, unknown keys) vs a legitimate one.
 bench-abuse:
 	bash scripts/bench-abuse.sh
+
+## The dashboard, the export listing and /metrics on 1,000,000 exports over a year (p95 in ms).
+bench-dashboard:
+	bash scripts/bench.sh bench-dashboard

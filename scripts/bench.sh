@@ -5,5 +5,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/services.sh >&2
 # shellcheck disable=SC1091
 source .local/services.env
-cargo build --release -q -p statement-worker -p statement-benches >&2
+cargo build --release -q -p statement-api -p statement-worker -p statement-benches >&2
 RUST_LOG="${RUST_LOG:-warn}" "target/release/$1"

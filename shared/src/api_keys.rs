@@ -286,9 +286,35 @@ pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Every key, newest first.
+/// Every key, newest first (`statement-api keys list`).
 pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
-    let rows = db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id"), &[]).await?;
+    let rows =
+        db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC"), &[]).await?;
+    rows.iter().map(ApiKey::from_row).collect()
+}
+
+/// At most `limit` keys, newest first, after the key `after` (none when that key is gone).
+pub async fn page(db: &impl GenericClient, after: Option<Uuid>, limit: i64) -> Result<Vec<ApiKey>, DbError> {
+    let rows = match after {
+        None => {
+            db.query(
+                &format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC LIMIT $1"),
+                &[&limit],
+            )
+            .await?
+        }
+        Some(after) => {
+            db.query(
+                &format!(
+                    "SELECT {COLUMNS} FROM api_keys
+                     WHERE (created_at, id) < (SELECT created_at, id FROM api_keys WHERE id = $1)
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await?
+        }
+    };
     rows.iter().map(ApiKey::from_row).collect()
 }
 

@@ -238,8 +238,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How often the maintenance leader rescues leases, expires exports and prunes jobs.
     pub maintenance_interval: Duration,
-    /// Finished job rows older than this are pruned.
-    pub job_retention: Duration,
+    /// What maintenance prunes, and when.
+    pub retention: Retention,
     /// Interval between progress writes of a running export.
     pub progress_interval: Duration,
     /// Where the worker serves its Prometheus `/metrics`.
@@ -256,6 +256,17 @@ pub struct WorkerConfig {
     pub source_max_lag: Option<u64>,
     /// How often the worker checks that storage takes a write (and records it for `/ready`).
     pub storage_check_interval: Duration,
+}
+
+/// What the maintenance leader prunes from Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished job rows older than this are pruned (`JOB_RETENTION_DAYS`).
+    pub jobs: Duration,
+    /// Export rows that can no longer be downloaded (expired, failed, cancelled) and finished
+    /// longer ago than this are pruned, their hourly analytics kept
+    /// (`EXPORT_ROW_RETENTION_DAYS`; unset: kept for ever).
+    pub export_rows: Option<Duration>,
 }
 
 pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/statements";
@@ -372,7 +383,13 @@ impl WorkerConfig {
             retry_max: secs("JOB_RETRY_MAX_SECS", defaults.retry_max)?,
             shutdown_grace: secs("WORKER_SHUTDOWN_GRACE_SECS", defaults.shutdown_grace)?,
             maintenance_interval: secs("MAINTENANCE_INTERVAL_SECS", defaults.maintenance_interval)?,
-            job_retention: days("JOB_RETENTION_DAYS", 7)?,
+            retention: Retention {
+                jobs: days("JOB_RETENTION_DAYS", 7)?,
+                export_rows: optional::<f64>("EXPORT_ROW_RETENTION_DAYS", "a number of days")?
+                    .map(|d| Duration::try_from_secs_f64(d * 86_400.0))
+                    .transpose()
+                    .map_err(|_| invalid("EXPORT_ROW_RETENTION_DAYS", "a number of days"))?,
+            },
             progress_interval: millis("EXPORT_PROGRESS_INTERVAL_MS", defaults.progress_interval)?,
             metrics_bind: parse_var(
                 "WORKER_METRICS_BIND",
@@ -401,7 +418,7 @@ impl Default for WorkerConfig {
             retry_max: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(10),
-            job_retention: Duration::from_secs(7 * 86_400),
+            retention: Retention { jobs: Duration::from_secs(7 * 86_400), export_rows: None },
             progress_interval: Duration::from_secs(1),
             metrics_bind: ([127, 0, 0, 1], 9464).into(),
             stall_timeout: Duration::from_secs(300),

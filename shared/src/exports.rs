@@ -9,8 +9,11 @@
 pub mod attempt;
 pub mod stats;
 
+use std::time::Duration;
+
 use deadpool_postgres::{GenericClient, Object};
 use time::{Date, OffsetDateTime};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub use self::attempt::{
@@ -602,6 +605,23 @@ pub async fn mark_file_lost(
     Export::from_opt(row.as_ref())
 }
 
+/// Deletes up to `batch` export rows that can no longer be downloaded (expired, failed or
+/// cancelled) and finished longer than `older_than` ago (`EXPORT_ROW_RETENTION_DAYS`). Their
+/// hourly analytics stay (`export_hourly` is kept by inserts and status changes, never by
+/// deletes); their requesters go with them. Returns how many were deleted.
+pub async fn prune_rows(db: &impl GenericClient, older_than: Duration, batch: i64) -> Result<u64, DbError> {
+    Ok(db
+        .execute(
+            "DELETE FROM exports WHERE id IN (
+                 SELECT id FROM exports
+                 WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
+                   AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            &[&older_than.as_secs_f64(), &batch],
+        )
+        .await?)
+}
+
 /// Filters of an export listing; `None` means any.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -649,37 +669,80 @@ pub async fn list(
             Some((row.get::<_, OffsetDateTime>(0), id))
         }
     };
-    let statement =
-        db.prepare_cached(&LIST_SQL.replace("{COLUMNS}", COLUMNS)).await.map_err(DbError::from)?;
-    let rows = db
-        .query(
-            &statement,
-            &[
-                &filter.status,
-                &filter.account_id,
-                &filter.table_name,
-                &filter.created_from,
-                &filter.created_before,
-                &filter.accounts,
-                &after.map(|(at, _)| at),
-                &after.map(|(_, id)| id),
-                &limit,
-            ],
-        )
-        .await
-        .map_err(DbError::from)?;
+    // Each combination of filters is its own statement, holding only the conditions it needs,
+    // so its plan (generic or custom) is the one for those conditions: one statement with
+    // optional `$n IS NULL OR …` conditions gets one generic plan for every combination, a scan
+    // of the whole table.
+    let mut query = Filtered::default();
+    if let Some(status) = &filter.status {
+        query.and("status = $?", &[status]);
+    }
+    if let Some(account) = &filter.account_id {
+        query.and("account_id = $?", &[account]);
+    }
+    if let Some(table) = &filter.table_name {
+        query.and("table_name = $?", &[table]);
+    }
+    if let Some(from) = &filter.created_from {
+        query.and("created_at >= $?", &[from]);
+    }
+    if let Some(before) = &filter.created_before {
+        query.and("created_at < $?", &[before]);
+    }
+    if let Some(accounts) = &filter.accounts {
+        query.and("account_id = ANY($?)", &[accounts]);
+    }
+    if let Some((at, id)) = &after {
+        // Keyset pagination: a row comparison the (created_at DESC, id DESC) indexes serve.
+        query.and("(created_at, id) < ($?, $?)", &[at, id]);
+    }
+    let (sql, params) = query.finish(
+        &format!("SELECT {COLUMNS} FROM exports"),
+        "ORDER BY created_at DESC, id DESC LIMIT $?",
+        &limit,
+    );
+    let statement = db.prepare_cached(&sql).await.map_err(DbError::from)?;
+    let rows = db.query(&statement, &params).await.map_err(DbError::from)?;
     Ok(Export::from_rows(&rows)?)
 }
 
-/// The listing; filters are optional (`NULL` matches all), keyset pagination on
-/// `(created_at, id)`.
-const LIST_SQL: &str = "SELECT {COLUMNS} FROM exports
-     WHERE ($1::text IS NULL OR status = $1)
-       AND ($2::text IS NULL OR account_id = $2)
-       AND ($3::text IS NULL OR table_name = $3)
-       AND ($4::timestamptz IS NULL OR created_at >= $4)
-       AND ($5::timestamptz IS NULL OR created_at < $5)
-       AND ($6::text[] IS NULL OR account_id = ANY($6))
-       AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
-     ORDER BY created_at DESC, id DESC
-     LIMIT $9";
+/// A statement written for the filters present: its conditions, each `$?` numbered in order
+/// with its value.
+#[derive(Default)]
+struct Filtered<'a> {
+    conditions: Vec<String>,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+impl<'a> Filtered<'a> {
+    /// Adds a condition with one value per `$?`.
+    fn and(&mut self, condition: &str, values: &[&'a (dyn ToSql + Sync)]) {
+        let numbered = self.number(condition, values);
+        self.conditions.push(numbered);
+    }
+
+    fn number(&mut self, text: &str, values: &[&'a (dyn ToSql + Sync)]) -> String {
+        let mut parts = text.split("$?");
+        let mut numbered = parts.next().unwrap_or_default().to_owned();
+        for (part, value) in parts.zip(values) {
+            self.params.push(*value);
+            numbered.push_str(&format!("${}{part}", self.params.len()));
+        }
+        numbered
+    }
+
+    /// `select`, the conditions, then `tail` with its one `$?` for `last`.
+    fn finish(
+        mut self,
+        select: &str,
+        tail: &str,
+        last: &'a (dyn ToSql + Sync),
+    ) -> (String, Vec<&'a (dyn ToSql + Sync)>) {
+        let tail = self.number(tail, &[last]);
+        let sql = match self.conditions.is_empty() {
+            true => format!("{select} {tail}"),
+            false => format!("{select} WHERE {} {tail}", self.conditions.join(" AND ")),
+        };
+        (sql, self.params)
+    }
+}

@@ -44,6 +44,11 @@ pub fn source_admin_url() -> String {
 /// The demo table's schema; tests insert their own rows.
 pub const SOURCE_SCHEMA: &str = include_str!("source_schema.sql");
 
+/// Inserts a synthetic history of exports (the file says what it holds; `make bench-dashboard`
+/// loads it too): `$1` key ids (`uuid[]`), `$2`/`$3` newest and oldest age in days (`float8`),
+/// `$4` how many (`bigint`), `$5` how many accounts (`bigint`).
+pub const HISTORY_SQL: &str = include_str!("history.sql");
+
 pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
-use shared::{config::WorkerConfig, exports, queue};
+use shared::{
+    config::{Retention, WorkerConfig},
+    exports, queue,
+};
 use testkit::{StatusCode, TestApp, files_under, s3::ChaosProxy, sha256_hex};
 use worker::holds::HoldPoint;
 
@@ -217,7 +220,8 @@ async fn a_rescued_export_reads_pending_with_the_reason_and_a_failed_one_keeps_n
         db.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'", &[]).await.unwrap();
     };
     crash(app.pool.get().await.unwrap()).await;
-    worker::maintenance::run_once(&ctx, Duration::from_secs(86_400)).await;
+    worker::maintenance::run_once(&ctx, Retention { jobs: Duration::from_secs(86_400), export_rows: None })
+        .await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "PENDING", "{details}");
     assert_eq!(details["error_code"], "worker_lost", "{details}");
@@ -226,7 +230,8 @@ async fn a_rescued_export_reads_pending_with_the_reason_and_a_failed_one_keeps_n
     // The last attempt is lost too: FAILED, with nothing left from the attempt and no retry due.
     app.pool.get().await.unwrap().execute("UPDATE jobs SET attempt = max_attempts - 1", &[]).await.unwrap();
     crash(app.pool.get().await.unwrap()).await;
-    worker::maintenance::run_once(&ctx, Duration::from_secs(86_400)).await;
+    worker::maintenance::run_once(&ctx, Retention { jobs: Duration::from_secs(86_400), export_rows: None })
+        .await;
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
     assert_eq!(details["status"], "FAILED", "{details}");
     assert_eq!(details["error_code"], "attempts_exhausted", "{details}");

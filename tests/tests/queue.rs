@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::{
+    config::Retention,
     exports,
     failure::FailureCode,
     queue::{self, JobKind as _},
@@ -99,7 +100,8 @@ async fn a_stale_attempt_cannot_write_after_its_job_was_rescued_and_reclaimed() 
     // The stalled worker's lease runs out (moved into the past rather than slept through).
     db.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'", &[]).await.unwrap();
     let ctx: JobContext = worker::context(&app.config, &TestApp::worker_config()).unwrap();
-    worker::maintenance::run_once(&ctx, Duration::from_secs(86_400)).await;
+    worker::maintenance::run_once(&ctx, Retention { jobs: Duration::from_secs(86_400), export_rows: None })
+        .await;
     let fresh = queue::claim(&db, "healthy-worker", 1, LEASE).await.unwrap().remove(0);
     assert_eq!((fresh.id, fresh.attempt), (stale.id, 2));
     assert_ne!(fresh.token, stale.token);
@@ -273,7 +275,11 @@ async fn maintenance_expires_old_exports_deletes_their_files_and_prunes_old_jobs
     .await
     .unwrap();
     let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
-    let report = worker::maintenance::run_once(&ctx, Duration::from_secs(7 * 86_400)).await;
+    let report = worker::maintenance::run_once(
+        &ctx,
+        Retention { jobs: Duration::from_secs(7 * 86_400), export_rows: None },
+    )
+    .await;
     assert_eq!((report.expired, report.pruned), (1, 1));
     assert!(!app.storage_dir.join(&file_key).exists(), "the file is deleted");
     let details: Value = app.get_export(&key, &id).await.json().await.unwrap();
@@ -302,7 +308,11 @@ async fn staging_files_abandoned_by_killed_workers_are_swept_after_a_day() {
         std::fs::File::options().write(true).open(path).unwrap().set_modified(two_days_ago).unwrap();
     }
     let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
-    let report = worker::maintenance::run_once(&ctx, Duration::from_secs(7 * 86_400)).await;
+    let report = worker::maintenance::run_once(
+        &ctx,
+        Retention { jobs: Duration::from_secs(7 * 86_400), export_rows: None },
+    )
+    .await;
     assert_eq!(report.abandoned_uploads, 1);
     assert!(!abandoned.exists(), "the day-old staging file is gone");
     assert!(running.exists(), "an upload still being written is left alone");
@@ -314,8 +324,10 @@ async fn only_one_worker_leads_maintenance_at_a_time() {
     let app = TestApp::spawn().await;
     let ctx = || worker::context(&app.config, &TestApp::worker_config()).unwrap();
     let day = Duration::from_secs(86_400);
-    let mut a = Maintenance::new(ctx(), app.config.database_url.clone(), day);
-    let mut b = Maintenance::new(ctx(), app.config.database_url.clone(), day);
+    let mut a =
+        Maintenance::new(ctx(), app.config.database_url.clone(), Retention { jobs: day, export_rows: None });
+    let mut b =
+        Maintenance::new(ctx(), app.config.database_url.clone(), Retention { jobs: day, export_rows: None });
     let (lead_a, lead_b) = tokio::join!(a.try_lead(), b.try_lead());
     assert!(lead_a ^ lead_b, "exactly one leads: a={lead_a} b={lead_b}");
     let (leader, follower) = if lead_a { (&mut a, &mut b) } else { (&mut b, &mut a) };

@@ -2,7 +2,10 @@
 //! downloads byte-identical to local storage, and storage going away mid-upload.
 
 use serde_json::{Value, json};
-use shared::{config::StorageConfig, tables::TableRegistry};
+use shared::{
+    config::{Retention, StorageConfig},
+    tables::TableRegistry,
+};
 use testkit::{
     TestApp,
     s3::{ChaosProxy, MotoServer, s3_config},
@@ -83,7 +86,11 @@ async fn storage_going_away_mid_upload_leaves_no_object_and_the_job_retries() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     // Maintenance retried the failed abort: no parts are left behind (no lifecycle rule needed).
     let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
-    let report = worker::maintenance::run_once(&ctx, std::time::Duration::from_secs(86_400)).await;
+    let report = worker::maintenance::run_once(
+        &ctx,
+        Retention { jobs: std::time::Duration::from_secs(86_400), export_rows: None },
+    )
+    .await;
     assert_eq!(report.cleaned_uploads, 1);
     assert!(moto.list_multipart_uploads("exports/").await.is_empty());
 }

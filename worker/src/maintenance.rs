@@ -19,6 +19,7 @@ use std::{
 
 use secrecy::SecretString;
 use shared::{
+    config::Retention,
     db::{AdvisoryLock, DbError},
     exports,
     failure::FailureCode,
@@ -46,6 +47,8 @@ pub struct Report {
     pub cleaned_uploads: usize,
     pub expired: usize,
     pub pruned: u64,
+    /// Export rows pruned (`EXPORT_ROW_RETENTION_DAYS`).
+    pub pruned_exports: u64,
     /// Local staging files from before the upload journal, untouched for a day.
     pub abandoned_uploads: u64,
 }
@@ -56,7 +59,7 @@ const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(86_400);
 pub struct Maintenance {
     ctx: JobContext,
     database_url: SecretString,
-    job_retention: Duration,
+    retention: Retention,
     /// The dedicated session that holds (or tries for) the lock.
     session: Option<tokio_postgres::Client>,
     leader: bool,
@@ -66,16 +69,8 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    pub fn new(ctx: JobContext, database_url: SecretString, job_retention: Duration) -> Self {
-        Self {
-            ctx,
-            database_url,
-            job_retention,
-            session: None,
-            leader: false,
-            ticks: 0,
-            flag: Arc::default(),
-        }
+    pub fn new(ctx: JobContext, database_url: SecretString, retention: Retention) -> Self {
+        Self { ctx, database_url, retention, session: None, leader: false, ticks: 0, flag: Arc::default() }
     }
 
     pub(crate) fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
@@ -141,7 +136,7 @@ impl Maintenance {
         let report = if leads {
             let housekeeping = self.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
             self.ticks += 1;
-            Report { rescued, rescued_failed, ..run_pass(&self.ctx, self.job_retention, housekeeping).await }
+            Report { rescued, rescued_failed, ..run_pass(&self.ctx, self.retention, housekeeping).await }
         } else {
             Report { rescued, rescued_failed, ..Report::default() }
         };
@@ -166,9 +161,9 @@ impl Maintenance {
 }
 
 /// Every maintenance step once, regardless of leadership (the caller ensures it).
-pub async fn run_once(ctx: &JobContext, job_retention: Duration) -> Report {
+pub async fn run_once(ctx: &JobContext, retention: Retention) -> Report {
     let (rescued, rescued_failed) = rescue(ctx).await;
-    Report { rescued, rescued_failed, ..run_pass(ctx, job_retention, true).await }
+    Report { rescued, rescued_failed, ..run_pass(ctx, retention, true).await }
 }
 
 /// Rescues expired leases, recording each setback in its kind's tables in the same
@@ -199,7 +194,7 @@ async fn rescue(ctx: &JobContext) -> (usize, usize) {
     }
 }
 
-async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool) -> Report {
+async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) -> Report {
     let mut report = Report::default();
     let db = match ctx.pool.get().await {
         Ok(db) => db,
@@ -262,7 +257,7 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
     }
 
     for _ in 0..MAX_BATCHES {
-        match queue::prune_finished(&db, job_retention, BATCH).await {
+        match queue::prune_finished(&db, retention.jobs, BATCH).await {
             Ok(n) => {
                 report.pruned += n;
                 if n < BATCH as u64 {
@@ -272,6 +267,23 @@ async fn run_pass(ctx: &JobContext, job_retention: Duration, housekeeping: bool)
             Err(e) => {
                 warn!(error = %e, "maintenance: pruning jobs failed");
                 break;
+            }
+        }
+    }
+
+    if let Some(older_than) = retention.export_rows {
+        for _ in 0..MAX_BATCHES {
+            match exports::prune_rows(&db, older_than, BATCH).await {
+                Ok(n) => {
+                    report.pruned_exports += n;
+                    if n < BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "maintenance: pruning export rows failed");
+                    break;
+                }
             }
         }
     }

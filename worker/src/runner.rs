@@ -117,7 +117,7 @@ impl Runner {
             stop.clone(),
         ));
         let maintenance =
-            Maintenance::new(self.ctx.clone(), self.database_url.clone(), self.config.job_retention)
+            Maintenance::new(self.ctx.clone(), self.database_url.clone(), self.config.retention)
                 .with_leader_flag(self.leader.clone());
         let maintenance = tokio::spawn(maintenance.run(self.config.maintenance_interval, stop.clone()));
         let storage_check = self.spawn_storage_check(&stop);
@@ -243,7 +243,9 @@ impl Runner {
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedJob>> {
         let db = self.ctx.pool.get().await?;
-        let jobs = queue::claim(&db, &self.worker_id, limit as i64, self.config.lease).await?;
+        let jobs =
+            queue::claim(&db, &self.worker_id, u32::try_from(limit).unwrap_or(u32::MAX), self.config.lease)
+                .await?;
         let mut running = self.running.lock().expect("not poisoned");
         for job in &jobs {
             running.insert(job.token, CancellationToken::new());

@@ -13,12 +13,26 @@ use crate::AppState;
 pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
     let notice = super::notice_code(req).and_then(notice_text);
-    render(state, &admin, notice.map(|n| html! { p.notice { (n) } }), layout::Refresh::UnlessEditing).await
+    // `?after=<id>`: the page after that key. Anything else there shows the newest keys.
+    let after = super::query_param(req, "after").and_then(|id| uuid::Uuid::parse_str(&id).ok());
+    let top = notice.map(|n| html! { p.notice { (n) } });
+    render(state, &admin, top, layout::Refresh::UnlessEditing, after).await
 }
 
-async fn render(state: &AppState, admin: &Admin, top: Option<Markup>, refresh: layout::Refresh) -> Page {
+/// Keys shown per page.
+const PAGE: usize = 50;
+
+async fn render(
+    state: &AppState,
+    admin: &Admin,
+    top: Option<Markup>,
+    refresh: layout::Refresh,
+    after: Option<uuid::Uuid>,
+) -> Page {
     let db = state.db_for_dashboard().await?;
-    let keys = api_keys::list(&db).await?;
+    let mut keys = api_keys::page(&db, after, PAGE as i64 + 1).await?;
+    let older = keys.len() > PAGE;
+    keys.truncate(PAGE);
     let body = html! {
         @if let Some(top) = top { (top) }
         h2 { "Keys" }
@@ -30,6 +44,12 @@ async fn render(state: &AppState, admin: &Admin, top: Option<Markup>, refresh: l
             tbody {
                 @for key in &keys { (key_row(admin, key)) }
                 @if keys.is_empty() { tr { td colspan="8" { "No keys yet." } } }
+            }
+        }
+        p.pager {
+            @if after.is_some() { a href="/admin/api-keys" { "Newest keys" } " " }
+            @if let (true, Some(last)) = (older, keys.last()) {
+                a href={ "/admin/api-keys?after=" (last.id) } { "Older keys →" }
             }
         }
         h2 { "Create a key" }
@@ -116,7 +136,7 @@ pub(crate) async fn create(Data(state): Data<&AppState>, req: &Request, body: Bo
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
     // The answer to the form is the only place the secret ever appears; the page does not
     // refresh itself (that would post the form again) and no cache keeps it.
-    render(state, &admin, Some(shown_once(&key, &secret)), layout::Refresh::Never).await
+    render(state, &admin, Some(shown_once(&key, &secret)), layout::Refresh::Never, None).await
 }
 
 fn shown_once(key: &ApiKey, secret: &NewKey) -> Markup {

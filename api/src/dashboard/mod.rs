@@ -194,6 +194,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The value of query parameter `name`, if the query holds it.
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.uri().query()?).ok()?;
+    pairs.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
 /// The outcome code a page was redirected with (`?notice=…`); pages map codes to their own
 /// fixed messages, so no user text travels in the URL.
 fn notice_code(req: &Request) -> Option<&str> {

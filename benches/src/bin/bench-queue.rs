@@ -50,10 +50,10 @@ async fn main() -> anyhow::Result<()> {
     insert_noops(&pool, jobs).await?;
     // The same parameterised statements as the service's, on the same session settings.
     let pgbench_url = benchkit::with_service_session(&url);
-    let params = [":limit", ":worker", ":lease"];
+    let params = [":worker", ":lease"];
     let script = format!(
-        "\\set limit 1\n\\set lease 30\n{}\\gset\n{}",
-        pgbench_sql(queue::CLAIM_SQL, &params).trim_end(),
+        "\\set lease 30\n{}\\gset\n{}",
+        pgbench_sql(&queue::claim_sql(1), &params).trim_end(),
         pgbench_sql(queue::COMPLETE_SQL, &[":id", ":attempt_token"])
     );
     let worker = ["-D", "worker=pgbench"];
@@ -72,9 +72,9 @@ async fn main() -> anyhow::Result<()> {
     reset(&pool).await?;
     insert_noops(&pool, jobs).await?;
     let script = format!(
-        "\\set limit 100\n\\set lease 30\n\
+        "\\set lease 30\n\
          WITH claimed AS ({}) SELECT array_agg(id) AS ids, array_agg(attempt_token) AS tokens FROM claimed\\gset\n{}",
-        pgbench_sql(queue::CLAIM_SQL, &params).trim_end(),
+        pgbench_sql(&queue::claim_sql(100), &params).trim_end(),
         pgbench_sql(queue::COMPLETE_MANY_SQL, &[":ids", ":tokens"])
     );
     let batches = jobs / 100;
@@ -111,7 +111,7 @@ async fn reset(pool: &deadpool_postgres::Pool) -> anyhow::Result<()> {
 }
 
 /// `connections` tasks claim `batch` at a time and complete them until the queue is empty.
-async fn burn_down(pool: &deadpool_postgres::Pool, connections: usize, batch: i64) -> anyhow::Result<usize> {
+async fn burn_down(pool: &deadpool_postgres::Pool, connections: usize, batch: u32) -> anyhow::Result<usize> {
     let tasks = (0..connections).map(|i| {
         let pool = pool.clone();
         tokio::spawn(async move {
