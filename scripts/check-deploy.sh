@@ -16,6 +16,12 @@
 #  6. the nginx example (`nginx -t` with a throw-away certificate), with the nginx in PATH or
 #     Debian's nginx package unpacked (not installed) into .local/nginx; skipped when neither
 #     can be had.
+#  7. the Kubernetes manifests in deploy/kubernetes/ against the Kubernetes API schemas
+#     (kubernetes-validate, PyPI, strict: an unknown field fails too) for the oldest and newest
+#     versions we support, after making sure a broken copy is rejected; then against the
+#     project: commands equal to make run, probes on the ports the services bind, the worker's
+#     termination grace above WORKER_SHUTDOWN_GRACE_SECS, secrets as files, IRSA, a
+#     PodDisruptionBudget for each Deployment, every variable one .env.example lists.
 #
 # Exits non-zero with a message naming the file and the problem on the first failed step.
 set -euo pipefail
@@ -27,12 +33,14 @@ die() { printf '[deploy] FAIL: %s\n' "$*" >&2; exit 1; }
 
 venv="$root_dir/.local/venv-deploy"
 check_jsonschema_version=0.39.0
+kubernetes_validate_version=1.37.0
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # ---------- 1. Compose Specification schema ----------
-if [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null || true)" != "check-jsonschema, version $check_jsonschema_version" ]; then
-  say "installing check-jsonschema $check_jsonschema_version into $venv"
+if [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null || true)" != "check-jsonschema, version $check_jsonschema_version" ] \
+   || [ "$("$venv/bin/kubernetes-validate" --version 2>/dev/null || true)" != "$kubernetes_validate_version" ]; then
+  say "installing check-jsonschema $check_jsonschema_version and kubernetes-validate $kubernetes_validate_version into $venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       say "installing the Debian package python3-venv"
@@ -44,8 +52,9 @@ if [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null || true)" != "check-j
     rm -rf "$venv"
     python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "check-jsonschema==$check_jsonschema_version" >&2 \
-    || die "pip install check-jsonschema==$check_jsonschema_version failed"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "check-jsonschema==$check_jsonschema_version" \
+    "kubernetes-validate==$kubernetes_validate_version" >&2 \
+    || die "pip install check-jsonschema==$check_jsonschema_version kubernetes-validate==$kubernetes_validate_version failed"
 fi
 say "compose.yaml against the Compose Specification schema"
 "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml >&2 \
@@ -306,5 +315,168 @@ EOF
 else
   say "skipped: nginx -t (needs nginx and openssl)"
 fi
+
+# ---------- 7. Kubernetes manifests ----------
+k8s_manifests=(deploy/kubernetes/*.yaml)
+# The oldest Kubernetes release we support (EKS extended support) and the newest the validator knows.
+k8s_versions=(1.30.0 1.37.0)
+# The validator must be able to fail: a copy with a misspelled field and a mistyped value is
+# refused, or the check is not checking anything.
+sed -e 's/terminationGracePeriodSeconds:/terminationGracePeriodSecond:/' -e 's/replicas: [0-9]*/replicas: two/' \
+  deploy/kubernetes/worker.yaml >"$tmp/broken-worker.yaml"
+if "$venv/bin/kubernetes-validate" --strict --quiet --no-warn "$tmp/broken-worker.yaml" >/dev/null 2>&1; then
+  die "kubernetes-validate accepted a broken manifest (a misspelled field): the check below would prove nothing"
+fi
+for version in "${k8s_versions[@]}"; do
+  say "deploy/kubernetes/ against the Kubernetes $version API (kubernetes-validate --strict)"
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" "${k8s_manifests[@]}" >&2 \
+    || die "deploy/kubernetes/: a manifest is not valid Kubernetes $version (above)"
+done
+say "deploy/kubernetes/ against scripts/run.sh, .env.example and the service's settings"
+"$venv/bin/python" - "${k8s_manifests[@]}" <<'PY'
+import pathlib
+import re
+import shlex
+import sys
+
+from ruamel.yaml import YAML
+
+problems = []
+problem = problems.append
+
+docs = []
+for path in sys.argv[1:]:
+    for doc in YAML(typ="safe").load_all(pathlib.Path(path).read_text()):
+        if doc:
+            docs.append((path, doc))
+by_kind = {}
+for path, doc in docs:
+    by_kind.setdefault(doc["kind"], []).append((path, doc))
+
+started = {}
+for line in pathlib.Path("scripts/run.sh").read_text().splitlines():
+    m = re.match(r'^\s*(?:exec\s+)?"\$bin/(statement-[a-z]+)"(.*?)\s*&?\s*$', line)
+    if m:
+        started[m.group(1)] = [m.group(1)] + shlex.split(m.group(2))
+env_example = pathlib.Path(".env.example").read_text()
+listed = set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=", env_example, re.M))
+
+config_maps = {d["metadata"]["name"]: d.get("data") or {} for _, d in by_kind.get("ConfigMap", [])}
+accounts = {d["metadata"]["name"]: d for _, d in by_kind.get("ServiceAccount", [])}
+for path, cm in by_kind.get("ConfigMap", []):
+    for name in cm.get("data") or {}:
+        if name not in listed:
+            problem(f"{path}: ConfigMap {cm['metadata']['name']!r} sets {name}, which .env.example does not list")
+
+
+def port_of(bind):
+    m = re.search(r":(\d+)$", bind or "")
+    return int(m.group(1)) if m else None
+
+
+def labels_match(selector, labels):
+    wanted = (selector or {}).get("matchLabels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+deployments = {}
+for path, dep in by_kind.get("Deployment", []):
+    name = dep["metadata"]["name"]
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+    if not labels_match(dep["spec"].get("selector"), labels):
+        problem(f"{path}: Deployment {name!r}: its selector does not match its pod labels")
+    (container,) = pod["containers"]
+    cmd = container.get("command") or []
+    binary = cmd[0].rsplit("/", 1)[-1] if cmd else None
+    if binary not in started:
+        problem(f"{path}: Deployment {name!r} runs {cmd!r}, not a binary scripts/run.sh starts")
+        continue
+    if [binary] + cmd[1:] != started[binary]:
+        problem(f"{path}: Deployment {name!r} runs {shlex.join(cmd)!r} but scripts/run.sh (make run) runs "
+                f"{shlex.join(started[binary])!r}: keep them identical")
+    deployments[binary] = (path, dep, pod, container, labels)
+
+    # Settings: the ConfigMap's, then the container's own (which win).
+    env = {}
+    for source in container.get("envFrom") or []:
+        ref = (source.get("configMapRef") or {}).get("name")
+        if ref not in config_maps:
+            problem(f"{path}: Deployment {name!r} reads ConfigMap {ref!r}, which deploy/kubernetes/ does not define")
+        env.update(config_maps.get(ref, {}))
+    for var in container.get("env") or []:
+        env[var["name"]] = var.get("value")
+        if var["name"] not in listed:
+            problem(f"{path}: Deployment {name!r} sets {var['name']}, which .env.example does not list")
+
+    # Secrets: never a value in the manifest; each *_FILE inside a mounted Secret volume.
+    for secret in ("DATABASE_URL", "SOURCE_DATABASE_URL", "SIGNING_SECRET", "S3_SECRET_ACCESS_KEY"):
+        if env.get(secret):
+            problem(f"{path}: Deployment {name!r} sets {secret} in plain text: mount it as a file ({secret}_FILE)")
+    secret_volumes = {v["name"] for v in pod.get("volumes") or [] if "secret" in v}
+    secret_dirs = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts") or []
+                   if m["name"] in secret_volumes]
+    for required in ("DATABASE_URL_FILE", "SOURCE_DATABASE_URL_FILE"):
+        if required not in env:
+            problem(f"{path}: Deployment {name!r} does not set {required}")
+    for var, value in env.items():
+        if var.endswith("_FILE") and var != "EXPORT_TABLES_FILE" and not any((value or "").startswith(d) for d in secret_dirs):
+            problem(f"{path}: Deployment {name!r}: {var}={value} is not inside a mounted Secret volume")
+
+    # IRSA: the pods run as the annotated service account.
+    account = accounts.get(pod.get("serviceAccountName"))
+    if account is None:
+        problem(f"{path}: Deployment {name!r} does not run as a ServiceAccount defined in deploy/kubernetes/")
+    elif "eks.amazonaws.com/role-arn" not in (account["metadata"].get("annotations") or {}):
+        problem(f"{path}: ServiceAccount {account['metadata']['name']!r} lacks eks.amazonaws.com/role-arn (IRSA)")
+
+    # Probes on the port the process binds.
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+
+    def probe(kind):
+        get = (container.get(kind) or {}).get("httpGet") or {}
+        port = get.get("port")
+        return get.get("path"), ports.get(port, port)
+
+    if binary == "statement-api":
+        port = port_of(env.get("API_BIND"))
+        if not port or not env["API_BIND"].startswith("0.0.0.0:"):
+            problem(f"{path}: Deployment {name!r} must set API_BIND=0.0.0.0:<port>")
+        for kind, path_ in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
+            if probe(kind) != (path_, port):
+                problem(f"{path}: Deployment {name!r}: {kind} must GET {path_} on port {port} (API_BIND), "
+                        f"not {probe(kind)}")
+    else:
+        port = port_of(env.get("WORKER_METRICS_BIND"))
+        if not port or not env["WORKER_METRICS_BIND"].startswith("0.0.0.0:"):
+            problem(f"{path}: Deployment {name!r} must set WORKER_METRICS_BIND=0.0.0.0:<port>")
+        if probe("livenessProbe") != ("/metrics", port):
+            problem(f"{path}: Deployment {name!r}: livenessProbe must GET /metrics on port {port} "
+                    "(WORKER_METRICS_BIND), the worker's only endpoint")
+        grace = float(env.get("WORKER_SHUTDOWN_GRACE_SECS") or 30)
+        margin = 10
+        stop = pod.get("terminationGracePeriodSeconds", 30)
+        if stop < grace + margin:
+            problem(f"{path}: Deployment {name!r}: terminationGracePeriodSeconds ({stop}) must be at least "
+                    f"WORKER_SHUTDOWN_GRACE_SECS ({grace:g}) + {margin} s, or running exports are killed "
+                    "before they are handed back to the queue")
+
+    # A PodDisruptionBudget for the pods.
+    if not any(labels_match(pdb["spec"].get("selector"), labels) for _, pdb in by_kind.get("PodDisruptionBudget", [])):
+        problem(f"{path}: no PodDisruptionBudget selects the pods of Deployment {name!r}")
+
+for binary in started:
+    if binary not in deployments:
+        problem(f"deploy/kubernetes/: no Deployment runs {binary}")
+if "statement-api" in deployments:
+    api_labels = deployments["statement-api"][4]
+    if not any(labels_match({"matchLabels": s["spec"].get("selector")}, api_labels) for _, s in by_kind.get("Service", [])):
+        problem("deploy/kubernetes/: no Service selects the API's pods")
+
+if problems:
+    for p in problems:
+        print(f"[deploy] FAIL: {p}", file=sys.stderr)
+    sys.exit(1)
+PY
 
 say "deployment files OK"

@@ -605,6 +605,68 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     found
 }
 
+/// A binary of this workspace (`statement-api`, `statement-worker`), for tests outside its
+/// package, which have no `CARGO_BIN_EXE_…`: beside this test's executable in the target
+/// directory, built by `cargo test --workspace` (or `cargo build --bins`). Refuses a missing
+/// one, or one older than the sources it is built from: such a test would test old code.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let binary = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").join(name);
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(&binary) else {
+        panic!(
+            "{} does not exist: run `cargo build --bins` (cargo test --workspace builds it)",
+            binary.display()
+        );
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
+    let mut sources = ["api/src", "worker/src", "shared/src", "sql"]
+        .iter()
+        .flat_map(|dir| files_under(&root.join(dir)))
+        .chain(
+            ["Cargo.lock", "api/Cargo.toml", "worker/Cargo.toml", "shared/Cargo.toml"].map(|f| root.join(f)),
+        );
+    if let Some(newer) = sources.find(|f| modified(f).is_some_and(|m| m > built)) {
+        panic!(
+            "{} is older than {}: run `cargo build --bins` (cargo test --workspace builds it)",
+            binary.display(),
+            newer.display()
+        );
+    }
+    binary
+}
+
+/// The settings every process of the service needs to run against `app`: its databases and
+/// storage (as `TestApp` configures them), logging only warnings.
+fn service_env(command: &mut std::process::Command, app: &TestApp) {
+    use secrecy::ExposeSecret;
+    command
+        .env("DATABASE_URL", app.config.database_url.expose_secret())
+        .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
+        .env("RUST_LOG", "warn");
+    match &app.config.storage {
+        StorageConfig::Local { root } => {
+            command.env("LOCAL_STORAGE_DIR", root);
+        }
+        StorageConfig::S3(s3) => {
+            command
+                .env("STORAGE_BACKEND", "s3")
+                .env("S3_BUCKET", &s3.bucket)
+                .env("S3_REGION", &s3.region)
+                .env("S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
+                .env("S3_PATH_STYLE", s3.path_style.to_string())
+                .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
+                .env(
+                    "S3_SECRET_ACCESS_KEY",
+                    s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+                )
+                .env("S3_RETRY_TIMEOUT_SECS", s3.retry_timeout.as_secs_f64().to_string())
+                .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
+        }
+    }
+}
+
 /// The real worker binary, run against a [`TestApp`]'s configuration.
 pub struct WorkerProcess {
     child: std::process::Child,
@@ -613,45 +675,24 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `binary` (`env!("CARGO_BIN_EXE_statement-worker")`) with the app's databases and
     /// storage, a 2-second lease, frequent progress, and `extra` settings on top.
-    pub fn start(app: &TestApp, binary: &str, extra: &[(&str, String)]) -> Self {
-        use secrecy::ExposeSecret;
+    pub fn start(app: &TestApp, binary: impl AsRef<std::ffi::OsStr>, extra: &[(&str, String)]) -> Self {
         let mut command = std::process::Command::new(binary);
+        service_env(&mut command, app);
         command
-            .env("DATABASE_URL", app.config.database_url.expose_secret())
-            .env("SOURCE_DATABASE_URL", app.config.source_database_url.expose_secret())
             .env("JOB_LEASE_SECS", "2")
             .env("MAINTENANCE_INTERVAL_SECS", "0.5")
             // Any free port: a `make run` or another test may hold the default one.
             .env("WORKER_METRICS_BIND", "127.0.0.1:0")
-            .env("EXPORT_PROGRESS_INTERVAL_MS", "50")
-            .env("RUST_LOG", "warn");
-        match &app.config.storage {
-            StorageConfig::Local { root } => {
-                command.env("LOCAL_STORAGE_DIR", root);
-            }
-            StorageConfig::S3(s3) => {
-                command
-                    .env("STORAGE_BACKEND", "s3")
-                    .env("S3_BUCKET", &s3.bucket)
-                    .env("S3_REGION", &s3.region)
-                    .env("S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
-                    .env("S3_PATH_STYLE", s3.path_style.to_string())
-                    .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
-                    .env(
-                        "S3_SECRET_ACCESS_KEY",
-                        s3.secret_access_key
-                            .as_ref()
-                            .map(|s| s.expose_secret().to_owned())
-                            .unwrap_or_default(),
-                    )
-                    .env("S3_RETRY_TIMEOUT_SECS", s3.retry_timeout.as_secs_f64().to_string())
-                    .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
-            }
-        }
+            .env("EXPORT_PROGRESS_INTERVAL_MS", "50");
         for (name, value) in extra {
             command.env(name, value);
         }
         Self { child: command.spawn().expect("the worker binary starts") }
+    }
+
+    /// The process id (the `pid` it registers in the `workers` table).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`).
@@ -670,6 +711,54 @@ impl WorkerProcess {
 }
 
 impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real API binary (`statement-api serve`), run against a [`TestApp`]'s configuration on a
+/// port of its own, with the app's signing secret.
+pub struct ApiProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`, also its `PUBLIC_BASE_URL`.
+    pub base_url: String,
+}
+
+impl ApiProcess {
+    /// Starts `binary` with `extra` settings on top and waits (at most 60 s: it migrates first)
+    /// until it answers `/health`.
+    pub async fn start(app: &TestApp, binary: impl AsRef<std::ffi::OsStr>, extra: &[(&str, String)]) -> Self {
+        use secrecy::ExposeSecret;
+        // A port free a moment ago: the API takes it at once (API_BIND=…:0 would hide which).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut command = std::process::Command::new(binary);
+        service_env(&mut command, app);
+        command.arg("serve").env("API_BIND", format!("127.0.0.1:{port}")).env("PUBLIC_BASE_URL", &base_url);
+        if let Some(secret) = &app.config.signing_secret {
+            command.env("SIGNING_SECRET", secret.expose_secret());
+        }
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let mut api = Self { child: command.spawn().expect("the API binary starts"), base_url };
+        for _ in 0..600 {
+            if let Some(status) = api.child.try_wait().unwrap() {
+                panic!("the API process exited at start-up: {status}");
+            }
+            let health = app.http.get(format!("{}/health", api.base_url)).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return api;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = api.child.kill();
+        panic!("the API process did not answer /health within 60 s");
+    }
+}
+
+impl Drop for ApiProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
