@@ -1,5 +1,7 @@
-//! A real S3-compatible server for the tests (moto, installed by `scripts/s3-test-server.sh`)
-//! and a TCP proxy in front of it that a test can cut, to take storage away mid-upload.
+//! Real S3-compatible servers for the tests, installed by `scripts/s3-test-server.sh`: moto
+//! (records what it is sent, checks no signature) and s3s-fs (checks every SigV4 signature and
+//! the expiry of pre-signed URLs); and a TCP proxy in front of either that a test can cut, to take
+//! storage away mid-upload.
 
 use std::{
     net::SocketAddr,
@@ -13,7 +15,7 @@ use std::{
 };
 
 use secrecy::SecretString;
-use shared::config::S3Config;
+use shared::config::{S3Config, S3Encryption, S3StaticCredentials};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 pub const BUCKET: &str = "statement-exports";
@@ -105,17 +107,142 @@ impl Drop for MotoServer {
     }
 }
 
+/// An s3s-fs server on a loopback port, over a fresh directory, with one bucket
+/// ([`S3sServer::BUCKET`]) and one set of credentials ([`S3sServer::ACCESS_KEY_ID`],
+/// [`S3sServer::SECRET_ACCESS_KEY`]). Stopped (and its directory removed) when dropped.
+pub struct S3sServer {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Where it keeps its buckets: `<root>/<bucket>/<key>` holds an object's bytes.
+    pub root: PathBuf,
+}
+
+impl S3sServer {
+    /// Short: s3s-fs keeps an upload's metadata in a file named after the base64 of the bucket
+    /// and the key, and a file name has at most 255 bytes. With this bucket, keys of up to about
+    /// 130 bytes fit (an export's key is about 120 with a short account id); with
+    /// `statement-exports`, an export's key is 500 Internal Server Error ("File name too long").
+    pub const BUCKET: &str = "s3s";
+    pub const ACCESS_KEY_ID: &str = "AKIAS3SFSTEST";
+    pub const SECRET_ACCESS_KEY: &str = "s3s-fs-test-secret-access-key";
+
+    pub async fn start() -> Self {
+        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/s3s-fs/bin/s3s-fs");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `bash scripts/s3-test-server.sh` (make test does)",
+            binary.display()
+        );
+        let root = std::env::temp_dir().join(format!("s3s-fs-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(root.join(Self::BUCKET)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::ACCESS_KEY_ID, "--secret-key", Self::SECRET_ACCESS_KEY])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("s3s-fs starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let server = Self { child, addr, root };
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("s3s-fs did not start on {addr}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The service's settings for this server (its credentials as `S3_*` settings).
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            bucket: Self::BUCKET.into(),
+            credentials: Some(S3StaticCredentials {
+                access_key_id: Self::ACCESS_KEY_ID.into(),
+                secret_access_key: SecretString::from(Self::SECRET_ACCESS_KEY.to_owned()),
+            }),
+            ..s3_config(self.endpoint())
+        }
+    }
+
+    /// The bytes the server stored for `key`, read from its directory (not through S3).
+    pub fn stored(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.root.join(Self::BUCKET).join(key)).unwrap()
+    }
+
+    /// The keys of the objects under `prefix`, from its directory.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let bucket = self.root.join(Self::BUCKET);
+        crate::files_under(&bucket.join(prefix))
+            .into_iter()
+            .map(|path| path.strip_prefix(&bucket).unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for S3sServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 /// S3 settings for the service, through `endpoint`, with quick retries.
 pub fn s3_config(endpoint: String) -> S3Config {
     S3Config {
         bucket: BUCKET.into(),
-        region: "us-east-1".into(),
+        region: Some("us-east-1".into()),
         endpoint: Some(endpoint),
+        public_endpoint: None,
         path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some(SecretString::from("test".to_owned())),
+        credentials: Some(S3StaticCredentials {
+            access_key_id: "test".into(),
+            secret_access_key: SecretString::from("test".to_owned()),
+        }),
+        encryption: S3Encryption::BucketDefault,
+        checksum: true,
         retry_timeout: Duration::from_secs(2),
     }
+}
+
+/// The environment variables that configure `s3` (`STORAGE_BACKEND=s3` and the `S3_*`
+/// settings), for a binary started by a test. Unset settings are left out.
+pub fn settings(s3: &S3Config) -> Vec<(&'static str, String)> {
+    use secrecy::ExposeSecret;
+    let mut env = vec![
+        ("STORAGE_BACKEND", "s3".to_owned()),
+        ("S3_BUCKET", s3.bucket.clone()),
+        ("S3_PATH_STYLE", s3.path_style.to_string()),
+        ("S3_CHECKSUM", if s3.checksum { "sha256" } else { "none" }.to_owned()),
+        ("S3_RETRY_TIMEOUT_SECS", s3.retry_timeout.as_secs_f64().to_string()),
+    ];
+    let optional = [
+        ("S3_REGION", s3.region.clone()),
+        ("S3_ENDPOINT", s3.endpoint.clone()),
+        ("S3_PUBLIC_ENDPOINT", s3.public_endpoint.clone()),
+        ("S3_ACCESS_KEY_ID", s3.credentials.as_ref().map(|c| c.access_key_id.clone())),
+        (
+            "S3_SECRET_ACCESS_KEY",
+            s3.credentials.as_ref().map(|c| c.secret_access_key.expose_secret().to_owned()),
+        ),
+    ];
+    env.extend(optional.into_iter().filter_map(|(name, value)| Some((name, value?))));
+    match &s3.encryption {
+        S3Encryption::BucketDefault => {}
+        S3Encryption::Aes256 => env.push(("S3_SSE", "AES256".into())),
+        S3Encryption::Kms { key_id } => {
+            env.push(("S3_SSE", "aws:kms".into()));
+            env.extend(key_id.clone().map(|id| ("S3_SSE_KMS_KEY_ID", id)));
+        }
+    }
+    env
 }
 
 /// Forwards TCP connections to `target` until cut (connections dropped) or frozen (connections
