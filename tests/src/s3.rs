@@ -366,3 +366,107 @@ impl Drop for ChaosProxy {
         }
     }
 }
+
+/// A stand-in for the AWS credential endpoints, on a loopback port: the EC2 instance metadata
+/// service as IMDSv2 answers (`AWS_METADATA_ENDPOINT`: a session token, the role's name, its
+/// credentials) and the ECS / EKS Pod Identity container endpoint
+/// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, `/v1/credentials`, with the authorization token).
+/// Both hand out the same temporary credentials, valid for an hour, with `session_token`.
+pub struct CredentialEndpoint {
+    pub addr: SocketAddr,
+    /// Credentials handed out so far.
+    served: Arc<AtomicUsize>,
+    acceptor: JoinHandle<()>,
+}
+
+impl CredentialEndpoint {
+    /// What the container endpoint expects in `Authorization` (the content of
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`).
+    pub const AUTHORIZATION: &str = "pod-identity-authorization-token";
+    const IMDS_TOKEN: &str = "imds-session-token";
+    const ROLE: &str = "statement-export";
+
+    pub async fn start(access_key_id: &str, secret_access_key: &str, session_token: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let expiration = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        let expiration = expiration.format(&time::format_description::well_known::Rfc3339).unwrap();
+        let credentials = serde_json::json!({
+            "AccessKeyId": access_key_id,
+            "SecretAccessKey": secret_access_key,
+            "Token": session_token,
+            "Expiration": expiration,
+        })
+        .to_string();
+        let acceptor = tokio::spawn({
+            let served = served.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (served, credentials) = (served.clone(), credentials.clone());
+                    tokio::spawn(async move { answer(stream, &credentials, &served).await });
+                }
+            }
+        });
+        Self { addr, served, acceptor }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers one request (`Connection: close`).
+async fn answer(mut stream: tokio::net::TcpStream, credentials: &str, served: &AtomicUsize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.split("\r\n").find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let imds = header("x-aws-ec2-metadata-token").as_deref() == Some(CredentialEndpoint::IMDS_TOKEN);
+    let role_path = format!("/latest/meta-data/iam/security-credentials/{}", CredentialEndpoint::ROLE);
+    let (status, body) = match request_line.split(' ').take(2).collect::<Vec<_>>()[..] {
+        ["PUT", "/latest/api/token"] => ("200 OK", CredentialEndpoint::IMDS_TOKEN.to_owned()),
+        ["GET", "/latest/meta-data/iam/security-credentials/"] if imds => {
+            ("200 OK", CredentialEndpoint::ROLE.to_owned())
+        }
+        ["GET", path] if imds && path == role_path => {
+            served.fetch_add(1, Ordering::SeqCst);
+            ("200 OK", credentials.to_owned())
+        }
+        ["GET", "/v1/credentials"]
+            if header("authorization").as_deref() == Some(CredentialEndpoint::AUTHORIZATION) =>
+        {
+            served.fetch_add(1, Ordering::SeqCst);
+            ("200 OK", credentials.to_owned())
+        }
+        _ => ("401 Unauthorized", String::new()),
+    };
+    let response =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+impl Drop for CredentialEndpoint {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}

@@ -1,6 +1,7 @@
 //! Exports to an S3 server that checks every signature (s3s-fs): multipart uploads, pre-signed
-//! links that expire and cannot be altered, credentials from the `AWS_*` variables, links signed
-//! for the host clients reach (`S3_PUBLIC_ENDPOINT`). And what moto records of the rest: server-side
+//! links that expire and cannot be altered, credentials from the environment (the `AWS_*`
+//! variables, a container endpoint, instance metadata), links signed for the host clients reach
+//! (`S3_PUBLIC_ENDPOINT`). And what moto records of the rest: server-side
 //! encryption and checksums asked for on upload.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use shared::{
 };
 use testkit::{
     StatusCode, TestApp,
-    s3::{BUCKET, ChaosProxy, MotoServer, S3sServer},
+    s3::{BUCKET, ChaosProxy, CredentialEndpoint, MotoServer, S3sServer},
     sha256_hex,
 };
 
@@ -137,39 +138,84 @@ async fn links_are_signed_for_the_public_endpoint_and_work_through_it() {
     assert_eq!(app.download(&direct).await.status(), StatusCode::FORBIDDEN);
 }
 
-/// Names the child test below; set only in its process.
+/// Set only in the process of the child test below: the session token its links must carry.
 const AWS_CHILD: &str = "STATEMENT_TESTS_AWS_CHILD";
 
-#[tokio::test]
-async fn credentials_from_the_aws_variables_work_end_to_end() {
+/// Runs [`an_export_with_the_credentials_of_the_environment`] in a process of its own whose
+/// environment is the test's, without any `S3_*` credentials, plus `credentials` (the `AWS_*`
+/// variables of one source): its API and worker must find them, export to s3s-fs and hand out
+/// a link that carries `session_token` and works.
+async fn export_in_a_process_with(credentials: &[(&str, String)], session_token: &str) {
     let s3s = S3sServer::start().await;
-    // The API and the worker run in a process of their own whose environment holds the
-    // credentials as the AWS SDKs read them, and no S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY.
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+    // Async: the credential endpoints answer on this test's runtime meanwhile.
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child
         .args(["--exact", "an_export_with_the_credentials_of_the_environment", "--ignored", "--nocapture"])
-        .env(AWS_CHILD, "1")
-        .env_remove("S3_ACCESS_KEY_ID")
-        .env_remove("S3_SECRET_ACCESS_KEY")
-        .env_remove("S3_SECRET_ACCESS_KEY_FILE")
-        .env("STORAGE_BACKEND", "s3")
-        .env("S3_BUCKET", S3sServer::BUCKET)
-        .env("S3_ENDPOINT", s3s.endpoint())
-        .env("S3_PATH_STYLE", "true")
-        .env("AWS_ACCESS_KEY_ID", S3sServer::ACCESS_KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", S3sServer::SECRET_ACCESS_KEY)
-        .env("AWS_SESSION_TOKEN", "a-session-token-of-temporary-credentials")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
+        .env(AWS_CHILD, session_token)
+        .envs([
+            ("STORAGE_BACKEND", "s3"),
+            ("S3_BUCKET", S3sServer::BUCKET),
+            ("S3_ENDPOINT", &s3s.endpoint()),
+            ("S3_PATH_STYLE", "true"),
+            ("AWS_REGION", "us-east-1"),
+        ]);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") || name.starts_with("S3_ACCESS") || name.starts_with("S3_SECRET") {
+            child.env_remove(name);
+        }
+    }
+    child.envs(credentials.iter().map(|(name, value)| (name, value)));
+    let output = child.output().await.unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && stdout.contains("1 passed"), "{stdout}\n{stderr}");
     assert_eq!(s3s.keys("exports/").len(), 1, "the export's file is on the server");
 }
 
 #[tokio::test]
-#[ignore = "run by credentials_from_the_aws_variables_work_end_to_end in a process with AWS_* credentials"]
+async fn credentials_from_the_aws_variables_work_end_to_end() {
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", S3sServer::ACCESS_KEY_ID.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", S3sServer::SECRET_ACCESS_KEY.to_owned()),
+        ("AWS_SESSION_TOKEN", "a-session-token-of-temporary-credentials".to_owned()),
+    ];
+    export_in_a_process_with(&credentials, "a-session-token-of-temporary-credentials").await;
+}
+
+#[tokio::test]
+async fn temporary_credentials_from_a_container_endpoint_work_end_to_end() {
+    let endpoint = CredentialEndpoint::start(
+        S3sServer::ACCESS_KEY_ID,
+        S3sServer::SECRET_ACCESS_KEY,
+        "from-the-pod-endpoint",
+    )
+    .await;
+    let token_file = std::env::temp_dir().join(format!("pod-token-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&token_file, CredentialEndpoint::AUTHORIZATION).unwrap();
+    let credentials = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("{}/v1/credentials", endpoint.url())),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file.display().to_string()),
+    ];
+    export_in_a_process_with(&credentials, "from-the-pod-endpoint").await;
+    std::fs::remove_file(token_file).unwrap();
+    assert!(endpoint.served() >= 1, "the credentials came from the endpoint");
+}
+
+#[tokio::test]
+async fn temporary_credentials_from_instance_metadata_work_end_to_end() {
+    let imds = CredentialEndpoint::start(
+        S3sServer::ACCESS_KEY_ID,
+        S3sServer::SECRET_ACCESS_KEY,
+        "from-the-instance-role",
+    )
+    .await;
+    export_in_a_process_with(&[("AWS_METADATA_ENDPOINT", imds.url())], "from-the-instance-role").await;
+    assert!(imds.served() >= 1, "the credentials came from the instance metadata service");
+}
+
+#[tokio::test]
+#[ignore = "run by the *_work_end_to_end tests, in a process with the AWS_* variables of one credential source"]
 async fn an_export_with_the_credentials_of_the_environment() {
-    assert_eq!(std::env::var(AWS_CHILD).as_deref(), Ok("1"), "run by its parent test only");
+    let session_token = std::env::var(AWS_CHILD).expect("run by a parent test only");
     // The settings as the binaries read them: S3 storage, no S3 credentials.
     let StorageConfig::S3(s3) = Config::from_env().unwrap().storage else { panic!("STORAGE_BACKEND=s3") };
     assert!(s3.credentials.is_none());
@@ -177,7 +223,7 @@ async fn an_export_with_the_credentials_of_the_environment() {
     let details = completed(&app, 1000).await;
     let url = details["file_url"].as_str().unwrap();
     assert!(url.contains(&format!("X-Amz-Credential={}%2F", S3sServer::ACCESS_KEY_ID)), "{url}");
-    assert!(url.contains("X-Amz-Security-Token=a-session-token-of-temporary-credentials"), "{url}");
+    assert!(url.contains(&format!("X-Amz-Security-Token={session_token}&")), "{url}");
     let response = app.download(url).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(details["sha256"], sha256_hex(&response.bytes().await.unwrap()));
