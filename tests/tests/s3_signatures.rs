@@ -66,7 +66,7 @@ async fn a_multipart_export_on_a_signature_checking_server_is_byte_identical_to_
     // What the server stored (read from its directory, not through the service).
     let id = details["reference_id"].as_str().unwrap();
     let key = object_key(url, S3sServer::BUCKET);
-    assert_eq!(s3s.keys(&format!("exports/{id}/")), [key.clone()]);
+    assert_eq!(s3s.keys(&format!("exports/{id}/")), std::slice::from_ref(&key));
     assert!(s3s.stored(&key) == from_disk, "the stored object differs");
 }
 
