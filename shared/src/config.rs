@@ -41,6 +41,14 @@ pub enum ConfigError {
         /// The setting that needs it.
         because: &'static str,
     },
+    /// A setting that only makes sense with another one set a certain way.
+    #[error("{var} {problem}")]
+    Conflict {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with the combination, and what to set.
+        problem: &'static str,
+    },
     /// The value is a secret: the message gives its strength, never the value.
     #[error(
         "SIGNING_SECRET: expected at least {min} bytes of key material (generate it with `openssl rand -hex 32`), got {got}"
@@ -72,24 +80,61 @@ pub enum StorageConfig {
 }
 
 /// Where and how to reach S3 (or MinIO).
+///
+/// What is not set here comes from the environment as every AWS SDK reads it (`object_store`'s
+/// `AmazonS3Builder::from_env`): credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`
+/// / `AWS_SESSION_TOKEN`, a web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), the
+/// ECS container endpoint, then instance metadata; the region from `AWS_REGION`. A setting made
+/// here wins over the environment.
 #[derive(Debug, Clone)]
 pub struct S3Config {
     /// The bucket holding the files.
     pub bucket: String,
-    /// Its region.
-    pub region: String,
-    /// Custom endpoint for MinIO or another S3-compatible server.
+    /// Its region; `None`: `AWS_REGION` (or `AWS_DEFAULT_REGION`), else `us-east-1`.
+    pub region: Option<String>,
+    /// Custom endpoint for MinIO or another S3-compatible server; `None`: AWS (or the
+    /// environment's `AWS_ENDPOINT_URL`).
     pub endpoint: Option<String>,
+    /// The endpoint download links are signed for, when clients reach storage under another
+    /// address than the service does (MinIO behind a proxy); `None`: the one the service uses.
+    pub public_endpoint: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO expects.
     pub path_style: bool,
-    /// Credentials; unset, the environment's (instance role, AWS_* variables).
-    pub access_key_id: Option<String>,
-    /// See `access_key_id`.
-    pub secret_access_key: Option<SecretString>,
+    /// Static credentials (an IAM user's keys), used instead of any the environment holds.
+    pub credentials: Option<S3StaticCredentials>,
+    /// Server-side encryption asked for on every object written.
+    pub encryption: S3Encryption,
+    /// Send a SHA-256 checksum with every part, for the server to verify and store.
+    pub checksum: bool,
     /// Give up retrying one request after this long: transient failures (connections refused or
     /// reset, timeouts, 5xx) are retried with capped backoff until then, however many retries
     /// that takes. Then the upload fails and the job retries.
     pub retry_timeout: Duration,
+}
+
+/// `S3_ACCESS_KEY_ID` and `S3_SECRET_ACCESS_KEY` (both or neither).
+#[derive(Debug, Clone)]
+pub struct S3StaticCredentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: SecretString,
+}
+
+/// Server-side encryption of the objects written (`S3_SSE`, `S3_SSE_KMS_KEY_ID`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum S3Encryption {
+    /// None asked for: the bucket's default encryption applies (on AWS, SSE-S3 at least).
+    #[default]
+    BucketDefault,
+    /// SSE-S3 (`AES256`): keys managed by S3.
+    Aes256,
+    /// SSE-KMS (`aws:kms`) under this key (id, alias or ARN); `None`: the account's
+    /// AWS-managed key for S3 (`aws/s3`).
+    Kms {
+        /// `S3_SSE_KMS_KEY_ID`.
+        key_id: Option<String>,
+    },
 }
 
 /// Settings shared by the API and the worker.
@@ -280,16 +325,7 @@ impl Config {
             "local" => {
                 StorageConfig::Local { root: PathBuf::from(var_or("LOCAL_STORAGE_DIR", "./data/exports")) }
             }
-            "s3" => StorageConfig::S3(S3Config {
-                bucket: env::var("S3_BUCKET")
-                    .map_err(|_| ConfigError::Missing { var: "S3_BUCKET", because: "STORAGE_BACKEND=s3" })?,
-                region: var_or("S3_REGION", "us-east-1"),
-                endpoint: env::var("S3_ENDPOINT").ok().filter(|v| !v.is_empty()),
-                path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
-                access_key_id: env::var("S3_ACCESS_KEY_ID").ok(),
-                secret_access_key: secrets::read("S3_SECRET_ACCESS_KEY", "S3_SECRET_ACCESS_KEY_FILE")?,
-                retry_timeout: s3_retry_timeout()?,
-            }),
+            "s3" => StorageConfig::S3(s3_config()?),
             other => {
                 return Err(ConfigError::Invalid {
                     var: "STORAGE_BACKEND",
@@ -514,6 +550,88 @@ fn positive_secs(var: &'static str, default: Duration) -> Result<Duration, Confi
         return Err(invalid(var, "a positive number of seconds"));
     }
     Ok(value)
+}
+
+/// The `S3_*` settings (`STORAGE_BACKEND=s3`).
+fn s3_config() -> Result<S3Config, ConfigError> {
+    Ok(S3Config {
+        bucket: env::var("S3_BUCKET")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing { var: "S3_BUCKET", because: "STORAGE_BACKEND=s3" })?,
+        region: optional("S3_REGION", "a region name such as eu-west-1")?,
+        endpoint: endpoint("S3_ENDPOINT")?,
+        public_endpoint: endpoint("S3_PUBLIC_ENDPOINT")?,
+        path_style: parse_var("S3_PATH_STYLE", "true or false", false)?,
+        credentials: s3_static_credentials()?,
+        encryption: s3_encryption()?,
+        checksum: s3_checksum()?,
+        retry_timeout: s3_retry_timeout()?,
+    })
+}
+
+/// An `http://` or `https://` URL; unset or empty gives `None`.
+fn endpoint(var: &'static str) -> Result<Option<String>, ConfigError> {
+    let Some(url) = optional::<String>(var, "an http:// or https:// URL")? else { return Ok(None) };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['?', '#']) {
+        return Err(invalid(var, "an http:// or https:// URL (scheme, host, optional port and path)"));
+    }
+    Ok(Some(url.trim_end_matches('/').to_owned()))
+}
+
+/// `S3_ACCESS_KEY_ID` with `S3_SECRET_ACCESS_KEY` (or its `_FILE`): both or neither. Neither:
+/// the environment's credentials.
+fn s3_static_credentials() -> Result<Option<S3StaticCredentials>, ConfigError> {
+    let access_key_id = env::var("S3_ACCESS_KEY_ID").ok().filter(|v| !v.is_empty());
+    let secret = secrets::read("S3_SECRET_ACCESS_KEY", "S3_SECRET_ACCESS_KEY_FILE")?;
+    match (access_key_id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            Ok(Some(S3StaticCredentials { access_key_id, secret_access_key }))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing {
+            var: "S3_SECRET_ACCESS_KEY",
+            because: "S3_ACCESS_KEY_ID is set (set both, or neither to use the AWS_* credentials)",
+        }),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: "S3_ACCESS_KEY_ID",
+            because: "S3_SECRET_ACCESS_KEY is set (set both, or neither to use the AWS_* credentials)",
+        }),
+    }
+}
+
+/// `S3_SSE` (`AES256` or `aws:kms`) and `S3_SSE_KMS_KEY_ID` (only with `aws:kms`).
+fn s3_encryption() -> Result<S3Encryption, ConfigError> {
+    let key_id = optional::<String>("S3_SSE_KMS_KEY_ID", "a KMS key id, alias or ARN")?;
+    let sse = optional::<String>("S3_SSE", "AES256 or aws:kms")?;
+    match (sse.as_deref(), key_id) {
+        (None, None) => Ok(S3Encryption::BucketDefault),
+        (Some("AES256"), None) => Ok(S3Encryption::Aes256),
+        (Some("aws:kms"), key_id) => Ok(S3Encryption::Kms { key_id }),
+        (Some("AES256") | None, Some(_)) => Err(ConfigError::Conflict {
+            var: "S3_SSE_KMS_KEY_ID",
+            problem: "is set but S3_SSE is not aws:kms: set S3_SSE=aws:kms to encrypt with that key, \
+                      or unset S3_SSE_KMS_KEY_ID",
+        }),
+        (Some(other), _) => Err(ConfigError::Invalid {
+            var: "S3_SSE",
+            expected: "AES256 (SSE-S3) or aws:kms (SSE-KMS)",
+            value: other.to_owned(),
+        }),
+    }
+}
+
+/// `S3_CHECKSUM`: `sha256` (the default) or `none`.
+fn s3_checksum() -> Result<bool, ConfigError> {
+    match var_or("S3_CHECKSUM", "sha256").trim() {
+        "sha256" => Ok(true),
+        "none" => Ok(false),
+        other => Err(ConfigError::Invalid {
+            var: "S3_CHECKSUM",
+            expected: "sha256 or none",
+            value: other.to_owned(),
+        }),
+    }
 }
 
 /// Default of `S3_RETRY_TIMEOUT_SECS`: rides out a server restart or a short network outage

@@ -615,6 +615,8 @@ pub async fn prune_rows(db: &impl GenericClient, older_than: Duration, batch: i6
             "DELETE FROM exports WHERE id IN (
                  SELECT id FROM exports
                  WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
+                   -- created_at first: the (status, created_at) index finds them.
+                   AND created_at < now() - make_interval(secs => $1)
                    AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
                  LIMIT $2)",
             &[&older_than.as_secs_f64(), &batch],

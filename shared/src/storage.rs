@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use object_store::{
     Attribute, Attributes, BackoffConfig, MultipartId, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutPayload, RetryConfig,
-    aws::{AmazonS3, AmazonS3Builder},
+    PutPayload, RetryConfig, StaticCredentialProvider,
+    aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, Checksum},
     buffered::BufWriter,
     list::{PaginatedListOptions, PaginatedListStore},
     local::LocalFileSystem,
@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 
 use crate::{
-    config::StorageConfig,
+    config::{S3Config, S3Encryption, StorageConfig},
     failure::{self, FailureCode},
     signing::UrlSigner,
 };
@@ -103,8 +103,15 @@ const LOCAL_PART_SIZE: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 enum Backend {
-    Local { root: std::path::PathBuf },
-    S3(Arc<AmazonS3>),
+    Local {
+        root: std::path::PathBuf,
+    },
+    S3 {
+        /// Every request the service makes (at `S3_ENDPOINT`).
+        s3: Arc<AmazonS3>,
+        /// Signs download links for the host clients reach (`S3_PUBLIC_ENDPOINT`); sends nothing.
+        links: Arc<AmazonS3>,
+    },
 }
 
 /// The export file store.
@@ -125,25 +132,10 @@ impl Storage {
                 let backend = Backend::Local { root: root.into() };
                 Ok(Self { store: Arc::new(store), backend, part_size: LOCAL_PART_SIZE })
             }
-            StorageConfig::S3(s3) => {
-                let retry = s3_retry(s3.retry_timeout);
-                let mut builder = AmazonS3Builder::new()
-                    .with_bucket_name(&s3.bucket)
-                    .with_region(&s3.region)
-                    .with_virtual_hosted_style_request(!s3.path_style)
-                    .with_retry(retry);
-                if let Some(endpoint) = &s3.endpoint {
-                    builder =
-                        builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
-                }
-                if let Some(id) = &s3.access_key_id {
-                    builder = builder.with_access_key_id(id);
-                }
-                if let Some(secret) = &s3.secret_access_key {
-                    builder = builder.with_secret_access_key(secret.expose_secret());
-                }
-                let s3 = Arc::new(builder.build()?);
-                Ok(Self { store: s3.clone(), backend: Backend::S3(s3), part_size })
+            StorageConfig::S3(config) => {
+                let (s3, links) = s3_clients(AmazonS3Builder::from_env(), config)?;
+                let (s3, links) = (Arc::new(s3), Arc::new(links));
+                Ok(Self { store: s3.clone(), backend: Backend::S3 { s3, links }, part_size })
             }
         }
     }
@@ -164,7 +156,7 @@ impl Storage {
             Backend::Local { .. } => Writer::Local(
                 BufWriter::with_capacity(self.store.clone(), path, self.part_size).with_max_concurrency(1),
             ),
-            Backend::S3(s3) => {
+            Backend::S3 { s3, .. } => {
                 let attributes = Attributes::from_iter([(Attribute::ContentType, content_type.to_owned())]);
                 let options = PutMultipartOptions { attributes, ..Default::default() };
                 let id = s3.create_multipart_opts(&path, options).await?;
@@ -188,7 +180,7 @@ impl Storage {
     /// belong to one claim, never to a recorded export's file.
     pub async fn discard(&self, key: &str, upload_id: Option<&str>) -> Result<(), StorageError> {
         let path = parse_key(key)?;
-        if let (Backend::S3(s3), Some(id)) = (&self.backend, upload_id) {
+        if let (Backend::S3 { s3, .. }, Some(id)) = (&self.backend, upload_id) {
             match s3.abort_multipart(&path, &id.to_owned()).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -251,8 +243,8 @@ impl Storage {
                     expires_at,
                 ))
             }
-            Backend::S3(s3) => {
-                let url = s3.signed_url(Method::GET, &parse_key(key)?, ttl).await?;
+            Backend::S3 { links, .. } => {
+                let url = links.signed_url(Method::GET, &parse_key(key)?, ttl).await?;
                 Ok((url.to_string(), expires_at))
             }
         }
@@ -274,6 +266,67 @@ impl Storage {
         let swept = tokio::task::spawn_blocking(move || sweep(&exports, older_than)).await;
         swept.map_err(|e| StorageError::Io(std::io::Error::other(e)))?
     }
+}
+
+/// The two S3 clients: one for every request the service makes, at `S3_ENDPOINT`, and one that
+/// only signs download links, for `S3_PUBLIC_ENDPOINT` (the same as the first without it), with
+/// the same credentials. `environment` is what the AWS SDKs read from the environment
+/// (`AmazonS3Builder::from_env()`: credentials, region, endpoint, proxy); the settings win over it.
+fn s3_clients(environment: AmazonS3Builder, config: &S3Config) -> Result<(AmazonS3, AmazonS3), StorageError> {
+    let mut builder = environment
+        .with_bucket_name(&config.bucket)
+        .with_virtual_hosted_style_request(!config.path_style)
+        .with_skip_signature(false)
+        .with_retry(s3_retry(config.retry_timeout));
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(keys) = &config.credentials {
+        // Instead of every credential source of the environment (a session token included).
+        let credential = AwsCredential {
+            key_id: keys.access_key_id.clone(),
+            secret_key: keys.secret_access_key.expose_secret().to_owned(),
+            token: None,
+        };
+        builder = builder.with_credentials(Arc::new(StaticCredentialProvider::new(credential)));
+    }
+    let sse = |name: &str| name.parse::<AmazonS3ConfigKey>();
+    match &config.encryption {
+        S3Encryption::BucketDefault => {}
+        S3Encryption::Aes256 => builder = builder.with_config(sse("aws_server_side_encryption")?, "AES256"),
+        S3Encryption::Kms { key_id } => {
+            builder = builder.with_config(sse("aws_server_side_encryption")?, "aws:kms");
+            if let Some(key_id) = key_id {
+                builder = builder.with_config(sse("aws_sse_kms_key_id")?, key_id);
+            }
+        }
+    }
+    if config.checksum {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
+    let s3 = at_endpoint(builder.clone(), config.endpoint.as_deref()).build()?;
+    let links = match &config.public_endpoint {
+        // The same credential provider: temporary credentials are fetched and refreshed once.
+        Some(public) => {
+            at_endpoint(builder, Some(public)).with_credentials(s3.credentials().clone()).build()?
+        }
+        None => s3.clone(),
+    };
+    Ok((s3, links))
+}
+
+/// `builder` sending to `endpoint` (when set; else to the environment's, or AWS), over plain
+/// HTTP only when that endpoint says `http://`.
+fn at_endpoint(builder: AmazonS3Builder, endpoint: Option<&str>) -> AmazonS3Builder {
+    let builder = match endpoint {
+        // `AWS_ENDPOINT_URL_S3` would win over the plain endpoint: the setting replaces both.
+        Some(url) => builder.with_endpoint(url).with_config(AmazonS3ConfigKey::S3Endpoint, url),
+        None => builder,
+    };
+    let url = builder
+        .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+        .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
+    builder.with_allow_http(url.is_some_and(|url| url.starts_with("http://")))
 }
 
 /// First and longest pause between retries of one S3 request (the pause doubles, with jitter).
@@ -318,7 +371,7 @@ impl Storage {
                     )))
                 }
             }
-            Backend::S3(s3) => {
+            Backend::S3 { s3, .. } => {
                 let options = PaginatedListOptions { max_keys: Some(1), ..Default::default() };
                 s3.list_paginated(Some("health/"), options).await?;
                 Ok(())
@@ -535,5 +588,152 @@ mod failure_tests {
             StorageError::Timeout(Duration::from_secs(1)).failure_code(),
             FailureCode::StorageUnavailable
         );
+    }
+}
+
+#[cfg(test)]
+mod s3_client_tests {
+    //! Which credentials, region and endpoints the S3 clients use, given the settings and the
+    //! environment. No request is sent: signing a URL needs none.
+    use super::*;
+    use crate::config::S3StaticCredentials;
+
+    /// What `AmazonS3Builder::from_env()` makes of these variables (it maps each `AWS_*` name,
+    /// lowercased, to its configuration key).
+    fn environment(vars: &[(&str, &str)]) -> AmazonS3Builder {
+        vars.iter().fold(AmazonS3Builder::new(), |builder, (name, value)| {
+            builder.with_config(name.to_ascii_lowercase().parse().unwrap(), *value)
+        })
+    }
+
+    fn settings() -> S3Config {
+        S3Config {
+            bucket: "exports".into(),
+            region: None,
+            endpoint: None,
+            public_endpoint: None,
+            path_style: true,
+            credentials: None,
+            encryption: S3Encryption::BucketDefault,
+            checksum: true,
+            retry_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The credential provider the service's client was given (its type and fields).
+    fn provider(vars: &[(&str, &str)], config: &S3Config) -> String {
+        let (s3, _) = s3_clients(environment(vars), config).unwrap();
+        format!("{:?}", s3.credentials())
+    }
+
+    const KEYS: [(&str, &str); 3] = [
+        ("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT"),
+        ("AWS_SECRET_ACCESS_KEY", "environment-secret"),
+        ("AWS_SESSION_TOKEN", "environment-session-token"),
+    ];
+    const WEB_IDENTITY: [(&str, &str); 2] = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/statement-export"),
+    ];
+    const ECS: [(&str, &str); 1] = [("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/task-id")];
+
+    #[tokio::test]
+    async fn keys_and_a_session_token_from_the_aws_variables_sign_requests_and_links() {
+        let (s3, links) = s3_clients(environment(&KEYS), &settings()).unwrap();
+        let credential = s3.credentials().get_credential().await.unwrap();
+        assert_eq!(credential.key_id, "AKIAENVIRONMENT");
+        assert_eq!(credential.token.as_deref(), Some("environment-session-token"));
+        let url = links.signed_url(Method::GET, &Path::from("exports/a.csv"), Duration::from_secs(60)).await;
+        let url = url.unwrap().to_string();
+        assert!(url.contains("X-Amz-Credential=AKIAENVIRONMENT%2F"), "{url}");
+        assert!(url.contains("X-Amz-Security-Token=environment-session-token"), "{url}");
+    }
+
+    #[tokio::test]
+    async fn the_s3_keys_setting_wins_over_every_credential_of_the_environment_token_included() {
+        let config = S3Config {
+            credentials: Some(S3StaticCredentials {
+                access_key_id: "AKIASETTING".into(),
+                secret_access_key: "setting-secret".to_owned().into(),
+            }),
+            ..settings()
+        };
+        let everything: Vec<_> = KEYS.iter().chain(&WEB_IDENTITY).chain(&ECS).copied().collect();
+        let (s3, _) = s3_clients(environment(&everything), &config).unwrap();
+        let credential = s3.credentials().get_credential().await.unwrap();
+        assert_eq!((credential.key_id.as_str(), credential.token.as_deref()), ("AKIASETTING", None));
+    }
+
+    #[test]
+    fn a_web_identity_is_chosen_before_the_container_endpoint_and_instance_metadata() {
+        let both: Vec<_> = WEB_IDENTITY.iter().chain(&ECS).copied().collect();
+        let chosen = provider(&both, &settings());
+        assert!(chosen.contains("WebIdentityProvider"), "{chosen}");
+        assert!(chosen.contains("arn:aws:iam::123456789012:role/statement-export"), "{chosen}");
+        // Exchanged with STS in the bucket's region, over HTTPS only.
+        let chosen = provider(&WEB_IDENTITY, &S3Config { region: Some("eu-west-1".into()), ..settings() });
+        assert!(chosen.contains("https://sts.eu-west-1.amazonaws.com"), "{chosen}");
+    }
+
+    #[test]
+    fn the_ecs_container_endpoint_is_chosen_before_instance_metadata() {
+        let chosen = provider(&ECS, &settings());
+        assert!(chosen.contains("TaskCredentialProvider"), "{chosen}");
+        assert!(chosen.contains("http://169.254.170.2/v2/credentials/task-id"), "{chosen}");
+        let pod_identity = [
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/var/run/secrets/pods.eks.amazonaws.com/token"),
+        ];
+        let chosen = provider(&pod_identity, &settings());
+        assert!(chosen.contains("EKSPodCredentialProvider"), "{chosen}");
+    }
+
+    #[test]
+    fn with_nothing_set_the_instance_metadata_is_asked() {
+        let chosen = provider(&[], &settings());
+        assert!(chosen.contains("InstanceCredentialProvider"), "{chosen}");
+    }
+
+    async fn link(links: &AmazonS3) -> String {
+        let url = links.signed_url(Method::GET, &Path::from("exports/a.csv"), Duration::from_secs(60)).await;
+        url.unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn links_are_signed_for_the_public_endpoint_and_requests_go_to_the_service_endpoint() {
+        let config = S3Config {
+            endpoint: Some("http://minio:9000".into()),
+            public_endpoint: Some("https://files.example.com".into()),
+            ..settings()
+        };
+        let (s3, links) = s3_clients(environment(&KEYS), &config).unwrap();
+        assert!(link(&links).await.starts_with("https://files.example.com/exports/exports/a.csv?"));
+        assert!(link(&s3).await.starts_with("http://minio:9000/exports/exports/a.csv?"));
+        // Without a public endpoint, links name the service's.
+        let (_, links) =
+            s3_clients(environment(&KEYS), &S3Config { public_endpoint: None, ..config }).unwrap();
+        assert!(link(&links).await.starts_with("http://minio:9000/exports/exports/a.csv?"));
+    }
+
+    #[tokio::test]
+    async fn the_region_and_endpoint_settings_win_over_the_environment_which_fills_in_for_them() {
+        let environment_endpoint: Vec<_> = KEYS
+            .iter()
+            .copied()
+            .chain([("AWS_REGION", "eu-west-1"), ("AWS_ENDPOINT_URL_S3", "http://from-the-environment:9000")])
+            .collect();
+        let (_, links) = s3_clients(environment(&environment_endpoint), &settings()).unwrap();
+        let url = link(&links).await;
+        assert!(url.starts_with("http://from-the-environment:9000/"), "{url}");
+        assert!(url.contains("%2Feu-west-1%2Fs3%2F"), "{url}");
+        let config = S3Config {
+            region: Some("eu-central-1".into()),
+            endpoint: Some("http://from-the-setting:9000".into()),
+            ..settings()
+        };
+        let (_, links) = s3_clients(environment(&environment_endpoint), &config).unwrap();
+        let url = link(&links).await;
+        assert!(url.starts_with("http://from-the-setting:9000/"), "{url}");
+        assert!(url.contains("%2Feu-central-1%2Fs3%2F"), "{url}");
     }
 }

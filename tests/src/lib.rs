@@ -651,17 +651,7 @@ fn service_env(command: &mut std::process::Command, app: &TestApp) {
         }
         StorageConfig::S3(s3) => {
             command
-                .env("STORAGE_BACKEND", "s3")
-                .env("S3_BUCKET", &s3.bucket)
-                .env("S3_REGION", &s3.region)
-                .env("S3_ENDPOINT", s3.endpoint.as_deref().unwrap_or_default())
-                .env("S3_PATH_STYLE", s3.path_style.to_string())
-                .env("S3_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap_or_default())
-                .env(
-                    "S3_SECRET_ACCESS_KEY",
-                    s3.secret_access_key.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
-                )
-                .env("S3_RETRY_TIMEOUT_SECS", s3.retry_timeout.as_secs_f64().to_string())
+                .envs(s3::settings(s3))
                 .env("UPLOAD_PART_SIZE_BYTES", app.config.upload_part_size.to_string());
         }
     }
