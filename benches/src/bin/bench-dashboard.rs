@@ -149,7 +149,7 @@ impl Api {
             .env("API_BIND", format!("127.0.0.1:{port}"))
             .env("PUBLIC_BASE_URL", &base)
             .env("LOCAL_STORAGE_DIR", dir.join("exports"))
-            .env("SIGNING_SECRET", "0".repeat(64))
+            .env("SIGNING_SECRET", format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
             .env("RATE_LIMIT_PER_MINUTE", "100000000")
             .env("RATE_LIMIT_BURST", "1000000")
             .stdout(Stdio::null())
