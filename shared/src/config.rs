@@ -421,10 +421,12 @@ impl WorkerConfig {
             maintenance_interval: secs("MAINTENANCE_INTERVAL_SECS", defaults.maintenance_interval)?,
             retention: Retention {
                 jobs: days("JOB_RETENTION_DAYS", 7)?,
-                export_rows: optional::<f64>("EXPORT_ROW_RETENTION_DAYS", "a number of days")?
-                    .map(|d| Duration::try_from_secs_f64(d * 86_400.0))
-                    .transpose()
-                    .map_err(|_| invalid("EXPORT_ROW_RETENTION_DAYS", "a number of days"))?,
+                export_rows: optional::<f64>("EXPORT_ROW_RETENTION_DAYS", "a positive number of days")?
+                    .map(|d| Duration::try_from_secs_f64(d * 86_400.0).ok().filter(|d| !d.is_zero()))
+                    .map(|d| {
+                        d.ok_or_else(|| invalid("EXPORT_ROW_RETENTION_DAYS", "a positive number of days"))
+                    })
+                    .transpose()?,
             },
             progress_interval: millis("EXPORT_PROGRESS_INTERVAL_MS", defaults.progress_interval)?,
             metrics_bind: parse_var(

@@ -49,6 +49,8 @@ pub struct Report {
     pub pruned: u64,
     /// Export rows pruned (`EXPORT_ROW_RETENTION_DAYS`).
     pub pruned_exports: u64,
+    /// Rows of `export_hourly_changes` folded into the hourly analytics.
+    pub folded_changes: i64,
     /// Local staging files from before the upload journal, untouched for a day.
     pub abandoned_uploads: u64,
 }
@@ -223,6 +225,10 @@ async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) ->
             }
         }
         Err(e) => warn!(error = %e, "maintenance: listing abandoned uploads failed"),
+    }
+    match exports::stats::fold_changes(&db).await {
+        Ok(n) => report.folded_changes = n,
+        Err(e) => warn!(error = %e, "maintenance: folding export analytics failed"),
     }
     if !housekeeping {
         return report;

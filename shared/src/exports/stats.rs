@@ -52,9 +52,17 @@ impl Overview {
 /// The overview's window: the current UTC hour and the 719 before it (30 days of rollups).
 const WINDOW: &str = "hour > date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '30 days'";
 
-/// Export analytics over the last 30 days, from the hourly rollups (`export_hourly`, kept by a
-/// trigger in the transaction of every status change: migration V10) and the reuse counters of
-/// the same hours. Call it in one snapshot ([`crate::db::snapshot`]): it reads twice.
+/// The hourly rollups with the changes not folded into them yet (migration V10): every figure
+/// is a sum over both.
+const ROLLUPS: &str = "(SELECT hour, pending, processing, completed, failed, cancelled, expired,
+                               runs, run_rows, run_seconds FROM export_hourly
+                        UNION ALL
+                        SELECT hour, pending, processing, completed, failed, cancelled, expired,
+                               runs, run_rows, run_seconds FROM export_hourly_changes) AS rollups";
+
+/// Export analytics over the last 30 days, from the hourly rollups (`export_hourly`, kept from
+/// a trigger on `exports`: migration V10) and the reuse counters of the same hours. Call it in
+/// one snapshot ([`crate::db::snapshot`]): it reads twice.
 pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
     let row = db
         .query_one(
@@ -70,7 +78,7 @@ pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbErro
                         coalesce(sum(run_seconds), 0)::float8 AS run_seconds,
                         (SELECT coalesce(sum(reused), 0)::bigint FROM export_reuse_hourly
                          WHERE hour > date_trunc('hour', now()) - interval '30 days') AS reused
-                 FROM export_hourly WHERE {WINDOW}"
+                 FROM {ROLLUPS} WHERE {WINDOW}"
             ),
             &[],
         )
@@ -95,10 +103,14 @@ pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbErro
     let histogram: Vec<i64> = db
         .query(
             &format!(
-                "SELECT coalesce(sum(n), 0)::bigint
-                 FROM generate_series(1, {BUCKETS}) AS b
-                 LEFT JOIN (SELECT bucket, n FROM export_hourly, unnest(run_histogram) WITH ORDINALITY AS u(n, bucket)
-                            WHERE {WINDOW}) counted ON counted.bucket = b
+                "WITH counted AS (
+                     SELECT bucket, n FROM export_hourly, unnest(run_histogram) WITH ORDINALITY AS u(n, bucket)
+                     WHERE {WINDOW}
+                     UNION ALL
+                     SELECT run_bucket, runs FROM export_hourly_changes WHERE run_bucket IS NOT NULL AND {WINDOW}
+                 )
+                 SELECT coalesce(sum(n), 0)::bigint
+                 FROM generate_series(1, {BUCKETS}) AS b LEFT JOIN counted ON counted.bucket = b
                  GROUP BY b ORDER BY b"
             ),
             &[],
@@ -114,6 +126,12 @@ pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbErro
         rows_per_s: (run_seconds > 0.0).then(|| run_rows / run_seconds),
         reused: row.get("reused"),
     })
+}
+
+/// Folds the changes the trigger on `exports` recorded into the hourly rollups (the maintenance
+/// leader does, every pass). Returns how many change rows it folded.
+pub async fn fold_changes(db: &impl GenericClient) -> Result<i64, DbError> {
+    Ok(db.query_one("SELECT export_hourly_compact()", &[]).await?.get(0))
 }
 
 /// Buckets of the run-duration histogram (`export_run_bucket` in migration V10).
@@ -164,16 +182,24 @@ async fn series(
     unit: &str,
     span: &str,
 ) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
-    // Every export created is in exactly one status column of its hour.
+    // Every export created is in exactly one status column of its hour. The rollups are read by
+    // their key's range, then the buckets without any are filled in.
     let rows = db
         .query(
-            "SELECT b.start,
-                    coalesce(sum(h.pending + h.processing + h.completed + h.failed + h.cancelled + h.expired), 0)::bigint
-             FROM generate_series(date_trunc($1, now() AT TIME ZONE 'UTC') - $2::text::interval,
-                                  date_trunc($1, now() AT TIME ZONE 'UTC'),
-                                  ('1 ' || $1)::interval) AS b(start)
-             LEFT JOIN export_hourly h ON h.hour >= b.start AND h.hour < b.start + ('1 ' || $1)::interval
-             GROUP BY b.start ORDER BY b.start",
+            &format!(
+                "WITH since AS (SELECT date_trunc($1, now() AT TIME ZONE 'UTC') - $2::text::interval AS start),
+                 counted AS (
+                     SELECT date_trunc($1, hour) AS start,
+                            sum(pending + processing + completed + failed + cancelled + expired)::bigint AS n
+                     FROM {ROLLUPS} WHERE hour >= (SELECT start FROM since)
+                     GROUP BY 1
+                 )
+                 SELECT b.start, coalesce(counted.n, 0)
+                 FROM generate_series((SELECT start FROM since), date_trunc($1, now() AT TIME ZONE 'UTC'),
+                                      ('1 ' || $1)::interval) AS b(start)
+                 LEFT JOIN counted ON counted.start = b.start
+                 ORDER BY b.start"
+            ),
             &[&unit, &span],
         )
         .await?;
