@@ -120,16 +120,19 @@ LANGUAGE sql AS $$
         DELETE FROM export_hourly_changes RETURNING *
     ), buckets AS (
         SELECT hour, run_bucket, sum(runs) AS runs FROM moved WHERE run_bucket IS NOT NULL GROUP BY 1, 2
+    ), histograms AS (
+        SELECT hours.hour, array_agg(coalesce(b.runs, 0)::bigint ORDER BY i) AS run_histogram
+        FROM (SELECT DISTINCT hour FROM moved) AS hours
+        CROSS JOIN generate_series(1, 100) AS i
+        LEFT JOIN buckets b ON b.hour = hours.hour AND b.run_bucket = i
+        GROUP BY hours.hour
     ), folded AS (
         SELECT m.hour,
                sum(pending) AS pending, sum(processing) AS processing, sum(completed) AS completed,
                sum(failed) AS failed, sum(cancelled) AS cancelled, sum(expired) AS expired,
                sum(m.runs) AS runs, sum(run_rows) AS run_rows, sum(run_bytes) AS run_bytes,
-               sum(run_seconds) AS run_seconds,
-               (SELECT array_agg(coalesce(b.runs, 0)::bigint ORDER BY i)
-                FROM generate_series(1, 100) AS i
-                LEFT JOIN buckets b ON b.hour = m.hour AND b.run_bucket = i) AS run_histogram
-        FROM moved m GROUP BY m.hour
+               sum(run_seconds) AS run_seconds, min(hg.run_histogram) AS run_histogram
+        FROM moved m JOIN histograms hg USING (hour) GROUP BY m.hour
     ), written AS (
         INSERT INTO export_hourly AS h (hour, pending, processing, completed, failed, cancelled, expired,
                                         runs, run_rows, run_bytes, run_seconds, run_histogram)
