@@ -18,6 +18,9 @@ use crate::{
     failure::FailureCode,
 };
 
+mod cursor;
+pub use cursor::{ClaimCursor, Position};
+
 text_enum! {
     /// Where a job is in its life (`jobs.state`; the partial indexes of V1 name these values).
     pub enum JobState {
@@ -65,7 +68,8 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
 pub const NOTIFY_CHANNEL: &str = "statement_jobs";
 
-/// The claim CTE: `{limit}` (see [`claim_sql`]), `$1` worker id, `$2` lease seconds.
+/// The claim CTE: `{limit}` (see [`claim_sql`]), `$1` worker id, `$2` lease seconds, `$3`–`$5`
+/// the [`Position`] to read from (NULL: the head of the queue).
 pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
 
 /// The claim of at most `limit` jobs: [`CLAIM_SQL`] with the limit written in, so that Postgres
@@ -100,6 +104,8 @@ pub struct ClaimedJob {
     pub token: Uuid,
     /// Seconds between the job becoming due and this claim.
     pub waited_seconds: f64,
+    /// Its place in claim order.
+    pub position: Position,
 }
 
 /// Inserts a job and wakes the workers (see [`JobKind::enqueue`]).
@@ -142,8 +148,31 @@ pub async fn claim(
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>, DbError> {
+    claim_from(db, worker_id, limit, lease, None).await
+}
+
+/// Claims like [`claim`], reading the ready jobs from `from` in claim order (`None`: from the
+/// head of the queue); a worker takes `from` from its [`ClaimCursor`].
+pub async fn claim_from(
+    db: &impl GenericClient,
+    worker_id: &str,
+    limit: u32,
+    lease: Duration,
+    from: Option<Position>,
+) -> Result<Vec<ClaimedJob>, DbError> {
     let statement = db.prepare_cached(&claim_sql(limit)).await?;
-    let rows = db.query(&statement, &[&worker_id, &lease_seconds(lease)]).await?;
+    let rows = db
+        .query(
+            &statement,
+            &[
+                &worker_id,
+                &lease_seconds(lease),
+                &from.map(|p| p.priority),
+                &from.map(|p| p.run_at),
+                &from.map(|p| p.id),
+            ],
+        )
+        .await?;
     Ok(rows
         .iter()
         .map(|row| ClaimedJob {
@@ -154,6 +183,11 @@ pub async fn claim(
             max_attempts: row.get("max_attempts"),
             token: row.get("attempt_token"),
             waited_seconds: row.get("waited_seconds"),
+            position: Position {
+                priority: row.get("priority"),
+                run_at: row.get("run_at"),
+                id: row.get("id"),
+            },
         })
         .collect())
 }

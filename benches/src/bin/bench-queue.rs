@@ -29,7 +29,7 @@ use benchkit::{figure, fresh_database, percentile, pgbench_sql, pgbench_tps};
 use secrecy::SecretString;
 use shared::{
     config::WorkerConfig,
-    queue::{self, JobKind as _},
+    queue::{self, ClaimCursor, JobKind as _},
 };
 use worker::jobs::noop::Noop;
 
@@ -58,15 +58,17 @@ async fn main() -> anyhow::Result<()> {
     // pgbench, same SQL, same connections: one transaction = claim one + complete it.
     reset(&pool).await?;
     insert_noops(&pool, jobs).await?;
-    // The same parameterised statements as the service's, on the same session settings.
+    // The same parameterised statements as the service's, on the same session settings. Each
+    // pgbench client claims from where its last claim stopped, as a worker does (its variables
+    // `priority`, `run_at` and `id` are the last job claimed; at first, the head of the queue).
     let pgbench_url = benchkit::with_service_session(&url);
-    let params = [":worker", ":lease"];
+    let params = [":worker", ":lease", ":priority", ":run_at", ":id"];
     let script = format!(
         "\\set lease 30\n{}\\gset\n{}",
         pgbench_sql(&queue::claim_sql(1), &params).trim_end(),
         pgbench_sql(queue::COMPLETE_SQL, &[":id", ":attempt_token"])
     );
-    let worker = ["-D", "worker=pgbench"];
+    let worker = ["-D", "worker=pgbench", "-D", "priority=-32768", "-D", "run_at=-infinity", "-D", "id=0"];
     let pgbench_per_job = pgbench_tps(&pgbench_url, &script, connections, jobs / connections, &worker)?;
     figure("pgbench_per_job_tps", pgbench_per_job);
     figure("per_job_ratio_vs_pgbench", per_job / pgbench_per_job);
@@ -81,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
     insert_noops(&pool, jobs).await?;
     let script = format!(
         "\\set lease 30\n\
-         WITH claimed AS ({}) SELECT array_agg(id) AS ids, array_agg(attempt_token) AS tokens FROM claimed\\gset\n{}",
+         WITH claimed AS ({}), \
+              last AS (SELECT priority, run_at, id FROM claimed ORDER BY priority DESC, run_at DESC, id DESC LIMIT 1) \
+         SELECT (SELECT array_agg(id) FROM claimed) AS ids, (SELECT array_agg(attempt_token) FROM claimed) AS tokens, \
+                last.* FROM last\\gset\n{}",
         pgbench_sql(&queue::claim_sql(100), &params).trim_end(),
         pgbench_sql(queue::COMPLETE_MANY_SQL, &[":ids", ":tokens"])
     );
@@ -178,9 +183,12 @@ async fn burn_down(
         tokio::spawn(async move {
             let db = pool.get().await?;
             let worker = format!("bench-{i}");
+            // As a worker claims: from where its last claim stopped, from the head once per poll.
+            let mut cursor = ClaimCursor::new(WorkerConfig::default().poll_interval);
             let mut done = 0;
             loop {
-                let claimed = queue::claim(&db, &worker, batch, LEASE).await?;
+                let claimed = queue::claim_from(&db, &worker, batch, LEASE, cursor.start()).await?;
+                cursor.advance(&claimed);
                 if claimed.is_empty() {
                     return anyhow::Ok(done);
                 }
