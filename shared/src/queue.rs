@@ -8,7 +8,7 @@
 
 use std::{future::Future, time::Duration};
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use serde::{Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -50,14 +50,14 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Adds this job with its kind's attempt budget. Call it inside the transaction that writes
     /// the domain row so both commit or neither does. Returns the job id.
-    fn enqueue(&self, db: &impl GenericClient) -> impl Future<Output = Result<i64, DbError>> + Send {
+    fn enqueue(&self, db: &impl Sql) -> impl Future<Output = Result<i64, DbError>> + Send {
         self.enqueue_with_attempts(db, Self::MAX_ATTEMPTS)
     }
 
     /// Like [`JobKind::enqueue`], with `max_attempts` attempts (a configured budget).
     fn enqueue_with_attempts(
         &self,
-        db: &impl GenericClient,
+        db: &impl Sql,
         max_attempts: i32,
     ) -> impl Future<Output = Result<i64, DbError>> + Send {
         let args = serde_json::to_value(self).expect("job arguments serialize to JSON");
@@ -110,7 +110,7 @@ pub struct ClaimedJob {
 
 /// Inserts a job and wakes the workers (see [`JobKind::enqueue`]).
 async fn insert(
-    db: &impl GenericClient,
+    db: &impl Sql,
     kind: &str,
     args: &serde_json::Value,
     max_attempts: i32,
@@ -126,7 +126,7 @@ async fn insert(
 }
 
 /// Wakes the workers: a job of `kind` is ready (delivered when the transaction commits).
-async fn notify(db: &impl GenericClient, kind: &str) -> Result<(), DbError> {
+async fn notify(db: &impl Sql, kind: &str) -> Result<(), DbError> {
     db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
     Ok(())
 }
@@ -143,7 +143,7 @@ pub(crate) fn attempt_holds(job: &str, token: &str) -> String {
 
 /// Claims up to `limit` ready jobs for `worker_id`, highest priority and oldest first.
 pub async fn claim(
-    db: &impl GenericClient,
+    db: &impl Sql,
     worker_id: &str,
     limit: u32,
     lease: Duration,
@@ -154,16 +154,15 @@ pub async fn claim(
 /// Claims like [`claim`], reading the ready jobs from `from` in claim order (`None`: from the
 /// head of the queue); a worker takes `from` from its [`ClaimCursor`].
 pub async fn claim_from(
-    db: &impl GenericClient,
+    db: &impl Sql,
     worker_id: &str,
     limit: u32,
     lease: Duration,
     from: Option<Position>,
 ) -> Result<Vec<ClaimedJob>, DbError> {
-    let statement = db.prepare_cached(&claim_sql(limit)).await?;
     let rows = db
-        .query(
-            &statement,
+        .query_cached(
+            &claim_sql(limit),
             &[
                 &worker_id,
                 &lease_seconds(lease),
@@ -195,41 +194,35 @@ pub async fn claim_from(
 /// Extends the lease of every job this worker still holds, in one statement. Returns the
 /// tokens that are still valid; a token missing from the answer was lost (rescued or cancelled)
 /// and its job must stop.
-pub async fn heartbeat(
-    db: &impl GenericClient,
-    tokens: &[Uuid],
-    lease: Duration,
-) -> Result<Vec<Uuid>, DbError> {
+pub async fn heartbeat(db: &impl Sql, tokens: &[Uuid], lease: Duration) -> Result<Vec<Uuid>, DbError> {
     if tokens.is_empty() {
         return Ok(Vec::new());
     }
-    let statement = db
-        .prepare_cached(
+    let rows = db
+        .query_cached(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
              WHERE attempt_token = ANY($1) AND state = 'running'
              RETURNING attempt_token",
+            &[&tokens, &lease_seconds(lease)],
         )
         .await?;
-    let rows = db.query(&statement, &[&tokens, &lease_seconds(lease)]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Marks the attempt completed. `false`: the token no longer holds the job (fenced out).
-pub async fn complete(db: &impl GenericClient, id: i64, token: Uuid) -> Result<bool, DbError> {
-    let statement = db.prepare_cached(COMPLETE_SQL).await?;
-    Ok(db.execute(&statement, &[&id, &token]).await? == 1)
+pub async fn complete(db: &impl Sql, id: i64, token: Uuid) -> Result<bool, DbError> {
+    Ok(db.execute_cached(COMPLETE_SQL, &[&id, &token]).await? == 1)
 }
 
 /// Completes several attempts in one statement (batched workers and the queue benchmark).
 /// Returns how many were still held and are now completed.
-pub async fn complete_many(db: &impl GenericClient, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
-    let statement = db.prepare_cached(COMPLETE_MANY_SQL).await?;
-    Ok(db.execute(&statement, &[&ids, &tokens]).await?)
+pub async fn complete_many(db: &impl Sql, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
+    Ok(db.execute_cached(COMPLETE_MANY_SQL, &[&ids, &tokens]).await?)
 }
 
 /// Cancels a job that has not finished. A running attempt loses its token at once and learns
 /// it at its next heartbeat. Returns `false` when the job had already finished.
-pub async fn cancel(db: &impl GenericClient, id: i64, reason: FailureCode) -> Result<bool, DbError> {
+pub async fn cancel(db: &impl Sql, id: i64, reason: FailureCode) -> Result<bool, DbError> {
     Ok(db
         .execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
@@ -246,7 +239,7 @@ pub type Released = (i64, String, serde_json::Value);
 
 /// Gives running attempts back to the queue without counting them (graceful shutdown: the
 /// work was interrupted, not failed). Returns the released jobs' kinds and args.
-pub async fn release(db: &impl GenericClient, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
+pub async fn release(db: &impl Sql, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
     let rows = db
         .query(
             "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
@@ -261,11 +254,7 @@ pub async fn release(db: &impl GenericClient, tokens: &[Uuid]) -> Result<Vec<Rel
 
 /// Deletes up to `batch` finished jobs older than `older_than`; call repeatedly until it
 /// returns less than `batch`. Bounded so a large backlog never becomes one long transaction.
-pub async fn prune_finished(
-    db: &impl GenericClient,
-    older_than: Duration,
-    batch: i64,
-) -> Result<u64, DbError> {
+pub async fn prune_finished(db: &impl Sql, older_than: Duration, batch: i64) -> Result<u64, DbError> {
     Ok(db
         .execute(
             "DELETE FROM jobs WHERE id IN (
@@ -284,7 +273,7 @@ pub async fn prune_finished(
 /// One count per state, with the state written into its condition, so that each is served by
 /// that state's partial index (migration V11): the finished states by an index-only scan, the
 /// others by indexes as small as the backlog. Never a scan of the table.
-pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i64)>, DbError> {
+pub(crate) async fn depth_by_state(db: &impl Sql) -> Result<Vec<(JobState, i64)>, DbError> {
     let sql = JobState::ALL
         .iter()
         .map(|state| format!("SELECT count(*) FROM jobs WHERE state = '{}'", state.as_str()))
@@ -295,7 +284,7 @@ pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobSt
 }
 
 /// Seconds the oldest ready (due, unclaimed) job has waited; 0 when none waits.
-pub(crate) async fn oldest_ready_age(db: &impl GenericClient) -> Result<f64, DbError> {
+pub(crate) async fn oldest_ready_age(db: &impl Sql) -> Result<f64, DbError> {
     let row = db
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
@@ -323,7 +312,7 @@ pub enum FailOutcome {
 /// one, or past both, it fails for good. Fenced by the attempt's token. `last_error` records
 /// the failure's code only (the cause is logged, never stored).
 pub async fn fail(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: i64,
     token: Uuid,
     code: FailureCode,
@@ -377,7 +366,7 @@ pub struct Rescued {
 /// Returns jobs whose lease expired to the queue, or fails them when no attempts remain. Any
 /// number of workers may run it at once: each skips the rows another is rescuing. Call it in a
 /// transaction with the owners' own records of the setback.
-pub async fn rescue_expired(db: &impl GenericClient) -> Result<Vec<Rescued>, DbError> {
+pub async fn rescue_expired(db: &impl Sql) -> Result<Vec<Rescued>, DbError> {
     let rows = db
         .query(
             "WITH lost AS (
@@ -453,11 +442,7 @@ impl JobSummary {
 
 /// Jobs in `state`, at most `limit`: running ones longest-running first, others most recent
 /// first. The state is written into the statement so each state's partial index serves it.
-pub(crate) async fn in_state(
-    db: &impl GenericClient,
-    state: JobState,
-    limit: i64,
-) -> Result<Vec<JobSummary>, DbError> {
+pub(crate) async fn in_state(db: &impl Sql, state: JobState, limit: i64) -> Result<Vec<JobSummary>, DbError> {
     let order = match state {
         JobState::Running => "attempted_at, id",
         JobState::Available | JobState::Retryable => "run_at DESC, id DESC",
@@ -472,7 +457,7 @@ pub(crate) async fn in_state(
 }
 
 /// One job by id.
-pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>, DbError> {
+pub(crate) async fn get(db: &impl Sql, id: i64) -> Result<Option<JobSummary>, DbError> {
     let row = db.query_opt(&format!("SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1"), &[&id]).await?;
     row.as_ref().map(JobSummary::from_row).transpose()
 }
@@ -480,7 +465,7 @@ pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSu
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, with one more
 /// attempt if it had used them all, and wakes the workers. `false` when the job is in no
 /// state to be retried.
-pub(crate) async fn retry_now(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+pub(crate) async fn retry_now(db: &impl Sql, id: i64) -> Result<bool, DbError> {
     let Some(row) = db
         .query_opt(
             "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,

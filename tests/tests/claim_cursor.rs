@@ -14,6 +14,7 @@ use std::{
 };
 
 use shared::{
+    db::Sql,
     failure::FailureCode,
     queue::{self, ClaimCursor, ClaimedJob, JobKind as _},
 };
@@ -26,7 +27,7 @@ const LEASE: Duration = Duration::from_secs(30);
 const NEVER: Duration = Duration::from_secs(3600);
 
 /// Inserts a noop with this priority, due `due_in_secs` from now (negative: in the past).
-async fn insert_job(db: &impl deadpool_postgres::GenericClient, priority: i16, due_in_secs: f64) -> i64 {
+async fn insert_job(db: &impl Sql, priority: i16, due_in_secs: f64) -> i64 {
     db.query_one(
         "INSERT INTO jobs (kind, priority, run_at) VALUES ($1, $2, now() + make_interval(secs => $3))
          RETURNING id",
@@ -38,17 +39,13 @@ async fn insert_job(db: &impl deadpool_postgres::GenericClient, priority: i16, d
 }
 
 /// One claim of up to `limit` as a worker makes it: from the cursor's start, then advancing it.
-async fn claim(
-    db: &impl deadpool_postgres::GenericClient,
-    cursor: &mut ClaimCursor,
-    limit: u32,
-) -> Vec<ClaimedJob> {
+async fn claim(db: &impl Sql, cursor: &mut ClaimCursor, limit: u32) -> Vec<ClaimedJob> {
     let claimed = queue::claim_from(db, "cursor-test", limit, LEASE, cursor.start()).await.unwrap();
     cursor.advance(&claimed);
     claimed
 }
 
-async fn complete(db: &impl deadpool_postgres::GenericClient, claimed: &[ClaimedJob]) {
+async fn complete(db: &impl Sql, claimed: &[ClaimedJob]) {
     for job in claimed {
         assert!(queue::complete(db, job.id, job.token).await.unwrap());
     }

@@ -68,6 +68,8 @@ impl Runner {
         self.ctx.metrics.clone()
     }
 
+    /// A runner whose sessions (LISTEN, the maintenance leader's lock) connect to `database_url`:
+    /// [`shared::config::Config::session_database_url`].
     pub fn new(ctx: JobContext, config: WorkerConfig, database_url: SecretString) -> Self {
         let running: Running = Arc::default();
         let held = running.clone();

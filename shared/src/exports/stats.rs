@@ -1,7 +1,7 @@
 //! Export analytics for operators (the dashboard's overview), and the deduplication (reuse)
 //! counters (table `export_reuse_hourly`) that API processes add to in batches.
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use time::PrimitiveDateTime;
 
 use super::ExportStatus;
@@ -55,7 +55,7 @@ const WINDOW: &str = "hour > date_trunc('hour', now() AT TIME ZONE 'UTC') - inte
 /// Export analytics over the last 30 days, from the hourly rollups (`export_hourly`, kept by a
 /// trigger in the transaction of every status change: migration V10) and the reuse counters of
 /// the same hours. Call it in one snapshot ([`crate::db::snapshot`]): it reads twice.
-pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
+pub(crate) async fn overview(db: &impl Sql) -> Result<Overview, DbError> {
     let row = db
         .query_one(
             &format!(
@@ -146,24 +146,16 @@ fn quantile(histogram: &[i64], q: f64) -> Option<f64> {
 }
 
 /// Exports created per hour (UTC) over the last 24 hours, oldest first.
-pub(crate) async fn exports_per_hour(
-    db: &impl GenericClient,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_hour(db: &impl Sql) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "hour", "23 hours").await
 }
 
 /// Exports created per day (UTC) over the last 30 days, oldest first.
-pub(crate) async fn exports_per_day(
-    db: &impl GenericClient,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_day(db: &impl Sql) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "day", "29 days").await
 }
 
-async fn series(
-    db: &impl GenericClient,
-    unit: &str,
-    span: &str,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+async fn series(db: &impl Sql, unit: &str, span: &str) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     // Every export created is in exactly one status column of its hour.
     let rows = db
         .query(
@@ -181,7 +173,7 @@ async fn series(
 }
 
 /// Adds `count` reused requests to the current hour's counter.
-pub async fn record_reuse(db: &impl GenericClient, count: i64) -> Result<(), DbError> {
+pub async fn record_reuse(db: &impl Sql, count: i64) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO export_reuse_hourly (hour, reused) VALUES (date_trunc('hour', now()), $1)
          ON CONFLICT (hour) DO UPDATE SET reused = export_reuse_hourly.reused + EXCLUDED.reused",
