@@ -77,6 +77,12 @@ pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
 pub fn claim_sql(limit: u32) -> String {
     CLAIM_SQL.replace("{limit}", &limit.to_string())
 }
+/// Running jobs, as the partial index `jobs_running_by_lease` (V12) is written: what reads
+/// running jobs by state says this, so that the index serves it. What finds one job by id (and
+/// checks `state = 'running'` for its fence) says the state alone, so that the primary key
+/// serves it: V12 says why.
+pub(crate) const RUNNING: &str = "state = 'running' AND lease_expires_at IS NOT NULL";
+
 /// Completes one attempt: `$1` job id, `$2` attempt token.
 pub const COMPLETE_SQL: &str =
     "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
@@ -198,14 +204,12 @@ pub async fn heartbeat(db: &impl Sql, tokens: &[Uuid], lease: Duration) -> Resul
     if tokens.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = db
-        .query_cached(
-            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
-             WHERE attempt_token = ANY($1) AND state = 'running'
-             RETURNING attempt_token",
-            &[&tokens, &lease_seconds(lease)],
-        )
-        .await?;
+    let sql = format!(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
+         WHERE attempt_token = ANY($1) AND {RUNNING}
+         RETURNING attempt_token"
+    );
+    let rows = db.query_cached(&sql, &[&tokens, &lease_seconds(lease)]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -240,15 +244,13 @@ pub type Released = (i64, String, serde_json::Value);
 /// Gives running attempts back to the queue without counting them (graceful shutdown: the
 /// work was interrupted, not failed). Returns the released jobs' kinds and args.
 pub async fn release(db: &impl Sql, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
-    let rows = db
-        .query(
-            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
-                 attempt_token = NULL, lease_expires_at = NULL, worker_id = NULL
-             WHERE attempt_token = ANY($1) AND state = 'running'
-             RETURNING id, kind, args",
-            &[&tokens],
-        )
-        .await?;
+    let sql = format!(
+        "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
+             attempt_token = NULL, lease_expires_at = NULL, worker_id = NULL
+         WHERE attempt_token = ANY($1) AND {RUNNING}
+         RETURNING id, kind, args"
+    );
+    let rows = db.query(&sql, &[&tokens]).await?;
     Ok(rows.iter().map(|r| (r.get("id"), r.get("kind"), r.get("args"))).collect())
 }
 
@@ -276,7 +278,7 @@ pub async fn prune_finished(db: &impl Sql, older_than: Duration, batch: i64) -> 
 pub(crate) async fn depth_by_state(db: &impl Sql) -> Result<Vec<(JobState, i64)>, DbError> {
     let sql = JobState::ALL
         .iter()
-        .map(|state| format!("SELECT count(*) FROM jobs WHERE state = '{}'", state.as_str()))
+        .map(|state| format!("SELECT count(*) FROM jobs WHERE {}", in_state_condition(*state)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let rows = db.query(&sql, &[]).await?;
@@ -449,11 +451,20 @@ pub(crate) async fn in_state(db: &impl Sql, state: JobState, limit: i64) -> Resu
         JobState::Completed | JobState::Failed | JobState::Cancelled => "finished_at DESC, id DESC",
     };
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE state = '{}' ORDER BY {order} LIMIT $1",
-        state.as_str()
+        "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT $1",
+        in_state_condition(state)
     );
     let rows = db.query(&sql, &[&limit]).await?;
     rows.iter().map(JobSummary::from_row).collect()
+}
+
+/// The condition for jobs in `state`, written as its partial index is ([`RUNNING`] for running
+/// jobs).
+fn in_state_condition(state: JobState) -> String {
+    match state {
+        JobState::Running => RUNNING.to_owned(),
+        other => format!("state = '{}'", other.as_str()),
+    }
 }
 
 /// One job by id.
