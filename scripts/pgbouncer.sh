@@ -53,4 +53,5 @@ if [ "$(id -u)" = 0 ]; then
     chown -R postgres "$dir"
     user_flag=(-u postgres)
 fi
-exec "$(command -v pgbouncer || echo /usr/sbin/pgbouncer)" "${user_flag[@]}" "$dir/pgbouncer.ini"
+# -q: log to the log file only.
+exec "$(command -v pgbouncer || echo /usr/sbin/pgbouncer)" -q "${user_flag[@]}" "$dir/pgbouncer.ini"
