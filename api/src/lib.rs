@@ -92,7 +92,7 @@ impl AppState {
             }
         };
         Ok(Self {
-            pool: db::pool(&config.database_url, 16).context("DATABASE_URL")?,
+            pool: db::service_pool(config, 16).context("DATABASE_URL")?,
             storage: Storage::new(&config.storage, config.upload_part_size).context("storage")?,
             signer,
             tables: Arc::new(config.tables.clone()),

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     // Every setting is checked before anything connects: a typo fails at once, naming it.
     let api_config = matches!(command, Command::Serve).then(ApiConfig::from_env).transpose()?;
-    db::migrate(&config.database_url).await.context("applying migrations")?;
+    db::migrate(config.session_database_url()).await.context("applying migrations")?;
     match command {
         Command::Serve => serve(config, api_config.expect("read for serve")).await,
         Command::Keys { action } => keys(config, action).await,
@@ -98,7 +98,7 @@ async fn serve(config: Config, api_config: ApiConfig) -> anyhow::Result<()> {
 }
 
 async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
-    let pool = db::pool(&config.database_url, 1)?;
+    let pool = db::service_pool(&config, 1)?;
     let db = pool.get().await.context("connecting to Postgres")?;
     match action {
         KeyAction::Create { name, description, role, accounts, all_accounts } => {

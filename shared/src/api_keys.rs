@@ -4,7 +4,7 @@
 //! the SHA-256 of the random part) lets a typo be refused without a database lookup and lets
 //! secret scanners recognise a real key. Table: `api_keys`.
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -217,7 +217,7 @@ pub enum CreateError {
 }
 
 /// Validates and stores a new key and returns it with its plaintext (to be shown once).
-pub async fn create(db: &impl GenericClient, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), CreateError> {
+pub async fn create(db: &impl Sql, new: &KeySpec<'_>) -> Result<(ApiKey, NewKey), CreateError> {
     let allowed_accounts = new.validate()?;
     let key = NewKey::generate();
     let row = db
@@ -258,25 +258,23 @@ pub struct KeySpec<'a> {
 }
 
 /// The active key with this plaintext, if any.
-pub async fn authenticate(db: &impl GenericClient, plaintext: &str) -> Result<Option<ApiKey>, DbError> {
+pub async fn authenticate(db: &impl Sql, plaintext: &str) -> Result<Option<ApiKey>, DbError> {
     if !is_well_formed(plaintext) {
         return Ok(None);
     }
     let hash = hash_key(plaintext);
-    let statement = db
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM api_keys k WHERE key_hash = $1 AND {ACTIVE}"))
-        .await?;
-    let row = db.query_opt(&statement, &[&hash.as_slice()]).await?;
-    row.as_ref().map(ApiKey::from_row).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM api_keys k WHERE key_hash = $1 AND {ACTIVE}");
+    let rows = db.query_cached(&sql, &[&hash.as_slice()]).await?;
+    rows.first().map(ApiKey::from_row).transpose()
 }
 
 /// The name of key `id` (`None` when it was deleted).
-pub(crate) async fn name_of(db: &impl GenericClient, id: Uuid) -> Result<Option<String>, DbError> {
+pub(crate) async fn name_of(db: &impl Sql, id: Uuid) -> Result<Option<String>, DbError> {
     Ok(db.query_opt("SELECT name FROM api_keys WHERE id = $1", &[&id]).await?.map(|r| r.get(0)))
 }
 
 /// Records use of a key, at most once a minute per key (no write on every request).
-pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+pub async fn touch(db: &impl Sql, id: Uuid) -> Result<(), DbError> {
     db.execute(
         "UPDATE api_keys SET last_used_at = now()
          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
@@ -287,14 +285,14 @@ pub async fn touch(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
 }
 
 /// Every key, newest first (`statement-api keys list`).
-pub async fn list(db: &impl GenericClient) -> Result<Vec<ApiKey>, DbError> {
+pub async fn list(db: &impl Sql) -> Result<Vec<ApiKey>, DbError> {
     let rows =
         db.query(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC"), &[]).await?;
     rows.iter().map(ApiKey::from_row).collect()
 }
 
 /// At most `limit` keys, newest first, after the key `after` (none when that key is gone).
-pub async fn page(db: &impl GenericClient, after: Option<Uuid>, limit: i64) -> Result<Vec<ApiKey>, DbError> {
+pub async fn page(db: &impl Sql, after: Option<Uuid>, limit: i64) -> Result<Vec<ApiKey>, DbError> {
     let rows = match after {
         None => {
             db.query(
@@ -320,7 +318,7 @@ pub async fn page(db: &impl GenericClient, after: Option<Uuid>, limit: i64) -> R
 
 /// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for
 /// good, and ends its dashboard sessions. Returns how many were revoked.
-pub async fn revoke(db: &impl GenericClient, id_or_prefix: &str) -> Result<u64, DbError> {
+pub async fn revoke(db: &impl Sql, id_or_prefix: &str) -> Result<u64, DbError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
     let row = db
         .query_one(
@@ -353,7 +351,7 @@ pub enum Activation {
 /// Deactivates (`active = false`) or reactivates a key by id; only an active key is
 /// deactivated and only a deactivated one reactivated, never a revoked one. Deactivation also
 /// ends the key's dashboard sessions: reactivating never revives them.
-pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Result<Activation, DbError> {
+pub async fn set_active(db: &impl Sql, id: Uuid, active: bool) -> Result<Activation, DbError> {
     // One statement: the state is read and changed under the row's lock (a concurrent
     // `keys revoke` either happens first, and the change is refused, or after).
     let row = db
@@ -383,7 +381,7 @@ pub async fn set_active(db: &impl GenericClient, id: Uuid, active: bool) -> Resu
 }
 
 /// Deletes a key for good (its exports stay, without an owner). Returns whether it existed.
-pub async fn delete(db: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+pub async fn delete(db: &impl Sql, id: Uuid) -> Result<bool, DbError> {
     Ok(db.execute("DELETE FROM api_keys WHERE id = $1", &[&id]).await? == 1)
 }
 

@@ -142,6 +142,10 @@ pub enum S3Encryption {
 pub struct Config {
     /// Postgres: export metadata, API keys and the job table.
     pub database_url: SecretString,
+    /// `Some` when `DATABASE_URL` is a transaction-pooling proxy (`DATABASE_POOLER=transaction`:
+    /// PgBouncer, RDS Proxy): Postgres itself (`DATABASE_DIRECT_URL`), for what needs a session
+    /// of its own. See [`Config::session_database_url`].
+    pub database_direct_url: Option<SecretString>,
     /// The read-only MySQL/MariaDB transactions database.
     pub source_database_url: SecretString,
     /// Where export files are kept.
@@ -350,6 +354,7 @@ impl Config {
         Ok(Self {
             database_url: secrets::read("DATABASE_URL", "DATABASE_URL_FILE")?
                 .unwrap_or_else(|| SecretString::from(DEFAULT_DATABASE_URL)),
+            database_direct_url: database_direct_url()?,
             source_database_url: secrets::read("SOURCE_DATABASE_URL", "SOURCE_DATABASE_URL_FILE")?
                 .unwrap_or_else(|| SecretString::from(DEFAULT_SOURCE_DATABASE_URL)),
             storage,
@@ -365,6 +370,37 @@ impl Config {
             export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
             formula_guard: parse_var("EXPORT_FORMULA_GUARD", "true or false", true)?,
         })
+    }
+
+    /// Where the sessions go that a transaction pooler cannot keep: migrations (under a session
+    /// advisory lock), the workers' `LISTEN` and their maintenance leader's advisory lock.
+    /// `DATABASE_DIRECT_URL` behind a pooler, `DATABASE_URL` otherwise.
+    pub fn session_database_url(&self) -> &SecretString {
+        self.database_direct_url.as_ref().unwrap_or(&self.database_url)
+    }
+}
+
+/// `DATABASE_POOLER` (`none` or `transaction`) and `DATABASE_DIRECT_URL`: the direct URL when
+/// `DATABASE_URL` is a transaction pooler. Either without the other stops start-up.
+fn database_direct_url() -> Result<Option<SecretString>, ConfigError> {
+    let direct = secrets::read("DATABASE_DIRECT_URL", "DATABASE_DIRECT_URL_FILE")?;
+    match (var_or("DATABASE_POOLER", "none").as_str(), direct) {
+        ("none", None) => Ok(None),
+        ("none", Some(_)) => Err(ConfigError::Missing {
+            var: "DATABASE_POOLER=transaction",
+            because: "DATABASE_DIRECT_URL is set (only a transaction pooler in DATABASE_URL needs it)",
+        }),
+        ("transaction", Some(direct)) => Ok(Some(direct)),
+        ("transaction", None) => Err(ConfigError::Missing {
+            var: "DATABASE_DIRECT_URL",
+            because: "DATABASE_POOLER=transaction (migrations, LISTEN and the maintenance leader's \
+                      advisory lock need a session of their own, which a transaction pooler does not keep)",
+        }),
+        (other, _) => Err(ConfigError::Invalid {
+            var: "DATABASE_POOLER",
+            expected: "`none` or `transaction`",
+            value: other.to_owned(),
+        }),
     }
 }
 

@@ -1,16 +1,26 @@
 //! The Postgres pool and the embedded migrations (`sql/`).
 
-use std::time::Duration;
-
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+use std::{
+    future::Future,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use tokio_postgres::{Client, IsolationLevel, Socket, error::SqlState, tls::MakeTlsConnect};
+use tokio_postgres::{
+    Client, GenericClient as _, IsolationLevel, Row, Socket,
+    error::SqlState,
+    tls::MakeTlsConnect,
+    types::{ToSql, Type, WrongType},
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::tls::postgres::{self as pg_tls, PgTls, SslMode};
+use crate::{
+    config::Config,
+    tls::postgres::{self as pg_tls, PgTls, SslMode},
+};
 
 mod embedded {
     refinery::embed_migrations!("../sql");
@@ -85,6 +95,15 @@ impl DbError {
 /// compile (140–190 ms each, measured) than to run.
 pub const SESSION_OPTIONS: &str = "-c jit=off";
 
+/// The service's pool on `config`'s database: [`pool`], or [`pool_behind_pooler`] when
+/// `DATABASE_URL` is a transaction pooler.
+pub fn service_pool(config: &Config, max_size: usize) -> Result<Pool, DbError> {
+    match config.database_direct_url {
+        None => pool(&config.database_url, max_size),
+        Some(_) => pool_behind_pooler(&config.database_url, max_size),
+    }
+}
+
 /// Builds the pool. Connections are made lazily; `wait_timeout`/`create_timeout` bound how long
 /// a request waits when Postgres is down, so it gets a 503 quickly instead of hanging.
 pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
@@ -94,6 +113,20 @@ pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
         None => SESSION_OPTIONS.to_owned(),
     };
     config.options(options);
+    build_pool(config, tls, max_size)
+}
+
+/// Builds the pool through a transaction pooler (PgBouncer or RDS Proxy in transaction mode):
+/// each transaction may run on another server session, so the connections send no startup
+/// options ([`SESSION_OPTIONS`] belong on the role: `ALTER ROLE … SET jit = off`), and from
+/// now on this process reuses no named statement ([`Sql::query_cached`] runs unnamed).
+pub fn pool_behind_pooler(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
+    let (config, tls) = config(url)?;
+    NAMED_STATEMENTS.store(false, Ordering::Relaxed);
+    build_pool(config, tls, max_size)
+}
+
+fn build_pool(config: tokio_postgres::Config, tls: PgTls, max_size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
         config,
         tls.connector,
@@ -107,6 +140,199 @@ pub fn pool(url: &SecretString, max_size: usize) -> Result<Pool, DbError> {
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| DbError::Url(e.to_string()))
+}
+
+/// Whether [`Sql::query_cached`] may keep a named statement on the connection and reuse it:
+/// not once this process has built a pool behind a transaction pooler.
+static NAMED_STATEMENTS: AtomicBool = AtomicBool::new(true);
+
+/// What the service's SQL runs on: a pooled connection or a transaction on one.
+///
+/// Statements are sent unnamed, parsed, bound and run in one round trip
+/// (`tokio_postgres::Client::query_typed`, each parameter declared as the type its Rust value
+/// writes): nothing stays prepared on the server, so they work the same through a
+/// transaction-pooling proxy, which may run each transaction on another server session, as on
+/// Postgres itself, and take one round trip where a prepared statement takes two. Only
+/// [`Sql::query_cached`] and [`Sql::execute_cached`] reuse a named statement and its plan
+/// (the queue's hot statements), unless the process is behind a pooler.
+pub trait Sql: Sync {
+    /// The rows `sql` returns.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+
+    /// The one row `sql` returns (an error unless exactly one).
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, tokio_postgres::Error>> + Send;
+
+    /// The row `sql` returns, if any (an error for more than one).
+    fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, tokio_postgres::Error>> + Send;
+
+    /// Runs `sql`; the number of rows it changed.
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send;
+
+    /// Runs statements without parameters (the simple query protocol).
+    fn batch_execute(&self, sql: &str) -> impl Future<Output = Result<(), tokio_postgres::Error>> + Send;
+
+    /// Like [`Sql::query`], through a named statement kept on the connection, so that Postgres
+    /// may reuse its plan; unnamed behind a pooler.
+    fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send;
+
+    /// Like [`Sql::execute`], through a named statement as [`Sql::query_cached`].
+    fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send;
+}
+
+/// A pooled connection or a transaction: deadpool's statement cache on top of a tokio-postgres
+/// client.
+trait Pooled: deadpool_postgres::GenericClient + Send {
+    type Client: tokio_postgres::GenericClient + Sync;
+    fn client(&self) -> &Self::Client;
+}
+
+impl Pooled for Object {
+    type Client = Client;
+    fn client(&self) -> &Client {
+        self
+    }
+}
+
+impl<'a> Pooled for deadpool_postgres::Transaction<'a> {
+    type Client = tokio_postgres::Transaction<'a>;
+    fn client(&self) -> &tokio_postgres::Transaction<'a> {
+        self
+    }
+}
+
+impl<C: Pooled> Sql for C {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.client().query_typed(sql, &typed(params)).await
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        self.client().query_typed_one(sql, &typed(params)).await
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        self.client().query_typed_opt(sql, &typed(params)).await
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+        self.client().execute_typed(sql, &typed(params)).await
+    }
+
+    async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client().batch_execute(sql).await
+    }
+
+    async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        if !NAMED_STATEMENTS.load(Ordering::Relaxed) {
+            return Sql::query(self, sql, params).await;
+        }
+        let statement = self.prepare_cached(sql).await?;
+        self.client().query(&statement, params).await
+    }
+
+    async fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        if !NAMED_STATEMENTS.load(Ordering::Relaxed) {
+            return Sql::execute(self, sql, params).await;
+        }
+        let statement = self.prepare_cached(sql).await?;
+        self.client().execute(&statement, params).await
+    }
+}
+
+/// The types parameters are declared as: each the first of these its value writes (a string
+/// as `text`, JSON as `jsonb`, an `i64` as `int8`, …); Postgres converts where a column is of
+/// a neighbouring type (`varchar`, `name`).
+const PARAMETER_TYPES: [Type; 30] = [
+    Type::TEXT,
+    Type::INT8,
+    Type::INT4,
+    Type::INT2,
+    Type::BOOL,
+    Type::FLOAT8,
+    Type::FLOAT4,
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMP,
+    Type::DATE,
+    Type::TIME,
+    Type::JSONB,
+    Type::BYTEA,
+    Type::INET,
+    Type::OID,
+    Type::CHAR,
+    Type::TEXT_ARRAY,
+    Type::INT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::INT2_ARRAY,
+    Type::BOOL_ARRAY,
+    Type::FLOAT8_ARRAY,
+    Type::UUID_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::TIMESTAMP_ARRAY,
+    Type::DATE_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::INET_ARRAY,
+];
+
+/// Each parameter with the type it is declared as (see [`PARAMETER_TYPES`]); `unknown` (an
+/// error when bound) for a value of none of them.
+fn typed<'a>(params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    let mut scratch = bytes::BytesMut::new();
+    params
+        .iter()
+        .map(|&param| {
+            let declared = PARAMETER_TYPES.iter().find(|ty| {
+                scratch.clear();
+                // Any error but a refused type (a value out of range) is the bind's to report.
+                param.to_sql_checked(ty, &mut scratch).map_or_else(|e| !e.is::<WrongType>(), |_| true)
+            });
+            (param, declared.cloned().unwrap_or(Type::UNKNOWN))
+        })
+        .collect()
 }
 
 /// The session advisory locks the service takes: every key in one place, so two concerns can
@@ -201,13 +427,13 @@ pub fn latest_migration_version() -> Option<i32> {
 }
 
 /// The newest migration applied to this database.
-pub async fn schema_version(db: &impl GenericClient) -> Result<Option<i32>, DbError> {
+pub async fn schema_version(db: &impl Sql) -> Result<Option<i32>, DbError> {
     let row = db.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await?;
     Ok(row.get(0))
 }
 
 /// When now is, by Postgres's clock (pages show ages relative to it).
-pub async fn now(db: &impl GenericClient) -> Result<OffsetDateTime, DbError> {
+pub async fn now(db: &impl Sql) -> Result<OffsetDateTime, DbError> {
     Ok(db.query_one("SELECT now()", &[]).await?.get(0))
 }
 

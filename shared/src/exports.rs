@@ -11,7 +11,8 @@ pub mod stats;
 
 use std::time::Duration;
 
-use deadpool_postgres::{GenericClient, Object};
+use crate::db::Sql;
+use deadpool_postgres::Object;
 use time::{Date, OffsetDateTime};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -306,16 +307,13 @@ pub async fn request(
         // this key already holds the export. It only spares work; the unique index below is
         // what guarantees one live export per request. (Recording the requester inside the
         // read, as data-modifying CTEs, measured 7,120 → 4,692 post_dedup_rps in bench-api.)
-        let statement = db
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS}, {} AS held FROM exports WHERE {}",
-                requesters::HELD_BY_KEY,
-                reusable()
-            ))
-            .await?;
-        if let Some(row) =
-            db.query_opt(&statement, &[&hash.as_slice(), &freshness, &horizon, &api_key_id]).await?
-        {
+        let sql = format!(
+            "SELECT {COLUMNS}, {} AS held FROM exports WHERE {}",
+            requesters::HELD_BY_KEY,
+            reusable()
+        );
+        let rows = db.query_cached(&sql, &[&hash.as_slice(), &freshness, &horizon, &api_key_id]).await?;
+        if let Some(row) = rows.into_iter().next() {
             let export = Export::from_row(&row)?;
             let held: bool = row.get("held");
             let recorded = match api_key_id {
@@ -419,20 +417,20 @@ pub async fn request(
 }
 
 /// One export by id.
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Export>, DbError> {
-    let statement = db.prepare_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1")).await?;
-    Export::from_opt(db.query_opt(&statement, &[&id]).await?.as_ref())
+pub async fn get(db: &impl Sql, id: Uuid) -> Result<Option<Export>, DbError> {
+    let rows = db.query_cached(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1"), &[&id]).await?;
+    Export::from_opt(rows.first())
 }
 
 /// The export a job produces (`None`: the job produces none, or does not exist).
-pub(crate) async fn of_job(db: &impl GenericClient, job_id: i64) -> Result<Option<Uuid>, DbError> {
+pub(crate) async fn of_job(db: &impl Sql, job_id: i64) -> Result<Option<Uuid>, DbError> {
     let row = db.query_opt("SELECT id FROM exports WHERE job_id = $1", &[&job_id]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
 /// What the exports of some jobs have done so far: `(job id, export id, rows exported)`.
 pub(crate) async fn progress_of_jobs(
-    db: &impl GenericClient,
+    db: &impl Sql,
     job_ids: &[i64],
 ) -> Result<Vec<(i64, Uuid, i64)>, DbError> {
     let rows =
@@ -538,7 +536,7 @@ pub(crate) enum Revived {
 /// Puts a FAILED (or retry-waiting PENDING) export back to PENDING, its failure cleared, for a
 /// retry by hand. Call it in the transaction that retries its job, before that (an export is
 /// locked before its job, as a cancel does, so the two cannot deadlock).
-pub(crate) async fn revive(db: &impl GenericClient, id: Uuid) -> Result<Revived, DbError> {
+pub(crate) async fn revive(db: &impl Sql, id: Uuid) -> Result<Revived, DbError> {
     let revived = db
         .execute(
             "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL
@@ -557,10 +555,7 @@ pub(crate) async fn revive(db: &impl GenericClient, id: Uuid) -> Result<Revived,
 }
 
 /// Completed exports whose retention has run out, oldest first, at most `batch`.
-pub async fn due_to_expire(
-    db: &impl GenericClient,
-    batch: i64,
-) -> Result<Vec<(Uuid, Option<String>)>, DbError> {
+pub async fn due_to_expire(db: &impl Sql, batch: i64) -> Result<Vec<(Uuid, Option<String>)>, DbError> {
     let rows = db
         .query(
             "SELECT id, file_key FROM exports
@@ -573,7 +568,7 @@ pub async fn due_to_expire(
 }
 
 /// Marks an export EXPIRED (its file is gone): deduplication no longer returns it.
-pub async fn mark_expired(db: &impl GenericClient, id: Uuid) -> Result<(), DbError> {
+pub async fn mark_expired(db: &impl Sql, id: Uuid) -> Result<(), DbError> {
     db.execute(
         "UPDATE exports SET status = 'EXPIRED', file_key = NULL WHERE id = $1 AND status = 'COMPLETED'",
         &[&id],
@@ -587,11 +582,7 @@ pub async fn mark_expired(db: &impl GenericClient, id: Uuid) -> Result<(), DbErr
 /// new export, with `file_lost_at` set so reads answer that the file is gone. Returns the
 /// export as it now is; `None` when it was no longer COMPLETED with that file (another request
 /// got there first, or maintenance expired it).
-pub async fn mark_file_lost(
-    db: &impl GenericClient,
-    id: Uuid,
-    file_key: &str,
-) -> Result<Option<Export>, DbError> {
+pub async fn mark_file_lost(db: &impl Sql, id: Uuid, file_key: &str) -> Result<Option<Export>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -609,7 +600,7 @@ pub async fn mark_file_lost(
 /// cancelled) and finished longer than `older_than` ago (`EXPORT_ROW_RETENTION_DAYS`). Their
 /// hourly analytics stay (`export_hourly` is kept by inserts and status changes, never by
 /// deletes); their requesters go with them. Returns how many were deleted.
-pub async fn prune_rows(db: &impl GenericClient, older_than: Duration, batch: i64) -> Result<u64, DbError> {
+pub async fn prune_rows(db: &impl Sql, older_than: Duration, batch: i64) -> Result<u64, DbError> {
     Ok(db
         .execute(
             "DELETE FROM exports WHERE id IN (
@@ -655,11 +646,7 @@ pub enum ListError {
 }
 
 /// Exports newest first, at most `limit`, after the cursor.
-pub async fn list(
-    db: &impl GenericClient,
-    filter: &ListFilter,
-    limit: i64,
-) -> Result<Vec<Export>, ListError> {
+pub async fn list(db: &impl Sql, filter: &ListFilter, limit: i64) -> Result<Vec<Export>, ListError> {
     let after = match filter.after {
         None => None,
         Some(id) => {
@@ -704,7 +691,7 @@ pub async fn list(
         "ORDER BY created_at DESC, id DESC LIMIT $?",
         &limit,
     );
-    let rows = db.query(sql.as_str(), &params).await.map_err(DbError::from)?;
+    let rows = db.query(&sql, &params).await.map_err(DbError::from)?;
     Ok(Export::from_rows(&rows)?)
 }
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use opentelemetry::{
     KeyValue,
     metrics::{Counter, Histogram, Meter, MeterProvider as _},
@@ -249,10 +249,7 @@ impl Default for Metrics {
 }
 
 /// Reads the queue figures the gauges report, through the modules that own the tables.
-pub async fn queue_snapshot(
-    db: &impl GenericClient,
-    alive_within: Duration,
-) -> Result<QueueSnapshot, DbError> {
+pub async fn queue_snapshot(db: &impl Sql, alive_within: Duration) -> Result<QueueSnapshot, DbError> {
     Ok(QueueSnapshot {
         depth_by_state: queue::depth_by_state(db).await?,
         oldest_ready_seconds: queue::oldest_ready_age(db).await?,

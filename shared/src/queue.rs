@@ -8,7 +8,7 @@
 
 use std::{future::Future, time::Duration};
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use serde::{Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,6 +17,9 @@ use crate::{
     db::{DbError, decode, text_enum},
     failure::FailureCode,
 };
+
+mod cursor;
+pub use cursor::{ClaimCursor, Position};
 
 text_enum! {
     /// Where a job is in its life (`jobs.state`; the partial indexes of V1 name these values).
@@ -47,14 +50,14 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// Adds this job with its kind's attempt budget. Call it inside the transaction that writes
     /// the domain row so both commit or neither does. Returns the job id.
-    fn enqueue(&self, db: &impl GenericClient) -> impl Future<Output = Result<i64, DbError>> + Send {
+    fn enqueue(&self, db: &impl Sql) -> impl Future<Output = Result<i64, DbError>> + Send {
         self.enqueue_with_attempts(db, Self::MAX_ATTEMPTS)
     }
 
     /// Like [`JobKind::enqueue`], with `max_attempts` attempts (a configured budget).
     fn enqueue_with_attempts(
         &self,
-        db: &impl GenericClient,
+        db: &impl Sql,
         max_attempts: i32,
     ) -> impl Future<Output = Result<i64, DbError>> + Send {
         let args = serde_json::to_value(self).expect("job arguments serialize to JSON");
@@ -65,7 +68,8 @@ pub trait JobKind: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Channel the enqueue trigger notifies; workers LISTEN on it and also poll.
 pub const NOTIFY_CHANNEL: &str = "statement_jobs";
 
-/// The claim CTE: `{limit}` (see [`claim_sql`]), `$1` worker id, `$2` lease seconds.
+/// The claim CTE: `{limit}` (see [`claim_sql`]), `$1` worker id, `$2` lease seconds, `$3`–`$5`
+/// the [`Position`] to read from (NULL: the head of the queue).
 pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
 
 /// The claim of at most `limit` jobs: [`CLAIM_SQL`] with the limit written in, so that Postgres
@@ -73,6 +77,12 @@ pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
 pub fn claim_sql(limit: u32) -> String {
     CLAIM_SQL.replace("{limit}", &limit.to_string())
 }
+/// Running jobs, as the partial index `jobs_running_by_lease` (V12) is written: what reads
+/// running jobs by state says this, so that the index serves it. What finds one job by id (and
+/// checks `state = 'running'` for its fence) says the state alone, so that the primary key
+/// serves it: V12 says why.
+pub(crate) const RUNNING: &str = "state = 'running' AND lease_expires_at IS NOT NULL";
+
 /// Completes one attempt: `$1` job id, `$2` attempt token.
 pub const COMPLETE_SQL: &str =
     "UPDATE jobs SET state = 'completed', finished_at = now(), lease_expires_at = NULL
@@ -100,11 +110,13 @@ pub struct ClaimedJob {
     pub token: Uuid,
     /// Seconds between the job becoming due and this claim.
     pub waited_seconds: f64,
+    /// Its place in claim order.
+    pub position: Position,
 }
 
 /// Inserts a job and wakes the workers (see [`JobKind::enqueue`]).
 async fn insert(
-    db: &impl GenericClient,
+    db: &impl Sql,
     kind: &str,
     args: &serde_json::Value,
     max_attempts: i32,
@@ -120,7 +132,7 @@ async fn insert(
 }
 
 /// Wakes the workers: a job of `kind` is ready (delivered when the transaction commits).
-async fn notify(db: &impl GenericClient, kind: &str) -> Result<(), DbError> {
+async fn notify(db: &impl Sql, kind: &str) -> Result<(), DbError> {
     db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
     Ok(())
 }
@@ -137,13 +149,35 @@ pub(crate) fn attempt_holds(job: &str, token: &str) -> String {
 
 /// Claims up to `limit` ready jobs for `worker_id`, highest priority and oldest first.
 pub async fn claim(
-    db: &impl GenericClient,
+    db: &impl Sql,
     worker_id: &str,
     limit: u32,
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>, DbError> {
-    let statement = db.prepare_cached(&claim_sql(limit)).await?;
-    let rows = db.query(&statement, &[&worker_id, &lease_seconds(lease)]).await?;
+    claim_from(db, worker_id, limit, lease, None).await
+}
+
+/// Claims like [`claim`], reading the ready jobs from `from` in claim order (`None`: from the
+/// head of the queue); a worker takes `from` from its [`ClaimCursor`].
+pub async fn claim_from(
+    db: &impl Sql,
+    worker_id: &str,
+    limit: u32,
+    lease: Duration,
+    from: Option<Position>,
+) -> Result<Vec<ClaimedJob>, DbError> {
+    let rows = db
+        .query_cached(
+            &claim_sql(limit),
+            &[
+                &worker_id,
+                &lease_seconds(lease),
+                &from.map(|p| p.priority),
+                &from.map(|p| p.run_at),
+                &from.map(|p| p.id),
+            ],
+        )
+        .await?;
     Ok(rows
         .iter()
         .map(|row| ClaimedJob {
@@ -154,6 +188,11 @@ pub async fn claim(
             max_attempts: row.get("max_attempts"),
             token: row.get("attempt_token"),
             waited_seconds: row.get("waited_seconds"),
+            position: Position {
+                priority: row.get("priority"),
+                run_at: row.get("run_at"),
+                id: row.get("id"),
+            },
         })
         .collect())
 }
@@ -161,41 +200,33 @@ pub async fn claim(
 /// Extends the lease of every job this worker still holds, in one statement. Returns the
 /// tokens that are still valid; a token missing from the answer was lost (rescued or cancelled)
 /// and its job must stop.
-pub async fn heartbeat(
-    db: &impl GenericClient,
-    tokens: &[Uuid],
-    lease: Duration,
-) -> Result<Vec<Uuid>, DbError> {
+pub async fn heartbeat(db: &impl Sql, tokens: &[Uuid], lease: Duration) -> Result<Vec<Uuid>, DbError> {
     if tokens.is_empty() {
         return Ok(Vec::new());
     }
-    let statement = db
-        .prepare_cached(
-            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
-             WHERE attempt_token = ANY($1) AND state = 'running'
-             RETURNING attempt_token",
-        )
-        .await?;
-    let rows = db.query(&statement, &[&tokens, &lease_seconds(lease)]).await?;
+    let sql = format!(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $2)
+         WHERE attempt_token = ANY($1) AND {RUNNING}
+         RETURNING attempt_token"
+    );
+    let rows = db.query_cached(&sql, &[&tokens, &lease_seconds(lease)]).await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Marks the attempt completed. `false`: the token no longer holds the job (fenced out).
-pub async fn complete(db: &impl GenericClient, id: i64, token: Uuid) -> Result<bool, DbError> {
-    let statement = db.prepare_cached(COMPLETE_SQL).await?;
-    Ok(db.execute(&statement, &[&id, &token]).await? == 1)
+pub async fn complete(db: &impl Sql, id: i64, token: Uuid) -> Result<bool, DbError> {
+    Ok(db.execute_cached(COMPLETE_SQL, &[&id, &token]).await? == 1)
 }
 
 /// Completes several attempts in one statement (batched workers and the queue benchmark).
 /// Returns how many were still held and are now completed.
-pub async fn complete_many(db: &impl GenericClient, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
-    let statement = db.prepare_cached(COMPLETE_MANY_SQL).await?;
-    Ok(db.execute(&statement, &[&ids, &tokens]).await?)
+pub async fn complete_many(db: &impl Sql, ids: &[i64], tokens: &[Uuid]) -> Result<u64, DbError> {
+    Ok(db.execute_cached(COMPLETE_MANY_SQL, &[&ids, &tokens]).await?)
 }
 
 /// Cancels a job that has not finished. A running attempt loses its token at once and learns
 /// it at its next heartbeat. Returns `false` when the job had already finished.
-pub async fn cancel(db: &impl GenericClient, id: i64, reason: FailureCode) -> Result<bool, DbError> {
+pub async fn cancel(db: &impl Sql, id: i64, reason: FailureCode) -> Result<bool, DbError> {
     Ok(db
         .execute(
             "UPDATE jobs SET state = 'cancelled', finished_at = now(), attempt_token = NULL,
@@ -212,26 +243,20 @@ pub type Released = (i64, String, serde_json::Value);
 
 /// Gives running attempts back to the queue without counting them (graceful shutdown: the
 /// work was interrupted, not failed). Returns the released jobs' kinds and args.
-pub async fn release(db: &impl GenericClient, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
-    let rows = db
-        .query(
-            "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
-                 attempt_token = NULL, lease_expires_at = NULL, worker_id = NULL
-             WHERE attempt_token = ANY($1) AND state = 'running'
-             RETURNING id, kind, args",
-            &[&tokens],
-        )
-        .await?;
+pub async fn release(db: &impl Sql, tokens: &[Uuid]) -> Result<Vec<Released>, DbError> {
+    let sql = format!(
+        "UPDATE jobs SET state = 'available', attempt = greatest(attempt - 1, 0), run_at = now(),
+             attempt_token = NULL, lease_expires_at = NULL, worker_id = NULL
+         WHERE attempt_token = ANY($1) AND {RUNNING}
+         RETURNING id, kind, args"
+    );
+    let rows = db.query(&sql, &[&tokens]).await?;
     Ok(rows.iter().map(|r| (r.get("id"), r.get("kind"), r.get("args"))).collect())
 }
 
 /// Deletes up to `batch` finished jobs older than `older_than`; call repeatedly until it
 /// returns less than `batch`. Bounded so a large backlog never becomes one long transaction.
-pub async fn prune_finished(
-    db: &impl GenericClient,
-    older_than: Duration,
-    batch: i64,
-) -> Result<u64, DbError> {
+pub async fn prune_finished(db: &impl Sql, older_than: Duration, batch: i64) -> Result<u64, DbError> {
     Ok(db
         .execute(
             "DELETE FROM jobs WHERE id IN (
@@ -250,10 +275,10 @@ pub async fn prune_finished(
 /// One count per state, with the state written into its condition, so that each is served by
 /// that state's partial index (migration V11): the finished states by an index-only scan, the
 /// others by indexes as small as the backlog. Never a scan of the table.
-pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobState, i64)>, DbError> {
+pub(crate) async fn depth_by_state(db: &impl Sql) -> Result<Vec<(JobState, i64)>, DbError> {
     let sql = JobState::ALL
         .iter()
-        .map(|state| format!("SELECT count(*) FROM jobs WHERE state = '{}'", state.as_str()))
+        .map(|state| format!("SELECT count(*) FROM jobs WHERE {}", in_state_condition(*state)))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let rows = db.query(&sql, &[]).await?;
@@ -261,7 +286,7 @@ pub(crate) async fn depth_by_state(db: &impl GenericClient) -> Result<Vec<(JobSt
 }
 
 /// Seconds the oldest ready (due, unclaimed) job has waited; 0 when none waits.
-pub(crate) async fn oldest_ready_age(db: &impl GenericClient) -> Result<f64, DbError> {
+pub(crate) async fn oldest_ready_age(db: &impl Sql) -> Result<f64, DbError> {
     let row = db
         .query_one(
             "SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
@@ -289,7 +314,7 @@ pub enum FailOutcome {
 /// one, or past both, it fails for good. Fenced by the attempt's token. `last_error` records
 /// the failure's code only (the cause is logged, never stored).
 pub async fn fail(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: i64,
     token: Uuid,
     code: FailureCode,
@@ -343,7 +368,7 @@ pub struct Rescued {
 /// Returns jobs whose lease expired to the queue, or fails them when no attempts remain. Any
 /// number of workers may run it at once: each skips the rows another is rescuing. Call it in a
 /// transaction with the owners' own records of the setback.
-pub async fn rescue_expired(db: &impl GenericClient) -> Result<Vec<Rescued>, DbError> {
+pub async fn rescue_expired(db: &impl Sql) -> Result<Vec<Rescued>, DbError> {
     let rows = db
         .query(
             "WITH lost AS (
@@ -419,26 +444,31 @@ impl JobSummary {
 
 /// Jobs in `state`, at most `limit`: running ones longest-running first, others most recent
 /// first. The state is written into the statement so each state's partial index serves it.
-pub(crate) async fn in_state(
-    db: &impl GenericClient,
-    state: JobState,
-    limit: i64,
-) -> Result<Vec<JobSummary>, DbError> {
+pub(crate) async fn in_state(db: &impl Sql, state: JobState, limit: i64) -> Result<Vec<JobSummary>, DbError> {
     let order = match state {
         JobState::Running => "attempted_at, id",
         JobState::Available | JobState::Retryable => "run_at DESC, id DESC",
         JobState::Completed | JobState::Failed | JobState::Cancelled => "finished_at DESC, id DESC",
     };
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE state = '{}' ORDER BY {order} LIMIT $1",
-        state.as_str()
+        "SELECT {SUMMARY_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT $1",
+        in_state_condition(state)
     );
     let rows = db.query(&sql, &[&limit]).await?;
     rows.iter().map(JobSummary::from_row).collect()
 }
 
+/// The condition for jobs in `state`, written as its partial index is ([`RUNNING`] for running
+/// jobs).
+fn in_state_condition(state: JobState) -> String {
+    match state {
+        JobState::Running => RUNNING.to_owned(),
+        other => format!("state = '{}'", other.as_str()),
+    }
+}
+
 /// One job by id.
-pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSummary>, DbError> {
+pub(crate) async fn get(db: &impl Sql, id: i64) -> Result<Option<JobSummary>, DbError> {
     let row = db.query_opt(&format!("SELECT {SUMMARY_COLUMNS} FROM jobs WHERE id = $1"), &[&id]).await?;
     row.as_ref().map(JobSummary::from_row).transpose()
 }
@@ -446,7 +476,7 @@ pub(crate) async fn get(db: &impl GenericClient, id: i64) -> Result<Option<JobSu
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, with one more
 /// attempt if it had used them all, and wakes the workers. `false` when the job is in no
 /// state to be retried.
-pub(crate) async fn retry_now(db: &impl GenericClient, id: i64) -> Result<bool, DbError> {
+pub(crate) async fn retry_now(db: &impl Sql, id: i64) -> Result<bool, DbError> {
     let Some(row) = db
         .query_opt(
             "UPDATE jobs SET state = 'available', run_at = now(), finished_at = NULL,

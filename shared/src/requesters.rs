@@ -9,7 +9,7 @@
 //! A key that cancels an export other keys also asked for is detached (`detached_at`), and the
 //! export goes on for them; asking again attaches it again.
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ pub(crate) const HELD_BY_KEY: &str = "EXISTS (SELECT 1 FROM export_requesters r
 
 /// Records `key` as a requester of `export` now: a new row, or one more request on its row
 /// (attaching it again if it had detached). For the create transaction and the slow dedup path.
-pub async fn record(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<(), DbError> {
+pub async fn record(db: &impl Sql, export: Uuid, key: Uuid) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO export_requesters (export_id, api_key_id) VALUES ($1, $2)
          ON CONFLICT ON CONSTRAINT export_requesters_pair DO UPDATE
@@ -49,7 +49,7 @@ pub struct Repeats {
 /// Adds batched repeat requests to their rows (one statement). Rows are updated in key order,
 /// so two processes flushing at once cannot deadlock. A pair whose row is gone (export or key
 /// deleted) is skipped.
-pub async fn record_repeats(db: &impl GenericClient, repeats: &[Repeats]) -> Result<(), DbError> {
+pub async fn record_repeats(db: &impl Sql, repeats: &[Repeats]) -> Result<(), DbError> {
     if repeats.is_empty() {
         return Ok(());
     }
@@ -90,7 +90,7 @@ pub enum Role {
 }
 
 /// `key`'s part in `export`.
-pub(crate) async fn role(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<Role, DbError> {
+pub(crate) async fn role(db: &impl Sql, export: Uuid, key: Uuid) -> Result<Role, DbError> {
     let row = db
         .query_opt(
             "SELECT detached_at IS NOT NULL FROM export_requesters WHERE export_id = $1 AND api_key_id = $2",
@@ -105,11 +105,7 @@ pub(crate) async fn role(db: &impl GenericClient, export: Uuid, key: Uuid) -> Re
 }
 
 /// How many keys other than `key` still hold `export`.
-pub(crate) async fn others_attached(
-    db: &impl GenericClient,
-    export: Uuid,
-    key: Uuid,
-) -> Result<i64, DbError> {
+pub(crate) async fn others_attached(db: &impl Sql, export: Uuid, key: Uuid) -> Result<i64, DbError> {
     let row = db
         .query_one(
             "SELECT count(*) FROM export_requesters
@@ -121,7 +117,7 @@ pub(crate) async fn others_attached(
 }
 
 /// Detaches `key` from `export`: it no longer holds it.
-pub(crate) async fn detach(db: &impl GenericClient, export: Uuid, key: Uuid) -> Result<(), DbError> {
+pub(crate) async fn detach(db: &impl Sql, export: Uuid, key: Uuid) -> Result<(), DbError> {
     db.execute(
         "UPDATE export_requesters SET detached_at = now()
          WHERE export_id = $1 AND api_key_id = $2 AND detached_at IS NULL",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -42,7 +42,7 @@ fn hash(token: &str) -> Vec<u8> {
 
 /// Opens a session for an admin key; expired sessions are swept on the way.
 pub async fn create(
-    db: &impl GenericClient,
+    db: &impl Sql,
     api_key_id: Uuid,
     key_name: &str,
     ttl: Duration,
@@ -60,7 +60,7 @@ pub async fn create(
 }
 
 /// The live session behind a cookie value: unexpired, and its key still an active admin key.
-pub async fn find(db: &impl GenericClient, token: &str) -> Result<Option<Session>, DbError> {
+pub async fn find(db: &impl Sql, token: &str) -> Result<Option<Session>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -77,7 +77,7 @@ pub async fn find(db: &impl GenericClient, token: &str) -> Result<Option<Session
 }
 
 /// Ends a session (sign-out).
-pub async fn delete(db: &impl GenericClient, token: &str) -> Result<(), DbError> {
+pub async fn delete(db: &impl Sql, token: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM admin_sessions WHERE token_hash = $1", &[&hash(token)]).await?;
     Ok(())
 }

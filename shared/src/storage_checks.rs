@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use time::OffsetDateTime;
 
 use crate::db::DbError;
@@ -27,7 +27,7 @@ pub struct StorageCheck {
 
 /// Records a write check's outcome, replacing the previous one.
 pub async fn record(
-    db: &impl GenericClient,
+    db: &impl Sql,
     worker_id: &str,
     latency: Duration,
     error: Option<&str>,
@@ -44,7 +44,7 @@ pub async fn record(
 }
 
 /// The latest write check; `None` before any worker has made one.
-pub async fn latest(db: &impl GenericClient) -> Result<Option<StorageCheck>, DbError> {
+pub async fn latest(db: &impl Sql) -> Result<Option<StorageCheck>, DbError> {
     let row = db
         .query_opt(
             "SELECT ok, checked_at, greatest(extract(epoch FROM now() - checked_at), 0)::float8,

@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 
 use crate::{db::DbError, exports::Attempt, queue};
 
 /// Journals an upload to `file_key` by `attempt`, before it starts.
-pub async fn begin(db: &impl GenericClient, file_key: &str, attempt: Attempt) -> Result<(), DbError> {
+pub async fn begin(db: &impl Sql, file_key: &str, attempt: Attempt) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO uploads (file_key, export_id, job_id, attempt_token) VALUES ($1, $2, $3, $4)",
         &[&file_key, &attempt.export_id, &attempt.job_id, &attempt.token],
@@ -25,17 +25,13 @@ pub async fn begin(db: &impl GenericClient, file_key: &str, attempt: Attempt) ->
 
 /// Records the S3 multipart upload id of a journalled upload. `false` when the row is gone
 /// (maintenance already cleaned up after this claim): the caller must abort the upload.
-pub async fn record_upload_id(
-    db: &impl GenericClient,
-    file_key: &str,
-    upload_id: &str,
-) -> Result<bool, DbError> {
+pub async fn record_upload_id(db: &impl Sql, file_key: &str, upload_id: &str) -> Result<bool, DbError> {
     Ok(db.execute("UPDATE uploads SET upload_id = $2 WHERE file_key = $1", &[&file_key, &upload_id]).await?
         == 1)
 }
 
 /// Removes an upload from the journal: it was recorded, or everything it left is gone.
-pub async fn forget(db: &impl GenericClient, file_key: &str) -> Result<(), DbError> {
+pub async fn forget(db: &impl Sql, file_key: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM uploads WHERE file_key = $1", &[&file_key]).await?;
     Ok(())
 }
@@ -52,11 +48,7 @@ pub struct Abandoned {
 /// Journalled uploads whose claim no longer runs (completed, failed, released, rescued or
 /// cancelled), started at least `safety_age` ago, oldest first, at most `batch`. A claim's token
 /// is never issued again, so such an upload can never be recorded as an export's file.
-pub async fn abandoned(
-    db: &impl GenericClient,
-    safety_age: Duration,
-    batch: i64,
-) -> Result<Vec<Abandoned>, DbError> {
+pub async fn abandoned(db: &impl Sql, safety_age: Duration, batch: i64) -> Result<Vec<Abandoned>, DbError> {
     let rows = db
         .query(
             &format!(

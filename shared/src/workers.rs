@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use time::OffsetDateTime;
 
 use crate::db::DbError;
@@ -30,13 +30,7 @@ pub struct WorkerInfo {
 }
 
 /// Records a worker process at start-up.
-pub async fn register(
-    db: &impl GenericClient,
-    id: &str,
-    host: &str,
-    pid: u32,
-    version: &str,
-) -> Result<(), DbError> {
+pub async fn register(db: &impl Sql, id: &str, host: &str, pid: u32, version: &str) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO workers (id, host, pid, version) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = now()",
@@ -47,23 +41,17 @@ pub async fn register(
 }
 
 /// Records that the worker is alive, how many jobs it runs and whether it leads maintenance.
-pub async fn heartbeat(
-    db: &impl GenericClient,
-    id: &str,
-    running_jobs: i32,
-    is_leader: bool,
-) -> Result<(), DbError> {
-    let statement = db
-        .prepare_cached(
-            "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2, is_leader = $3 WHERE id = $1",
-        )
-        .await?;
-    db.execute(&statement, &[&id, &running_jobs, &is_leader]).await?;
+pub async fn heartbeat(db: &impl Sql, id: &str, running_jobs: i32, is_leader: bool) -> Result<(), DbError> {
+    db.execute_cached(
+        "UPDATE workers SET last_heartbeat_at = now(), running_jobs = $2, is_leader = $3 WHERE id = $1",
+        &[&id, &running_jobs, &is_leader],
+    )
+    .await?;
     Ok(())
 }
 
 /// Removes a worker that stops gracefully.
-pub async fn deregister(db: &impl GenericClient, id: &str) -> Result<(), DbError> {
+pub async fn deregister(db: &impl Sql, id: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM workers WHERE id = $1", &[&id]).await?;
     Ok(())
 }
@@ -73,7 +61,7 @@ pub async fn deregister(db: &impl GenericClient, id: &str) -> Result<(), DbError
 pub const ALIVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// Workers that heartbeated within `alive_within`, oldest first.
-pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec<WorkerInfo>, DbError> {
+pub async fn live(db: &impl Sql, alive_within: Duration) -> Result<Vec<WorkerInfo>, DbError> {
     let rows = db
         .query(
             "SELECT id, host, pid, version, started_at, last_heartbeat_at, running_jobs, is_leader FROM workers
@@ -98,7 +86,7 @@ pub async fn live(db: &impl GenericClient, alive_within: Duration) -> Result<Vec
 }
 
 /// How many workers heartbeated within `alive_within` (metrics).
-pub(crate) async fn count_live(db: &impl GenericClient, alive_within: Duration) -> Result<i64, DbError> {
+pub(crate) async fn count_live(db: &impl Sql, alive_within: Duration) -> Result<i64, DbError> {
     let row = db
         .query_one(
             "SELECT count(*) FROM workers WHERE last_heartbeat_at > now() - make_interval(secs => $1)",
@@ -109,7 +97,7 @@ pub(crate) async fn count_live(db: &impl GenericClient, alive_within: Duration) 
 }
 
 /// Forgets workers silent for longer than `silent_for` (crashed without deregistering).
-pub async fn prune_silent(db: &impl GenericClient, silent_for: Duration) -> Result<u64, DbError> {
+pub async fn prune_silent(db: &impl Sql, silent_for: Duration) -> Result<u64, DbError> {
     Ok(db
         .execute(
             "DELETE FROM workers WHERE last_heartbeat_at < now() - make_interval(secs => $1)",

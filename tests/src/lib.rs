@@ -27,6 +27,7 @@ use worker::{
 };
 
 pub mod dashboard;
+pub mod pgbouncer;
 pub mod replica;
 pub mod s3;
 pub mod tls;
@@ -168,6 +169,7 @@ impl TestApp {
         let storage_dir = std::env::temp_dir().join(format!("stmt-test-{id}"));
         let mut config = Config {
             database_url: SecretString::from(database_url),
+            database_direct_url: None,
             source_database_url: SecretString::from(source_url),
             storage: StorageConfig::Local { root: storage_dir.clone() },
             upload_part_size: 5 * 1024 * 1024,
@@ -181,7 +183,7 @@ impl TestApp {
             formula_guard: true,
         };
         adjust(&mut config);
-        db::migrate(&config.database_url).await.expect("migrations apply");
+        db::migrate(config.session_database_url()).await.expect("migrations apply");
 
         // The API as `statement-api serve` runs it: through `api::serve`, with its limits.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -258,7 +260,7 @@ impl TestApp {
     /// A worker runner (in-process) on this app's configuration.
     pub fn runner_for(config: &Config, worker: WorkerConfig) -> Runner {
         let ctx = worker::context(config, &worker).unwrap();
-        Runner::new(ctx, worker, config.database_url.clone())
+        Runner::new(ctx, worker, config.session_database_url().clone())
     }
 
     /// A new runner on this app's configuration.
@@ -514,7 +516,7 @@ impl Teardown {
     /// (`available`, or `retryable` and due) or held by one (`running`).
     async fn leftovers(&self) -> Vec<String> {
         TestApp::runner_for(&self.config, TestApp::worker_config()).run_pending().await.unwrap();
-        let pool = db::pool(&self.config.database_url, 1).unwrap();
+        let pool = db::pool(self.config.session_database_url(), 1).unwrap();
         let db = pool.get().await.unwrap();
         let rows = db
             .query(

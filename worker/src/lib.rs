@@ -16,7 +16,7 @@ use shared::{
 
 /// Builds the job context from configuration: Postgres pool, source pool, storage.
 pub fn context(config: &Config, worker: &WorkerConfig) -> anyhow::Result<jobs::JobContext> {
-    let pool = db::pool(&config.database_url, worker.concurrency + 4).context("DATABASE_URL")?;
+    let pool = db::service_pool(config, worker.concurrency + 4).context("DATABASE_URL")?;
     let source =
         Source::new(&config.source_database_url, worker.concurrency + 1).context("SOURCE_DATABASE_URL")?;
     let storage = Storage::new(&config.storage, config.upload_part_size).context("storage")?;

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     shared::logging::init()?;
     let config = Config::from_env()?;
     let worker_config = WorkerConfig::from_env()?;
-    shared::db::migrate(&config.database_url).await.context("applying migrations")?;
+    shared::db::migrate(config.session_database_url()).await.context("applying migrations")?;
     let ctx = worker::context(&config, &worker_config)?;
     // Exportable tables (and, with SOURCE_MAX_LAG_SECS, the replication-status privilege) are
     // checked at start-up: a mismatch is a configuration error.
@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     ctx.holds.arm_from_env()?;
     let metrics = ctx.metrics.clone();
     let metrics_bind = worker_config.metrics_bind;
-    let runner = Runner::new(ctx, worker_config, config.database_url.clone());
+    let runner = Runner::new(ctx, worker_config, config.session_database_url().clone());
     if cli.once {
         let done = runner.run_pending().await?;
         tracing::info!(jobs = done, "ran the ready jobs");

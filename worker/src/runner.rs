@@ -17,7 +17,7 @@ use shared::{
     config::WorkerConfig,
     db::DbError,
     failure::{Cause, FailureCode},
-    queue::{self, ClaimedJob, FailOutcome},
+    queue::{self, ClaimCursor, ClaimedJob, FailOutcome},
     workers,
 };
 use time::OffsetDateTime;
@@ -55,6 +55,9 @@ pub struct Runner {
     database_url: SecretString,
     worker_id: String,
     running: Running,
+    /// Where the next claim starts (shared::queue::ClaimCursor): from the head of the queue
+    /// once per poll interval.
+    cursor: Mutex<ClaimCursor>,
     wake: Arc<Notify>,
     leader: Arc<AtomicBool>,
 }
@@ -65,6 +68,8 @@ impl Runner {
         self.ctx.metrics.clone()
     }
 
+    /// A runner whose sessions (LISTEN, the maintenance leader's lock) connect to `database_url`:
+    /// [`shared::config::Config::session_database_url`].
     pub fn new(ctx: JobContext, config: WorkerConfig, database_url: SecretString) -> Self {
         let running: Running = Arc::default();
         let held = running.clone();
@@ -80,6 +85,7 @@ impl Runner {
             move || slots,
         );
         Self {
+            cursor: Mutex::new(ClaimCursor::new(config.poll_interval)),
             ctx,
             config,
             database_url,
@@ -223,14 +229,22 @@ impl Runner {
         Background { stop: Some(stop), task }
     }
 
-    /// Claims and runs ready jobs until none is left (tests and one-shot runs).
+    /// Claims and runs ready jobs until none is left (tests and one-shot runs): a claim that
+    /// finds nothing is asked once more from the head of the queue before the run stops.
     pub async fn run_pending(&self) -> anyhow::Result<usize> {
         let mut done = 0;
+        let mut rewound = false;
         loop {
             let claimed = self.claim(self.config.concurrency).await?;
             if claimed.is_empty() {
-                return Ok(done);
+                if rewound {
+                    return Ok(done);
+                }
+                self.cursor.lock().expect("not poisoned").rewind();
+                rewound = true;
+                continue;
             }
+            rewound = false;
             let mut tasks = JoinSet::new();
             for job in claimed {
                 tasks.spawn(self.execute_owned(job));
@@ -243,9 +257,10 @@ impl Runner {
 
     async fn claim(&self, limit: usize) -> anyhow::Result<Vec<ClaimedJob>> {
         let db = self.ctx.pool.get().await?;
-        let jobs =
-            queue::claim(&db, &self.worker_id, u32::try_from(limit).unwrap_or(u32::MAX), self.config.lease)
-                .await?;
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let from = self.cursor.lock().expect("not poisoned").start();
+        let jobs = queue::claim_from(&db, &self.worker_id, limit, self.config.lease, from).await?;
+        self.cursor.lock().expect("not poisoned").advance(&jobs);
         let mut running = self.running.lock().expect("not poisoned");
         for job in &jobs {
             running.insert(job.token, CancellationToken::new());

@@ -95,6 +95,19 @@ fn an_s3_retry_budget_over_five_minutes_or_malformed_stops_start_up() {
 }
 
 #[test]
+fn a_transaction_pooler_without_a_direct_url_or_the_other_way_round_stops_start_up() {
+    let stderr = refused(&[("DATABASE_POOLER", "transaction")]);
+    assert!(stderr.contains("DATABASE_DIRECT_URL is required when DATABASE_POOLER=transaction"), "{stderr}");
+    let stderr = refused(&[("DATABASE_DIRECT_URL", "postgres://postgres@127.0.0.1:5432/statements")]);
+    assert!(
+        stderr.contains("DATABASE_POOLER=transaction is required when DATABASE_DIRECT_URL is set"),
+        "{stderr}"
+    );
+    let stderr = refused(&[("DATABASE_POOLER", "session")]);
+    assert!(stderr.contains("DATABASE_POOLER") && stderr.contains("`none` or `transaction`"), "{stderr}");
+}
+
+#[test]
 fn a_malformed_log_filter_stops_start_up_naming_the_variable() {
     let stderr = refused(&[("RUST_LOG", "info,worker=loudly")]);
     assert!(stderr.contains("RUST_LOG") && stderr.contains("tracing filter"), "{stderr}");

@@ -4,7 +4,8 @@
 
 use std::sync::LazyLock;
 
-use deadpool_postgres::{GenericClient, Object};
+use crate::db::Sql;
+use deadpool_postgres::Object;
 use uuid::Uuid;
 
 use super::{COLUMNS, Export, ExportStatus};
@@ -27,7 +28,7 @@ static FENCE: LazyLock<String> = LazyLock::new(|| queue::attempt_holds("$2", "$3
 
 /// Marks the export PROCESSING with the snapshot time. `None` when fenced out or when the
 /// export is no longer waiting to run (cancelled, superseded ones still run).
-pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<Export>, DbError> {
+pub async fn start(db: &impl Sql, attempt: Attempt) -> Result<Option<Export>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -44,14 +45,12 @@ pub async fn start(db: &impl GenericClient, attempt: Attempt) -> Result<Option<E
 }
 
 /// Records progress. `false` when fenced out.
-pub async fn record_progress(db: &impl GenericClient, attempt: Attempt, rows: i64) -> Result<bool, DbError> {
-    let statement = db
-        .prepare_cached(&format!(
-            "UPDATE exports SET rows_exported = $4 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
-            fence = *FENCE
-        ))
-        .await?;
-    Ok(db.execute(&statement, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
+pub async fn record_progress(db: &impl Sql, attempt: Attempt, rows: i64) -> Result<bool, DbError> {
+    let sql = format!(
+        "UPDATE exports SET rows_exported = $4 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+        fence = *FENCE
+    );
+    Ok(db.execute_cached(&sql, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
 }
 
 /// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
@@ -66,7 +65,7 @@ pub struct SnapshotBasis {
 
 /// Records what the snapshot was taken against. `false` when fenced out.
 pub async fn record_snapshot_basis(
-    db: &impl GenericClient,
+    db: &impl Sql,
     attempt: Attempt,
     basis: &SnapshotBasis,
 ) -> Result<bool, DbError> {
@@ -143,7 +142,7 @@ pub async fn complete(
 /// of the failed attempt's progress is kept, and the failure is counted in `metrics`. Call it in
 /// the transaction that fails its job.
 pub async fn fail(
-    db: &impl GenericClient,
+    db: &impl Sql,
     export_id: Uuid,
     code: FailureCode,
     metrics: &Metrics,
@@ -164,7 +163,7 @@ pub async fn fail(
 
 /// Back to PENDING while its job waits for a retry; the code says why. Call it in the
 /// transaction that gives its job back to the queue.
-pub async fn retry_later(db: &impl GenericClient, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
+pub async fn retry_later(db: &impl Sql, export_id: Uuid, code: FailureCode) -> Result<(), DbError> {
     db.execute(
         "UPDATE exports SET status = 'PENDING', error_code = $2, error = NULL, rows_exported = 0
          WHERE id = $1 AND status = 'PROCESSING'",

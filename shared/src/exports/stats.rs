@@ -1,7 +1,7 @@
 //! Export analytics for operators (the dashboard's overview), and the deduplication (reuse)
 //! counters (table `export_reuse_hourly`) that API processes add to in batches.
 
-use deadpool_postgres::GenericClient;
+use crate::db::Sql;
 use time::PrimitiveDateTime;
 
 use super::ExportStatus;
@@ -63,7 +63,7 @@ const ROLLUPS: &str = "(SELECT hour, pending, processing, completed, failed, can
 /// Export analytics over the last 30 days, from the hourly rollups (`export_hourly`, kept from
 /// a trigger on `exports`: migration V10) and the reuse counters of the same hours. Call it in
 /// one snapshot ([`crate::db::snapshot`]): it reads twice.
-pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbError> {
+pub(crate) async fn overview(db: &impl Sql) -> Result<Overview, DbError> {
     let row = db
         .query_one(
             &format!(
@@ -130,7 +130,7 @@ pub(crate) async fn overview(db: &impl GenericClient) -> Result<Overview, DbErro
 
 /// Folds the changes the trigger on `exports` recorded into the hourly rollups (the maintenance
 /// leader does, every pass). Returns how many change rows it folded.
-pub async fn fold_changes(db: &impl GenericClient) -> Result<i64, DbError> {
+pub async fn fold_changes(db: &impl Sql) -> Result<i64, DbError> {
     Ok(db.query_one("SELECT export_hourly_compact()", &[]).await?.get(0))
 }
 
@@ -164,21 +164,17 @@ fn quantile(histogram: &[i64], q: f64) -> Option<f64> {
 }
 
 /// Exports created per hour (UTC) over the last 24 hours, oldest first.
-pub(crate) async fn exports_per_hour(
-    db: &impl GenericClient,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_hour(db: &impl Sql) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "hour", "23 hours").await
 }
 
 /// Exports created per day (UTC) over the last 30 days, oldest first.
-pub(crate) async fn exports_per_day(
-    db: &impl GenericClient,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+pub(crate) async fn exports_per_day(db: &impl Sql) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     series(db, "day", "29 days").await
 }
 
 async fn series(
-    db: &impl GenericClient,
+    db: &impl Sql,
     unit: &str,
     span: &str,
 ) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
@@ -207,7 +203,7 @@ async fn series(
 }
 
 /// Adds `count` reused requests to the current hour's counter.
-pub async fn record_reuse(db: &impl GenericClient, count: i64) -> Result<(), DbError> {
+pub async fn record_reuse(db: &impl Sql, count: i64) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO export_reuse_hourly (hour, reused) VALUES (date_trunc('hour', now()), $1)
          ON CONFLICT (hour) DO UPDATE SET reused = export_reuse_hourly.reused + EXCLUDED.reused",
