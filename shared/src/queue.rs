@@ -77,6 +77,7 @@ pub const CLAIM_SQL: &str = include_str!("queue/claim.sql");
 pub fn claim_sql(limit: u32) -> String {
     CLAIM_SQL.replace("{limit}", &limit.to_string())
 }
+
 /// Running jobs, as the partial index `jobs_running_by_lease` (V12) is written: what reads
 /// running jobs by state says this, so that the index serves it. What finds one job by id (and
 /// checks `state = 'running'` for its fence) says the state alone, so that the primary key
