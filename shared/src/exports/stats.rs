@@ -173,11 +173,7 @@ pub(crate) async fn exports_per_day(db: &impl Sql) -> Result<Vec<(PrimitiveDateT
     series(db, "day", "29 days").await
 }
 
-async fn series(
-    db: &impl Sql,
-    unit: &str,
-    span: &str,
-) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
+async fn series(db: &impl Sql, unit: &str, span: &str) -> Result<Vec<(PrimitiveDateTime, i64)>, DbError> {
     // Every export created is in exactly one status column of its hour. The rollups are read by
     // their key's range, then the buckets without any are filled in.
     let rows = db
