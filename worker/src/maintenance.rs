@@ -262,36 +262,10 @@ async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) ->
         }
     }
 
-    for _ in 0..MAX_BATCHES {
-        match queue::prune_finished(&db, retention.jobs, BATCH).await {
-            Ok(n) => {
-                report.pruned += n;
-                if n < BATCH as u64 {
-                    break;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "maintenance: pruning jobs failed");
-                break;
-            }
-        }
-    }
-
+    report.pruned = in_batches("finished jobs", || queue::prune_finished(&db, retention.jobs, BATCH)).await;
     if let Some(older_than) = retention.export_rows {
-        for _ in 0..MAX_BATCHES {
-            match exports::prune_rows(&db, older_than, BATCH).await {
-                Ok(n) => {
-                    report.pruned_exports += n;
-                    if n < BATCH as u64 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "maintenance: pruning export rows failed");
-                    break;
-                }
-            }
-        }
+        report.pruned_exports =
+            in_batches("export rows", || exports::prune_rows(&db, older_than, BATCH)).await;
     }
 
     if let Err(e) = workers::prune_silent(&db, Duration::from_secs(600)).await {
@@ -302,4 +276,30 @@ async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) ->
         Err(e) => warn!(error = %e, "maintenance: sweeping abandoned uploads failed"),
     }
     report
+}
+
+/// Calls `prune` (each call deletes up to `BATCH` rows) until a call deletes fewer, at most
+/// `MAX_BATCHES` times; returns how many rows went. A failure is logged and ends the run (the
+/// next pass tries again).
+async fn in_batches<F, Fut>(what: &str, mut prune: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, DbError>>,
+{
+    let mut pruned = 0;
+    for _ in 0..MAX_BATCHES {
+        match prune().await {
+            Ok(n) => {
+                pruned += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "maintenance: pruning {what} failed");
+                break;
+            }
+        }
+    }
+    pruned
 }
