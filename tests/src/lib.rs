@@ -623,11 +623,18 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         );
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let mut sources = ["api/src", "worker/src", "shared/src", "sql"]
-        .iter()
+    // Its own package's sources and what it depends on (the API does not depend on the worker).
+    let package = match name {
+        "statement-api" => "api",
+        "statement-worker" => "worker",
+        other => panic!("{other} is not a binary of this workspace"),
+    };
+    let mut sources = [format!("{package}/src"), "shared/src".into(), "sql".into()]
+        .into_iter()
         .flat_map(|dir| files_under(&root.join(dir)))
         .chain(
-            ["Cargo.lock", "api/Cargo.toml", "worker/Cargo.toml", "shared/Cargo.toml"].map(|f| root.join(f)),
+            ["Cargo.lock".into(), format!("{package}/Cargo.toml"), "shared/Cargo.toml".into()]
+                .map(|f| root.join(f)),
         );
     if let Some(newer) = sources.find(|f| modified(f).is_some_and(|m| m > built)) {
         panic!(
