@@ -271,14 +271,16 @@ async fn old_export_rows_are_pruned_when_asked_and_their_analytics_stay() {
     assert_eq!(after, before, "the analytics of pruned exports stay");
 }
 
-/// Sequential scans of `table` this session has made so far (its statistics flushed first).
-async fn seq_scans(db: &Object, table: &str) -> i64 {
+/// A statistics counter read by `sql`, with this session's statistics flushed first.
+async fn statistic(db: &Object, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
     db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
     db.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
-    db.query_one("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1", &[&table])
-        .await
-        .unwrap()
-        .get(0)
+    db.query_one(sql, params).await.unwrap().get(0)
+}
+
+/// Sequential scans of `table` this session has made so far.
+async fn seq_scans(db: &Object, table: &str) -> i64 {
+    statistic(db, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = $1", &[&table]).await
 }
 
 #[tokio::test]
@@ -481,14 +483,10 @@ async fn status_changes_in_different_hours_never_wait_on_each_other() {
     assert_eq!(kept, reference);
 }
 
-/// Index entries read from `exports`' indexes so far (statistics flushed first).
+/// Index entries read from `exports`' indexes so far.
 async fn index_entries_read(db: &Object) -> i64 {
-    db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
-    db.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
-    db.query_one("SELECT sum(idx_tup_read)::bigint FROM pg_stat_user_indexes WHERE relname = 'exports'", &[])
+    statistic(db, "SELECT sum(idx_tup_read)::bigint FROM pg_stat_user_indexes WHERE relname = 'exports'", &[])
         .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
