@@ -209,7 +209,7 @@ for src in sorted(pathlib.Path(".").glob("*/src/**/*.rs")):
     for n in names:
         code_vars.setdefault(n, str(src))
 # Set by the OS or the container runtime, not configuration.
-not_configuration = {"HOSTNAME"}
+not_configuration = {"HOSTNAME", "USER"}
 
 env_example = pathlib.Path(".env.example").read_text()
 listed = set(re.findall(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=", env_example, re.M))

@@ -33,6 +33,7 @@ prepare_live_service() {
   export API_BIND="127.0.0.1:$port" PUBLIC_BASE_URL="http://127.0.0.1:$port"
   export WORKER_METRICS_BIND="127.0.0.1:$metrics_port"
   export JOB_POLL_INTERVAL_MS=200 RATE_LIMIT_PER_MINUTE=1000000 RATE_LIMIT_BURST=100000
+  export DASHBOARD_ADMIN_KEY_SIGN_IN=true
 }
 
 # Starts the API and a worker from directory $1 (target/debug or target/release), logging to

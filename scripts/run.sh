@@ -23,6 +23,9 @@ export SIGNING_SECRET="${SIGNING_SECRET:-$(cat .local/signing_secret)}"
 export API_BIND="${API_BIND:-127.0.0.1:8080}"
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://$API_BIND}"
 export RUST_LOG="${RUST_LOG:-info}"
+# The demo signs in to the dashboard with an admin key (break-glass sign-in, off by default);
+# set OIDC_ISSUER_URL and friends for single sign-on (docs/sso.md).
+export DASHBOARD_ADMIN_KEY_SIGN_IN="${DASHBOARD_ADMIN_KEY_SIGN_IN:-true}"
 
 key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "demo $(date -u +%FT%TZ)" --all-accounts)
 admin_key=$(RUST_LOG=warn "$bin/statement-api" keys create --name "operator $(date -u +%FT%TZ)" --role admin)

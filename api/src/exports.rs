@@ -9,6 +9,7 @@ use poem_openapi::{
 };
 use shared::{
     api_keys::ApiKey,
+    audit::Outcome,
     db::DbError,
     exports::{self, Export, ExportStatus as Status},
     failure::FailureCode as ErrorCode,
@@ -322,6 +323,8 @@ impl ExportsApi {
         let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
         if !key.may_access(request.account.as_str()) {
+            let details = serde_json::json!({ "account_id": request.account.as_str() });
+            state.api_audit.record(&key, client, "export.request", None, Outcome::Denied, details);
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
         let mut db = state.db().await?;
@@ -354,6 +357,9 @@ impl ExportsApi {
         }
         let result = if requested.reused { "reused" } else { "created" };
         state.metrics.export_requests.add(1, &[KeyValue::new("result", result)]);
+        let details = serde_json::json!({ "result": result, "account_id": request.account.as_str() });
+        let target = Some(format!("export:{}", export.id));
+        state.api_audit.record(&key, client, "export.request", target, Outcome::Success, details);
         Ok(if requested.reused {
             state.reuse.count();
             CreateResponse::Reused(Json(accepted))
@@ -485,7 +491,19 @@ impl ExportsApi {
         let mut db = state.db().await?;
         visible_export(&db, &key, reference_id.0).await?;
         let by = exports::Canceller::Key(key.id);
-        match exports::cancel(&mut db, reference_id.0, by, ErrorCode::Cancelled, &state.metrics).await? {
+        let cancelled =
+            exports::cancel(&mut db, reference_id.0, by, ErrorCode::Cancelled, &state.metrics).await?;
+        let (outcome, result) = match &cancelled {
+            exports::Cancelled::Now(_) => (Outcome::Success, "cancelled"),
+            exports::Cancelled::Detached(_) => (Outcome::Success, "detached"),
+            exports::Cancelled::NotRequester => (Outcome::Denied, "not_requester"),
+            exports::Cancelled::AlreadyFinished(_) => (Outcome::Unchanged, "already_finished"),
+            exports::Cancelled::NotFound => (Outcome::NotFound, "not_found"),
+        };
+        let target = Some(format!("export:{}", reference_id.0));
+        let recorded = serde_json::json!({ "result": result });
+        state.api_audit.record(&key, client, "export.cancel", target, outcome, recorded);
+        match cancelled {
             exports::Cancelled::Now(export) => {
                 let details = ExportDetails { detached: Some(false), ..details(&state, export).await? };
                 Ok(DetailsResponse::Ok(Json(details)))

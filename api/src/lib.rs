@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod api_audit;
 mod auth;
 mod calendar_date;
 mod client_addr;
@@ -10,6 +11,7 @@ mod files;
 mod health;
 mod input;
 mod metrics;
+mod oidc;
 pub mod openapi_spec;
 pub mod rate_limit;
 mod requesters;
@@ -65,6 +67,12 @@ pub struct AppState {
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
     pub(crate) sign_in_failures: Arc<tokio::sync::Mutex<()>>,
     pub(crate) admin_session_ttl: Duration,
+    /// Single sign-on for the dashboard, when configured.
+    pub(crate) oidc: Option<Arc<oidc::Oidc>>,
+    /// Whether admin API keys may sign in to the dashboard (break-glass).
+    pub(crate) admin_key_sign_in: bool,
+    /// API requests that changed state, appended to the audit trail in the background.
+    pub(crate) api_audit: Arc<api_audit::ApiAudit>,
     /// This process's instruments, with the queue gauges (served on `/metrics`).
     pub(crate) metrics: Arc<shared::metrics::Metrics>,
     /// Storage's readiness, looked at most once a second (see `health`).
@@ -118,6 +126,15 @@ impl AppState {
             max_outstanding_exports_per_key: api.max_outstanding_exports_per_key,
             sign_in_failures: Arc::default(),
             admin_session_ttl: api.admin_session_ttl,
+            oidc: api
+                .dashboard_sign_in
+                .oidc
+                .as_ref()
+                .map(|settings| oidc::Oidc::new(settings, &api.public_base_url).map(Arc::new))
+                .transpose()
+                .context("OIDC_ISSUER_URL")?,
+            admin_key_sign_in: api.dashboard_sign_in.admin_keys,
+            api_audit: Arc::default(),
             metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
             storage_status: Arc::default(),
         })
@@ -151,30 +168,38 @@ pub fn openapi_yaml() -> String {
     openapi_spec::committed().yaml
 }
 
-/// How often reuse counts and repeat requests reach Postgres.
-const REUSE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often reuse counts, repeat requests and the API's audit records reach Postgres.
+const BATCH_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AppState {
-    /// Writes what requests batch in memory (reuse counts, repeat requests) to Postgres.
+    /// Writes what requests batch in memory (reuse counts, repeat requests, audit records) to
+    /// Postgres.
     pub async fn flush_batches(&self) {
         self.reuse.flush(&self.pool).await;
         self.requesters.flush(&self.pool).await;
+        self.api_audit.flush(&self.pool).await;
     }
 }
 
-/// Flushes the batches every [`REUSE_FLUSH_INTERVAL`] for as long as the application lives.
+/// Flushes the batches every [`BATCH_FLUSH_INTERVAL`] for as long as the application lives.
 fn spawn_batch_flusher(state: &AppState) {
-    let (reuse, requesters) = (Arc::downgrade(&state.reuse), Arc::downgrade(&state.requesters));
+    let (reuse, requesters, audit) =
+        (Arc::downgrade(&state.reuse), Arc::downgrade(&state.requesters), Arc::downgrade(&state.api_audit));
     let pool = state.pool.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REUSE_FLUSH_INTERVAL);
+        let mut tick = tokio::time::interval(BATCH_FLUSH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             // The task ends with the application that owns the batches.
-            let (Some(reuse), Some(requesters)) = (reuse.upgrade(), requesters.upgrade()) else { return };
+            let (Some(reuse), Some(requesters), Some(audit)) =
+                (reuse.upgrade(), requesters.upgrade(), audit.upgrade())
+            else {
+                return;
+            };
             reuse.flush(&pool).await;
             requesters.flush(&pool).await;
+            audit.flush(&pool).await;
         }
     });
 }

@@ -2,6 +2,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use shared::{
     api_keys::{self, KeySpec, Role},
+    audit::{self, Actor, Event, Outcome, Verdict},
     config::{ApiConfig, Config},
     db,
 };
@@ -27,6 +28,24 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML); `openapi.yaml` is this output.
     Openapi,
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the whole hash chain: exits non-zero, naming the first row that does not hold,
+    /// when a row was altered, deleted or inserted. Prints the last row's number and hash:
+    /// keep them elsewhere to notice a later truncation of the chain's end.
+    Verify {
+        /// Also require the chain to hold this row with this hash (`SEQ:HEX`, as printed by an
+        /// earlier run): fails when the chain was cut back or rewritten since.
+        #[arg(long)]
+        expect: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config, api_config.expect("read for serve")).await,
         Command::Keys { action } => keys(config, action).await,
+        Command::Audit { action: AuditAction::Verify { expect } } => verify_audit(config, expect).await,
         Command::Openapi => unreachable!("handled above"),
     }
 }
@@ -108,7 +128,23 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
             if let Err(e) = spec.validate() {
                 anyhow::bail!("{e} (--account ACCOUNT, repeatable, or --all-accounts)");
             }
-            let (key, new) = api_keys::create(&db, &spec).await?;
+            let mut db = db;
+            let tx = db.transaction().await?;
+            let (key, new) = api_keys::create(&tx, &spec).await?;
+            let event = Event::new(
+                Actor::command_line("statement-api keys create"),
+                "api_key.create",
+                Some(format!("api_key:{}", key.id)),
+                Outcome::Success,
+            )
+            .with_details(serde_json::json!({
+                "name": key.name,
+                "prefix": key.prefix,
+                "role": key.role.as_str(),
+                "accounts": key.allowed_accounts,
+            }));
+            audit::record(&tx, &[event]).await?;
+            tx.commit().await?;
             eprintln!(
                 "Created {} key {:?} ({}). It is shown once; store it now:",
                 key.role.as_str(),
@@ -137,12 +173,57 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
             }
         }
         KeyAction::Revoke { id_or_prefix } => {
-            let n = api_keys::revoke(&db, &id_or_prefix).await?;
+            let mut db = db;
+            let tx = db.transaction().await?;
+            let n = api_keys::revoke(&tx, &id_or_prefix).await?;
             if n == 0 {
                 anyhow::bail!("no key matches {id_or_prefix:?} (or it is already revoked)");
             }
+            let event = Event::new(
+                Actor::command_line("statement-api keys revoke"),
+                "api_key.revoke",
+                Some(format!("api_key:{id_or_prefix}")),
+                Outcome::Success,
+            )
+            .with_details(serde_json::json!({ "keys": n }));
+            audit::record(&tx, &[event]).await?;
+            tx.commit().await?;
             println!("revoked {n} key(s)");
         }
     }
     Ok(())
+}
+
+async fn verify_audit(config: Config, expect: Option<String>) -> anyhow::Result<()> {
+    let expect = expect
+        .map(|e| {
+            let (seq, hash) = e.split_once(':').context("--expect must be SEQ:HEX")?;
+            Ok::<_, anyhow::Error>((
+                seq.parse::<i64>().context("--expect: SEQ")?,
+                hex::decode(hash).context("--expect: HEX")?,
+            ))
+        })
+        .transpose()?;
+    let pool = db::service_pool(&config, 1)?;
+    let db = pool.get().await.context("connecting to Postgres")?;
+    match audit::verify(&db).await? {
+        Verdict::Broken { seq, reason } => anyhow::bail!("audit chain broken at row {seq}: {reason}"),
+        Verdict::Intact { rows, head } => {
+            if let Some((seq, hash)) = &expect {
+                let held = audit::hash_of(&db, *seq).await?;
+                if held.as_ref() != Some(hash) {
+                    anyhow::bail!(
+                        "audit chain does not hold row {seq} with the expected hash: it was cut back or rewritten"
+                    );
+                }
+            }
+            match head {
+                Some((seq, hash)) => {
+                    println!("audit chain intact: {rows} rows; head {seq}:{}", hex::encode(hash))
+                }
+                None => println!("audit chain intact: no rows yet"),
+            }
+            Ok(())
+        }
+    }
 }

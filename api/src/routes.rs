@@ -113,6 +113,12 @@ fn declared() -> Vec<Route> {
         Route::page(M::GET, "/dashboard", || dashboard::overview::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/sign-in", || dashboard::sign_in::form.map_to_response().boxed()),
         Route::page(M::POST, "/dashboard/sign-in", || dashboard::sign_in::submit.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/sign-in/sso", || {
+            dashboard::sign_in::sso_start.map_to_response().boxed()
+        }),
+        Route::page(M::GET, "/dashboard/sign-in/callback", || {
+            dashboard::sign_in::sso_callback.map_to_response().boxed()
+        }),
         Route::page(M::POST, "/dashboard/sign-out", || {
             dashboard::sign_in::sign_out.map_to_response().boxed()
         }),
@@ -120,6 +126,7 @@ fn declared() -> Vec<Route> {
         Route::page(M::POST, "/dashboard/jobs/{id}/{action}", || {
             dashboard::queue::act.map_to_response().boxed()
         }),
+        Route::page(M::GET, "/dashboard/audit", || dashboard::audit::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/health", || dashboard::health::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/exports/{id}", || dashboard::exports::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/assets/{name}", || {

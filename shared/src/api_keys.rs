@@ -63,6 +63,12 @@ pub fn is_well_formed(candidate: &str) -> bool {
     checksum(random) == check
 }
 
+/// The display prefix of a well-formed key (`sk_` and 8 characters, as lists show keys);
+/// `None` for anything else.
+pub fn prefix_of(candidate: &str) -> Option<&str> {
+    is_well_formed(candidate).then(|| &candidate[..DISPLAY_PREFIX_LEN])
+}
+
 /// The SHA-256 of a key: how it is stored and looked up.
 pub fn hash_key(plaintext: &str) -> [u8; 32] {
     Sha256::digest(plaintext.as_bytes()).into()

@@ -198,6 +198,100 @@ pub struct ApiConfig {
     pub max_outstanding_exports_per_key: i64,
     /// Connection limits: deadlines for slow clients and the cap on open connections.
     pub transport: TransportLimits,
+    /// How operators sign in to the dashboard.
+    pub dashboard_sign_in: DashboardSignIn,
+}
+
+/// How operators sign in to the dashboard: single sign-on, and break-glass admin keys when
+/// enabled. With neither, the dashboard cannot be entered.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardSignIn {
+    /// Single sign-on through an OpenID provider (`OIDC_ISSUER_URL` set).
+    pub oidc: Option<OidcSettings>,
+    /// Admin API keys sign in too (`DASHBOARD_ADMIN_KEY_SIGN_IN=true`; default off).
+    pub admin_keys: bool,
+}
+
+/// The OpenID provider the dashboard signs people in with.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The provider's issuer URL (its discovery document is under it).
+    pub issuer_url: String,
+    /// This service's client id at the provider.
+    pub client_id: String,
+    /// Its client secret.
+    pub client_secret: SecretString,
+    /// Scopes asked for (`openid` always among them).
+    pub scopes: Vec<String>,
+    /// The ID-token claim holding the person's groups or roles; dots reach into objects.
+    pub roles_claim: String,
+    /// For each dashboard role, the claim values that grant it.
+    pub role_values: Vec<(crate::operators::DashboardRole, Vec<String>)>,
+    /// The sign-in button's label.
+    pub provider_name: String,
+}
+
+impl DashboardSignIn {
+    /// Reads `OIDC_*` and `DASHBOARD_ADMIN_KEY_SIGN_IN`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let admin_keys = match var_or("DASHBOARD_ADMIN_KEY_SIGN_IN", "false").trim() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(invalid("DASHBOARD_ADMIN_KEY_SIGN_IN", "true or false")),
+        };
+        let Some(issuer_url) = optional::<String>("OIDC_ISSUER_URL", "an https:// URL")? else {
+            return Ok(Self { oidc: None, admin_keys });
+        };
+        let issuer_url = endpoint("OIDC_ISSUER_URL")?.unwrap_or(issuer_url);
+        let client_id = optional::<String>("OIDC_CLIENT_ID", "a client id")?
+            .ok_or(ConfigError::Missing { var: "OIDC_CLIENT_ID", because: "OIDC_ISSUER_URL is set" })?;
+        let client_secret =
+            secrets::read("OIDC_CLIENT_SECRET", "OIDC_CLIENT_SECRET_FILE")?.ok_or(ConfigError::Missing {
+                var: "OIDC_CLIENT_SECRET (or OIDC_CLIENT_SECRET_FILE)",
+                because: "OIDC_ISSUER_URL is set",
+            })?;
+        let mut scopes: Vec<String> =
+            var_or("OIDC_SCOPES", "openid profile email").split_whitespace().map(str::to_owned).collect();
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".to_owned());
+        }
+        let roles_claim = var_or("OIDC_ROLES_CLAIM", "groups").trim().to_owned();
+        if roles_claim.split('.').any(str::is_empty) {
+            return Err(invalid(
+                "OIDC_ROLES_CLAIM",
+                "a claim name, or a dotted path such as realm_access.roles",
+            ));
+        }
+        use crate::operators::DashboardRole;
+        let role_values = [
+            (DashboardRole::Viewer, "OIDC_VIEWER_ROLES"),
+            (DashboardRole::Operator, "OIDC_OPERATOR_ROLES"),
+            (DashboardRole::Admin, "OIDC_ADMIN_ROLES"),
+        ]
+        .into_iter()
+        .map(|(role, var)| {
+            let values: Vec<String> = var_or(var, &format!("statement-{role}"))
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (role, values)
+        })
+        .collect();
+        Ok(Self {
+            oidc: Some(OidcSettings {
+                issuer_url,
+                client_id,
+                client_secret,
+                scopes,
+                roles_claim,
+                role_values,
+                provider_name: var_or("OIDC_PROVIDER_NAME", "single sign-on"),
+            }),
+            admin_keys,
+        })
+    }
 }
 
 /// How long a client may take, and how many connections it may hold (see `api::serve`).
@@ -438,6 +532,7 @@ impl ApiConfig {
                 10,
             )?,
             transport: TransportLimits::from_env()?,
+            dashboard_sign_in: DashboardSignIn::from_env()?,
         })
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     api_keys,
-    db::{self, DbError},
+    db::{self, Begin, DbError},
     exports::{self, Export, ListError, ListFilter, stats::Overview},
     failure::FailureCode,
     metrics::Metrics,
@@ -163,9 +163,9 @@ pub enum Retried {
 
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, and its export back
 /// to PENDING, in one transaction. The export is locked before the job, as a cancel does, so
-/// the two cannot deadlock.
-pub async fn retry_job(db: &mut Object, job_id: i64) -> Result<Retried, DbError> {
-    let tx = db.transaction().await?;
+/// the two cannot deadlock. Given a transaction, the retry is a savepoint in it.
+pub async fn retry_job(db: &mut impl Begin, job_id: i64) -> Result<Retried, DbError> {
+    let tx = db.begin().await?;
     if let Some(export_id) = exports::of_job(&tx, job_id).await? {
         match exports::revive(&tx, export_id).await? {
             exports::Revived::Now => {}
@@ -193,7 +193,11 @@ pub enum JobCancelled {
 
 /// Cancels a job for an operator: through its export when it produces one (so the export
 /// shows CANCELLED too, for every requester), otherwise the job alone.
-pub async fn cancel_job(db: &mut Object, job_id: i64, metrics: &Metrics) -> Result<JobCancelled, DbError> {
+pub async fn cancel_job(
+    db: &mut impl Begin,
+    job_id: i64,
+    metrics: &Metrics,
+) -> Result<JobCancelled, DbError> {
     if queue::get(&*db, job_id).await?.is_none() {
         return Ok(JobCancelled::NotFound);
     }

@@ -203,6 +203,28 @@ pub trait Sql: Sync {
     ) -> impl Future<Output = Result<u64, tokio_postgres::Error>> + Send;
 }
 
+/// A connection, or a transaction, that opens a transaction: a function whose changes must
+/// commit together takes one. Given a transaction, it opens a savepoint, so a caller can make
+/// those changes part of a larger transaction (an action and its audit row, say).
+pub trait Begin: Sql + Send {
+    /// A new transaction, or a savepoint in this one.
+    fn begin(
+        &mut self,
+    ) -> impl Future<Output = Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error>> + Send;
+}
+
+impl Begin for Object {
+    async fn begin(&mut self) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+        self.transaction().await
+    }
+}
+
+impl Begin for deadpool_postgres::Transaction<'_> {
+    async fn begin(&mut self) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+        self.transaction().await
+    }
+}
+
 /// A pooled connection or a transaction: deadpool's statement cache on top of a tokio-postgres
 /// client.
 trait Pooled: deadpool_postgres::GenericClient + Send {
@@ -343,6 +365,8 @@ pub enum AdvisoryLock {
     Migrations,
     /// Elects the maintenance leader among the workers.
     MaintenanceLeader,
+    /// Orders appends to the audit chain (held per transaction: `shared::audit`).
+    AuditChain,
 }
 
 impl AdvisoryLock {
@@ -351,6 +375,7 @@ impl AdvisoryLock {
         match self {
             Self::Migrations => 0x5354_4d54_4d49_4752,        // "STMTMIGR"
             Self::MaintenanceLeader => 0x5354_4d54_4d41_494e, // "STMTMAIN"
+            Self::AuditChain => 0x5354_4d54_4155_4454,        // "STMTAUDT"
         }
     }
 

@@ -11,7 +11,7 @@ pub mod stats;
 
 use std::time::Duration;
 
-use crate::db::Sql;
+use crate::db::{Begin, Sql};
 use deadpool_postgres::Object;
 use time::{Date, OffsetDateTime};
 use tokio_postgres::types::ToSql;
@@ -469,15 +469,15 @@ pub enum Canceller {
 /// recorded as the export's failure ([`FailureCode::Cancelled`] or
 /// [`FailureCode::CancelledByOperator`]). The export's row is locked first, so concurrent
 /// cancels by its requesters take turns: the last one to leave cancels it. A cancel is counted
-/// in `metrics` (finished exports).
+/// in `metrics` (finished exports). Given a transaction, the cancel is a savepoint in it.
 pub async fn cancel(
-    db: &mut Object,
+    db: &mut impl Begin,
     id: Uuid,
     by: Canceller,
     reason: FailureCode,
     metrics: &Metrics,
 ) -> Result<Cancelled, DbError> {
-    let tx = db.transaction().await?;
+    let tx = db.begin().await?;
     let Some(row) =
         tx.query_opt(&format!("SELECT {COLUMNS} FROM exports WHERE id = $1 FOR UPDATE"), &[&id]).await?
     else {

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod api_keys;
+pub mod audit;
 pub mod config;
 pub mod csv_out;
 pub mod dashboard;
@@ -10,6 +11,7 @@ pub mod exports;
 pub mod failure;
 pub mod logging;
 pub mod metrics;
+pub mod operators;
 pub mod queue;
 pub mod requesters;
 pub mod secrets;

@@ -8,6 +8,15 @@ use time::OffsetDateTime;
 
 use crate::db::DbError;
 
+/// This machine's name (`HOSTNAME`, else `/etc/hostname`, else `localhost`).
+pub fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// A worker process as it registered.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {

@@ -231,6 +231,8 @@ impl TestApp {
             // Tests queue many exports with one key; the cap has its own tests.
             max_outstanding_exports_per_key: 1000,
             transport: shared::config::TransportLimits::default(),
+            // The tests sign in to the dashboard with admin keys; single sign-on has its own.
+            dashboard_sign_in: shared::config::DashboardSignIn { oidc: None, admin_keys: true },
         }
     }
 
@@ -644,6 +646,36 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         );
     }
     binary
+}
+
+impl TestApp {
+    /// Runs the real `statement-api` command line with `args` against this app's databases.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(workspace_binary("statement-api"));
+        service_env(&mut command, self);
+        command.args(args).output().expect("statement-api runs")
+    }
+
+    /// Runs `sql` with `psql` as the database's owner, unaffected by the service's code; its
+    /// output (unaligned, tuples only), or its error text.
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        use secrecy::ExposeSecret;
+        let output = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                self.config.database_url.expose_secret(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if output.status.success() { Ok(text(&output.stdout)) } else { Err(text(&output.stderr)) }
+    }
 }
 
 /// The settings every process of the service needs to run against `app`: its databases and

@@ -191,8 +191,13 @@ async fn a_key_created_on_the_page_is_shown_once_and_its_state_governs_the_api()
         )
         .await;
     assert_eq!(fetched.status, StatusCode::OK);
-    let secret =
-        fetched.body.split("sk_").nth(1).map(|rest| format!("sk_{}", &rest[..38])).expect("the new key");
+    let secret = fetched
+        .body
+        .split("id=\"new-key\"")
+        .nth(1)
+        .and_then(|rest| rest.split("sk_").nth(1))
+        .map(|rest| format!("sk_{}", &rest[..38]))
+        .expect("the new key");
     assert!(shared::api_keys::is_well_formed(&secret), "{secret}");
     // User data is inert: escaped, never markup.
     assert!(!fetched.body.contains("<script>alert"));

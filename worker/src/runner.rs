@@ -91,7 +91,7 @@ impl Runner {
             database_url,
             worker_id: format!(
                 "{}:{}:{}",
-                host(),
+                workers::host(),
                 std::process::id(),
                 &Uuid::new_v4().simple().to_string()[..8]
             ),
@@ -184,8 +184,14 @@ impl Runner {
 
     async fn register(&self) -> anyhow::Result<()> {
         let db = self.ctx.pool.get().await?;
-        workers::register(&db, &self.worker_id, &host(), std::process::id(), env!("CARGO_PKG_VERSION"))
-            .await?;
+        workers::register(
+            &db,
+            &self.worker_id,
+            &workers::host(),
+            std::process::id(),
+            env!("CARGO_PKG_VERSION"),
+        )
+        .await?;
         Ok(())
     }
 
@@ -430,14 +436,6 @@ async fn heartbeat_loop(
             debug!(error = %e, "registry heartbeat failed");
         }
     }
-}
-
-fn host() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// LISTENs for enqueue notifications and wakes the claim loop. A hint only: the loop also polls.

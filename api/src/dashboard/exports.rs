@@ -9,6 +9,7 @@ use shared::{
     dashboard::{self, ExportPage},
     exports::{self, ExportStatus},
     failure::FailureCode,
+    operators::DashboardRole,
 };
 
 use super::{DashboardError, Page, layout, signed_in};
@@ -24,7 +25,8 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
     let crate::exports::Checked { export, verified } = crate::exports::check_file(state, &db, export).await?;
     let ExportPage { job, requester } = dashboard::export(&mut db, &export).await?;
     let link = match (&export.file_key, export.status) {
-        (Some(key), ExportStatus::Completed) if verified => state
+        // A viewer reads about exports; only an operator or an admin gets their files.
+        (Some(key), ExportStatus::Completed) if verified && admin.may(DashboardRole::Operator) => state
             .storage
             .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
             .await

@@ -4,7 +4,12 @@
 
 use maud::{Markup, html};
 use poem::{Body, Request, handler, web::Data};
-use shared::api_keys::{self, Activation, ApiKey, KeySpec, KeyState, NewKey, Role};
+use shared::{
+    api_keys::{self, Activation, ApiKey, KeySpec, KeyState, NewKey, Role},
+    audit::{self, Outcome},
+    db::DbError,
+    operators::DashboardRole,
+};
 
 use super::{Admin, DashboardError, Fields, Page, SignedAction, layout, see_other, signed_form, signed_in};
 use crate::AppState;
@@ -52,6 +57,7 @@ async fn render(
                 a href={ "/admin/api-keys?after=" (last.id) } { "Older keys →" }
             }
         }
+        @if admin.may(DashboardRole::Admin) {
         h2 { "Create a key" }
         form method="post" action="/admin/api-keys" {
             (layout::csrf(admin))
@@ -76,6 +82,7 @@ async fn render(
                 button.primary type="submit" { "Create key" }
             }
         }
+        }
     };
     Ok(layout::html(layout::page(admin, "/admin/api-keys", "API keys", refresh, body)))
 }
@@ -99,6 +106,7 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
                 }
             }
             td.actions {
+                @if admin.may(DashboardRole::Admin) {
                 @match state {
                     KeyState::Active => {
                         (layout::action_button(admin, &action("deactivate"), "Deactivate", None)) " "
@@ -112,6 +120,7 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
                     (layout::csrf(admin))
                     button.danger type="submit" { "Delete" }
                 }
+                }
             }
         }
     }
@@ -120,8 +129,10 @@ fn key_row(admin: &Admin, key: &ApiKey) -> Markup {
 #[handler]
 pub(crate) async fn create(Data(state): Data<&AppState>, req: &Request, body: Body) -> Page {
     let (admin, fields) = signed_form(state, req, body).await?;
+    admin.require(state, DashboardRole::Admin, "api_key.create", None).await?;
     let form = KeyForm::parse(&fields)?;
-    let db = state.db_for_dashboard().await?;
+    let mut db = state.db_for_dashboard().await?;
+    let tx = db.transaction().await.map_err(DbError::from)?;
     let spec = KeySpec {
         name: &form.name,
         description: &form.description,
@@ -129,10 +140,20 @@ pub(crate) async fn create(Data(state): Data<&AppState>, req: &Request, body: Bo
         accounts: &form.accounts,
         all_accounts: form.all_accounts,
     };
-    let (key, secret) = api_keys::create(&db, &spec).await.map_err(|e| match e {
+    let (key, secret) = api_keys::create(&tx, &spec).await.map_err(|e| match e {
         api_keys::CreateError::Invalid(e) => DashboardError::BadRequest(format!("Not created: {e}.")),
         api_keys::CreateError::Db(e) => e.into(),
     })?;
+    let event = admin
+        .event("api_key.create", Some(format!("api_key:{}", key.id)), Outcome::Success)
+        .with_details(serde_json::json!({
+            "name": key.name,
+            "prefix": key.prefix,
+            "role": key.role.as_str(),
+            "accounts": key.allowed_accounts,
+        }));
+    audit::record(&tx, &[event]).await?;
+    tx.commit().await.map_err(DbError::from)?;
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
     // The answer to the form is the only place the secret ever appears; the page does not
     // refresh itself (that would post the form again) and no cache keeps it.
@@ -192,16 +213,32 @@ impl KeyForm {
 
 #[handler]
 pub(crate) async fn change(Data(state): Data<&AppState>, form: SignedAction<uuid::Uuid>) -> Page {
-    let SignedAction { id, action } = form;
-    let db = state.db_for_dashboard().await?;
+    let SignedAction { admin, id, action } = form;
     let action = action.as_str();
-    let outcome = match action {
-        "deactivate" => api_keys::set_active(&db, id, false).await?,
-        "reactivate" => api_keys::set_active(&db, id, true).await?,
-        "delete" if api_keys::delete(&db, id).await? => Activation::Changed,
-        "delete" => Activation::NotFound,
+    let audited = match action {
+        "deactivate" => "api_key.deactivate",
+        "reactivate" => "api_key.reactivate",
+        "delete" => "api_key.delete",
         _ => return Err(DashboardError::NotFound),
     };
+    let target = Some(format!("api_key:{id}"));
+    admin.require(state, DashboardRole::Admin, audited, target.clone()).await?;
+    let mut db = state.db_for_dashboard().await?;
+    let tx = db.transaction().await.map_err(DbError::from)?;
+    let outcome = match action {
+        "deactivate" => api_keys::set_active(&tx, id, false).await?,
+        "reactivate" => api_keys::set_active(&tx, id, true).await?,
+        _ if api_keys::delete(&tx, id).await? => Activation::Changed,
+        _ => Activation::NotFound,
+    };
+    let recorded = match outcome {
+        Activation::Changed => Outcome::Success,
+        Activation::Unchanged | Activation::Revoked => Outcome::Unchanged,
+        Activation::NotFound => Outcome::NotFound,
+    };
+    let details = serde_json::json!({ "revoked": outcome == Activation::Revoked });
+    audit::record(&tx, &[admin.event(audited, target, recorded).with_details(details)]).await?;
+    tx.commit().await.map_err(DbError::from)?;
     // This process applies the change at once; the others within their cache's few seconds.
     state.credentials.forget_keys();
     tracing::info!(api_key.id = %id, action, outcome = ?outcome, "dashboard: key changed");

@@ -67,6 +67,7 @@ pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, b
         ("/dashboard/queue", "Queue & workers"),
         ("/dashboard/health", "System health"),
         ("/admin/api-keys", "API keys"),
+        ("/dashboard/audit", "Audit"),
     ];
     html! {
         (DOCTYPE)
@@ -87,7 +88,13 @@ pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, b
                         }
                     }
                     div.who {
-                        span { "Signed in as " strong { (admin.session.key_name) } }
+                        span {
+                            "Signed in as " strong #who { (admin.session.display_name()) }
+                            " " span.muted #role { (admin.session.role.as_str()) }
+                            @if matches!(admin.session.holder, shared::sessions::Holder::Key { .. }) {
+                                " " span.bad title="Signed in with an admin API key: recorded as break-glass use" { "break-glass" }
+                            }
+                        }
                         form.inline method="post" action="/dashboard/sign-out" {
                             (csrf(admin))
                             button type="submit" { "Sign out" }

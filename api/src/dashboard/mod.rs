@@ -1,10 +1,15 @@
 //! The operator dashboard: server-rendered maud pages that work without JavaScript and load
 //! nothing from elsewhere (CSS and the refresh script are embedded in the binary).
 //!
-//! Sign-in exchanges an admin API key for a session cookie (`HttpOnly`, `SameSite=Strict`,
-//! `Secure` when `PUBLIC_BASE_URL` is https). Every page needs a session (otherwise a redirect
-//! to the sign-in page) and every form carries the session's CSRF token (otherwise 403).
+//! Operators sign in through the organisation's OpenID provider (`sign_in`, `crate::oidc`), or
+//! with an admin API key when break-glass sign-in is enabled, and get a session cookie
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` when `PUBLIC_BASE_URL` is https). Every page needs a
+//! session (otherwise a redirect to the sign-in page), every form carries the session's CSRF
+//! token (otherwise 403), and every action needs a role: `viewer` reads, `operator` also retries
+//! and cancels, `admin` also manages keys. Every action, allowed or refused, is recorded in the
+//! audit trail (`shared::audit`), in the transaction that performs it.
 
+pub(crate) mod audit;
 mod charts;
 pub(crate) mod exports;
 pub(crate) mod health;
@@ -18,14 +23,23 @@ use poem::{
     Body, IntoResponse, Request, Response,
     http::{StatusCode, header},
 };
-use shared::{db::DbError, sessions::Session};
+use shared::{
+    audit::{Event, Outcome},
+    db::DbError,
+    operators::DashboardRole,
+    sessions::Session,
+};
 
-use crate::AppState;
+use crate::{AppState, client_addr::ClientAddr};
 
 /// Cookie holding the session token.
 const SESSION_COOKIE: &str = "stmt_session";
 /// Where a request without a session is sent.
 pub(crate) const SIGN_IN_PATH: &str = "/dashboard/sign-in";
+/// Where single sign-on starts (a redirect to the provider).
+pub(crate) const SSO_START_PATH: &str = "/dashboard/sign-in/sso";
+/// Where the provider sends the browser back (the redirect URI registered with it).
+pub(crate) const SSO_CALLBACK_PATH: &str = "/dashboard/sign-in/callback";
 
 /// No framing, no foreign scripts or styles, no referrer (pages carry signed download links).
 pub(crate) fn security_headers() -> poem::middleware::SetHeader {
@@ -51,6 +65,12 @@ pub enum DashboardError {
     NotFound,
     #[error("too many sign-in attempts")]
     TooManyAttempts,
+    #[error("the session's role may not do this (it needs {needed})")]
+    Forbidden { needed: DashboardRole },
+    #[error("sign-in refused")]
+    SignInRefused(&'static str),
+    #[error("the identity provider is unavailable")]
+    ProviderUnavailable,
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -76,6 +96,17 @@ impl IntoResponse for DashboardError {
             Self::TooManyAttempts => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-in attempts at once; wait a moment and try again.".to_owned(),
+            ),
+            Self::Forbidden { needed } => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Your role does not allow this: it needs the {needed} role. The attempt was recorded."
+                ),
+            ),
+            Self::SignInRefused(why) => (StatusCode::FORBIDDEN, (*why).to_owned()),
+            Self::ProviderUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity provider is not answering; try again shortly.".to_owned(),
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             Self::Db(e) if e.is_unavailable() => {
@@ -109,6 +140,42 @@ impl From<DashboardError> for poem::Error {
 pub(crate) struct Admin {
     pub session: Session,
     token: String,
+    /// Where the request came from (for the audit trail).
+    pub client: ClientAddr,
+}
+
+impl Admin {
+    /// An audit event of this operator, from this request's client.
+    pub(crate) fn event(&self, action: &'static str, target: Option<String>, outcome: Outcome) -> Event {
+        Event::new(self.session.actor(), action, target, outcome).from_client(self.client)
+    }
+
+    /// Whether this session's role allows what `needed` allows.
+    pub(crate) fn may(&self, needed: DashboardRole) -> bool {
+        self.session.role >= needed
+    }
+
+    /// Passes when this session's role is `needed` or higher; otherwise the refused attempt
+    /// (`action` on `target`) is recorded and the answer is 403.
+    pub(crate) async fn require(
+        &self,
+        state: &AppState,
+        needed: DashboardRole,
+        action: &'static str,
+        target: Option<String>,
+    ) -> Result<(), DashboardError> {
+        if self.may(needed) {
+            return Ok(());
+        }
+        let event = self.event(action, target, Outcome::Denied).with_details(serde_json::json!({
+            "role": self.session.role.as_str(),
+            "needs": needed.as_str(),
+        }));
+        let mut db = state.db_for_dashboard().await?;
+        shared::audit::record_alone(&mut db, &[event]).await?;
+        tracing::warn!(action, role = %self.session.role, needed = %needed, "dashboard: action refused to the session's role");
+        Err(DashboardError::Forbidden { needed })
+    }
 }
 
 fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -125,13 +192,13 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 pub(crate) async fn signed_in(state: &AppState, req: &Request) -> Result<Admin, DashboardError> {
     let name = state.cookie_name(SESSION_COOKIE);
     let token = cookie(req, &name).filter(|t| !t.is_empty()).ok_or(DashboardError::SignIn)?;
-    let client = crate::client_addr::ClientAddr::of(req, &state.trusted_proxies);
+    let client = ClientAddr::of(req, &state.trusted_proxies);
     let find = async {
         let db = state.db_for_dashboard().await?;
-        Ok::<_, DashboardError>(shared::sessions::find(&db, token).await?)
+        Ok::<_, DashboardError>(shared::sessions::find(&db, token, state.admin_key_sign_in).await?)
     };
     let session = state.session(token, client, find).await?.ok_or(DashboardError::SignIn)?;
-    Ok(Admin { session, token: token.to_owned() })
+    Ok(Admin { session, token: token.to_owned(), client })
 }
 
 /// A submitted form's fields.
@@ -173,6 +240,7 @@ pub(crate) async fn signed_form(
 /// and the CSRF token are checked as [`signed_form`] does, then the id is read as `T` (an id
 /// that does not parse names nothing: not found).
 pub(crate) struct SignedAction<T> {
+    pub(crate) admin: Admin,
     pub(crate) id: T,
     pub(crate) action: String,
 }
@@ -184,13 +252,13 @@ impl<'a, T: std::str::FromStr> poem::FromRequest<'a> for SignedAction<T> {
             .ok_or_else(|| poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR))?;
         let poem::web::Path((id, action)) =
             poem::web::Path::<(String, String)>::from_request(req, body).await?;
-        signed_form(state, req, body.take()?).await?;
+        let (admin, _) = signed_form(state, req, body.take()?).await?;
         let id = id.parse().map_err(|_| DashboardError::NotFound)?;
-        Ok(Self { id, action })
+        Ok(Self { admin, id, action })
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -4,8 +4,11 @@
 use maud::{Markup, html};
 use poem::{Request, handler, web::Data};
 use shared::{
+    audit::{self, Outcome},
     dashboard::{self, JobCancelled, JobRow, QueuePage, Retried},
+    db::DbError,
     failure::FailureCode,
+    operators::DashboardRole,
     queue::JobState,
 };
 
@@ -107,11 +110,11 @@ fn job_table(admin: &Admin, rows: &[JobRow], time_heading: &str) -> Markup {
                         }
                         td.error { (layout::failure(job.last_error.as_deref().map(FailureCode::from_stored))) }
                         td {
-                            @if matches!(job.state, JobState::Failed | JobState::Retryable) {
+                            @if admin.may(DashboardRole::Operator) && matches!(job.state, JobState::Failed | JobState::Retryable) {
                                 (layout::action_button(admin, &format!("/dashboard/jobs/{}/retry", job.id), "Retry now", Some("primary")))
                                 " "
                             }
-                            @if job.state != JobState::Failed {
+                            @if admin.may(DashboardRole::Operator) && job.state != JobState::Failed {
                                 (layout::action_button(admin, &format!("/dashboard/jobs/{}/cancel", job.id), "Cancel", Some("danger")))
                             }
                         }
@@ -135,24 +138,38 @@ fn notice_text(code: &str) -> Option<&'static str> {
     })
 }
 
-/// `POST /dashboard/jobs/{id}/{retry|cancel}`.
+/// `POST /dashboard/jobs/{id}/{retry|cancel}`: an operator's, recorded with its outcome in the
+/// transaction that performs it.
 #[handler]
 pub(crate) async fn act(Data(state): Data<&AppState>, form: SignedAction<i64>) -> Page {
-    let SignedAction { id, action } = form;
-    let mut db = state.db_for_dashboard().await?;
-    let notice = match action.as_str() {
-        "retry" => match dashboard::retry_job(&mut db, id).await? {
-            Retried::Now => "retried",
-            Retried::NotRetryable => "not-retryable",
-            Retried::Superseded => "superseded",
-        },
-        "cancel" => match dashboard::cancel_job(&mut db, id, &state.metrics).await? {
-            JobCancelled::Now => "cancelled",
-            JobCancelled::AlreadyFinished => "already-finished",
-            JobCancelled::NotFound => return Err(DashboardError::NotFound),
-        },
+    let SignedAction { admin, id, action } = form;
+    let audited = match action.as_str() {
+        "retry" => "job.retry",
+        "cancel" => "job.cancel",
         _ => return Err(DashboardError::NotFound),
     };
+    let target = Some(format!("job:{id}"));
+    admin.require(state, DashboardRole::Operator, audited, target.clone()).await?;
+    let mut db = state.db_for_dashboard().await?;
+    let mut tx = db.transaction().await.map_err(DbError::from)?;
+    let (notice, outcome) = match audited {
+        "job.retry" => match dashboard::retry_job(&mut tx, id).await? {
+            Retried::Now => ("retried", Outcome::Success),
+            Retried::NotRetryable => ("not-retryable", Outcome::Unchanged),
+            Retried::Superseded => ("superseded", Outcome::Unchanged),
+        },
+        _ => match dashboard::cancel_job(&mut tx, id, &state.metrics).await? {
+            JobCancelled::Now => ("cancelled", Outcome::Success),
+            JobCancelled::AlreadyFinished => ("already-finished", Outcome::Unchanged),
+            JobCancelled::NotFound => ("not-found", Outcome::NotFound),
+        },
+    };
+    let event = admin.event(audited, target, outcome).with_details(serde_json::json!({ "result": notice }));
+    audit::record(&tx, &[event]).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    if outcome == Outcome::NotFound {
+        return Err(DashboardError::NotFound);
+    }
     tracing::info!(job.id = id, action, outcome = notice, "dashboard: job action");
     Ok(see_other(&format!("/dashboard/queue?notice={notice}")))
 }

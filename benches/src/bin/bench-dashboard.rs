@@ -68,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
         key_ids.push(key.id);
     }
     let admin_key = admin_key.context("an admin key")?;
-    let session = shared::sessions::create(&db, key_ids[0], "bench-0", Duration::from_secs(86_400)).await?;
+    let holder = shared::sessions::Holder::Key { api_key_id: key_ids[0], name: "bench-0".into() };
+    let until = time::OffsetDateTime::now_utc() + Duration::from_secs(86_400);
+    let role = shared::operators::DashboardRole::Admin;
+    let session = shared::sessions::create(&db, holder, role, until, None).await?;
     let cookie = format!("stmt_session={}", session.token);
 
     let started = Instant::now();
@@ -150,6 +153,7 @@ impl Api {
             .env("DATABASE_URL", database_url)
             .env("API_BIND", format!("127.0.0.1:{port}"))
             .env("PUBLIC_BASE_URL", &base)
+            .env("DASHBOARD_ADMIN_KEY_SIGN_IN", "true")
             .env("LOCAL_STORAGE_DIR", dir.join("exports"))
             .env(
                 "SIGNING_SECRET",
