@@ -27,6 +27,7 @@ use worker::{
 };
 
 pub mod dashboard;
+pub mod oidc;
 pub mod pgbouncer;
 pub mod replica;
 pub mod s3;
