@@ -210,10 +210,7 @@ impl Oidc {
         Ok(metadata)
     }
 
-    fn client(
-        &self,
-        metadata: ProviderMetadataWithLogout,
-    ) -> RoleClient {
+    fn client(&self, metadata: ProviderMetadataWithLogout) -> RoleClient {
         openidconnect::Client::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),

@@ -24,8 +24,13 @@ pub struct Fetched {
 impl DashboardClient {
     /// A client with no cookies (signed out).
     pub fn new(app: &TestApp) -> Self {
+        Self::at(&app.base_url)
+    }
+
+    /// A client with no cookies of the API at `base_url` (another process than the app's own).
+    pub fn at(base_url: &str) -> Self {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { base_url: app.base_url.clone(), http, cookies: Vec::new(), csrf: None }
+        Self { base_url: base_url.to_owned(), http, cookies: Vec::new(), csrf: None }
     }
 
     /// Signs in with `key` through the sign-in form; panics unless it succeeds.
