@@ -374,17 +374,28 @@ async fn break_glass_key_sign_in_works_only_when_enabled_and_is_recorded_as_such
     let row = sso.app.psql("SELECT actor_kind, action, outcome, details FROM audit_log").unwrap();
     assert_eq!(row.trim(), r#"break_glass|sign_in|success|{"method":"admin_key","role":"admin"}"#);
     let cookie = dashboard.cookie("stmt_session").unwrap().to_owned();
-    drop(sso.api);
+
+    // The provider goes down while a person's browser would sign in silently: the browser is
+    // sent there once; back on the sign-in page, it is shown (with the key form), not looped.
+    let (ada, _) = sso.sign_in("ada").await;
+    let Sso { app, idp, api } = sso;
+    let issuer = idp.issuer();
+    let (client_id, client_secret) = (idp.client_id().to_owned(), idp.client_secret().to_owned());
+    drop(idp);
+    let expired = ada.get(format!("{}/dashboard/sign-in", api.base_url)).send().await.unwrap();
+    assert_eq!(location(&expired), "/dashboard/sign-in/sso?silent=1", "the hint sends it to the provider");
+    let start = ada.get(format!("{}/dashboard/sign-in/sso?silent=1", api.base_url)).send().await.unwrap();
+    assert!(location(&start).starts_with(&issuer), "metadata is cached: off to the (dead) provider");
+    let back = ada.get(format!("{}/dashboard/sign-in", api.base_url)).send().await.unwrap();
+    assert_eq!(back.status(), StatusCode::OK);
+    assert!(back.text().await.unwrap().contains("name=\"api_key\""));
+    drop(api);
 
     // Switched off, the form is gone, a post is 404 and the key's open session ends.
     let api = ApiProcess::start(
-        &sso.app,
+        &app,
         workspace_binary("statement-api"),
-        &[
-            ("OIDC_ISSUER_URL", sso.idp.issuer()),
-            ("OIDC_CLIENT_ID", sso.idp.client_id().to_owned()),
-            ("OIDC_CLIENT_SECRET", sso.idp.client_secret().to_owned()),
-        ],
+        &[("OIDC_ISSUER_URL", issuer), ("OIDC_CLIENT_ID", client_id), ("OIDC_CLIENT_SECRET", client_secret)],
     )
     .await;
     let mut dashboard = testkit::dashboard::DashboardClient::at(&api.base_url);
@@ -394,4 +405,8 @@ async fn break_glass_key_sign_in_works_only_when_enabled_and_is_recorded_as_such
     assert!(!form.body.contains("name=\"api_key\""));
     let posted = dashboard.post_raw("/dashboard/sign-in", &[("api_key", &admin_key)]).await;
     assert_eq!(posted.status, StatusCode::NOT_FOUND);
+    // A process that never reached the (dead) provider: the sign-in page, 503, says so.
+    let unavailable = dashboard.get("/dashboard/sign-in/sso").await;
+    assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(unavailable.body.contains("identity provider is not answering"));
 }

@@ -69,8 +69,7 @@ pub enum DashboardError {
     Forbidden { needed: DashboardRole },
     #[error("sign-in refused")]
     SignInRefused(&'static str),
-    #[error("the identity provider is unavailable")]
-    ProviderUnavailable,
+
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -104,10 +103,6 @@ impl IntoResponse for DashboardError {
                 ),
             ),
             Self::SignInRefused(why) => (StatusCode::FORBIDDEN, (*why).to_owned()),
-            Self::ProviderUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The identity provider is not answering; try again shortly.".to_owned(),
-            ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
             Self::Db(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "dashboard: Postgres unavailable");

@@ -65,7 +65,10 @@ const SESSION_ENDED: [&str; 4] =
 pub(crate) async fn form(Data(state): Data<&AppState>, req: &Request) -> Response {
     let ended = query_param(req, "ended").is_some();
     let hinted = cookie(req, &state.cookie_name(SSO_HINT_COOKIE)) == Some("1");
-    if state.oidc.is_some() && hinted && !ended {
+    // A sign-in that left for the provider and never came back (the provider is down, say):
+    // show the page rather than sending the browser there again.
+    let under_way = cookie(req, &state.pending_cookie_name()).is_some_and(|v| !v.is_empty());
+    if state.oidc.is_some() && hinted && !ended && !under_way {
         return see_other(&format!("{}?silent=1", super::SSO_START_PATH));
     }
     let notice = ended.then_some("Your single sign-on session has ended: sign in again.");
@@ -112,10 +115,13 @@ fn sign_in_page(state: &AppState, notice: Option<&str>, failure: Option<&str>) -
 pub(crate) async fn sso_start(Data(state): Data<&AppState>, req: &Request) -> Page {
     let oidc = state.oidc.as_ref().ok_or(DashboardError::NotFound)?;
     let silent = query_param(req, "silent").as_deref() == Some("1");
-    let (url, pending) = oidc.begin(silent).await.map_err(|e| {
-        tracing::warn!(error = %e, "single sign-on could not start");
-        DashboardError::ProviderUnavailable
-    })?;
+    let (url, pending) = match oidc.begin(silent).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::warn!(error = %e, "single sign-on could not start");
+            return Ok(provider_unavailable(state));
+        }
+    };
     let mut response = see_other(url.as_str());
     set_pending(&mut response, state, &pending.to_cookie(), PENDING_SECS);
     Ok(response)
@@ -126,6 +132,17 @@ impl AppState {
     fn pending_cookie_name(&self) -> String {
         self.cookie_name(PENDING_COOKIE).replacen("__Host-", "__Secure-", 1)
     }
+}
+
+/// The sign-in page, 503, when the provider does not answer: not an error page, so it offers
+/// break-glass sign-in when enabled, and, the hint cleared, it stops sending the browser to the
+/// provider by itself.
+fn provider_unavailable(state: &AppState) -> Response {
+    let mut response =
+        sign_in_page(state, None, Some("The identity provider is not answering; try again shortly."));
+    response.set_status(StatusCode::SERVICE_UNAVAILABLE);
+    clear_cookies(&mut response, state, &[SSO_HINT_COOKIE]);
+    response
 }
 
 /// Someone the audit trail cannot name: a refusal before anyone was identified.
@@ -167,7 +184,9 @@ pub(crate) async fn sso_callback(Data(state): Data<&AppState>, req: &Request) ->
         Ok(authenticated) => authenticated,
         Err(OidcError::Provider(e)) => {
             tracing::warn!(error = %e, "single sign-on: the identity provider is unavailable");
-            return Err(DashboardError::ProviderUnavailable);
+            let mut response = provider_unavailable(state);
+            clear_pending(&mut response, state);
+            return Ok(response);
         }
         Err(e) => {
             tracing::warn!(%client, error = %e, "single sign-on refused");
