@@ -15,7 +15,9 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  Watch, check, checkStyled, escapeRegExp, log, pathOf, runInChromium, screenshots, visitor,
+} from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BASE_URL = (process.env.BASE_URL || '').replace(/\/+$/, '');
@@ -35,96 +37,11 @@ const EXPORT_REQUEST = {
   date_to: '2024-12-31',
 };
 
-class CheckFailed extends Error {}
-
-function check(condition, message) {
-  if (!condition) throw new CheckFailed(message);
-}
-
-function log(message) {
-  console.log(`[browser] ${message}`);
-}
-
-function escapeRegExp(text) {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-/** Everything that went wrong in the browser, reported (and failed on) at the end. */
-const problems = [];
-
-/** Refusals the run provokes on purpose (method, URL, status): each is allowed once, and must happen. */
-const provoked = [];
-function provoke(method, url, status) {
-  provoked.push({ method, url, status, seen: false, consoled: false });
-}
-
-function watch(page) {
-  page.on('console', (msg) => {
-    const where = msg.location();
-    // The browser logs a provoked refusal as a failed resource load: that one is expected.
-    const known = provoked.find((p) => p.seen && !p.consoled && where.url === p.url
-      && msg.text().includes(`status of ${p.status}`));
-    if (known) {
-      known.consoled = true;
-      return;
-    }
-    if (msg.type() === 'error') {
-      const where = msg.location();
-      problems.push(`console error on ${page.url()}: ${msg.text()}${where.url ? ` (${where.url}:${where.lineNumber})` : ''}`);
-    }
-  });
-  page.on('pageerror', (error) => problems.push(`page error on ${page.url()}: ${error.message}`));
-  page.on('requestfailed', (request) => {
-    problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`);
-  });
-  page.on('response', (response) => {
-    const known = provoked.find((p) => !p.seen && p.url === response.url()
-      && p.method === response.request().method() && p.status === response.status());
-    if (known) {
-      known.seen = true;
-      return;
-    }
-    if (response.status() >= 400 && response.url().startsWith(BASE_URL)) {
-      problems.push(`HTTP ${response.status()} for ${response.request().method()} ${response.url()}`);
-    }
-  });
-}
-
-let shot = 0;
-async function screenshot(page, name) {
-  shot += 1;
-  const file = path.join(ARTIFACTS_DIR, `${String(shot).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  log(`screenshot ${path.basename(file)}`);
-}
-
-function pathOf(page) {
-  const url = new URL(page.url());
-  return url.pathname + url.search;
-}
-
-/** A page must be styled: the stylesheet loaded and applied (the header is dark). */
-async function checkStyled(page) {
-  const background = await page.evaluate(() => {
-    const header = document.querySelector('header') || document.body;
-    return getComputedStyle(header).backgroundColor;
-  });
-  const sheets = await page.evaluate(() => [...document.styleSheets].map((s) => s.href));
-  check(sheets.some((href) => href && href.endsWith('/dashboard/assets/dashboard.css')),
-    `${pathOf(page)}: the stylesheet is not loaded (${JSON.stringify(sheets)})`);
-  return background;
-}
-
-/** GETs a dashboard page, checks it answered 200 at that very path and is styled. */
-async function visit(page, target) {
-  const response = await page.goto(BASE_URL + target);
-  check(response, `${target}: no response`);
-  check(pathOf(page) === target, `${target}: ended up at ${pathOf(page)}`);
-  check(response.status() === 200, `${target}: HTTP ${response.status()}`);
-  const background = await checkStyled(page);
-  check(background === 'rgb(23, 32, 46)', `${target}: the header is not styled (background ${background})`);
-  return response;
-}
+/** Everything that went wrong in the browser: only the service's own 4xx/5xx answers count. */
+const watch = new Watch([BASE_URL]);
+const provoke = (method, url, status) => watch.provoke(method, url, status);
+const screenshot = screenshots(ARTIFACTS_DIR);
+const visit = visitor(BASE_URL);
 
 async function api(method, route, key, body) {
   const response = await fetch(BASE_URL + route, {
@@ -168,7 +85,7 @@ async function run(page) {
   const name = `browser-test-${Date.now()}`;
   await page.fill('#name', name);
   await page.fill('#description', 'created by tests/browser/dashboard.mjs');
-  await page.selectOption('#role', 'client');
+  await page.selectOption('select#role', 'client');
   await page.fill('#accounts', '');
   // A client key's scope is explicit: with neither accounts nor "All accounts" it is refused.
   provoke('POST', `${BASE_URL}/admin/api-keys`, 400);
@@ -179,7 +96,7 @@ async function run(page) {
   await visit(page, '/admin/api-keys');
   await page.fill('#name', name);
   await page.fill('#description', 'created by tests/browser/dashboard.mjs');
-  await page.selectOption('#role', 'client');
+  await page.selectOption('select#role', 'client');
   await page.check('#all_accounts');
   await page.getByRole('button', { name: 'Create key' }).click();
   await page.locator('#new-key').waitFor();
@@ -312,53 +229,15 @@ async function main() {
   }
   await mkdir(ARTIFACTS_DIR, { recursive: true });
   await rm(path.join(ARTIFACTS_DIR, '.created-key'), { force: true });
-  const browser = await chromium.launch({
+  return runInChromium({
     executablePath: CHROMIUM,
-    headless: true,
-    // CI runs as root, where Chromium's sandbox cannot start; /dev/shm may be small in containers.
-    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+    target: BASE_URL,
+    artifactsDir: ARTIFACTS_DIR,
+    failureShot: path.join(ARTIFACTS_DIR, 'failure.png'),
+    timeoutMs: RUN_TIMEOUT_MS,
+    watch,
+    test: run,
   });
-  const started = Date.now();
-  let failure = null;
-  let page = null;
-  try {
-    log(`Chromium ${browser.version()} against ${BASE_URL}; screenshots in ${ARTIFACTS_DIR}`);
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(15_000);
-    watch(page);
-    let timer;
-    const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new CheckFailed(`the run took longer than ${RUN_TIMEOUT_MS / 1000} s`)), RUN_TIMEOUT_MS);
-    });
-    try {
-      await Promise.race([run(page), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  } catch (error) {
-    failure = error;
-    if (page) {
-      await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'failure.png'), fullPage: true }).catch(() => {});
-    }
-  } finally {
-    await browser.close().catch(() => {});
-  }
-  if (failure) {
-    const where = failure instanceof CheckFailed ? failure.message : failure.stack || String(failure);
-    console.error(`[browser] FAILED${page ? ` at ${page.url()}` : ''}: ${where}`);
-    console.error(`[browser] see ${path.join(ARTIFACTS_DIR, 'failure.png')}`);
-  }
-  for (const missed of provoked.filter((p) => !p.seen)) {
-    problems.push(`the provoked refusal never came: HTTP ${missed.status} for ${missed.method} ${missed.url}`);
-  }
-  for (const problem of problems) console.error(`[browser] ${problem}`);
-  if (problems.length > 0) {
-    console.error(`[browser] FAILED: ${problems.length} browser error(s) above (console, page errors, failed or 4xx/5xx requests)`);
-  }
-  if (failure || problems.length > 0) return 1;
-  log(`all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  return 0;
 }
 
 process.exitCode = await main();
