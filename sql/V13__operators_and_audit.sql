@@ -36,7 +36,11 @@ ALTER TABLE admin_sessions ALTER COLUMN role DROP DEFAULT;
 -- nothing is normalised on the way in, so the chain can be recomputed from what is stored.
 CREATE TABLE audit_log (
     seq          bigint PRIMARY KEY CHECK (seq > 0),
+    -- When the row was appended (the database's clock).
     at           timestamptz NOT NULL,
+    -- When the action happened (the clock of the process that handled it): API requests are
+    -- appended in batches, up to a second or so later.
+    occurred_at  timestamptz NOT NULL,
     -- `person` (signed in through single sign-on), `break_glass` (an admin key on the
     -- dashboard), `api_key` (a client's API request) or `system` (the service itself).
     actor_kind   text NOT NULL CHECK (actor_kind IN ('person', 'break_glass', 'api_key', 'system')),
@@ -59,8 +63,12 @@ CREATE INDEX audit_log_action ON audit_log (action, seq);
 CREATE INDEX audit_log_at ON audit_log (at);
 
 -- Appended, never changed: UPDATE, DELETE and TRUNCATE are refused for every role, the
--- service's own included. (A superuser can still disable the trigger: the hash chain is what
--- shows that it did.)
+-- service's own included. The table's owner (the role that ran this migration) and a
+-- superuser can still disable the trigger or grant themselves the privileges back: run the
+-- migrations as an owner role and the service as a role granted INSERT and SELECT only
+-- (docs/audit.md), and keep the chain's head outside the database (`statement-api audit verify`
+-- prints it, the maintenance leader logs it): the hash chain, checked against a kept head, is
+-- what shows a change made that way.
 CREATE FUNCTION audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'audit_log is append-only: % is not allowed', TG_OP

@@ -30,6 +30,9 @@ const BATCH: usize = 5_000;
 pub(crate) struct ApiAudit {
     pending: Mutex<Pending>,
     dropped: std::sync::atomic::AtomicU64,
+    /// One flush at a time (the background one and the one at shutdown), so records are
+    /// appended in order and none put back after the last flush has run.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// Records in arrival order, each with the number of identical requests it stands for.
@@ -105,6 +108,7 @@ impl ApiAudit {
     /// Appends what was gathered, in order, in batches; on failure the rest is kept (in order)
     /// for the next flush.
     pub(crate) async fn flush(&self, pool: &Pool) {
+        let _one_at_a_time = self.flushing.lock().await;
         let dropped = self.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
         if dropped > 0 {
             tracing::error!(

@@ -196,6 +196,17 @@ impl CredentialCache {
         }
     }
 
+    /// An authentication attempt outside credential lookups (a single sign-on callback): takes
+    /// a token of the client's and of everyone's failure budget, or is refused until they refill.
+    pub(crate) fn attempt(&self, client: ClientAddr) -> Result<(), Duration> {
+        self.reserve(&Cached::New, client).map(|_| ())
+    }
+
+    /// The attempt succeeded: its tokens are given back.
+    pub(crate) fn attempt_succeeded(&self, client: ClientAddr) {
+        self.settle::<(), ()>(true, client, &Ok(Some(())));
+    }
+
     /// A session this process just created is known valid (its first page must not wait on the
     /// address's budget).
     pub(crate) fn session_created(&self, token: &str) {

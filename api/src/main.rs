@@ -175,20 +175,24 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
         KeyAction::Revoke { id_or_prefix } => {
             let mut db = db;
             let tx = db.transaction().await?;
-            let n = api_keys::revoke(&tx, &id_or_prefix).await?;
-            if n == 0 {
+            let revoked = api_keys::revoke(&tx, &id_or_prefix).await?;
+            if revoked.is_empty() {
                 anyhow::bail!("no key matches {id_or_prefix:?} (or it is already revoked)");
             }
-            let event = Event::new(
-                Actor::command_line("statement-api keys revoke"),
-                "api_key.revoke",
-                Some(format!("api_key:{id_or_prefix}")),
-                Outcome::Success,
-            )
-            .with_details(serde_json::json!({ "keys": n }));
-            audit::record(&tx, &[event]).await?;
+            let events: Vec<Event> = revoked
+                .iter()
+                .map(|id| {
+                    Event::new(
+                        Actor::command_line("statement-api keys revoke"),
+                        "api_key.revoke",
+                        Some(format!("api_key:{id}")),
+                        Outcome::Success,
+                    )
+                })
+                .collect();
+            audit::record(&tx, &events).await?;
             tx.commit().await?;
-            println!("revoked {n} key(s)");
+            println!("revoked {} key(s)", revoked.len());
         }
     }
     Ok(())

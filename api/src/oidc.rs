@@ -38,6 +38,9 @@ use tokio::sync::Mutex;
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// Each call to the provider must be answered within this.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch of the metadata, sign-ins fail at once for this long rather than each
+/// waiting on the provider again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 /// Most bytes read of one answer of the provider.
 const MAX_PROVIDER_RESPONSE: usize = 1 << 20;
 
@@ -48,7 +51,14 @@ pub(crate) struct Oidc {
     redirect: RedirectUrl,
     post_logout: PostLogoutRedirectUrl,
     http: reqwest::Client,
-    discovered: Mutex<Option<(ProviderMetadataWithLogout, Instant)>>,
+    discovered: Mutex<Discovered>,
+}
+
+/// The provider's metadata as fetched last, and when a fetch last failed.
+#[derive(Debug, Default)]
+struct Discovered {
+    metadata: Option<(ProviderMetadataWithLogout, Instant)>,
+    failed_at: Option<Instant>,
 }
 
 /// A sign-in under way: what the browser keeps (in a cookie) between leaving for the provider
@@ -194,20 +204,29 @@ impl Oidc {
     /// [`METADATA_TTL`].
     async fn metadata(&self, refresh: bool) -> Result<ProviderMetadataWithLogout, OidcError> {
         let mut discovered = self.discovered.lock().await;
-        if let Some((metadata, at)) = discovered.as_ref()
+        if let Some((metadata, at)) = discovered.metadata.as_ref()
             && !refresh
             && at.elapsed() < METADATA_TTL
         {
             return Ok(metadata.clone());
         }
+        if discovered.failed_at.is_some_and(|at| at.elapsed() < FAILURE_MEMORY) {
+            return Err(OidcError::Provider("its discovery document failed moments ago".into()));
+        }
         let issuer = IssuerUrl::new(self.settings.issuer_url.clone())
             .map_err(|e| OidcError::Provider(e.to_string()))?;
         let http = self.http.clone();
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &move |r| send(http.clone(), r))
-            .await
-            .map_err(|e| OidcError::Provider(with_causes(&e)))?;
-        *discovered = Some((metadata.clone(), Instant::now()));
-        Ok(metadata)
+        match ProviderMetadataWithLogout::discover_async(issuer, &move |r| send(http.clone(), r)).await {
+            Ok(metadata) => {
+                *discovered =
+                    Discovered { metadata: Some((metadata.clone(), Instant::now())), failed_at: None };
+                Ok(metadata)
+            }
+            Err(e) => {
+                discovered.failed_at = Some(Instant::now());
+                Err(OidcError::Provider(with_causes(&e)))
+            }
+        }
     }
 
     fn client(&self, metadata: ProviderMetadataWithLogout) -> RoleClient {
@@ -260,7 +279,11 @@ impl Oidc {
                 move |r| send(http.clone(), r)
             })
             .await
-            .map_err(|e| OidcError::Exchange(with_causes(&e)))?;
+            .map_err(|e| match e {
+                // Not an answer: the provider is unreachable or slow.
+                openidconnect::RequestTokenError::Request(_) => OidcError::Provider(with_causes(&e)),
+                e => OidcError::Exchange(with_causes(&e)),
+            })?;
         let token: RoleIdToken = response
             .id_token()
             .cloned()
@@ -351,14 +374,18 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The strings the claim at `path` (dots reach into objects) holds: one string, or the strings
-/// of a list.
+/// The strings the claim `path` holds — a claim of that very name (`https://example.com/roles`),
+/// else a dotted path into objects (`realm_access.roles`) —: one string, or the strings of a
+/// list.
 fn claimed_values(claims: &serde_json::Map<String, serde_json::Value>, path: &str) -> Vec<String> {
-    let mut parts = path.split('.');
-    let mut value = parts.next().and_then(|first| claims.get(first));
-    for part in parts {
-        value = value.and_then(|v| v.get(part));
-    }
+    let value = claims.get(path).or_else(|| {
+        let mut parts = path.split('.');
+        let mut value = parts.next().and_then(|first| claims.get(first));
+        for part in parts {
+            value = value.and_then(|v| v.get(part));
+        }
+        value
+    });
     match value {
         Some(serde_json::Value::String(s)) => vec![s.clone()],
         Some(serde_json::Value::Array(items)) => {
@@ -401,7 +428,7 @@ mod tests {
     #[test]
     fn the_roles_claim_is_a_string_a_list_or_a_dotted_path() {
         let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-            r#"{"groups": ["a", 7, "b"], "role": "c", "realm_access": {"roles": ["d"]}}"#,
+            r#"{"groups": ["a", 7, "b"], "role": "c", "realm_access": {"roles": ["d"]}, "https://x.example/roles": ["e"]}"#,
         )
         .unwrap();
         assert_eq!(claimed_values(&claims, "groups"), ["a", "b"]);
@@ -409,6 +436,7 @@ mod tests {
         assert_eq!(claimed_values(&claims, "realm_access.roles"), ["d"]);
         assert!(claimed_values(&claims, "realm_access.missing").is_empty());
         assert!(claimed_values(&claims, "missing").is_empty());
+        assert_eq!(claimed_values(&claims, "https://x.example/roles"), ["e"]);
     }
 
     #[test]

@@ -323,22 +323,22 @@ pub async fn page(db: &impl Sql, after: Option<Uuid>, limit: i64) -> Result<Vec<
 }
 
 /// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for
-/// good, and ends its dashboard sessions. Returns how many were revoked.
-pub async fn revoke(db: &impl Sql, id_or_prefix: &str) -> Result<u64, DbError> {
+/// good, and ends its dashboard sessions. Returns the ids of those it revoked.
+pub async fn revoke(db: &impl Sql, id_or_prefix: &str) -> Result<Vec<Uuid>, DbError> {
     let id = Uuid::parse_str(id_or_prefix).ok();
-    let row = db
-        .query_one(
+    let rows = db
+        .query(
             "WITH revoked AS (
                  UPDATE api_keys SET revoked_at = now()
                  WHERE revoked_at IS NULL AND (id = $1 OR prefix = $2) RETURNING id
              ), ended AS (
                  DELETE FROM admin_sessions WHERE api_key_id IN (SELECT id FROM revoked)
              )
-             SELECT count(*) FROM revoked",
+             SELECT id FROM revoked",
             &[&id, &id_or_prefix],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) as u64)
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// What a deactivate or reactivate did.

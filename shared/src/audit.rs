@@ -108,12 +108,24 @@ pub struct Event {
     pub client_addr: Option<String>,
     /// More about it: a JSON object (never a secret).
     pub details: serde_json::Value,
+    /// When it happened (this process's clock, to the microsecond).
+    pub occurred_at: OffsetDateTime,
 }
 
 impl Event {
     /// An event without details or client address.
     pub fn new(actor: Actor, action: &'static str, target: Option<String>, outcome: Outcome) -> Self {
-        Self { actor, action, target, outcome, client_addr: None, details: serde_json::json!({}) }
+        let now = OffsetDateTime::now_utc();
+        let occurred_at = now.replace_nanosecond(now.microsecond() * 1000).expect("microseconds fit");
+        Self {
+            actor,
+            action,
+            target,
+            outcome,
+            client_addr: None,
+            details: serde_json::json!({}),
+            occurred_at,
+        }
     }
 
     /// This event, from `client`.
@@ -136,6 +148,8 @@ pub struct Entry {
     pub seq: i64,
     /// When it was appended (the database's clock, microseconds).
     pub at: OffsetDateTime,
+    /// When the action happened (the handling process's clock, microseconds).
+    pub occurred_at: OffsetDateTime,
     /// `person`, `break_glass`, `api_key` or `system`.
     pub actor_kind: String,
     /// The operator's or key's id.
@@ -161,7 +175,8 @@ pub struct Entry {
 /// The first row's `prev_hash`.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// `at` in the hashed content: RFC 3339 in UTC with exactly six fractional digits.
+/// `at` and `occurred_at` in the hashed content: RFC 3339 in UTC with exactly six fractional
+/// digits.
 const AT_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
@@ -177,6 +192,7 @@ struct Content<'a> {
     at: String,
     client_addr: Option<&'a str>,
     details: &'a str,
+    occurred_at: String,
     outcome: &'a str,
     seq: i64,
     target: Option<&'a str>,
@@ -185,15 +201,18 @@ struct Content<'a> {
 impl Entry {
     /// The canonical JSON text this row's hash covers.
     pub fn content(&self) -> String {
-        let at = self.at.to_offset(time::UtcOffset::UTC).format(AT_FORMAT).expect("a formattable timestamp");
+        let format = |t: OffsetDateTime| {
+            t.to_offset(time::UtcOffset::UTC).format(AT_FORMAT).expect("a formattable timestamp")
+        };
         let content = Content {
             action: &self.action,
             actor_id: &self.actor_id,
             actor_kind: &self.actor_kind,
             actor_name: &self.actor_name,
-            at,
+            at: format(self.at),
             client_addr: self.client_addr.as_deref(),
             details: &self.details,
+            occurred_at: format(self.occurred_at),
             outcome: &self.outcome,
             seq: self.seq,
             target: self.target.as_deref(),
@@ -213,6 +232,7 @@ impl Entry {
         Self {
             seq: row.get("seq"),
             at: row.get("at"),
+            occurred_at: row.get("occurred_at"),
             actor_kind: row.get("actor_kind"),
             actor_id: row.get("actor_id"),
             actor_name: row.get("actor_name"),
@@ -227,7 +247,7 @@ impl Entry {
     }
 }
 
-const COLUMNS: &str = "seq, at, actor_kind, actor_id, actor_name, action, target, outcome, client_addr, details, prev_hash, hash";
+const COLUMNS: &str = "seq, at, occurred_at, actor_kind, actor_id, actor_name, action, target, outcome, client_addr, details, prev_hash, hash";
 
 /// Appends `events`, in order, to the chain. `db` must be in a transaction: the chain's lock is
 /// held until it commits (so record last, just before committing). Nothing is appended for
@@ -240,12 +260,18 @@ pub async fn record(db: &impl Sql, events: &[Event]) -> Result<(), DbError> {
     // Read after the lock: this statement's snapshot sees every append committed before it.
     let head = db
         .query_one(
-            "SELECT clock_timestamp() AS now,
+            "SELECT clock_timestamp() AS now, current_setting('transaction_isolation') AS isolation,
                     (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1) AS seq,
                     (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) AS hash",
             &[],
         )
         .await?;
+    // Under a stronger isolation the snapshot predates the lock: the head read could be stale.
+    if head.get::<_, String>("isolation") != "read committed" {
+        return Err(DbError::Contention(
+            "the audit trail is appended only under READ COMMITTED (the database's default_transaction_isolation is stronger)",
+        ));
+    }
     // Timestamps are stored to the microsecond: hash what is stored.
     let now: OffsetDateTime = head.get("now");
     let at = now.replace_nanosecond(now.microsecond() * 1000).expect("microseconds fit");
@@ -256,6 +282,7 @@ pub async fn record(db: &impl Sql, events: &[Event]) -> Result<(), DbError> {
         let mut entry = Entry {
             seq,
             at,
+            occurred_at: event.occurred_at,
             actor_kind: event.actor.kind.as_str().to_owned(),
             actor_id: event.actor.id.clone(),
             actor_name: event.actor.name.clone(),
@@ -279,16 +306,17 @@ pub async fn record(db: &impl Sql, events: &[Event]) -> Result<(), DbError> {
     db.execute(
         &format!(
             "INSERT INTO audit_log ({COLUMNS})
-             SELECT seq, $2, actor_kind, actor_id, actor_name, action, target, outcome, client_addr,
-                    details, prev_hash, hash
-             FROM unnest($1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[])
-                  AS e(seq, actor_kind, actor_id, actor_name, action, target, outcome, client_addr,
-                       details, prev_hash, hash)"
+             SELECT seq, $2, occurred_at, actor_kind, actor_id, actor_name, action, target, outcome,
+                    client_addr, details, prev_hash, hash
+             FROM unnest($1::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])
+                  AS e(seq, occurred_at, actor_kind, actor_id, actor_name, action, target, outcome,
+                       client_addr, details, prev_hash, hash)"
         ),
         &[
             &seqs,
             &at,
+            &entries.iter().map(|e| e.occurred_at).collect::<Vec<_>>(),
             &column(|e| e.actor_kind.clone()),
             &column(|e| e.actor_id.clone()),
             &column(|e| e.actor_name.clone()),
@@ -382,6 +410,12 @@ pub async fn verify(db: &impl Sql) -> Result<Verdict, DbError> {
     }
 }
 
+/// The chain's last row: its sequence number and hash (`None` while the trail is empty).
+pub async fn head(db: &impl Sql) -> Result<Option<(i64, Vec<u8>)>, DbError> {
+    let row = db.query_opt("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[]).await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// The hash row `seq` holds, if there is such a row.
 pub async fn hash_of(db: &impl Sql, seq: i64) -> Result<Option<Vec<u8>>, DbError> {
     Ok(db.query_opt("SELECT hash FROM audit_log WHERE seq = $1", &[&seq]).await?.map(|r| r.get(0)))
@@ -448,6 +482,7 @@ mod tests {
         Entry {
             seq: 7,
             at: time::macros::datetime!(2026-11-30 08:01:02.000345 UTC),
+            occurred_at: time::macros::datetime!(2026-11-30 08:01:01.5 UTC),
             actor_kind: "person".into(),
             actor_id: "a1".into(),
             actor_name: "Zoë \"Z\" <z@example.com>".into(),
@@ -465,7 +500,7 @@ mod tests {
     fn content_is_sorted_compact_json_with_microseconds() {
         assert_eq!(
             entry().content(),
-            r#"{"action":"api_key.create","actor_id":"a1","actor_kind":"person","actor_name":"Zoë \"Z\" <z@example.com>","at":"2026-11-30T08:01:02.000345Z","client_addr":null,"details":"{\"role\":\"admin\"}","outcome":"success","seq":7,"target":"api_key:k1"}"#
+            r#"{"action":"api_key.create","actor_id":"a1","actor_kind":"person","actor_name":"Zoë \"Z\" <z@example.com>","at":"2026-11-30T08:01:02.000345Z","client_addr":null,"details":"{\"role\":\"admin\"}","occurred_at":"2026-11-30T08:01:01.500000Z","outcome":"success","seq":7,"target":"api_key:k1"}"#
         );
     }
 

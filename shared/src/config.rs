@@ -242,7 +242,14 @@ impl DashboardSignIn {
         let Some(issuer_url) = optional::<String>("OIDC_ISSUER_URL", "an https:// URL")? else {
             return Ok(Self { oidc: None, admin_keys });
         };
-        let issuer_url = endpoint("OIDC_ISSUER_URL")?.unwrap_or(issuer_url);
+        // Exactly as the provider names itself (`iss`, a trailing slash included), and over TLS:
+        // the client secret and the signing keys travel there.
+        if !issuer_is_acceptable(&issuer_url) {
+            return Err(invalid(
+                "OIDC_ISSUER_URL",
+                "the provider's issuer: an https:// URL (http:// only on a loopback address), no query or fragment",
+            ));
+        }
         let client_id = optional::<String>("OIDC_CLIENT_ID", "a client id")?
             .ok_or(ConfigError::Missing { var: "OIDC_CLIENT_ID", because: "OIDC_ISSUER_URL is set" })?;
         let client_secret =
@@ -270,7 +277,9 @@ impl DashboardSignIn {
         ]
         .into_iter()
         .map(|(role, var)| {
-            let values: Vec<String> = var_or(var, &format!("statement-{role}"))
+            // Set, even to nothing, it is what it says: empty grants the role to nobody.
+            let values: Vec<String> = env::var(var)
+                .unwrap_or_else(|_| format!("statement-{role}"))
                 .split(',')
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
@@ -712,6 +721,25 @@ fn endpoint(var: &'static str) -> Result<Option<String>, ConfigError> {
     Ok(Some(url.trim_end_matches('/').to_owned()))
 }
 
+/// An https URL, or an http one on a loopback address (a provider on this host, as in tests),
+/// without query or fragment.
+fn issuer_is_acceptable(url: &str) -> bool {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => return false,
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    !host.is_empty()
+        && !url.contains(['?', '#'])
+        && !url.chars().any(char::is_whitespace)
+        && (https || host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 /// `S3_ACCESS_KEY_ID` with `S3_SECRET_ACCESS_KEY` (or its `_FILE`): both or neither. Neither:
 /// the environment's credentials.
 fn s3_static_credentials() -> Result<Option<S3StaticCredentials>, ConfigError> {
@@ -797,4 +825,35 @@ fn days(var: &'static str, default: u64) -> Result<Duration, ConfigError> {
 
 fn invalid(var: &'static str, expected: &'static str) -> ConfigError {
     ConfigError::Invalid { var, expected, value: env::var(var).unwrap_or_default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::issuer_is_acceptable;
+
+    #[test]
+    fn issuers_are_https_or_loopback_http_and_kept_as_written() {
+        for ok in [
+            "https://idp.example.com/realms/bank",
+            "https://tenant.auth0.com/",
+            "https://login.microsoftonline.com/0000/v2.0",
+            "http://127.0.0.1:8081",
+            "http://localhost:9000/",
+            "http://[::1]:8080",
+        ] {
+            assert!(issuer_is_acceptable(ok), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com",
+            "http://10.0.0.5",
+            "ftp://idp.example.com",
+            "https://",
+            "https://idp.example.com/?x=1",
+            "https://idp.example.com/#f",
+            "idp.example.com",
+            "http://127.0.0.1.evil.example",
+        ] {
+            assert!(!issuer_is_acceptable(bad), "{bad}");
+        }
+    }
 }

@@ -147,8 +147,8 @@ async function arriveSignedIn(page, login, steps) {
   await checkStyled(page);
   const who = (await page.locator('header #who').textContent()).trim();
   check(who === label(login), `${login}: #who shows "${who}", expected "${label(login)}"`);
-  const role = (await page.locator('header #role').textContent()).trim();
-  check(role === ROLES[login], `${login}: #role shows "${role}", expected "${ROLES[login]}"`);
+  const role = (await page.locator('header #session-role').textContent()).trim();
+  check(role === ROLES[login], `${login}: #session-role shows "${role}", expected "${ROLES[login]}"`);
   check(await page.locator('header .who .bad').count() === 0, `${login}: a person's session is marked break-glass`);
   check(await holds(page, 'stmt_sso'), `${login}: no stmt_sso hint cookie after a single sign-on`);
   log(`${login} signed in as ${role}: ${steps}`);

@@ -5,6 +5,7 @@ Reads one JSON object per line on stdin, as this query prints them (psql -At):
 
     SELECT row_to_json(r) FROM (
         SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
+               to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
                actor_kind, actor_id, actor_name, action, target, outcome, client_addr, details,
                encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash
         FROM audit_log ORDER BY seq) r;
@@ -17,7 +18,8 @@ import hashlib
 import json
 import sys
 
-CONTENT = ("action", "actor_id", "actor_kind", "actor_name", "at", "client_addr", "details", "outcome", "seq", "target")
+CONTENT = ("action", "actor_id", "actor_kind", "actor_name", "at", "client_addr", "details", "occurred_at",
+           "outcome", "seq", "target")
 
 
 def main() -> int:

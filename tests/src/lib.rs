@@ -302,7 +302,7 @@ impl TestApp {
     pub async fn revoke_key(&self, plaintext: &str) {
         let db = self.pool.get().await.unwrap();
         let prefix = &plaintext[..11];
-        assert_eq!(api_keys::revoke(&db, prefix).await.unwrap(), 1);
+        assert_eq!(api_keys::revoke(&db, prefix).await.unwrap().len(), 1);
     }
 
     pub async fn post_export(&self, key: &str, body: &Value) -> reqwest::Response {
@@ -708,8 +708,21 @@ impl WorkerProcess {
     /// Starts `binary` (`env!("CARGO_BIN_EXE_statement-worker")`) with the app's databases and
     /// storage, a 2-second lease, frequent progress, and `extra` settings on top.
     pub fn start(app: &TestApp, binary: impl AsRef<std::ffi::OsStr>, extra: &[(&str, String)]) -> Self {
+        Self::start_logging(app, binary, extra, None)
+    }
+
+    /// Like [`WorkerProcess::start`], its log (stderr) written to `log` when given.
+    pub fn start_logging(
+        app: &TestApp,
+        binary: impl AsRef<std::ffi::OsStr>,
+        extra: &[(&str, String)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let mut command = std::process::Command::new(binary);
         service_env(&mut command, app);
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).expect("the log file"));
+        }
         command
             .env("JOB_LEASE_SECS", "2")
             .env("MAINTENANCE_INTERVAL_SECS", "0.5")

@@ -53,6 +53,7 @@ fn python_verdict(app: &TestApp) -> String {
         .psql(
             r#"SELECT row_to_json(r) FROM (
                  SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
+                        to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS occurred_at,
                         actor_kind, actor_id, actor_name, action, target, outcome, client_addr, details,
                         encode(prev_hash, 'hex') AS prev_hash, encode(hash, 'hex') AS hash
                  FROM audit_log ORDER BY seq) r"#,
@@ -307,4 +308,50 @@ async fn concurrent_appends_from_many_connections_make_one_gapless_chain() {
         broken => panic!("{broken:?}"),
     }
     assert!(python_verdict(&app).starts_with(&format!("intact {expected} ")));
+}
+
+#[tokio::test]
+async fn the_maintenance_leader_logs_the_chain_head_as_it_moves() {
+    let app = TestApp::spawn().await;
+    let output = app.cli(&["keys", "create", "--name", "first", "--role", "admin"]);
+    assert!(output.status.success());
+    let log = app.storage_dir.join("worker.log");
+    let _worker = testkit::WorkerProcess::start_logging(
+        &app,
+        testkit::workspace_binary("statement-worker"),
+        &[("RUST_LOG", "info".into())],
+        Some(&log),
+    );
+    let head_of = |app: &TestApp| {
+        app.psql("SELECT seq || ':' || encode(hash, 'hex') FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let logged = |head: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(head);
+    let first = head_of(&app);
+    for _ in 0..100 {
+        if logged(&first) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        logged(&first),
+        "the head {first} is logged: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // A new row moves the head: the next housekeeping pass logs it.
+    assert!(app.cli(&["keys", "create", "--name", "second", "--role", "admin"]).status.success());
+    let second = head_of(&app);
+    assert_ne!(first, second);
+    for _ in 0..100 {
+        if logged(&second) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged(&second), "the moved head {second} is logged");
+    // The logged head is what `verify --expect` takes.
+    assert!(app.cli(&["audit", "verify", "--expect", &second]).status.success());
 }

@@ -141,7 +141,8 @@ fn has_session_cookie(response: &reqwest::Response) -> bool {
 
 #[tokio::test]
 async fn people_sign_in_through_the_provider_and_get_the_role_their_groups_grant() {
-    let sso = Sso::start(Duration::from_secs(600), &[]).await;
+    // ID tokens for ten minutes; sessions never longer than five.
+    let sso = Sso::start(Duration::from_secs(600), &[("ADMIN_SESSION_TTL_SECS", "300".into())]).await;
 
     // Without a session, the sign-in page offers the provider only: key sign-in is off.
     let (status, page) = sso.page(&browser(), "/dashboard/sign-in").await;
@@ -149,7 +150,8 @@ async fn people_sign_in_through_the_provider_and_get_the_role_their_groups_grant
     assert!(page.contains("Sign in with Test IdP"));
     assert!(!page.contains("name=\"api_key\""), "no key form unless DASHBOARD_ADMIN_KEY_SIGN_IN=true");
 
-    // An admin: the callback opens a session that ends with the ID token (ten minutes here).
+    // An admin: the callback opens a session that ends with the ID token, or sooner, at
+    // ADMIN_SESSION_TTL_SECS.
     let (ada, answer) = sso.sign_in("ada").await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert!(has_session_cookie(&answer));
@@ -163,7 +165,7 @@ async fn people_sign_in_through_the_provider_and_get_the_role_their_groups_grant
         .trim()
         .parse()
         .unwrap();
-    assert!((580.0..=601.0).contains(&ends_in), "the session ends with the ID token: {ends_in} s");
+    assert!((290.0..=301.0).contains(&ends_in), "the session ends at the cap: {ends_in} s");
     let operator = sso.app.psql("SELECT issuer, subject, name, email, role FROM operators").unwrap();
     assert_eq!(operator.trim(), format!("{}|ada|Ada Admin|ada@example.com|admin", sso.idp.issuer()));
     assert_eq!(
@@ -251,8 +253,14 @@ async fn people_sign_in_through_the_provider_and_get_the_role_their_groups_grant
     // Sign-out ends the session here and at the provider (RP-initiated logout).
     let csrf = hidden_value(&sso.page(&ada, "/dashboard").await.1, "csrf").unwrap();
     let out = ada.post(sso.url("/dashboard/sign-out")).form(&[("csrf", csrf)]).send().await.unwrap();
-    assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    let end_session = location(&out);
+    assert_eq!(out.status(), StatusCode::OK);
+    let page = out.text().await.unwrap();
+    let end_session = page
+        .split("id=\"provider-sign-out\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a link to sign out at the provider")
+        .replace("&amp;", "&");
     assert!(end_session.starts_with(&sso.idp.issuer()), "{end_session}");
     assert!(query(&end_session, "id_token_hint").is_some());
     assert_eq!(query(&end_session, "client_id").as_deref(), Some(sso.idp.client_id()));
@@ -274,7 +282,7 @@ async fn people_sign_in_through_the_provider_and_get_the_role_their_groups_grant
 
 #[tokio::test]
 async fn tokens_that_do_not_verify_and_states_that_are_not_ours_are_refused() {
-    let sso = Sso::start(Duration::from_secs(600), &[]).await;
+    let sso = Sso::start(Duration::from_secs(600), &[("AUTH_FAILURES_PER_MINUTE", "10".into())]).await;
 
     // Each way an ID token can be wrong, from the provider's own token endpoint.
     for mode in ["forge", "expired", "nonce", "audience", "issuer", "none"] {
@@ -316,6 +324,49 @@ async fn tokens_that_do_not_verify_and_states_that_are_not_ours_are_refused() {
     let again = browser_a.get(&callback).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::FORBIDDEN, "the pending sign-in is spent");
     assert_eq!(sso.audit().iter().filter(|r| r.2 == "success").count(), 1);
+
+    // A client sending made-up codes (with a sign-in of its own under way) spends its failure
+    // budget: then it is refused before anything reaches the provider or the audit trail.
+    let mut refused_at = None;
+    for attempt in 0..30 {
+        let browser = browser();
+        let start = browser.get(sso.url("/dashboard/sign-in/sso")).send().await.unwrap();
+        let state = query(&location(&start), "state").unwrap();
+        let bogus = sso.url(&format!("/dashboard/sign-in/callback?state={state}&code=made-up-{attempt}"));
+        let answer = browser.get(bogus).send().await.unwrap();
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused_at = Some(attempt);
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    }
+    let refused_at = refused_at.expect("made-up codes are refused once the budget is spent");
+    // Ten tokens a minute: the six tampered tokens took six of them.
+    assert!(refused_at <= 5, "refused after {refused_at} made-up codes");
+    let recorded = sso.audit().len();
+    let browser = browser();
+    let start = browser.get(sso.url("/dashboard/sign-in/sso")).send().await.unwrap();
+    let state = query(&location(&start), "state").unwrap();
+    let again = browser
+        .get(sso.url(&format!("/dashboard/sign-in/callback?state={state}&code=x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sso.audit().len(), recorded, "a refusal for the budget records nothing");
+}
+
+#[tokio::test]
+async fn a_role_set_to_nothing_is_granted_to_nobody() {
+    let sso = Sso::start(Duration::from_secs(600), &[("OIDC_ADMIN_ROLES", String::new())]).await;
+    let (_, answer) = sso.sign_in("ada").await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::FORBIDDEN,
+        "ada's groups grant nothing once admin maps to nothing"
+    );
+    let (_, answer) = sso.sign_in("val").await;
+    assert_eq!(answer.status(), StatusCode::OK, "the other roles keep their defaults");
 }
 
 #[tokio::test]

@@ -68,11 +68,22 @@ pub struct Maintenance {
     ticks: u64,
     /// Mirrors `leader` for the registry heartbeat.
     flag: Arc<AtomicBool>,
+    /// The audit chain's head as last logged.
+    anchored: Option<i64>,
 }
 
 impl Maintenance {
     pub fn new(ctx: JobContext, database_url: SecretString, retention: Retention) -> Self {
-        Self { ctx, database_url, retention, session: None, leader: false, ticks: 0, flag: Arc::default() }
+        Self {
+            ctx,
+            database_url,
+            retention,
+            session: None,
+            leader: false,
+            ticks: 0,
+            flag: Arc::default(),
+            anchored: None,
+        }
     }
 
     pub(crate) fn with_leader_flag(self, flag: Arc<AtomicBool>) -> Self {
@@ -138,7 +149,11 @@ impl Maintenance {
         let report = if leads {
             let housekeeping = self.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
             self.ticks += 1;
-            Report { rescued, rescued_failed, ..run_pass(&self.ctx, self.retention, housekeeping).await }
+            let report = run_pass(&self.ctx, self.retention, housekeeping).await;
+            if housekeeping {
+                self.anchor_audit_chain().await;
+            }
+            Report { rescued, rescued_failed, ..report }
         } else {
             Report { rescued, rescued_failed, ..Report::default() }
         };
@@ -146,6 +161,21 @@ impl Maintenance {
             info!(?report, "maintenance pass");
         }
         leads.then_some(report)
+    }
+
+    /// Logs the audit chain's head when it has moved since the last time: the log, shipped
+    /// away from the database, keeps a record against which `statement-api audit verify
+    /// --expect SEQ:HEX` shows a chain cut back or rewritten since.
+    async fn anchor_audit_chain(&mut self) {
+        let head = async { shared::audit::head(&self.ctx.pool.get().await?).await }.await;
+        match head {
+            Ok(Some((seq, hash))) if self.anchored != Some(seq) => {
+                info!(audit.head = %format!("{seq}:{}", hex::encode(&hash)), "audit chain head");
+                self.anchored = Some(seq);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "maintenance: reading the audit chain's head failed"),
+        }
     }
 
     pub(crate) async fn run(mut self, interval: Duration, stop: CancellationToken) {

@@ -72,7 +72,7 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
             dt { "Export error" } (error_or_none(export.failure, export.id))
             dt { "Rows so far" } dd { @if running { progress title="running" {} " " } (layout::count(export.rows_exported)) }
         }
-        @if let Some(job) = job.as_ref().filter(|_| running) {
+        @if let Some(job) = job.as_ref().filter(|_| running && admin.may(DashboardRole::Operator)) {
             p { (layout::action_button(&admin, &format!("/dashboard/jobs/{}/cancel", job.id), "Cancel this export", Some("danger"))) }
         }
         h2 { "File" }

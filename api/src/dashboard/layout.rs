@@ -90,7 +90,7 @@ pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, b
                     div.who {
                         span {
                             "Signed in as " strong #who { (admin.session.display_name()) }
-                            " " span.muted #role { (admin.session.role.as_str()) }
+                            " " span.muted #session-role { (admin.session.role.as_str()) }
                             @if matches!(admin.session.holder, shared::sessions::Holder::Key { .. }) {
                                 " " span.bad title="Signed in with an admin API key: recorded as break-glass use" { "break-glass" }
                             }

@@ -46,7 +46,8 @@ use crate::{
 /// Cookie carrying the key form's anti-forgery token.
 const SIGN_IN_COOKIE: &str = "stmt_signin";
 /// Cookie carrying a single sign-on under way (state, nonce, PKCE verifier). `SameSite=Lax`:
-/// the provider's redirect back is a cross-site navigation, which must bring it.
+/// the provider's redirect back is a cross-site navigation, which must bring it. `Path=/` and,
+/// behind TLS, `__Host-`: no sibling subdomain can plant one.
 const PENDING_COOKIE: &str = "stmt_sso_pending";
 /// How long a single sign-on may take at the provider.
 const PENDING_SECS: u64 = 600;
@@ -67,7 +68,7 @@ pub(crate) async fn form(Data(state): Data<&AppState>, req: &Request) -> Respons
     let hinted = cookie(req, &state.cookie_name(SSO_HINT_COOKIE)) == Some("1");
     // A sign-in that left for the provider and never came back (the provider is down, say):
     // show the page rather than sending the browser there again.
-    let under_way = cookie(req, &state.pending_cookie_name()).is_some_and(|v| !v.is_empty());
+    let under_way = cookie(req, &state.cookie_name(PENDING_COOKIE)).is_some_and(|v| !v.is_empty());
     if state.oidc.is_some() && hinted && !ended && !under_way {
         return see_other(&format!("{}?silent=1", super::SSO_START_PATH));
     }
@@ -127,13 +128,6 @@ pub(crate) async fn sso_start(Data(state): Data<&AppState>, req: &Request) -> Pa
     Ok(response)
 }
 
-impl AppState {
-    /// The name of the pending sign-on cookie (`__Secure-` behind TLS: it is not `Path=/`).
-    fn pending_cookie_name(&self) -> String {
-        self.cookie_name(PENDING_COOKIE).replacen("__Host-", "__Secure-", 1)
-    }
-}
-
 /// The sign-in page, 503, when the provider does not answer: not an error page, so it offers
 /// break-glass sign-in when enabled, and, the hint cleared, it stops sending the browser to the
 /// provider by itself.
@@ -155,7 +149,7 @@ fn unidentified(kind: ActorKind) -> Actor {
 pub(crate) async fn sso_callback(Data(state): Data<&AppState>, req: &Request) -> Page {
     let oidc = state.oidc.as_ref().ok_or(DashboardError::NotFound)?;
     let client = ClientAddr::of(req, &state.trusted_proxies);
-    let pending = cookie(req, &state.pending_cookie_name()).and_then(Pending::from_cookie);
+    let pending = cookie(req, &state.cookie_name(PENDING_COOKIE)).and_then(Pending::from_cookie);
     let returned_state = query_param(req, "state").unwrap_or_default();
     // Only a browser that started this sign-in may finish it (no login CSRF, no replay from
     // elsewhere). Nobody is identified yet: the log records it, the audit trail does not.
@@ -174,14 +168,24 @@ pub(crate) async fn sso_callback(Data(state): Data<&AppState>, req: &Request) ->
         }
         tracing::warn!(%client, error = ?error.chars().take(64).collect::<String>(), "the identity provider did not sign the person in");
         let mut response = sign_in_page(state, None, Some("The identity provider did not sign you in."));
+        clear_cookies(&mut response, state, &[SSO_HINT_COOKIE]);
         clear_pending(&mut response, state);
         return Ok(response);
     }
     let code = query_param(req, "code").filter(|c| !c.is_empty() && c.len() <= 2048).ok_or_else(|| {
         DashboardError::BadRequest("The identity provider's answer has no authorization code.".into())
     })?;
+    // Each exchange spends a token of the client's (and everyone's) failure budget, given back
+    // when it succeeds: refused codes cannot be sent to the provider, nor refusals recorded,
+    // faster than the budget allows.
+    if state.credentials.attempt(client).is_err() {
+        return Err(DashboardError::TooManyAttempts);
+    }
     let authenticated = match oidc.finish(&code, &pending).await {
-        Ok(authenticated) => authenticated,
+        Ok(authenticated) => {
+            state.credentials.attempt_succeeded(client);
+            authenticated
+        }
         Err(OidcError::Provider(e)) => {
             tracing::warn!(error = %e, "single sign-on: the identity provider is unavailable");
             let mut response = provider_unavailable(state);
@@ -227,8 +231,10 @@ pub(crate) async fn sso_callback(Data(state): Data<&AppState>, req: &Request) ->
     let tx = db.transaction().await.map_err(shared::db::DbError::from)?;
     let operator_id = operators::signed_in(&tx, identity, role).await?;
     let holder = Holder::Person { operator_id, name: label };
-    let new =
-        sessions::create(&tx, holder, role, authenticated.expires_at, Some(&authenticated.id_token)).await?;
+    // Until the ID token expires, and never longer than ADMIN_SESSION_TTL_SECS (a provider may
+    // issue day-long tokens): a silent sign-in renews it while the provider's session lasts.
+    let expires_at = authenticated.expires_at.min(OffsetDateTime::now_utc() + state.admin_session_ttl);
+    let new = sessions::create(&tx, holder, role, expires_at, Some(&authenticated.id_token)).await?;
     let event =
         Event::new(new.session.actor(), "sign_in", Some(format!("operator:{operator_id}")), Outcome::Success)
             .from_client(client)
@@ -247,7 +253,7 @@ pub(crate) async fn sso_callback(Data(state): Data<&AppState>, req: &Request) ->
             p { "Signed in. " a href="/dashboard" { "Continue to the dashboard" } }
         },
     ));
-    let lifetime = (authenticated.expires_at - OffsetDateTime::now_utc()).whole_seconds().max(0) as u64;
+    let lifetime = (expires_at - OffsetDateTime::now_utc()).whole_seconds().max(0) as u64;
     set_cookie(&mut response, state, SESSION_COOKIE, &new.token, lifetime);
     set_cookie(&mut response, state, SSO_HINT_COOKIE, "1", SSO_HINT_SECS);
     clear_pending(&mut response, state);
@@ -331,7 +337,15 @@ pub(crate) async fn sign_out(Data(state): Data<&AppState>, req: &Request, body: 
         _ => None,
     };
     let mut response = match provider_sign_out {
-        Some(url) => see_other(url.as_str()),
+        // A page that moves on, not a redirect: the form's redirect to another site would break
+        // the pages' `form-action 'self'` policy, and the browser would stay here.
+        Some(url) => layout::html(layout::bare_with(
+            "Signed out",
+            html! {
+                meta http-equiv="refresh" content={ "0;url=" (url.as_str()) };
+                p { "Signed out here. " a #provider-sign-out href=(url.as_str()) { "Sign out at the identity provider too" } }
+            },
+        )),
         None => see_other(super::SIGN_IN_PATH),
     };
     clear_cookies(&mut response, state, &[SESSION_COOKIE, SSO_HINT_COOKIE]);
@@ -355,12 +369,10 @@ fn clear_cookies(response: &mut Response, state: &AppState, names: &[&str]) {
     }
 }
 
-/// Sets the pending sign-on cookie: only the sign-in paths see it, and, `SameSite=Lax`, it comes
-/// back with the provider's redirect.
+/// Sets the pending sign-on cookie: `SameSite=Lax`, it comes back with the provider's redirect.
 fn set_pending(response: &mut Response, state: &AppState, value: &str, max_age: u64) {
-    let name = state.pending_cookie_name();
-    let mut cookie =
-        format!("{name}={value}; Path={}; HttpOnly; SameSite=Lax; Max-Age={max_age}", super::SIGN_IN_PATH);
+    let name = state.cookie_name(PENDING_COOKIE);
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}");
     if state.secure_cookies() {
         cookie.push_str("; Secure");
     }
