@@ -106,7 +106,7 @@ pub(crate) struct Authenticated {
     pub(crate) role: Option<DashboardRole>,
     /// What the roles claim held (for the refusal's audit row).
     pub(crate) claimed: Vec<String>,
-    /// When the ID token expires: the session ends then.
+    /// When the ID token expires: the session ends then at the latest.
     pub(crate) expires_at: OffsetDateTime,
     /// The ID token, for the provider's sign-out (`id_token_hint`).
     pub(crate) id_token: String,

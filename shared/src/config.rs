@@ -223,7 +223,8 @@ pub struct OidcSettings {
     pub client_secret: SecretString,
     /// Scopes asked for (`openid` always among them).
     pub scopes: Vec<String>,
-    /// The ID-token claim holding the person's groups or roles; dots reach into objects.
+    /// The ID-token claim holding the person's groups or roles: a claim of that name, else a
+    /// dotted path into objects.
     pub roles_claim: String,
     /// For each dashboard role, the claim values that grant it.
     pub role_values: Vec<(crate::operators::DashboardRole, Vec<String>)>,

@@ -6,9 +6,11 @@
 //! Single sign-on: `GET /dashboard/sign-in/sso` sends the browser to the provider with a fresh
 //! `state`, `nonce` and PKCE challenge, kept in a short-lived cookie; the provider sends it back
 //! to `GET /dashboard/sign-in/callback`, where the state must match, the code is exchanged and
-//! the ID token verified. The session ends when the ID token expires; the sign-in page then
-//! asks the provider again without showing anything (`prompt=none`), so the session goes on
-//! while the provider's does and ends with it. Sign-out ends the provider's session too when
+//! the ID token verified. The session ends when the ID token expires (or after
+//! `ADMIN_SESSION_TTL_SECS`, if sooner); the sign-in page then asks the provider again without
+//! showing anything (`prompt=none`), so the session goes on while the provider's does and ends
+//! with it. Each code exchange spends a token of the client's failure budget (refunded on
+//! success). Sign-out ends the provider's session too when
 //! it publishes an `end_session_endpoint`.
 //!
 //! The key form is protected against cross-site posting by a double-submit token (a
