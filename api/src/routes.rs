@@ -113,11 +113,9 @@ fn declared() -> Vec<Route> {
         Route::page(M::GET, "/dashboard", || dashboard::overview::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/sign-in", || dashboard::sign_in::form.map_to_response().boxed()),
         Route::page(M::POST, "/dashboard/sign-in", || dashboard::sign_in::submit.map_to_response().boxed()),
-        Route::page(M::GET, "/dashboard/sign-in/sso", || {
-            dashboard::sign_in::sso_start.map_to_response().boxed()
-        }),
+        Route::page(M::GET, "/dashboard/sign-in/sso", || dashboard::sso::start.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/sign-in/callback", || {
-            dashboard::sign_in::sso_callback.map_to_response().boxed()
+            dashboard::sso::callback.map_to_response().boxed()
         }),
         Route::page(M::POST, "/dashboard/sign-out", || {
             dashboard::sign_in::sign_out.map_to_response().boxed()
