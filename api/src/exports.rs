@@ -449,6 +449,7 @@ impl ExportsApi {
             created_from: created_from.0,
             created_before: created_before.0,
             accounts: key.allowed_accounts.clone(),
+            requested_by: None,
             after: cursor.0,
         };
         let db = state.db().await?;
