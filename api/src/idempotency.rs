@@ -228,7 +228,9 @@ impl AppState {
             Claimed::InFlight => return Err(ApiError::IdempotencyKeyInUse),
         };
         let pool = self.pool.clone();
-        let task = tokio::spawn(async move { finish(&pool, claim, operation.await).await });
+        // In the request's span, so its log lines keep their request id.
+        let run = async move { finish(&pool, claim, operation.await).await };
+        let task = tokio::spawn(tracing::Instrument::in_current_span(run));
         task.await.map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("idempotent request task")))
     }
 }
