@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod db;
 pub mod exports;
 pub mod failure;
+pub mod idempotency;
 pub mod logging;
 pub mod metrics;
 pub mod operators;
