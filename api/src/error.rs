@@ -28,6 +28,9 @@ pub(crate) const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
 pub enum ApiError {
     #[error("invalid request")]
     Validation(Vec<FieldError>),
+    /// Well-formed, but refused for what it asks (a webhook URL the service may not reach).
+    #[error("request refused")]
+    Unprocessable(Vec<FieldError>),
     #[error("missing, malformed, unknown or revoked API key")]
     Unauthorized,
     #[error("{0}")]
@@ -78,6 +81,7 @@ impl ResponseError for ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::BadLink(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -206,7 +210,10 @@ pub enum ErrorResponse {
     /// The export's file no longer exists in storage; request the statement again.
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
-    /// The `Idempotency-Key` was already used with a different request; use a new key.
+    /// The request is well-formed but cannot be acted on: the `Idempotency-Key` was already
+    /// used with a different request (use a new key), or a webhook endpoint's URL may not
+    /// receive webhooks (not https, or its host is or resolves to a private address; `errors`
+    /// names the field).
     #[oai(status = 422, content_type = "application/problem+json")]
     UnprocessableEntity(Json<Problem>),
     /// Too many requests for this API key, too many of its exports still pending or processing
@@ -291,8 +298,13 @@ impl ApiError {
     pub(crate) fn problem(self) -> (Problem, Option<u64>) {
         let status = self.status();
         let (detail, retry_after) = match self {
-            Self::Validation(fields) => {
-                let mut p = Problem::new(status, "The request is invalid.");
+            Self::Validation(fields) | Self::Unprocessable(fields) => {
+                let detail = if status == StatusCode::BAD_REQUEST {
+                    "The request is invalid."
+                } else {
+                    "The request is well-formed but cannot be accepted."
+                };
+                let mut p = Problem::new(status, detail);
                 p.errors = fields
                     .into_iter()
                     .map(|f| ProblemField { field: f.field.into_owned(), message: f.message })
@@ -418,7 +430,8 @@ fn parse_error_fields(err: &poem::Error) -> Option<Vec<FieldError>> {
     let (name, reason) = if let Some(e) = err.downcast_ref::<ParseParamError>() {
         (e.name, &e.reason)
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        (path_parameter_name(e.name), &e.reason)
+        // Named by `name_path_parameter` when its route is known.
+        (e.name, &e.reason)
     } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
         tracing::debug!(reason = %e.reason, "request body refused");
         return Some(vec![FieldError::new(
@@ -451,18 +464,25 @@ const PARAMETERS: &[(&str, &str)] = &[
         "must be sent at most once, as a quoted string (\"…\") or a bare token of 1 to 255 printable \
          ASCII characters",
     ),
+    ("endpoint_id", "must be a UUID: a webhook endpoint's id"),
+    ("delivery_id", "must be a UUID: a webhook delivery's id"),
+    ("resend", "must be true or false"),
 ];
 
-/// poem-openapi routes path parameters as `param0`, `param1`, … and names them so in a
-/// `ParsePathError`. In this API they are, in order (a test checks every path of the spec):
-const PATH_PARAMETERS: &[&str] = &["reference_id"];
+/// A path parameter's parse error (poem-openapi names path parameters `param0`, `param1`, … in
+/// route order) as a `400` naming the parameter as `route`, the path template of the request's
+/// route, names it.
+pub(crate) fn name_path_parameter(err: poem::Error, route: &str) -> poem::Error {
+    let Some(e) = err.downcast_ref::<ParsePathError>() else { return err };
+    let index = e.name.strip_prefix("param").and_then(|i| i.parse::<usize>().ok());
+    let Some(name) = index.and_then(|i| template_parameters(route).nth(i)) else { return err };
+    tracing::debug!(parameter = name, reason = %e.reason, "request path parameter refused");
+    ApiError::Validation(vec![FieldError::new(name.to_owned(), parameter_expectation(name))]).into()
+}
 
-fn path_parameter_name(routed: &'static str) -> &'static str {
-    routed
-        .strip_prefix("param")
-        .and_then(|i| i.parse::<usize>().ok())
-        .and_then(|i| PATH_PARAMETERS.get(i).copied())
-        .unwrap_or(routed)
+/// The parameter names of a path template (`/api/export/{reference_id}` → `reference_id`).
+fn template_parameters(route: &str) -> impl Iterator<Item = &str> {
+    route.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
 
 fn parameter_expectation(name: &str) -> &'static str {
@@ -494,16 +514,23 @@ mod tests {
     }
 
     #[test]
-    fn path_parameters_are_named_in_route_order() {
+    fn path_parameters_are_named_as_their_route_names_them() {
         let spec: serde_json::Value = serde_json::from_str(&crate::openapi_service().spec()).unwrap();
+        let mut seen = 0;
         for path in spec["paths"].as_object().unwrap().keys() {
-            let names: Vec<&str> = path
-                .split('/')
-                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-                .collect();
-            assert!(PATH_PARAMETERS.starts_with(&names), "{path}: extend PATH_PARAMETERS");
+            for (i, name) in template_parameters(path).enumerate() {
+                let routed = Box::leak(format!("param{i}").into_boxed_str());
+                let err = poem::Error::from(ParsePathError { name: routed, reason: "bad".into() });
+                let named = name_path_parameter(err, path);
+                let Some(ApiError::Validation(fields)) = named.downcast_ref::<ApiError>() else {
+                    panic!("{path}: {routed} not named")
+                };
+                assert_eq!(fields[0].field, name, "{path}");
+                assert!(PARAMETERS.iter().any(|(known, _)| *known == name), "no message for {name}");
+                seen += 1;
+            }
         }
-        assert_eq!(path_parameter_name("param0"), "reference_id");
+        assert!(seen >= 3, "the spec has path parameters");
     }
 
     #[test]

@@ -712,6 +712,12 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         }
         _ => (None, None),
     };
+    Ok(ExportDetails { file_url, file_url_expires_at, ..representation(export)? })
+}
+
+/// The export as `GET /api/export/{reference_id}` shows it, without a download link (which
+/// [`details`] adds): also the `data` of the export's webhook events (`crate::webhooks`).
+pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> {
     Ok(ExportDetails {
         reference_id: export.id,
         status: export.status,
@@ -720,8 +726,8 @@ async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiE
         date_from: export.date_from.into(),
         date_to: export.date_to.into(),
         format: ExportFormat::parse(&export.format).map_err(|e| ApiError::Internal(e.into()))?.into(),
-        file_url,
-        file_url_expires_at,
+        file_url: None,
+        file_url_expires_at: None,
         file_size: export.file_size,
         row_count: export.row_count,
         rows_exported: export.rows_exported,

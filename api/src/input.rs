@@ -137,6 +137,42 @@ impl JsonFields {
         }
     }
 
+    /// An optional array of strings, each turned into a value by `parse` (whose error names the
+    /// field); `null` is refused.
+    pub(crate) fn optional_strings<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl Fn(&str) -> Result<T, FieldError>,
+    ) -> Option<Option<Vec<T>>> {
+        let items = match self.object.remove(name) {
+            None => return Some(None),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                self.errors
+                    .push(FieldError::new(name, format!("must be a JSON array, not {}", json_kind(&other))));
+                return None;
+            }
+        };
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(raw) => match parse(&raw) {
+                    Ok(value) => values.push(value),
+                    Err(e) => {
+                        self.errors.push(e);
+                        return None;
+                    }
+                },
+                other => {
+                    let message = format!("must hold JSON strings, not {}", json_kind(&other));
+                    self.errors.push(FieldError::new(name, message));
+                    return None;
+                }
+            }
+        }
+        Some(Some(values))
+    }
+
     /// An optional boolean field; `null` is refused.
     pub(crate) fn optional_bool(&mut self, name: &'static str) -> Option<Option<bool>> {
         match self.object.remove(name) {

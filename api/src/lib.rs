@@ -19,6 +19,7 @@ mod requesters;
 mod reuse;
 mod routes;
 pub mod serve;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -80,6 +81,8 @@ pub struct AppState {
     pub(crate) metrics: Arc<shared::metrics::Metrics>,
     /// Storage's readiness, looked at most once a second (see `health`).
     pub(crate) storage_status: Arc<health::StorageStatusCache>,
+    /// Webhook endpoints: the address policy for registrations and the secrets' overlap.
+    pub(crate) webhooks: shared::config::WebhookConfig,
 }
 
 impl AppState {
@@ -141,6 +144,7 @@ impl AppState {
             api_audit: Arc::default(),
             metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
             storage_status: Arc::default(),
+            webhooks: config.webhooks.clone(),
         })
     }
 }
@@ -149,6 +153,8 @@ impl AppState {
 pub(crate) enum ApiTags {
     /// Statement exports
     Exports,
+    /// Completion webhooks: endpoints and their delivery logs
+    Webhooks,
     /// Health and readiness
     Operations,
 }
@@ -156,7 +162,7 @@ pub(crate) enum ApiTags {
 /// The OpenAPI service (operations and their generated document, which `openapi_spec` finishes).
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(
-        (exports::ExportsApi, health::HealthApi),
+        (exports::ExportsApi, webhooks::WebhooksApi, health::HealthApi),
         "Bank statement export service",
         env!("CARGO_PKG_VERSION"),
     )
@@ -214,6 +220,7 @@ pub fn app(state: AppState) -> impl poem::Endpoint {
     spawn_batch_flusher(&state);
     routes::router()
         .around(limit_body)
+        .around(name_path_parameters)
         .catch_all_error(error::into_problem)
         .around(allow_header)
         .around(log_request)
@@ -314,6 +321,17 @@ async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: poem::Request) -> po
     };
     req.set_body(body);
     Ok(ep.call(req).await?.into_response())
+}
+
+/// A path parameter that does not parse, named as its route's template names it (poem-openapi
+/// calls them `param0`, `param1`, … in order; see `error::name_path_parameter`).
+async fn name_path_parameters<E: poem::Endpoint>(
+    ep: Arc<E>,
+    req: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let route = routes::label(req.uri().path());
+    ep.call(req).await.map(IntoResponse::into_response).map_err(|e| error::name_path_parameter(e, route))
 }
 
 /// RFC 9110: a 405 says which methods the resource does support.

@@ -164,6 +164,81 @@ pub struct Config {
     pub export_retention: Duration,
     /// Prefix text cells that start like a spreadsheet formula with `'` (see `csv_out`).
     pub formula_guard: bool,
+    /// Completion webhooks: where they may go, how they are retried.
+    pub webhooks: WebhookConfig,
+}
+
+/// Completion webhooks (`WEBHOOK_*`): the API checks endpoints with the address policy and
+/// rotates secrets with the overlap; the worker sends, retries and disables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// `http://` endpoints and private, loopback and link-local addresses, both refused unless
+    /// allowed (`WEBHOOK_ALLOW_HTTP`, `WEBHOOK_ALLOW_PRIVATE_ADDRESSES`: tests, a receiver on
+    /// this host).
+    pub policy: crate::webhooks::address::Policy,
+    /// Longest an attempt may take, connection and answer included (`WEBHOOK_TIMEOUT_SECS`).
+    pub timeout: Duration,
+    /// How long the previous secret keeps signing after a rotation
+    /// (`WEBHOOK_SECRET_OVERLAP_SECS`).
+    pub secret_overlap: Duration,
+    /// An endpoint whose attempts have all failed for this long is disabled
+    /// (`WEBHOOK_DISABLE_AFTER_SECS`).
+    pub disable_after: Duration,
+    /// The delay before each retry of a failed delivery, in order (±20 % jitter); past the last
+    /// one the delivery fails (`WEBHOOK_RETRY_SCHEDULE_SECS`).
+    pub retry_schedule: Vec<Duration>,
+}
+
+impl Default for WebhookConfig {
+    /// https only, public addresses only, 10 s per attempt, a day's overlap and failure window,
+    /// and the Standard Webhooks retry schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
+    /// (about 27.5 hours in all).
+    fn default() -> Self {
+        Self {
+            policy: crate::webhooks::address::Policy::default(),
+            timeout: Duration::from_secs(10),
+            secret_overlap: Duration::from_secs(86_400),
+            disable_after: Duration::from_secs(86_400),
+            retry_schedule: [5, 300, 1800, 7200, 18_000, 36_000, 36_000].map(Duration::from_secs).to_vec(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Reads the `WEBHOOK_*` settings; unset ones keep their defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        Ok(Self {
+            policy: crate::webhooks::address::Policy {
+                allow_http: parse_var("WEBHOOK_ALLOW_HTTP", "true or false", false)?,
+                allow_private: parse_var("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true or false", false)?,
+            },
+            timeout: positive_secs("WEBHOOK_TIMEOUT_SECS", defaults.timeout)?,
+            secret_overlap: secs("WEBHOOK_SECRET_OVERLAP_SECS", defaults.secret_overlap)?,
+            disable_after: positive_secs("WEBHOOK_DISABLE_AFTER_SECS", defaults.disable_after)?,
+            retry_schedule: match env::var("WEBHOOK_RETRY_SCHEDULE_SECS") {
+                Ok(value) if !value.trim().is_empty() => retry_schedule(&value).ok_or_else(|| {
+                    invalid("WEBHOOK_RETRY_SCHEDULE_SECS", "comma-separated positive seconds")
+                })?,
+                _ => defaults.retry_schedule,
+            },
+        })
+    }
+}
+
+/// `5,300,1800`: each a positive number of seconds.
+fn retry_schedule(value: &str) -> Option<Vec<Duration>> {
+    value
+        .split(',')
+        .map(|delay| {
+            delay
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        })
+        .collect()
 }
 
 /// Settings only the API reads.
@@ -475,6 +550,7 @@ impl Config {
             export_max_attempts: positive("EXPORT_MAX_ATTEMPTS", "a positive number of attempts", 5)?,
             export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
             formula_guard: parse_var("EXPORT_FORMULA_GUARD", "true or false", true)?,
+            webhooks: WebhookConfig::from_env()?,
         })
     }
 
@@ -833,7 +909,17 @@ fn invalid(var: &'static str, expected: &'static str) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::issuer_is_acceptable;
+    use super::{issuer_is_acceptable, retry_schedule};
+
+    #[test]
+    fn retry_schedules_are_positive_seconds() {
+        let secs = |s: &[f64]| s.iter().map(|s| std::time::Duration::from_secs_f64(*s)).collect::<Vec<_>>();
+        assert_eq!(retry_schedule("5,300, 1800"), Some(secs(&[5.0, 300.0, 1800.0])));
+        assert_eq!(retry_schedule("0.2"), Some(secs(&[0.2])));
+        for bad in ["", "5,,6", "0", "-1", "5,x", "inf"] {
+            assert_eq!(retry_schedule(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn issuers_are_https_or_loopback_http_and_kept_as_written() {

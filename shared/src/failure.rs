@@ -34,6 +34,7 @@ text_enum! {
     /// | `worker_lost` | the worker running the export was lost |
     /// | `attempts_exhausted` | the export was interrupted too many times (the worker was lost during every attempt) |
     /// | `internal` | an internal error stopped the export |
+    /// | `webhook_delivery_failed` | a webhook endpoint did not accept a delivery (a delivery job's failure, never an export's) |
     /// | `unclassified` | the export did not complete (recorded before failures were classified) |
     ///
     /// The cause (driver messages, hosts, paths) is in the worker's log, on a line with the
@@ -84,6 +85,9 @@ text_enum! {
         AttemptsExhausted = "attempts_exhausted",
         /// Anything else: the service's own database, a bug. Never a client's fault.
         Internal = "internal",
+        /// A webhook endpoint did not accept a delivery (the delivery log says why). Recorded on
+        /// a `deliver_webhook` job, never on an export.
+        WebhookDeliveryFailed = "webhook_delivery_failed",
         /// Recorded before failures were classified (free text that is no longer shown).
         Unclassified = "unclassified",
     }
@@ -117,6 +121,9 @@ impl FailureCode {
                 "the export was interrupted too many times (the worker was lost during every attempt)"
             }
             Self::Internal => "an internal error stopped the export",
+            Self::WebhookDeliveryFailed => {
+                "a webhook endpoint did not accept a delivery (a delivery job's failure, never an export's)"
+            }
             Self::Unclassified => "the export did not complete (recorded before failures were classified)",
         }
     }

@@ -26,4 +26,5 @@ pub mod storage_checks;
 pub mod tables;
 pub mod tls;
 pub mod uploads;
+pub mod webhooks;
 pub mod workers;

@@ -133,7 +133,7 @@ async fn insert(
 }
 
 /// Wakes the workers: a job of `kind` is ready (delivered when the transaction commits).
-async fn notify(db: &impl Sql, kind: &str) -> Result<(), DbError> {
+pub(crate) async fn notify(db: &impl Sql, kind: &str) -> Result<(), DbError> {
     db.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &kind]).await?;
     Ok(())
 }
@@ -322,11 +322,37 @@ pub async fn fail(
     retry_at: Option<OffsetDateTime>,
     retry_window: Duration,
 ) -> Result<FailOutcome, DbError> {
+    fail_within(db, id, token, code, retry_at, Some(retry_window)).await
+}
+
+/// Records a failed attempt of a job whose kind keeps its own retry schedule: with a
+/// `retry_at` (the schedule has one more attempt) it runs again then, whatever its attempts
+/// or retry window say; without one it fails for good. Fenced like [`fail`].
+pub async fn fail_on_schedule(
+    db: &impl Sql,
+    id: i64,
+    token: Uuid,
+    code: FailureCode,
+    retry_at: Option<OffsetDateTime>,
+) -> Result<FailOutcome, DbError> {
+    fail_within(db, id, token, code, retry_at, None).await
+}
+
+/// [`fail`], or [`fail_on_schedule`] without a `retry_window`.
+async fn fail_within(
+    db: &impl Sql,
+    id: i64,
+    token: Uuid,
+    code: FailureCode,
+    retry_at: Option<OffsetDateTime>,
+    retry_window: Option<Duration>,
+) -> Result<FailOutcome, DbError> {
     let row = db
         .query_opt(
             "WITH attempt AS (
                  SELECT id, $4::timestamptz IS NOT NULL
-                            AND (attempt < max_attempts
+                            AND ($5::float8 IS NULL
+                                 OR attempt < max_attempts
                                  OR COALESCE(failing_since, now()) > now() - make_interval(secs => $5)) AS retry
                  FROM jobs
                  WHERE id = $1 AND attempt_token = $2 AND state = 'running'
@@ -343,7 +369,7 @@ pub async fn fail(
              -- rescue) has committed, which the CTE's snapshot cannot see.
              WHERE jobs.id = attempt.id AND jobs.attempt_token = $2 AND jobs.state = 'running'
              RETURNING jobs.state, jobs.run_at",
-            &[&id, &token, &code, &retry_at, &retry_window.as_secs_f64()],
+            &[&id, &token, &code, &retry_at, &retry_window.map(|w| w.as_secs_f64())],
         )
         .await?;
     let Some(row) = row else { return Ok(FailOutcome::Fenced) };

@@ -182,6 +182,7 @@ impl TestApp {
             export_max_attempts: 3,
             export_retention: std::time::Duration::from_secs(30 * 86_400),
             formula_guard: true,
+            webhooks: shared::config::WebhookConfig::default(),
         };
         adjust(&mut config);
         db::migrate(config.session_database_url()).await.expect("migrations apply");
@@ -627,19 +628,21 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         );
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    // Its own package's sources and what it depends on (the API does not depend on the worker).
-    let package = match name {
-        "statement-api" => "api",
-        "statement-worker" => "worker",
+    // Its own package's sources and what it depends on (the worker renders webhook bodies with
+    // the API's code; the API does not depend on the worker).
+    let packages: &[&str] = match name {
+        "statement-api" => &["api"],
+        "statement-worker" => &["worker", "api"],
         other => panic!("{other} is not a binary of this workspace"),
     };
-    let mut sources = [format!("{package}/src"), "shared/src".into(), "sql".into()]
-        .into_iter()
-        .flat_map(|dir| files_under(&root.join(dir)))
-        .chain(
-            ["Cargo.lock".into(), format!("{package}/Cargo.toml"), "shared/Cargo.toml".into()]
-                .map(|f| root.join(f)),
-        );
+    let mut sources = packages
+        .iter()
+        .flat_map(|package| [format!("{package}/src"), format!("{package}/Cargo.toml")])
+        .chain(["shared/src".into(), "sql".into(), "Cargo.lock".into(), "shared/Cargo.toml".into()])
+        .flat_map(|path| {
+            let path = root.join(path);
+            if path.is_dir() { files_under(&path) } else { vec![path] }
+        });
     if let Some(newer) = sources.find(|f| modified(f).is_some_and(|m| m > built)) {
         panic!(
             "{} is older than {}: run `cargo build --bins` (cargo test --workspace builds it)",

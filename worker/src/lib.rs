@@ -3,6 +3,7 @@
 pub mod holds;
 pub mod jobs;
 pub mod maintenance;
+mod outbound;
 pub mod runner;
 mod storage_check;
 
@@ -20,7 +21,8 @@ pub fn context(config: &Config, worker: &WorkerConfig) -> anyhow::Result<jobs::J
     let source =
         Source::new(&config.source_database_url, worker.concurrency + 1).context("SOURCE_DATABASE_URL")?;
     let storage = Storage::new(&config.storage, config.upload_part_size).context("storage")?;
-    Ok(jobs::JobContext::new(config, worker, pool, source, storage))
+    let webhooks = outbound::Webhooks::new(&config.webhooks).context("webhook client")?;
+    Ok(jobs::JobContext::new(config, worker, pool, source, storage, webhooks))
 }
 
 /// Start-up checks of the source. Configured tables must exist in its schema; with the lag

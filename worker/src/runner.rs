@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::{
     holds::HoldPoint,
-    jobs::{JobContext, JobError, Setback},
+    jobs::{Backoff, JobContext, JobError, Setback},
     maintenance::Maintenance,
     storage_check,
 };
@@ -42,7 +42,8 @@ pub(crate) fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
     Duration::from_secs_f64(capped * jitter)
 }
 
-fn unit_random() -> f64 {
+/// A number in [0, 1), for jitter.
+pub(crate) fn unit_random() -> f64 {
     (Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 
@@ -313,7 +314,7 @@ impl Background {
 
 /// Records the outcome of an attempt in the queue (and, through the job kind, its domain row).
 async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outcome: Result<(), JobError>) {
-    let (failure, retry_at) = match outcome {
+    let (failure, retry_at, retry_window) = match outcome {
         Ok(()) => {
             // Job kinds may complete their job themselves, atomically with their domain row
             // (exports do): then this finds nothing left to do.
@@ -331,16 +332,22 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
             info!("attempt stopped: lease lost or cancelled");
             return;
         }
-        Err(JobError::Retryable(failure)) => {
-            let delay = backoff(job.attempt, config.retry_base, config.retry_max);
-            (failure, Some(OffsetDateTime::now_utc() + delay))
-        }
-        Err(JobError::Fatal(failure)) => (failure, None),
+        // The kind's backoff: the worker's (bounded by the job's attempts and the retry window)
+        // or a schedule of its own (which alone decides).
+        Err(JobError::Retryable(failure)) => match ctx.kinds.backoff(ctx, job) {
+            Backoff::Worker => {
+                let delay = backoff(job.attempt, config.retry_base, config.retry_max);
+                (failure, Some(OffsetDateTime::now_utc() + delay), Some(config.retry_window))
+            }
+            Backoff::After(delay) => (failure, Some(OffsetDateTime::now_utc() + delay), None),
+            Backoff::GiveUp => (failure, None, None),
+        },
+        Err(JobError::Fatal(failure)) => (failure, None, Some(config.retry_window)),
     };
     // The one line that names the cause (in the job's span: job and export id); what is
     // recorded, and shown to clients, is only its code.
     let code = failure.code;
-    let recorded = record_setback(ctx, job, code, retry_at, config.retry_window).await;
+    let recorded = record_setback(ctx, job, code, retry_at, retry_window).await;
     let cause = Cause(failure.cause.as_ref());
     match recorded {
         Ok(FailOutcome::Retrying(at)) => {
@@ -370,11 +377,14 @@ async fn record_setback(
     job: &ClaimedJob,
     code: FailureCode,
     retry_at: Option<OffsetDateTime>,
-    retry_window: Duration,
+    retry_window: Option<Duration>,
 ) -> Result<FailOutcome, DbError> {
     let mut db = ctx.pool.get().await?;
     let tx = db.transaction().await?;
-    let outcome = queue::fail(&tx, job.id, job.token, code, retry_at, retry_window).await?;
+    let outcome = match retry_window {
+        Some(window) => queue::fail(&tx, job.id, job.token, code, retry_at, window).await?,
+        None => queue::fail_on_schedule(&tx, job.id, job.token, code, retry_at).await?,
+    };
     ctx.holds.reach(HoldPoint::BeforeSetback).await;
     let setback = match outcome {
         FailOutcome::Retrying(_) => Setback::Retrying,

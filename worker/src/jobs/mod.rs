@@ -2,6 +2,7 @@
 //! list. A kind is a type ([`JobKind`]: its name, payload and attempt budget) that the worker
 //! knows how to run (`Job`); the runner knows nothing of any kind's payload.
 
+mod deliver_webhook;
 mod export_statement;
 pub mod noop;
 mod registry;
@@ -18,6 +19,7 @@ use shared::{
     source::Source,
     storage::Storage,
     tables::TableRegistry,
+    webhooks::DeliverWebhook,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +28,7 @@ use crate::holds::Holds;
 
 /// The job kinds this worker runs: the registration list.
 pub(crate) fn registry() -> Registry {
-    Registry::new().register::<ExportStatement>().register::<noop::Noop>()
+    Registry::new().register::<ExportStatement>().register::<DeliverWebhook>().register::<noop::Noop>()
 }
 
 /// A job kind the worker can run. The implementing type is the job's payload ([`JobKind`]).
@@ -56,6 +58,25 @@ pub(crate) trait Job: JobKind {
     fn span(&self, job: &ClaimedJob) -> tracing::Span {
         tracing::info_span!("job", job.id = job.id, job.kind = Self::KIND, attempt = job.attempt)
     }
+
+    /// When a job of this kind whose attempt `attempt` (1 for the first) failed retryably runs
+    /// again. The default is the worker's: exponential backoff (`JOB_RETRY_BASE_SECS` doubling
+    /// to `JOB_RETRY_MAX_SECS`) while attempts remain or within `JOB_RETRY_WINDOW_SECS`. A kind
+    /// with a schedule of its own says when, or that there is no next attempt.
+    fn backoff(_ctx: &JobContext, _attempt: i32) -> Backoff {
+        Backoff::Worker
+    }
+}
+
+/// When a retryably failed job runs again (see [`Job::backoff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backoff {
+    /// The worker's exponential backoff, within the job's attempts or the retry window.
+    Worker,
+    /// After this delay (the kind's schedule), whatever the job's attempts say.
+    After(Duration),
+    /// Never: the schedule has no further attempt and the job fails.
+    GiveUp,
 }
 
 /// What a job needs from the outside world.
@@ -85,6 +106,8 @@ pub struct JobContext {
     /// The job kinds this worker runs ([`registry`]): the runner and maintenance reach a kind's
     /// code through it.
     pub(crate) kinds: Arc<Registry>,
+    /// Webhook deliveries: their settings and the outbound HTTP client.
+    pub(crate) webhooks: Arc<crate::outbound::Webhooks>,
 }
 
 impl JobContext {
@@ -94,6 +117,7 @@ impl JobContext {
         pool: Pool,
         source: Source,
         storage: Storage,
+        webhooks: crate::outbound::Webhooks,
     ) -> Self {
         Self {
             pool,
@@ -109,6 +133,7 @@ impl JobContext {
             holds: Holds::default(),
             source_max_lag: worker.source_max_lag,
             kinds: Arc::new(registry()),
+            webhooks: Arc::new(webhooks),
         }
     }
 }

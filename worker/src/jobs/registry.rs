@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use shared::{db::DbError, failure::FailureCode, queue::ClaimedJob};
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, JobContext, JobError, Setback};
+use super::{Backoff, Job, JobContext, JobError, Setback};
 
 /// Registered job kinds ([`Registry::register`]); see [`super::registry`] for the list.
 #[derive(Default)]
@@ -32,6 +32,7 @@ struct Entry {
     run: RunFn,
     on_setback: SetbackFn,
     span: fn(&ClaimedJob) -> Option<tracing::Span>,
+    backoff: fn(&JobContext, i32) -> Backoff,
 }
 
 impl std::fmt::Debug for Registry {
@@ -48,7 +49,8 @@ impl Registry {
 
     /// Adds job kind `J`.
     pub(crate) fn register<J: Job>(mut self) -> Self {
-        let entry = Entry { run: run::<J>, on_setback: on_setback::<J>, span: span::<J> };
+        let entry =
+            Entry { run: run::<J>, on_setback: on_setback::<J>, span: span::<J>, backoff: J::backoff };
         assert!(self.kinds.insert(J::KIND, entry).is_none(), "job kind {:?} registered twice", J::KIND);
         self
     }
@@ -85,6 +87,12 @@ impl Registry {
             Some(entry) => (entry.on_setback)(ctx, tx, args, setback, code).await,
             None => Ok(()),
         }
+    }
+
+    /// When the job runs again after a retryable failure of its latest attempt: its kind's
+    /// [`Job::backoff`] (the worker's backoff for a kind this worker does not know).
+    pub(crate) fn backoff(&self, ctx: &JobContext, job: &ClaimedJob) -> Backoff {
+        self.kinds.get(job.kind.as_str()).map_or(Backoff::Worker, |entry| (entry.backoff)(ctx, job.attempt))
     }
 
     /// The span an attempt of this job runs in: its kind's ([`Job::span`]), or the job's id,
