@@ -6,6 +6,7 @@ start=$(date +%s)
 
 bash scripts/services.sh
 bash scripts/s3-test-server.sh
+bash scripts/webhook-verifier.sh
 # shellcheck disable=SC1091
 source .local/services.env
 

@@ -350,7 +350,7 @@ pub(crate) enum ResentResponse {
 /// key, a limit, Postgres down.
 pub(crate) enum CreateErrors {}
 impl ErrorStatuses for CreateErrors {
-    const STATUSES: &'static [u16] = &[400, 401, 408, 409, 413, 415, 422, 429, 500, 503];
+    const STATUSES: &'static [u16] = &[400, 401, 408, 413, 415, 409, 422, 429, 500, 503];
 }
 
 /// `GET /api/webhook-endpoints`: an unknown parameter, an unknown key, a limit, Postgres down.

@@ -32,6 +32,7 @@ pub mod pgbouncer;
 pub mod replica;
 pub mod s3;
 pub mod tls;
+pub mod webhooks;
 
 pub use reqwest::StatusCode;
 

@@ -170,8 +170,9 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
         ("198.51.100.0/24", "documentation"),
         ("203.0.113.0/24", "documentation"),
         ("224.0.0.0/4", "multicast"),
-        ("240.0.0.0/4", "reserved"),
+        // Before the reserved block it belongs to: the first match names the address.
         ("255.255.255.255/32", "broadcast"),
+        ("240.0.0.0/4", "reserved"),
     ];
     RANGES
         .iter()
