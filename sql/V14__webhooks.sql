@@ -3,10 +3,11 @@
 -- delivery. `shared::webhooks` owns these tables.
 
 -- Where a key's export events go. `secret` is the signing key's raw bytes (shown to the client
--- once, as `whsec_` + base64); after a rotation the previous one keeps signing beside it until
--- `previous_secret_expires_at`. `failing_since`: the first failed attempt since the last
--- success; an endpoint failing for WEBHOOK_DISABLE_AFTER_SECS is disabled (`disabled_at`) until
--- its owner enables it again. Deleting the key deletes its endpoints.
+-- once, as `whsec_` + base64; it must be stored readable, to sign with); after a rotation the
+-- previous one keeps signing beside it until `previous_secret_expires_at`. `failing_since`: the
+-- first failed attempt since the last success; an endpoint failing for
+-- WEBHOOK_DISABLE_AFTER_SECS is disabled (`disabled_at`) until its owner enables it again (its
+-- events meanwhile are recorded unsent). Deleting the key deletes its endpoints.
 CREATE TABLE webhook_endpoints (
     id                         uuid PRIMARY KEY,
     api_key_id                 uuid NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
@@ -59,6 +60,8 @@ CREATE TABLE webhook_deliveries (
 );
 -- An endpoint's delivery log, newest first (keyset pages), and its deliveries still to send.
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
+-- The delivery a job sends (an operator's retry or cancel of the job on the dashboard).
+CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id);
 
 -- Each attempt of a delivery: when, how long, what the endpoint answered (its status and the
 -- first bytes of its body) or why there was no answer (`error_class`, NULL on a 2xx).

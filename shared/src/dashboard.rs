@@ -13,6 +13,7 @@ use crate::{
     failure::FailureCode,
     metrics::Metrics,
     queue::{self, JobState, JobSummary},
+    webhooks,
     workers::{self, WorkerInfo},
 };
 
@@ -162,7 +163,7 @@ pub enum Retried {
 }
 
 /// Puts a failed (or retry-waiting) job back in the queue to run at once, and its export back
-/// to PENDING, in one transaction. The export is locked before the job, as a cancel does, so
+/// to PENDING (or the webhook delivery it sends back to pending), in one transaction. The export is locked before the job, as a cancel does, so
 /// the two cannot deadlock. Given a transaction, the retry is a savepoint in it.
 pub async fn retry_job(db: &mut impl Begin, job_id: i64) -> Result<Retried, DbError> {
     let tx = db.begin().await?;
@@ -173,6 +174,7 @@ pub async fn retry_job(db: &mut impl Begin, job_id: i64) -> Result<Retried, DbEr
             exports::Revived::SlotTaken => return Ok(Retried::Superseded),
         }
     }
+    webhooks::deliveries::revive_for_job(&tx, job_id).await?;
     if !queue::retry_now(&tx, job_id).await? {
         return Ok(Retried::NotRetryable);
     }
@@ -192,7 +194,8 @@ pub enum JobCancelled {
 }
 
 /// Cancels a job for an operator: through its export when it produces one (so the export
-/// shows CANCELLED too, for every requester), otherwise the job alone.
+/// shows CANCELLED too, for every requester), otherwise the job alone (a webhook delivery it
+/// was sending ends as failed with it).
 pub async fn cancel_job(
     db: &mut impl Begin,
     job_id: i64,
@@ -207,7 +210,15 @@ pub async fn cancel_job(
             exports::cancel(db, export_id, exports::Canceller::Operator, reason, metrics).await?,
             exports::Cancelled::Now(_)
         ),
-        None => queue::cancel(&*db, job_id, reason).await?,
+        None => {
+            let tx = db.begin().await?;
+            let cancelled = queue::cancel(&tx, job_id, reason).await?;
+            if cancelled {
+                webhooks::deliveries::failed_for_job(&tx, job_id).await?;
+            }
+            tx.commit().await?;
+            cancelled
+        }
     };
     Ok(if cancelled { JobCancelled::Now } else { JobCancelled::AlreadyFinished })
 }

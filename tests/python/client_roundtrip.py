@@ -1,6 +1,6 @@
 """A client generated from openapi.yaml by openapi-python-client creates an export (retrying it
-under an Idempotency-Key), polls it to COMPLETED and downloads the file: the contract works for SDK
-users, not just for our tests.
+under an Idempotency-Key), polls it to COMPLETED and downloads the file, and registers, lists,
+rotates and deletes a webhook endpoint: the contract works for SDK users, not just for our tests.
 
 Usage: client_roundtrip.py BASE_URL API_KEY MODULE (the generated package's import name)."""
 
@@ -17,6 +17,12 @@ client_pkg = importlib.import_module(module)
 create_export = importlib.import_module(f"{module}.api.exports.create_export")
 get_export = importlib.import_module(f"{module}.api.exports.get_export")
 list_exports = importlib.import_module(f"{module}.api.exports.list_exports")
+create_endpoint = importlib.import_module(f"{module}.api.webhooks.create_webhook_endpoint")
+list_endpoints = importlib.import_module(f"{module}.api.webhooks.list_webhook_endpoints")
+rotate_secret = importlib.import_module(f"{module}.api.webhooks.rotate_webhook_secret")
+delete_endpoint = importlib.import_module(f"{module}.api.webhooks.delete_webhook_endpoint")
+get_endpoint = importlib.import_module(f"{module}.api.webhooks.get_webhook_endpoint")
+list_deliveries = importlib.import_module(f"{module}.api.webhooks.list_webhook_deliveries")
 models = importlib.import_module(f"{module}.models")
 
 client = client_pkg.AuthenticatedClient(base_url=base_url, token=api_key)
@@ -79,4 +85,34 @@ problem = create_export.sync(client=client, body=bad)
 assert isinstance(problem, models.Problem) and problem.status == 400, problem
 assert problem.errors[0].field == "table_name"
 
-print(f"generated client: idempotent retry replayed; exported {details.row_count} rows, {details.file_size} bytes, sha256 verified")
+# Webhook endpoints: register (a public address literal: nothing is resolved, nothing is sent
+# before it is deleted), list, rotate the secret, read the (empty) delivery log, delete.
+endpoint = create_endpoint.sync(
+    client=client,
+    body=models.WebhookEndpointRequest(
+        url="https://93.184.215.14/statement-hooks",
+        event_types=[models.WebhookEventType.EXPORT_COMPLETED, models.WebhookEventType.EXPORT_FAILED],
+        description="generated client",
+    ),
+)
+assert isinstance(endpoint, models.WebhookEndpoint), endpoint
+assert endpoint.secret.startswith("whsec_") and endpoint.enabled, endpoint
+listed = list_endpoints.sync(client=client)
+assert isinstance(listed, models.WebhookEndpointList), listed
+assert [e.id for e in listed.items] == [endpoint.id]
+assert not isinstance(listed.items[0].secret, str), "a listing shows no secret"
+rotated = rotate_secret.sync(endpoint.id, client=client)
+assert isinstance(rotated, models.WebhookEndpoint), rotated
+assert rotated.secret.startswith("whsec_") and rotated.secret != endpoint.secret
+assert isinstance(rotated.previous_secret_expires_at, datetime.datetime), rotated
+log = list_deliveries.sync(endpoint.id, client=client)
+assert isinstance(log, models.WebhookDeliveryList) and log.items == [], log
+refused = create_endpoint.sync(client=client, body=models.WebhookEndpointRequest(url="https://127.0.0.1/hooks"))
+assert isinstance(refused, models.Problem) and refused.status == 422 and refused.errors[0].field == "url", refused
+deleted = delete_endpoint.sync_detailed(endpoint.id, client=client)
+assert deleted.status_code == 204, deleted
+gone = get_endpoint.sync(endpoint.id, client=client)
+assert isinstance(gone, models.Problem) and gone.status == 404, gone
+
+print(f"generated client: idempotent retry replayed; exported {details.row_count} rows, {details.file_size} bytes, sha256 verified; "
+      "a webhook endpoint registered, listed, rotated and deleted")

@@ -371,7 +371,9 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
 }
 
 /// Records a failed attempt in the queue and in its kind's tables, in one transaction: no
-/// other claim can take the job between the two. Only the failure's code is recorded.
+/// other claim can take the job between the two. Only the failure's code is recorded. With a
+/// `retry_window` the job's attempts and that window bound the retry (`queue::fail`); without
+/// one its kind's schedule alone decided (`queue::fail_on_schedule`).
 async fn record_setback(
     ctx: &JobContext,
     job: &ClaimedJob,

@@ -549,6 +549,30 @@ pub async fn failed(db: &impl Sql, delivery: Uuid) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A failed delivery sent by job `job` (its latest), back to pending for an operator's retry
+/// of the job by hand (in the transaction of that retry). Nothing when the job sends none.
+pub async fn revive_for_job(db: &impl Sql, job: i64) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), finished_at = NULL
+         WHERE job_id = $1 AND status = 'failed'",
+        &[&job],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The delivery job `job` was sending ends as failed: an operator cancelled the job (in the
+/// transaction of that cancel). Nothing when the job sends none.
+pub async fn failed_for_job(db: &impl Sql, job: i64) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, finished_at = now()
+         WHERE job_id = $1 AND status IN ('pending', 'retrying')",
+        &[&job],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Logs an attempt whose worker was lost (its lease expired): the endpoint may have received
 /// it. Called in the transaction of the lease rescue.
 pub async fn log_lost_attempt(db: &impl Sql, delivery: Uuid) -> Result<(), DbError> {
