@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse bench-dashboard
+.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse bench-dashboard bench-webhooks
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -34,3 +34,7 @@ bench-abuse:
 ## The dashboard, the export listing and /metrics on 1,000,000 exports over a year (p95 in ms).
 bench-dashboard:
 	bash scripts/bench.sh bench-dashboard
+
+## Completion webhooks: deliveries per second to a local receiver, and completion-to-arrival p99.
+bench-webhooks:
+	bash scripts/bench.sh bench-webhooks

@@ -53,10 +53,10 @@ rm -rf "$work/client"
 PYTHONPATH="$work" "$venv/bin/python" tests/python/client_roundtrip.py "$PUBLIC_BASE_URL" "$key" client
 
 # Secrets never reach the logs: not the API key, not a download link's signature (ours or an
-# S3 pre-signed one), not a database password.
+# S3 pre-signed one), not a database password, not a webhook endpoint's secret.
 secret_part=${key:11}
 source_password=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).password or "")' "$SOURCE_DATABASE_URL")
-if grep -q -e "$secret_part" -e "signature=" -e "X-Amz-Signature" -e ":${source_password:-no-password}@" \
+if grep -q -e "$secret_part" -e "signature=" -e "X-Amz-Signature" -e "whsec_" -e ":${source_password:-no-password}@" \
     "$work/api.log" "$work/worker.log"; then
   echo "[contract] a secret reached the logs" >&2
   exit 1
