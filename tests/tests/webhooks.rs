@@ -654,3 +654,27 @@ async fn a_deleted_endpoint_stops_its_pending_deliveries() {
     let left = app.psql("SELECT count(*) FROM webhook_deliveries").unwrap();
     assert_eq!(left.trim(), "0", "its log went with it");
 }
+
+#[tokio::test]
+async fn an_operator_retrying_a_failed_delivery_job_sends_it_again() {
+    // No retries: the first failed attempt fails the delivery.
+    let app = app_with(|config| config.webhooks.retry_schedule = Vec::new()).await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::Status(500));
+    let key = app.create_key(None).await;
+    let (endpoint, secret) = register(&app, &key, &receiver.url("/hook"), None).await;
+    export(&app, &key, &statement("ACC-1", "bank_transactions")).await;
+    assert_eq!(deliveries(&app, &key, &endpoint).await[0]["status"], "failed");
+
+    receiver.answer(Answer::Status(200));
+    let job: i64 = app.psql("SELECT id FROM jobs WHERE kind = 'deliver_webhook'").unwrap().trim().parse().unwrap();
+    let mut db = app.pool.get().await.unwrap();
+    let retried = shared::dashboard::retry_job(&mut db, job).await.unwrap();
+    assert_eq!(retried, shared::dashboard::Retried::Now);
+    assert_eq!(deliveries(&app, &key, &endpoint).await[0]["status"], "pending");
+    app.run_pending_jobs().await;
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    verified(&secret, &received);
+    let delivery = &deliveries(&app, &key, &endpoint).await[0];
+    assert_eq!((delivery["status"].as_str(), delivery["attempts"].as_i64()), (Some("succeeded"), Some(2)));
+}

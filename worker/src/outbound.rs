@@ -90,8 +90,10 @@ impl Webhooks {
     }
 }
 
-/// The class of a failed request (the cause stays in the log).
+/// The class of a failed request (the cause stays in the log, without the URL: a receiver's
+/// URL may carry a token of its own in its path or query).
 fn classify(error: reqwest::Error) -> SendError {
+    let error = error.without_url();
     let refused = std::iter::successors(error.source(), |e| (*e).source())
         .find_map(|e| e.downcast_ref::<Refusal>())
         .map(|refusal| refusal.0.clone());
