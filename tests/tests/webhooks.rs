@@ -667,7 +667,8 @@ async fn an_operator_retrying_a_failed_delivery_job_sends_it_again() {
     assert_eq!(deliveries(&app, &key, &endpoint).await[0]["status"], "failed");
 
     receiver.answer(Answer::Status(200));
-    let job: i64 = app.psql("SELECT id FROM jobs WHERE kind = 'deliver_webhook'").unwrap().trim().parse().unwrap();
+    let job: i64 =
+        app.psql("SELECT id FROM jobs WHERE kind = 'deliver_webhook'").unwrap().trim().parse().unwrap();
     let mut db = app.pool.get().await.unwrap();
     let retried = shared::dashboard::retry_job(&mut db, job).await.unwrap();
     assert_eq!(retried, shared::dashboard::Retried::Now);

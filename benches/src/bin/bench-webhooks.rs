@@ -87,13 +87,21 @@ async fn main() -> anyhow::Result<()> {
     let receiver = listener.local_addr()?;
     let arrivals = Arrivals::default();
     let app = poem::Route::new().at("/hook", poem::post(receive)).data(arrivals.clone());
-    tokio::spawn(poem::Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(listener)?).run(app));
+    tokio::spawn(
+        poem::Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(listener)?).run(app),
+    );
 
-    let spec = KeySpec { name: "bench", description: "", role: Role::Client, accounts: &[], all_accounts: true };
+    let spec =
+        KeySpec { name: "bench", description: "", role: Role::Client, accounts: &[], all_accounts: true };
     let (key, _) = api_keys::create(&db, &spec).await?;
     let policy = Policy { allow_http: true, allow_private: true };
-    let endpoint_url = policy.check_url(&format!("http://{receiver}/hook")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let new = webhooks::NewEndpoint { url: &endpoint_url, description: "bench", event_types: &[EventType::ExportCompleted] };
+    let endpoint_url =
+        policy.check_url(&format!("http://{receiver}/hook")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let new = webhooks::NewEndpoint {
+        url: &endpoint_url,
+        description: "bench",
+        event_types: &[EventType::ExportCompleted],
+    };
     let mut conn = pool.get().await?;
     webhooks::create(&mut conn, key.id, &new, 1).await?;
 
@@ -112,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
         &[&key.id, &(exports as i32)],
     )
     .await?;
-    let ids: Vec<Uuid> = db.query("SELECT id FROM exports ORDER BY id", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let ids: Vec<Uuid> =
+        db.query("SELECT id FROM exports ORDER BY id", &[]).await?.iter().map(|r| r.get(0)).collect();
 
     let storage = std::env::temp_dir().join(format!("stmt-bench-webhooks-{}", std::process::id()));
     let config = Config {
