@@ -221,7 +221,10 @@ pub(crate) fn check_query_names(query: Option<&str>, known: &[&str]) -> Result<(
         if !known.contains(&name.as_str()) {
             errors.push(FieldError::new(
                 name,
-                format!("is not a parameter of this operation (known: {})", known.join(", ")),
+                match known {
+                    [] => "is not a parameter of this operation (it takes none)".to_owned(),
+                    _ => format!("is not a parameter of this operation (known: {})", known.join(", ")),
+                },
             ));
         } else if seen.contains(&name) {
             errors.push(FieldError::new(name, "may be given at most once"));
@@ -347,6 +350,8 @@ mod tests {
         let err = check_query_names(Some("limt=5"), &known).unwrap_err();
         assert_eq!(err[0].field, "limt");
         assert_eq!(err[0].message, "is not a parameter of this operation (known: limit, status)");
+        let err = check_query_names(Some("limit=5"), &[]).unwrap_err();
+        assert_eq!(err[0].message, "is not a parameter of this operation (it takes none)");
         let err = check_query_names(Some("limit=5&limit=6&limit=7"), &known).unwrap_err();
         assert_eq!(err, [FieldError::new("limit", "may be given at most once")]);
     }
