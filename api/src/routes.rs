@@ -121,6 +121,16 @@ fn declared() -> Vec<Route> {
             dashboard::sign_in::sign_out.map_to_response().boxed()
         }),
         Route::page(M::GET, "/dashboard/queue", || dashboard::queue::page.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/webhooks", || dashboard::webhooks::list.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/webhooks/{id}", || {
+            dashboard::webhooks::detail.map_to_response().boxed()
+        }),
+        Route::page(M::POST, "/dashboard/webhooks/{id}/{action}", || {
+            dashboard::webhooks::enable.map_to_response().boxed()
+        }),
+        Route::page(M::POST, "/dashboard/webhook-deliveries/{id}/{action}", || {
+            dashboard::webhooks::resend.map_to_response().boxed()
+        }),
         Route::page(M::POST, "/dashboard/jobs/{id}/{action}", || {
             dashboard::queue::act.map_to_response().boxed()
         }),

@@ -202,6 +202,34 @@ pub async fn list(db: &impl Sql, key: Uuid) -> Result<Vec<Endpoint>, DbError> {
     rows.iter().map(Endpoint::from_row).collect()
 }
 
+/// Every key's endpoints, newest first, at most `limit`, each with its key's name and prefix
+/// (the operators' dashboard).
+pub async fn all(db: &impl Sql, limit: i64) -> Result<Vec<(Endpoint, String)>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT e.*, k.name AS key_name, k.prefix AS key_prefix
+                 FROM (SELECT {COLUMNS} FROM webhook_endpoints ORDER BY created_at DESC, id DESC LIMIT $1) e
+                 JOIN api_keys k ON k.id = e.api_key_id
+                 ORDER BY e.created_at DESC, e.id DESC"
+            ),
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let label = crate::sessions::key_label(row.get("key_name"), row.get("key_prefix"));
+            Ok((Endpoint::from_row(row)?, label))
+        })
+        .collect()
+}
+
+/// Endpoint `id`, whoever's it is (the operators' dashboard).
+pub async fn find(db: &impl Sql, id: Uuid) -> Result<Option<Endpoint>, DbError> {
+    let row = db.query_opt(&format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE id = $1"), &[&id]).await?;
+    row.as_ref().map(Endpoint::from_row).transpose()
+}
+
 /// Endpoint `id`, if it is `key`'s.
 pub async fn get(db: &impl Sql, key: Uuid, id: Uuid) -> Result<Option<Endpoint>, DbError> {
     let row = db

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, dashboard::DashboardClient};
 
-const PAGES: [&str; 7] = [
+const PAGES: [&str; 8] = [
     "/dashboard",
     "/dashboard/queue",
     "/dashboard/health",
@@ -14,6 +14,7 @@ const PAGES: [&str; 7] = [
     "/dashboard/exports",
     "/dashboard/exports/{id}",
     "/dashboard/audit",
+    "/dashboard/webhooks",
 ];
 
 fn january() -> Value {
@@ -30,6 +31,8 @@ fn forms(key_id: &str) -> Vec<String> {
         format!("/admin/api-keys/{key_id}/deactivate"),
         format!("/admin/api-keys/{key_id}/reactivate"),
         format!("/admin/api-keys/{key_id}/delete"),
+        format!("/dashboard/webhooks/{}/enable", uuid::Uuid::new_v4()),
+        format!("/dashboard/webhook-deliveries/{}/resend", uuid::Uuid::new_v4()),
     ]
 }
 

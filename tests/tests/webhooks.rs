@@ -679,3 +679,61 @@ async fn an_operator_retrying_a_failed_delivery_job_sends_it_again() {
     let delivery = &deliveries(&app, &key, &endpoint).await[0];
     assert_eq!((delivery["status"].as_str(), delivery["attempts"].as_i64()), (Some("succeeded"), Some(2)));
 }
+
+#[tokio::test]
+async fn the_webhooks_pages_show_endpoint_health_and_deliveries_and_an_operator_resends_one() {
+    let app = app_with(|config| {
+        config.webhooks.retry_schedule = [0.2].map(Duration::from_secs_f64).to_vec();
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    let key = app.create_key(None).await;
+    let (endpoint, secret) = register(&app, &key, &receiver.url("/private/token-abc123"), None).await;
+    let done = export(&app, &key, &statement("ACC-1", "bank_transactions")).await;
+    assert_eq!(done["status"], "COMPLETED");
+    let first = receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    let admin = app.create_admin_key().await;
+    let mut browser = testkit::dashboard::DashboardClient::signed_in(&app, &admin).await;
+    let list = browser.get("/dashboard/webhooks").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&format!("href=\"/dashboard/webhooks/{endpoint}\"")), "{}", list.body);
+    assert!(list.body.contains("1 delivered"), "health of the last 24 hours: {}", list.body);
+    assert!(!list.body.contains("token-abc123"), "a URL's path (a receiver's token) is never shown");
+    let detail = browser.get(&format!("/dashboard/webhooks/{endpoint}")).await;
+    assert!(detail.body.contains("export.completed") && detail.body.contains("HTTP 200"), "{}", detail.body);
+    let delivery = deliveries(&app, &key, &endpoint).await[0]["id"].as_str().unwrap().to_owned();
+    let resend = format!("/dashboard/webhook-deliveries/{delivery}/resend");
+    assert!(detail.body.contains(&resend));
+
+    // Resent from the dashboard: the same event, the same webhook-id, verified again; recorded.
+    let posted = browser.post(&resend, &[]).await;
+    assert_eq!(
+        posted.location.as_deref(),
+        Some(format!("/dashboard/webhooks/{endpoint}?notice=resent").as_str())
+    );
+    app.run_pending_jobs().await;
+    let both = receiver.wait_for(2, Duration::from_secs(10)).await;
+    verified(&secret, &both);
+    assert_eq!(both[1].header("webhook-id"), first[0].header("webhook-id"));
+    assert_eq!(both[1].body, first[0].body);
+    let row = app.psql("SELECT actor_kind, outcome FROM audit_log WHERE action = 'webhook.resend'").unwrap();
+    assert_eq!(row.trim(), "break_glass|success");
+
+    // A disabled endpoint shows as such, with an Enable button that works.
+    app.psql(&format!("UPDATE webhook_endpoints SET disabled_at = now(), failing_since = now() - interval '2 days' WHERE id = '{endpoint}'"))
+        .unwrap();
+    let detail = browser.get(&format!("/dashboard/webhooks/{endpoint}")).await;
+    assert!(detail.body.contains("disabled"));
+    let enable = format!("/dashboard/webhooks/{endpoint}/enable");
+    assert!(detail.body.contains(&enable));
+    let refused = browser.post(&resend, &[]).await;
+    assert_eq!(
+        refused.location.as_deref(),
+        Some(format!("/dashboard/webhooks/{endpoint}?notice=disabled").as_str())
+    );
+    assert_eq!(browser.post(&enable, &[]).await.status, StatusCode::SEE_OTHER);
+    let (_, shown) = api(&app, &key, "GET", &format!("/api/webhook-endpoints/{endpoint}"), None).await;
+    assert_eq!(shown["enabled"], true, "{shown}");
+    assert_eq!(browser.get("/dashboard/webhooks/not-a-uuid").await.status, StatusCode::NOT_FOUND);
+}

@@ -67,6 +67,7 @@ pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, b
         ("/dashboard/exports", "Exports"),
         ("/dashboard/queue", "Queue & workers"),
         ("/dashboard/health", "System health"),
+        ("/dashboard/webhooks", "Webhooks"),
         ("/admin/api-keys", "API keys"),
         ("/dashboard/audit", "Audit"),
     ];

@@ -20,6 +20,7 @@ pub(crate) mod overview;
 pub(crate) mod queue;
 pub(crate) mod sign_in;
 pub(crate) mod sso;
+pub(crate) mod webhooks;
 
 use poem::{
     Body, IntoResponse, Request, Response,

@@ -224,6 +224,46 @@ pub async fn get(db: &impl Sql, endpoint: Uuid, id: Uuid) -> Result<Option<Deliv
     Ok(with_attempts(db, vec![delivery]).await?.pop())
 }
 
+/// An endpoint's deliveries of the last 24 hours, by outcome (the dashboard's health column).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Answered 2xx.
+    pub succeeded: i64,
+    /// Failed for good, or ended unsent (disabled).
+    pub failed: i64,
+    /// Pending or retrying.
+    pub in_flight: i64,
+}
+
+/// [`Health`] of each of `endpoints` (absent: no delivery in the last 24 hours), read through
+/// the per-endpoint index.
+pub async fn health(db: &impl Sql, endpoints: &[Uuid]) -> Result<Vec<(Uuid, Health)>, DbError> {
+    let rows = db
+        .query(
+            "SELECT endpoint_id,
+                    count(*) FILTER (WHERE status = 'succeeded'),
+                    count(*) FILTER (WHERE status IN ('failed', 'disabled')),
+                    count(*) FILTER (WHERE status IN ('pending', 'retrying'))
+             FROM webhook_deliveries
+             WHERE endpoint_id = ANY($1) AND created_at > now() - interval '24 hours'
+             GROUP BY endpoint_id",
+            &[&endpoints],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), Health { succeeded: r.get(1), failed: r.get(2), in_flight: r.get(3) }))
+        .collect())
+}
+
+/// The endpoint delivery `id` goes to, if there is such a delivery.
+pub async fn endpoint_of(db: &impl Sql, id: Uuid) -> Result<Option<Uuid>, DbError> {
+    Ok(db
+        .query_opt("SELECT endpoint_id FROM webhook_deliveries WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// The outcome of a resend.
 #[derive(Debug, Clone)]
 pub enum Resent {
