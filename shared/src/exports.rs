@@ -143,11 +143,15 @@ pub struct Export {
     pub snapshot_lag_seconds: Option<i64>,
     /// The source's replication position read inside the snapshot (a GTID set), if it has one.
     pub snapshot_position: Option<String>,
+    /// Download links handed out so far (advanced in batches: see [`crate::downloads`]).
+    pub download_links_issued: i64,
+    /// Responses of the file endpoint that sent file bytes (200 and 206), likewise.
+    pub downloads: i64,
 }
 
 const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, job_id, \
     file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
-    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
+    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position, download_links_issued, downloads";
 
 /// The failure an export row records, for the states that have one (FAILED, CANCELLED, and
 /// PENDING after a failed attempt): its code, or [`FailureCode::Unclassified`] when `error`
@@ -196,6 +200,8 @@ impl Export {
             file_lost_at: row.get("file_lost_at"),
             snapshot_lag_seconds: row.get("snapshot_lag_seconds"),
             snapshot_position: row.get("snapshot_position"),
+            download_links_issued: row.get("download_links_issued"),
+            downloads: row.get("downloads"),
         })
     }
 
