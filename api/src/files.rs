@@ -114,7 +114,9 @@ pub(crate) async fn download(
     };
     match answer {
         Answer::NotModified => {
-            drop(record(304, None));
+            if get {
+                drop(record(304, None));
+            }
             Ok(Response::builder()
                 .status(StatusCode::NOT_MODIFIED)
                 .header(header::ETAG, &found.etag)

@@ -605,20 +605,29 @@ pub async fn mark_file_lost(db: &impl Sql, id: Uuid, file_key: &str) -> Result<O
 /// Deletes up to `batch` export rows that can no longer be downloaded (expired, failed or
 /// cancelled) and finished longer than `older_than` ago (`EXPORT_ROW_RETENTION_DAYS`). Their
 /// hourly analytics stay (`export_hourly` is kept by inserts and status changes, never by
-/// deletes); their requesters go with them. Returns how many were deleted.
+/// deletes); their requesters, download links and downloads go with them. Returns how many
+/// were deleted.
 pub async fn prune_rows(db: &impl Sql, older_than: Duration, batch: i64) -> Result<u64, DbError> {
-    Ok(db
-        .execute(
-            "DELETE FROM exports WHERE id IN (
-                 SELECT id FROM exports
-                 WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
-                   -- created_at first: the (status, created_at) index finds them.
-                   AND created_at < now() - make_interval(secs => $1)
-                   AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
-                 LIMIT $2)",
+    let row = db
+        .query_one(
+            "WITH pruned AS (
+                 DELETE FROM exports WHERE id IN (
+                     SELECT id FROM exports
+                     WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
+                       -- created_at first: the (status, created_at) index finds them.
+                       AND created_at < now() - make_interval(secs => $1)
+                       AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
+                     LIMIT $2)
+                 RETURNING id
+             ), links AS (
+                 -- No foreign key to cascade (see V16__downloads.sql): deleted here.
+                 DELETE FROM download_links WHERE export_id IN (SELECT id FROM pruned)
+             )
+             SELECT count(*) FROM pruned",
             &[&older_than.as_secs_f64(), &batch],
         )
-        .await?)
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// Filters of an export listing; `None` means any.
