@@ -87,7 +87,8 @@ impl Download {
     }
 }
 
-/// A new link id: a UUIDv7 (time-ordered, so the primary key grows at its right edge).
+/// A new link id: a UUIDv7, ordered by the time it was minted (to the millisecond), so an
+/// export's links are listed newest first by id and its primary key grows at its right edge.
 pub fn new_link_id() -> Uuid {
     let millis = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     let random = Uuid::new_v4();
@@ -97,7 +98,12 @@ pub fn new_link_id() -> Uuid {
 
 /// Records links and downloads gathered by an API process, and advances their exports'
 /// counters, in one transaction. Export rows are locked in id order first, so two processes
-/// flushing at once cannot deadlock, and a locked export cannot be deleted before its rows are in.
+/// flushing at once cannot deadlock, and a locked export cannot be deleted before its rows are
+/// in; records of exports that no longer exist are skipped.
+///
+/// A batch whose links are already recorded (its commit went through but its answer was lost,
+/// and it is being written again) changes nothing: a link id is unique. (Such a batch with
+/// downloads only would record them twice.)
 pub async fn record(
     db: &mut impl Begin,
     links: &[IssuedLink],
@@ -116,31 +122,44 @@ pub async fn record(
     let tx = db.begin().await?;
     let ids: Vec<Uuid> = counts.keys().copied().collect();
     let (issued, sent): (Vec<i64>, Vec<i64>) = counts.values().copied().unzip();
-    tx.execute(
-        "WITH batch AS (
-             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS b (id, links, downloads)
-         ), locked AS (
-             SELECT e.id, b.links, b.downloads FROM exports e JOIN batch b USING (id)
-             ORDER BY e.id
-             FOR NO KEY UPDATE OF e
-         )
-         UPDATE exports e
-         SET download_links_issued = e.download_links_issued + locked.links,
-             downloads = e.downloads + locked.downloads
-         FROM locked WHERE e.id = locked.id",
-        &[&ids, &issued, &sent],
-    )
-    .await?;
+    let counted = tx
+        .query(
+            "WITH batch AS (
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS b (id, links, downloads)
+             ), locked AS (
+                 SELECT e.id, b.links, b.downloads FROM exports e JOIN batch b USING (id)
+                 ORDER BY e.id
+                 FOR NO KEY UPDATE OF e
+             )
+             UPDATE exports e
+             SET download_links_issued = e.download_links_issued + locked.links,
+                 downloads = e.downloads + locked.downloads
+             FROM locked WHERE e.id = locked.id
+             RETURNING e.id",
+            &[&ids, &issued, &sent],
+        )
+        .await?;
+    let exist: std::collections::HashSet<Uuid> = counted.iter().map(|row| row.get(0)).collect();
+    let links: Vec<IssuedLink> = links.iter().filter(|l| exist.contains(&l.export_id)).copied().collect();
+    let downloads: Vec<Download> =
+        downloads.iter().filter(|d| exist.contains(&d.export_id)).copied().collect();
     if !links.is_empty() {
-        insert_links(&tx, links).await?;
+        match insert_links(&tx, &links).await {
+            Err(e) if e.is_unique_violation() => {
+                tracing::info!(links = links.len(), "a batch of download links was already recorded");
+                return Ok(());
+            }
+            written => written?,
+        }
     }
     if !downloads.is_empty() {
-        insert_downloads(&tx, downloads).await?;
+        insert_downloads(&tx, &downloads).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
+/// Inserts links (of exports the caller has locked).
 async fn insert_links(db: &impl Sql, links: &[IssuedLink]) -> Result<(), DbError> {
     let ids: Vec<Uuid> = links.iter().map(|l| l.id).collect();
     let exports: Vec<Uuid> = links.iter().map(|l| l.export_id).collect();
@@ -164,17 +183,15 @@ async fn insert_links(db: &impl Sql, links: &[IssuedLink]) -> Result<(), DbError
     let backends: Vec<&str> = links.iter().map(|l| l.backend.as_str()).collect();
     db.execute(
         "INSERT INTO download_links (id, export_id, via, api_key_id, operator_id, issued_at, expires_at, backend)
-         SELECT b.* FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
-                                $6::timestamptz[], $7::timestamptz[], $8::text[])
-             AS b (id, export_id, via, api_key_id, operator_id, issued_at, expires_at, backend)
-         WHERE EXISTS (SELECT 1 FROM exports e WHERE e.id = b.export_id)
-         ON CONFLICT (id) DO NOTHING",
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
+                              $6::timestamptz[], $7::timestamptz[], $8::text[])",
         &[&ids, &exports, &via, &keys, &operators, &issued, &expires, &backends],
     )
     .await?;
     Ok(())
 }
 
+/// Inserts downloads (of exports the caller has locked).
 async fn insert_downloads(db: &impl Sql, downloads: &[Download]) -> Result<(), DbError> {
     let bigint = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let exports: Vec<Uuid> = downloads.iter().map(|d| d.export_id).collect();
@@ -189,10 +206,8 @@ async fn insert_downloads(db: &impl Sql, downloads: &[Download]) -> Result<(), D
     db.execute(
         "INSERT INTO export_downloads
              (export_id, link_id, started_at, status, range_first, range_last, bytes_sent, client_addr)
-         SELECT b.* FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::smallint[], $5::bigint[],
-                                $6::bigint[], $7::bigint[], $8::inet[])
-             AS b (export_id, link_id, started_at, status, range_first, range_last, bytes_sent, client_addr)
-         WHERE EXISTS (SELECT 1 FROM exports e WHERE e.id = b.export_id)",
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::smallint[], $5::bigint[],
+                              $6::bigint[], $7::bigint[], $8::inet[])",
         &[&exports, &links, &started, &statuses, &firsts, &lasts, &bytes, &clients],
     )
     .await?;
@@ -292,7 +307,8 @@ fn holder_name(row: &tokio_postgres::Row) -> Option<HolderName> {
 const HOLDER_COLUMNS: &str =
     "l.api_key_id, l.operator_id, k.name AS key_name, k.prefix AS key_prefix, o.name AS operator_name";
 
-/// The newest `limit` links of `export`.
+/// The newest `limit` links of `export` (by id: ids are time-ordered, and the primary key holds
+/// them in that order).
 pub async fn links_of(db: &impl Sql, export: Uuid, limit: i64) -> Result<Vec<LinkRow>, DbError> {
     let rows = db
         .query(
@@ -302,7 +318,7 @@ pub async fn links_of(db: &impl Sql, export: Uuid, limit: i64) -> Result<Vec<Lin
                  LEFT JOIN api_keys k ON k.id = l.api_key_id
                  LEFT JOIN operators o ON o.id = l.operator_id
                  WHERE l.export_id = $1
-                 ORDER BY l.issued_at DESC, l.id DESC LIMIT $2"
+                 ORDER BY l.id DESC LIMIT $2"
             ),
             &[&export, &limit],
         )
@@ -329,7 +345,7 @@ pub async fn downloads_of(db: &impl Sql, export: Uuid, limit: i64) -> Result<Vec
                 "SELECT d.started_at, d.status, d.range_first, d.range_last, d.bytes_sent, d.client_addr,
                         d.link_id, {HOLDER_COLUMNS}
                  FROM export_downloads d
-                 LEFT JOIN download_links l ON l.id = d.link_id
+                 LEFT JOIN download_links l ON l.export_id = d.export_id AND l.id = d.link_id
                  LEFT JOIN api_keys k ON k.id = l.api_key_id
                  LEFT JOIN operators o ON o.id = l.operator_id
                  WHERE d.export_id = $1

@@ -310,8 +310,24 @@ async fn curl_resumes_an_interrupted_download_with_c_and_ends_with_the_right_sha
     let file = dir.join("statement.csv");
 
     // Interrupted: a slow transfer cut off after a second (curl's timeout, exit code 28).
-    let cut = curl(&["-sS", "--limit-rate", "200K", "--max-time", "1", "-o"], &file, url).await;
-    assert_eq!(cut.status.code(), Some(28), "curl was cut off by its timeout");
+    let cut = curl(
+        &[
+            "-sS",
+            "--fail",
+            "-w",
+            "%{http_code} %{size_download}",
+            "--limit-rate",
+            "200K",
+            "--max-time",
+            "1",
+            "-o",
+        ],
+        &file,
+        url,
+    )
+    .await;
+    let seen = format!("{} {}", String::from_utf8_lossy(&cut.stdout), String::from_utf8_lossy(&cut.stderr));
+    assert_eq!(cut.status.code(), Some(28), "curl was cut off by its timeout: {seen} of {size} bytes");
     let partial = std::fs::metadata(&file).unwrap().len();
     assert!(partial > 0 && partial < size, "{partial} of {size} bytes");
 
