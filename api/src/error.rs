@@ -16,6 +16,10 @@ use shared::{db::DbError, signing::SignatureError, statement::FieldError, storag
 /// Seconds a client should wait before retrying when a dependency is down.
 const RETRY_AFTER_SECS: u64 = 5;
 
+/// Seconds a client should wait before retrying a request whose `Idempotency-Key` is held by
+/// a request in flight (a create or a cancel takes milliseconds).
+const IN_FLIGHT_RETRY_AFTER_SECS: u64 = 1;
+
 /// Seconds a key at its outstanding-exports cap should wait: about the time a typical export
 /// takes to finish and free a place.
 pub(crate) const OUTSTANDING_RETRY_AFTER_SECS: u64 = 30;
@@ -34,6 +38,12 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("{0}")]
     Gone(&'static str),
+    /// The `Idempotency-Key` was used before with another request.
+    #[error("idempotency key reused with another request")]
+    IdempotencyKeyReused,
+    /// The request first made with this `Idempotency-Key` is still running.
+    #[error("idempotency key in use by a request in flight")]
+    IdempotencyKeyInUse,
     #[error("rate limit exceeded; retry in {0} s")]
     RateLimited(u64),
     #[error("too many failed authentications from this address; retry in {0} s")]
@@ -71,8 +81,9 @@ impl ResponseError for ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::BadLink(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited(_) | Self::TooManyFailures(_) | Self::TooManyOutstanding(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -137,6 +148,12 @@ impl Problem {
         }
     }
 
+    /// The problem with a type of its own (`…/problems/{slug}`) rather than its status's: for
+    /// problems a client tells apart from others of the same status.
+    fn of_kind(self, slug: &str) -> Self {
+        Self { kind: format!("https://statement-export.dev/problems/{slug}"), ..self }
+    }
+
     /// The status as HTTP's type (500 for a number that is not one).
     fn status_code(&self) -> StatusCode {
         u16::try_from(self.status)
@@ -181,12 +198,17 @@ pub enum ErrorResponse {
     /// The request body is not `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<Problem>),
-    /// The request conflicts with the resource's state (e.g. cancelling a finished export).
+    /// The request conflicts with the resource's state (e.g. cancelling a finished export), or
+    /// a request with the same `Idempotency-Key` is still being processed (then with
+    /// `Retry-After`: retry to get its response).
     #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
+    Conflict(Json<Problem>, #[oai(header = "Retry-After")] Option<i64>),
     /// The export's file no longer exists in storage; request the statement again.
     #[oai(status = 410, content_type = "application/problem+json")]
     Gone(Json<Problem>),
+    /// The `Idempotency-Key` was already used with a different request; use a new key.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    UnprocessableEntity(Json<Problem>),
     /// Too many requests for this API key, too many of its exports still pending or processing
     /// (`MAX_OUTSTANDING_EXPORTS_PER_KEY`), or too many failed authentications from this
     /// address; retry after the given seconds.
@@ -208,6 +230,9 @@ pub(crate) fn retry_after(seconds: u64) -> i64 {
 /// The statuses of [`ErrorResponse`] that one operation can answer with.
 pub trait ErrorStatuses {
     const STATUSES: &'static [u16];
+    /// Those of them an operation taking an `Idempotency-Key` may answer as a replay of a kept
+    /// response (documented with `Idempotent-Replayed`; see `idempotency::is_kept`).
+    const REPLAYED: &'static [u16] = &[];
 }
 
 /// An operation's error: an [`ErrorResponse`] whose spec lists only the statuses `S` names, so
@@ -222,6 +247,11 @@ impl<S: ErrorStatuses> ApiResponse for Errors<S> {
     fn meta() -> MetaResponses {
         let mut meta = ErrorResponse::meta();
         meta.responses.retain(|r| r.status.is_some_and(|status| S::STATUSES.contains(&status)));
+        for response in &mut meta.responses {
+            if response.status.is_some_and(|status| S::REPLAYED.contains(&status)) {
+                response.headers.push(crate::idempotency::replayed_header());
+            }
+        }
         meta
     }
 
@@ -274,6 +304,17 @@ impl ApiError {
             | Self::NotFound(detail)
             | Self::Conflict(detail)
             | Self::Gone(detail) => (detail.to_owned(), None),
+            Self::IdempotencyKeyReused => {
+                let detail = "This Idempotency-Key was already used with a different request (another \
+                              operation, export or body). Use a new key for a new request.";
+                return (Problem::new(status, detail).of_kind("idempotency-key-reused"), None);
+            }
+            Self::IdempotencyKeyInUse => {
+                let detail = "A request with this Idempotency-Key is still being processed; retry \
+                              shortly to get its response.";
+                let problem = Problem::new(status, detail).of_kind("idempotency-key-in-use");
+                return (problem, Some(IN_FLIGHT_RETRY_AFTER_SECS));
+            }
             Self::BadLink(SignatureError::Expired) => ("The download link has expired.".to_owned(), None),
             Self::BadLink(SignatureError::Invalid) => ("The download link is not valid.".to_owned(), None),
             Self::RateLimited(seconds) => {
@@ -313,14 +354,16 @@ impl ApiError {
 impl From<ApiError> for ErrorResponse {
     fn from(e: ApiError) -> Self {
         let (problem, seconds) = e.problem();
+        let conflict_retry_after = seconds.map(retry_after);
         let retry_after = retry_after(seconds.unwrap_or(RETRY_AFTER_SECS));
         match problem.status_code() {
             StatusCode::BAD_REQUEST => Self::BadRequest(Json(problem)),
             StatusCode::UNAUTHORIZED => Self::Unauthorized(Json(problem)),
             StatusCode::FORBIDDEN => Self::Forbidden(Json(problem)),
             StatusCode::NOT_FOUND => Self::NotFound(Json(problem)),
-            StatusCode::CONFLICT => Self::Conflict(Json(problem)),
+            StatusCode::CONFLICT => Self::Conflict(Json(problem), conflict_retry_after),
             StatusCode::GONE => Self::Gone(Json(problem)),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::UnprocessableEntity(Json(problem)),
             StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(Json(problem), retry_after),
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(Json(problem), retry_after),
             _ => Self::Internal(Json(problem)),
@@ -403,6 +446,11 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("created_before", "must be an RFC 3339 date-time, e.g. 2024-01-31T00:00:00Z"),
     ("limit", "must be a whole number from 1 to 200"),
     ("cursor", "must be a UUID: the previous page's next_cursor"),
+    (
+        crate::idempotency::HEADER,
+        "must be sent at most once, as a quoted string (\"…\") or a bare token of 1 to 255 printable \
+         ASCII characters",
+    ),
 ];
 
 /// poem-openapi routes path parameters as `param0`, `param1`, … and names them so in a

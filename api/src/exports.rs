@@ -26,6 +26,7 @@ use crate::{
     calendar_date::CalendarDate,
     client_addr::ClientAddr,
     error::{ApiError, ErrorStatuses, Errors},
+    idempotency::{self, IdempotencyKeyHeader, Idempotent},
     input::{FromJsonFields, JsonFields, StrictJson},
 };
 
@@ -285,10 +286,11 @@ pub enum ListResponse {
 
 /// What `POST /api/export` can answer besides its export: an invalid or oversized body, one
 /// sent too slowly or not as JSON, a key that is unknown, may not export the account or is
-/// over a limit, Postgres or storage down.
+/// over a limit, an `Idempotency-Key` in use (409) or used for another request (422), Postgres
+/// or storage down.
 pub(crate) enum CreateErrors {}
 impl ErrorStatuses for CreateErrors {
-    const STATUSES: &'static [u16] = &[400, 401, 403, 408, 413, 415, 429, 500, 503];
+    const STATUSES: &'static [u16] = &[400, 401, 403, 408, 413, 415, 409, 422, 429, 500, 503];
 }
 
 /// `GET /api/export/{reference_id}`: an invalid id, an unknown key, an export this key cannot
@@ -304,11 +306,13 @@ impl ErrorStatuses for ListErrors {
     const STATUSES: &'static [u16] = &[400, 401, 429, 500, 503];
 }
 
-/// `POST /api/export/{reference_id}/cancel`: also a key that did not request the export (403)
-/// and an export that has already finished (409).
+/// `POST /api/export/{reference_id}/cancel`: also a key that did not request the export (403),
+/// an export that has already finished (409), and an `Idempotency-Key` in use (409) or used for
+/// another request (422). The first three are kept under an `Idempotency-Key` and replayed.
 pub(crate) enum CancelErrors {}
 impl ErrorStatuses for CancelErrors {
-    const STATUSES: &'static [u16] = &[400, 401, 403, 404, 409, 429, 500, 503];
+    const STATUSES: &'static [u16] = &[400, 401, 403, 404, 409, 422, 429, 500, 503];
+    const REPLAYED: &'static [u16] = &[403, 404, 409];
 }
 
 pub(crate) struct ExportsApi;
@@ -329,8 +333,15 @@ impl ExportsApi {
         state: poem::web::Data<&AppState>,
         auth: BearerKey,
         client: ClientAddr,
+        /// Makes a retry safe: the same key with the same request (the same fields, defaults
+        /// applied) returns the first response (with `Idempotent-Replayed: true`) instead of
+        /// asking again; with another request it is `422`, and `409` while the first is still
+        /// being processed. Scoped to the API key, kept 24 h (`IDEMPOTENCY_KEY_TTL_SECS`). A
+        /// quoted string (`"…"`, RFC 8941) or a bare token, of 1-255 printable ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: IdempotencyKeyHeader,
         body: StrictJson<ExportRequest>,
-    ) -> Result<CreateResponse, Errors<CreateErrors>> {
+    ) -> Result<Idempotent<CreateResponse>, Errors<CreateErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
         if !key.may_access(request.account.as_str()) {
@@ -338,17 +349,39 @@ impl ExportsApi {
             state.api_audit.record(&key, client, "export.request", None, Outcome::Denied, details);
             return Err(ApiError::Forbidden("This API key may not export this account.").into());
         }
-        let mut db = state.db().await?;
         let force_refresh = body.0.force_refresh.unwrap_or(false);
-        let mut requested = request_export(&state, &mut db, &request, key.id, force_refresh).await?;
+        let Some(idempotency_key) = idempotency_key.0 else {
+            return Ok(Idempotent::Fresh(
+                Self::create_export(&state, &key, client, &request, force_refresh).await?,
+            ));
+        };
+        let canonical = canonical_request(&request, force_refresh);
+        let (app, api_key_id) = (AppState::clone(&state), key.id);
+        let operation = async move {
+            idempotency::respond(Self::create_export(&app, &key, client, &request, force_refresh).await)
+        };
+        let parts = ["POST /api/export", canonical.as_str()];
+        Ok(Idempotent::Keyed(state.idempotently(api_key_id, &idempotency_key, &parts, operation).await?))
+    }
+
+    /// `create` once the request is valid and allowed.
+    async fn create_export(
+        state: &AppState,
+        key: &ApiKey,
+        client: ClientAddr,
+        request: &StatementRequest,
+        force_refresh: bool,
+    ) -> Result<CreateResponse, ApiError> {
+        let mut db = state.db().await?;
+        let mut requested = request_export(state, &mut db, request, key.id, force_refresh).await?;
         if requested.reused && requested.export.status == Status::Completed {
-            let checked = check_file(&state, &db, requested.export).await?.export;
+            let checked = check_file(state, &db, requested.export).await?.export;
             requested = if checked.status == Status::Completed {
                 exports::Requested { export: checked, ..requested }
             } else {
                 // Its file is gone and it has left the deduplication slot: ask once more, which
                 // makes a new export.
-                request_export(&state, &mut db, &request, key.id, force_refresh).await?
+                request_export(state, &mut db, request, key.id, force_refresh).await?
             };
         }
         let export = requested.export;
@@ -370,7 +403,7 @@ impl ExportsApi {
         state.metrics.export_requests.add(1, &[KeyValue::new("result", result)]);
         let details = serde_json::json!({ "result": result, "account_id": request.account.as_str() });
         let target = Some(format!("export:{}", export.id));
-        state.api_audit.record(&key, client, "export.request", target, Outcome::Success, details);
+        state.api_audit.record(key, client, "export.request", target, Outcome::Success, details);
         Ok(if requested.reused {
             state.reuse.count();
             CreateResponse::Reused(Json(accepted))
@@ -460,6 +493,7 @@ impl ExportsApi {
             created_from: created_from.0,
             created_before: created_before.0,
             accounts: key.allowed_accounts.clone(),
+            requested_by: None,
             after: cursor.0,
         };
         let db = state.db().await?;
@@ -497,13 +531,37 @@ impl ExportsApi {
         client: ClientAddr,
         /// The `reference_id` returned when the export was requested.
         reference_id: Path<Uuid>,
-    ) -> Result<DetailsResponse, Errors<CancelErrors>> {
+        /// Makes a retry safe: the same key for the same export returns the first response
+        /// (with `Idempotent-Replayed: true`) instead of cancelling again; used before for
+        /// another request it is `422`, and `409` while the first is still being processed.
+        /// Scoped to the API key, kept 24 h (`IDEMPOTENCY_KEY_TTL_SECS`). A quoted string
+        /// (`"…"`, RFC 8941) or a bare token, of 1-255 printable ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: IdempotencyKeyHeader,
+    ) -> Result<Idempotent<DetailsResponse>, Errors<CancelErrors>> {
         let key = state.authenticate(&auth, client).await?;
+        let id = reference_id.0;
+        let Some(idempotency_key) = idempotency_key.0 else {
+            return Ok(Idempotent::Fresh(Self::cancel_export(&state, &key, client, id).await?));
+        };
+        let (app, api_key_id) = (AppState::clone(&state), key.id);
+        let operation =
+            async move { idempotency::respond(Self::cancel_export(&app, &key, client, id).await) };
+        let parts = ["POST /api/export/{reference_id}/cancel", &id.to_string()];
+        Ok(Idempotent::Keyed(state.idempotently(api_key_id, &idempotency_key, &parts, operation).await?))
+    }
+
+    /// `cancel` once the key is known.
+    async fn cancel_export(
+        state: &AppState,
+        key: &ApiKey,
+        client: ClientAddr,
+        id: Uuid,
+    ) -> Result<DetailsResponse, ApiError> {
         let mut db = state.db().await?;
-        visible_export(&db, &key, reference_id.0).await?;
+        visible_export(&db, key, id).await?;
         let by = exports::Canceller::Key(key.id);
-        let cancelled =
-            exports::cancel(&mut db, reference_id.0, by, ErrorCode::Cancelled, &state.metrics).await?;
+        let cancelled = exports::cancel(&mut db, id, by, ErrorCode::Cancelled, &state.metrics).await?;
         let (outcome, result) = match &cancelled {
             exports::Cancelled::Now(_) => (Outcome::Success, "cancelled"),
             exports::Cancelled::Detached(_) => (Outcome::Success, "detached"),
@@ -511,31 +569,27 @@ impl ExportsApi {
             exports::Cancelled::AlreadyFinished(_) => (Outcome::Unchanged, "already_finished"),
             exports::Cancelled::NotFound => (Outcome::NotFound, "not_found"),
         };
-        let target = Some(format!("export:{}", reference_id.0));
+        let target = Some(format!("export:{id}"));
         let recorded = serde_json::json!({ "result": result });
-        state.api_audit.record(&key, client, "export.cancel", target, outcome, recorded);
+        state.api_audit.record(key, client, "export.cancel", target, outcome, recorded);
         match cancelled {
             exports::Cancelled::Now(export) => {
                 let details =
-                    ExportDetails { detached: Some(false), ..details(&state, export, key.id).await? };
+                    ExportDetails { detached: Some(false), ..details(state, export, key.id).await? };
                 Ok(DetailsResponse::Ok(Json(details)))
             }
             exports::Cancelled::Detached(export) => {
                 tracing::info!(export.id = %export.id, api_key.id = %key.id, "key detached from a shared export");
-                let details =
-                    ExportDetails { detached: Some(true), ..details(&state, export, key.id).await? };
+                let details = ExportDetails { detached: Some(true), ..details(state, export, key.id).await? };
                 Ok(DetailsResponse::Ok(Json(details)))
             }
             exports::Cancelled::NotRequester => Err(ApiError::Forbidden(
                 "This API key did not request this export; only a key that requested it may cancel it.",
-            )
-            .into()),
+            )),
             exports::Cancelled::AlreadyFinished(_) => {
-                Err(ApiError::Conflict("The export has already finished; there is nothing to cancel.").into())
+                Err(ApiError::Conflict("The export has already finished; there is nothing to cancel."))
             }
-            exports::Cancelled::NotFound => {
-                Err(ApiError::NotFound("No export with this reference id.").into())
-            }
+            exports::Cancelled::NotFound => Err(ApiError::NotFound("No export with this reference id.")),
         }
     }
 }
@@ -627,6 +681,20 @@ async fn visible_export(db: &deadpool_postgres::Object, key: &ApiKey, id: Uuid) 
         .await?
         .filter(|e| key.may_access(&e.account_id))
         .ok_or(ApiError::NotFound("No export with this reference id."))
+}
+
+/// A create request as an `Idempotency-Key` compares it: its fields, valid, with their defaults
+/// (no `format` is `csv`, no `force_refresh` is `false`), in name order.
+fn canonical_request(request: &StatementRequest, force_refresh: bool) -> String {
+    serde_json::json!({
+        "account_id": request.account.as_str(),
+        "date_from": request.range.from().to_string(),
+        "date_to": request.range.to().to_string(),
+        "force_refresh": force_refresh,
+        "format": request.format.as_str(),
+        "table_name": request.table,
+    })
+    .to_string()
 }
 
 fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, ApiError> {

@@ -11,6 +11,7 @@ mod error;
 mod exports;
 mod files;
 mod health;
+mod idempotency;
 mod input;
 mod metrics;
 mod oidc;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub(crate) downloads: Arc<downloads::DownloadLog>,
     /// Most exports created by one key that may be pending or processing at once.
     pub(crate) max_outstanding_exports_per_key: i64,
+    /// How long an `Idempotency-Key` and its response are kept.
+    pub(crate) idempotency_key_ttl: Duration,
     /// Failed dashboard sign-ins are answered one at a time, each after a delay.
     pub(crate) sign_in_failures: Arc<tokio::sync::Mutex<()>>,
     pub(crate) admin_session_ttl: Duration,
@@ -129,6 +132,7 @@ impl AppState {
             requesters: Arc::default(),
             downloads: Arc::default(),
             max_outstanding_exports_per_key: api.max_outstanding_exports_per_key,
+            idempotency_key_ttl: api.idempotency_key_ttl,
             sign_in_failures: Arc::default(),
             admin_session_ttl: api.admin_session_ttl,
             oidc: api

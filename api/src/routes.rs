@@ -128,6 +128,7 @@ fn declared() -> Vec<Route> {
         }),
         Route::page(M::GET, "/dashboard/audit", || dashboard::audit::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/health", || dashboard::health::page.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/exports", || dashboard::export_list::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/exports/{id}", || dashboard::exports::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/assets/{name}", || {
             dashboard::layout::asset.map_to_response().boxed()

@@ -322,6 +322,15 @@ pub async fn page(db: &impl Sql, after: Option<Uuid>, limit: i64) -> Result<Vec<
     rows.iter().map(ApiKey::from_row).collect()
 }
 
+/// The id of the key whose id or display prefix is `id_or_prefix`, whatever its state.
+pub async fn resolve(db: &impl Sql, id_or_prefix: &str) -> Result<Option<Uuid>, DbError> {
+    let id = Uuid::parse_str(id_or_prefix).ok();
+    let row = db
+        .query_opt("SELECT id FROM api_keys WHERE id = $1 OR prefix = $2 LIMIT 1", &[&id, &id_or_prefix])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Revokes the key whose id or display prefix is `id_or_prefix`, active or deactivated, for
 /// good, and ends its dashboard sessions. Returns the ids of those it revoked.
 pub async fn revoke(db: &impl Sql, id_or_prefix: &str) -> Result<Vec<Uuid>, DbError> {

@@ -196,6 +196,8 @@ pub struct ApiConfig {
     /// Most exports one API key may have pending or processing at once (of those its requests
     /// created); a request that would create one more is refused with 429.
     pub max_outstanding_exports_per_key: i64,
+    /// How long an `Idempotency-Key` and the response it got are kept (`IDEMPOTENCY_KEY_TTL_SECS`).
+    pub idempotency_key_ttl: Duration,
     /// Connection limits: deadlines for slow clients and the cap on open connections.
     pub transport: TransportLimits,
     /// How operators sign in to the dashboard.
@@ -541,6 +543,7 @@ impl ApiConfig {
                 "a positive number of exports",
                 10,
             )?,
+            idempotency_key_ttl: positive_secs("IDEMPOTENCY_KEY_TTL_SECS", Duration::from_secs(86_400))?,
             transport: TransportLimits::from_env()?,
             dashboard_sign_in: DashboardSignIn::from_env()?,
         })

@@ -645,6 +645,8 @@ pub struct ListFilter {
     pub created_before: Option<OffsetDateTime>,
     /// Only these accounts (the caller's key scope).
     pub accounts: Option<Vec<String>>,
+    /// Only exports this key requested (`export_requesters`).
+    pub requested_by: Option<Uuid>,
     /// Continue after this export (the previous page's last one).
     pub after: Option<Uuid>,
 }
@@ -696,6 +698,9 @@ pub async fn list(db: &impl Sql, filter: &ListFilter, limit: i64) -> Result<Vec<
     }
     if let Some(accounts) = &filter.accounts {
         query.and("account_id = ANY($?)", &[accounts]);
+    }
+    if let Some(key) = &filter.requested_by {
+        query.and("id IN (SELECT export_id FROM export_requesters WHERE api_key_id = $?)", &[key]);
     }
     if let Some((at, id)) = &after {
         // Keyset pagination: a row comparison the (created_at DESC, id DESC) indexes serve.

@@ -231,6 +231,7 @@ impl TestApp {
             trusted_proxies: Vec::new(),
             // Tests queue many exports with one key; the cap has its own tests.
             max_outstanding_exports_per_key: 1000,
+            idempotency_key_ttl: std::time::Duration::from_secs(86_400),
             transport: shared::config::TransportLimits::default(),
             // The tests sign in to the dashboard with admin keys; single sign-on has its own.
             dashboard_sign_in: shared::config::DashboardSignIn { oidc: None, admin_keys: true },

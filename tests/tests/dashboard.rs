@@ -6,8 +6,15 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, dashboard::DashboardClient};
 
-const PAGES: [&str; 5] =
-    ["/dashboard", "/dashboard/queue", "/dashboard/health", "/admin/api-keys", "/dashboard/exports/{id}"];
+const PAGES: [&str; 7] = [
+    "/dashboard",
+    "/dashboard/queue",
+    "/dashboard/health",
+    "/admin/api-keys",
+    "/dashboard/exports",
+    "/dashboard/exports/{id}",
+    "/dashboard/audit",
+];
 
 fn january() -> Value {
     json!({"account_id": "ACC-1", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-01-31"})
@@ -435,4 +442,82 @@ async fn an_operator_cancel_is_recorded_as_such() {
     assert_eq!(details["status"], "CANCELLED");
     assert_eq!(details["error_code"], "cancelled_by_operator");
     assert_eq!(details["error"], "the export was cancelled by an operator");
+}
+
+#[tokio::test]
+async fn the_exports_page_lists_every_export_filtered_and_paged() {
+    let app = TestApp::spawn().await;
+    let admin = app.create_admin_key().await;
+    let (alice, bob) = (app.create_key(None).await, app.create_key(None).await);
+    // 105 exports by alice (ACC-1, one day each), 3 by bob (ACC-2), one of them also asked by alice.
+    let day = |n: i64| (time::macros::date!(2023 - 01 - 01) + time::Duration::days(n)).to_string();
+    for n in 0..105 {
+        let body = json!({"account_id": "ACC-1", "table_name": "bank_transactions", "date_from": day(n), "date_to": day(n)});
+        assert_eq!(app.post_export(&alice, &body).await.status(), StatusCode::ACCEPTED);
+    }
+    let mut bobs = Vec::new();
+    for n in 0..3 {
+        let body = json!({"account_id": "ACC-2", "table_name": "bank_transactions", "date_from": day(n), "date_to": day(n)});
+        let created: Value = app.post_export(&bob, &body).await.json().await.unwrap();
+        bobs.push(created["reference_id"].as_str().unwrap().to_owned());
+    }
+    let shared_body = json!({"account_id": "ACC-2", "table_name": "bank_transactions", "date_from": day(0), "date_to": day(0)});
+    assert_eq!(app.post_export(&alice, &shared_body).await.status(), StatusCode::OK);
+    let db = app.pool.get().await.unwrap();
+    db.execute("UPDATE exports SET status = 'FAILED' WHERE id = $1::text::uuid", &[&bobs[2]]).await.unwrap();
+    db.execute(
+        "UPDATE jobs SET state = 'failed', finished_at = now() WHERE id = (SELECT job_id FROM exports WHERE id = $1::text::uuid)",
+        &[&bobs[2]],
+    )
+    .await
+    .unwrap();
+
+    let mut browser = DashboardClient::signed_in(&app, &admin).await;
+    let rows = |page: &str| page.matches("href=\"/dashboard/exports/").count();
+    // Newest first, a hundred a page, then the rest.
+    let first = browser.get("/dashboard/exports").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(rows(&first.body), 100);
+    let newest = first.body.find(&bobs[2]).expect("the newest export is listed");
+    assert!(newest < first.body.find(&bobs[0]).unwrap(), "newest first");
+    let next = first
+        .body
+        .split("href=\"/dashboard/exports?")
+        .find(|s| s.starts_with("after="))
+        .expect("an older page");
+    let next = next.split('"').next().unwrap().replace("&amp;", "&");
+    let second = browser.get(&format!("/dashboard/exports?{next}")).await;
+    assert_eq!(rows(&second.body), 8);
+    // Each filter, alone and together.
+    let count = |page: &testkit::dashboard::Fetched| rows(&page.body);
+    assert_eq!(count(&browser.get("/dashboard/exports?account=ACC-2").await), 3);
+    assert_eq!(count(&browser.get("/dashboard/exports?status=FAILED").await), 1);
+    assert_eq!(count(&browser.get(&format!("/dashboard/exports?key={}", &bob[..11])).await), 3);
+    let alices_acc2 = browser.get(&format!("/dashboard/exports?key={}&account=ACC-2", &alice[..11])).await;
+    assert_eq!(count(&alices_acc2), 1, "alice requested one of bob's exports too");
+    assert!(alices_acc2.body.contains(&bobs[0]));
+    let pending = browser.get("/dashboard/exports?table=bank_transactions&status=PENDING").await;
+    assert_eq!(count(&pending), 100, "107 pending: a full page");
+    assert!(
+        pending.body.contains("status=PENDING&amp;table=bank_transactions&amp;after="),
+        "the next page keeps the filters"
+    );
+    let today = time::OffsetDateTime::now_utc().date();
+    assert_eq!(
+        count(&browser.get(&format!("/dashboard/exports?from={today}&to={today}&account=ACC-2")).await),
+        3
+    );
+    assert_eq!(count(&browser.get("/dashboard/exports?to=2001-01-01").await), 0);
+    assert_eq!(count(&browser.get("/dashboard/exports?key=sk_nosuchkey").await), 0);
+    for bad in ["status=DONE", "account=no%20spaces", "table=secrets", "from=yesterday"] {
+        assert_eq!(
+            browser.get(&format!("/dashboard/exports?{bad}")).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    // Nothing here needs the exports produced.
+    db.execute("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE state = 'available'", &[])
+        .await
+        .unwrap();
 }

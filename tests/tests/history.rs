@@ -394,6 +394,7 @@ async fn every_filter_combination_lists_what_filtering_everything_would() {
             created_from: on(3).then_some(everything[300].created_at),
             created_before: on(4).then_some(middle),
             accounts: on(5).then(|| vec!["ACC-00001".to_owned(), "ACC-00002".to_owned()]),
+            requested_by: None,
             after: None,
         };
         let expected: Vec<Uuid> = everything

@@ -6,8 +6,8 @@
 //! lock held on a dedicated connection: if its worker dies, the connection closes, the lock is
 //! released and another worker takes over at its next tick. The leader cleans up after uploads
 //! nobody will finish (the upload journal), deletes the files of exports past retention
-//! (marking them EXPIRED so deduplication stops returning them) and prunes old finished jobs in
-//! bounded batches.
+//! (marking them EXPIRED so deduplication stops returning them) and prunes old finished jobs and
+//! expired idempotency keys in bounded batches.
 
 use std::{
     sync::{
@@ -23,7 +23,7 @@ use shared::{
     db::{AdvisoryLock, DbError},
     exports,
     failure::FailureCode,
-    queue, uploads, workers,
+    idempotency, queue, uploads, workers,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -49,6 +49,8 @@ pub struct Report {
     pub pruned: u64,
     /// Export rows pruned (`EXPORT_ROW_RETENTION_DAYS`).
     pub pruned_exports: u64,
+    /// Idempotency keys past their expiry deleted (`IDEMPOTENCY_KEY_TTL_SECS`).
+    pub pruned_idempotency_keys: u64,
     /// Rows of `export_hourly_changes` folded into the hourly analytics.
     pub folded_changes: i64,
     /// Local staging files from before the upload journal, untouched for a day.
@@ -297,6 +299,8 @@ async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) ->
         report.pruned_exports =
             in_batches("export rows", || exports::prune_rows(&db, older_than, BATCH)).await;
     }
+    report.pruned_idempotency_keys =
+        in_batches("idempotency keys", || idempotency::prune_expired(&db, BATCH)).await;
 
     if let Err(e) = workers::prune_silent(&db, Duration::from_secs(600)).await {
         debug!(error = %e, "maintenance: pruning silent workers failed");

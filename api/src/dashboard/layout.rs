@@ -64,6 +64,7 @@ pub(crate) enum Refresh {
 pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, body: Markup) -> Markup {
     let nav = [
         ("/dashboard", "Overview"),
+        ("/dashboard/exports", "Exports"),
         ("/dashboard/queue", "Queue & workers"),
         ("/dashboard/health", "System health"),
         ("/admin/api-keys", "API keys"),

@@ -11,6 +11,7 @@
 
 pub(crate) mod audit;
 mod charts;
+pub(crate) mod export_list;
 pub(crate) mod exports;
 pub(crate) mod health;
 pub(crate) mod keys;

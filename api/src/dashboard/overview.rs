@@ -46,6 +46,7 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
         h2 { "Exports per day (last 30 days)" }
         (charts::bars("Exports per day", &daily, 5))
         h2 { "Recent exports" }
+        p { a href="/dashboard/exports" { "All exports, filtered and paged →" } }
         table {
             thead { tr {
                 th { "Reference" } th { "Account" } th { "Period" } th { "Status" }
