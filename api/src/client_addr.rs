@@ -49,6 +49,11 @@ impl ClientAddr {
         Self::new(nearest)
     }
 
+    /// The address (an IPv6 client's /64 network address).
+    pub fn ip(self) -> IpAddr {
+        self.0
+    }
+
     fn new(ip: IpAddr) -> Self {
         let ip = ip.to_canonical();
         match ip {

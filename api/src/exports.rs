@@ -11,6 +11,7 @@ use shared::{
     api_keys::ApiKey,
     audit::Outcome,
     db::DbError,
+    downloads::{Holder, Via},
     exports::{self, Export, ExportStatus as Status},
     failure::FailureCode as ErrorCode,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
@@ -185,6 +186,14 @@ pub struct ExportDetails {
     /// API keys also requested it, so only this key was detached from it (it no longer counts
     /// as a requester) and the export goes on for them (`status` shows it still running).
     pub detached: Option<bool>,
+    /// Download links handed out for this export, to every key and operator: each read of a
+    /// COMPLETED export mints one. Counted in batches, about a second behind (this answer's own
+    /// link not yet included).
+    pub download_links_issued: i64,
+    /// Responses of the service's file endpoint (local storage) that sent file bytes: a whole
+    /// file, or one range of it (a file fetched in four ranges counts four). Downloads from S3
+    /// are not seen by the service. About a second behind, like `download_links_issued`.
+    pub downloads: i64,
 }
 
 /// A page of exports, newest first.
@@ -222,7 +231,7 @@ impl Example for ExportDetails {
             format: Format::Csv,
             file_url: Some(
                 "https://exports.example.com/files/exports/550e8400-e29b-41d4-a716-446655440000/8c1f0e2d4b6a49f3a5e7d9c1b3f5a7e9/\
-                 statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&signature=3f1c…"
+                 statement_ACC-1001_2024-01-01_2024-01-31.csv?expires=1706784300&link=0194f2a1-7c3e-7b5d-9a41-2f6e8c0d1b3a&signature=3f1c…"
                     .into(),
             ),
             file_url_expires_at: Some(at + time::Duration::minutes(15)),
@@ -237,6 +246,8 @@ impl Example for ExportDetails {
             completed_at: Some(at + time::Duration::seconds(4)),
             expires_at: Some(at + time::Duration::days(30)),
             detached: None,
+            download_links_issued: 3,
+            downloads: 2,
         }
     }
 }
@@ -421,7 +432,7 @@ impl ExportsApi {
         if export.file_lost_at.is_some() {
             return Err(ApiError::Gone(FILE_GONE).into());
         }
-        Ok(DetailsResponse::Ok(Json(details(&state, export).await?)))
+        Ok(DetailsResponse::Ok(Json(details(&state, export, key.id).await?)))
     }
 
     /// List exports
@@ -498,7 +509,7 @@ impl ExportsApi {
         let more = page.len() as i64 > limit.0;
         let mut items = Vec::with_capacity(page.len());
         for export in page.into_iter().take(limit.0 as usize) {
-            items.push(details(&state, export).await?);
+            items.push(details(&state, export, key.id).await?);
         }
         let next_cursor = if more { items.last().map(|e| e.reference_id) } else { None };
         Ok(ListResponse::Ok(Json(ExportList { items, next_cursor })))
@@ -563,12 +574,13 @@ impl ExportsApi {
         state.api_audit.record(key, client, "export.cancel", target, outcome, recorded);
         match cancelled {
             exports::Cancelled::Now(export) => {
-                let details = ExportDetails { detached: Some(false), ..details(state, export).await? };
+                let details =
+                    ExportDetails { detached: Some(false), ..details(state, export, key.id).await? };
                 Ok(DetailsResponse::Ok(Json(details)))
             }
             exports::Cancelled::Detached(export) => {
                 tracing::info!(export.id = %export.id, api_key.id = %key.id, "key detached from a shared export");
-                let details = ExportDetails { detached: Some(true), ..details(state, export).await? };
+                let details = ExportDetails { detached: Some(true), ..details(state, export, key.id).await? };
                 Ok(DetailsResponse::Ok(Json(details)))
             }
             exports::Cancelled::NotRequester => Err(ApiError::Forbidden(
@@ -701,13 +713,11 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
     }
 }
 
-async fn details(state: &AppState, export: Export) -> Result<ExportDetails, ApiError> {
+/// The export as a client sees it; a COMPLETED one with a fresh download link for `key`.
+async fn details(state: &AppState, export: Export, key: Uuid) -> Result<ExportDetails, ApiError> {
     let (file_url, file_url_expires_at) = match (&export.status, &export.file_key) {
-        (Status::Completed, Some(key)) => {
-            let (url, expires) = state
-                .storage
-                .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
-                .await?;
+        (Status::Completed, Some(file)) => {
+            let (url, expires) = state.download_link(export.id, file, Via::Api, Holder::Key(key)).await?;
             (Some(url), Some(expires))
         }
         _ => (None, None),
@@ -739,6 +749,8 @@ pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> 
         completed_at: export.completed_at,
         expires_at: export.expires_at,
         detached: None,
+        download_links_issued: export.download_links_issued,
+        downloads: export.downloads,
     })
 }
 

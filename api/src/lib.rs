@@ -2,9 +2,11 @@
 
 mod api_audit;
 mod auth;
+mod byte_ranges;
 mod calendar_date;
 mod client_addr;
 mod dashboard;
+mod downloads;
 mod error;
 mod exports;
 mod files;
@@ -64,6 +66,8 @@ pub struct AppState {
     pub(crate) reuse: Arc<reuse::ReuseCounter>,
     /// Repeat requests of exports by keys that had asked before, flushed in the background.
     pub(crate) requesters: Arc<requesters::RequesterLog>,
+    /// Download links handed out and downloads served, flushed in the background.
+    pub(crate) downloads: Arc<downloads::DownloadLog>,
     /// Most exports created by one key that may be pending or processing at once.
     pub(crate) max_outstanding_exports_per_key: i64,
     /// How long an `Idempotency-Key` and its response are kept.
@@ -129,6 +133,7 @@ impl AppState {
                 .context("SOURCE_DATABASE_URL")?,
             reuse: Arc::default(),
             requesters: Arc::default(),
+            downloads: Arc::default(),
             max_outstanding_exports_per_key: api.max_outstanding_exports_per_key,
             idempotency_key_ttl: api.idempotency_key_ttl,
             sign_in_failures: Arc::default(),
@@ -178,23 +183,29 @@ pub fn openapi_yaml() -> String {
     openapi_spec::committed().yaml
 }
 
-/// How often reuse counts, repeat requests and the API's audit records reach Postgres.
+/// How often reuse counts, repeat requests, the API's audit records, download links and
+/// downloads reach Postgres.
 const BATCH_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AppState {
-    /// Writes what requests batch in memory (reuse counts, repeat requests, audit records) to
-    /// Postgres.
+    /// Writes what requests batch in memory (reuse counts, repeat requests, audit records,
+    /// download links and downloads) to Postgres.
     pub async fn flush_batches(&self) {
         self.reuse.flush(&self.pool).await;
         self.requesters.flush(&self.pool).await;
         self.api_audit.flush(&self.pool).await;
+        self.downloads.flush(&self.pool).await;
     }
 }
 
 /// Flushes the batches every [`BATCH_FLUSH_INTERVAL`] for as long as the application lives.
 fn spawn_batch_flusher(state: &AppState) {
-    let (reuse, requesters, audit) =
-        (Arc::downgrade(&state.reuse), Arc::downgrade(&state.requesters), Arc::downgrade(&state.api_audit));
+    let (reuse, requesters, audit, downloads) = (
+        Arc::downgrade(&state.reuse),
+        Arc::downgrade(&state.requesters),
+        Arc::downgrade(&state.api_audit),
+        Arc::downgrade(&state.downloads),
+    );
     let pool = state.pool.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(BATCH_FLUSH_INTERVAL);
@@ -202,14 +213,15 @@ fn spawn_batch_flusher(state: &AppState) {
         loop {
             tick.tick().await;
             // The task ends with the application that owns the batches.
-            let (Some(reuse), Some(requesters), Some(audit)) =
-                (reuse.upgrade(), requesters.upgrade(), audit.upgrade())
+            let (Some(reuse), Some(requesters), Some(audit), Some(downloads)) =
+                (reuse.upgrade(), requesters.upgrade(), audit.upgrade(), downloads.upgrade())
             else {
                 return;
             };
             reuse.flush(&pool).await;
             requesters.flush(&pool).await;
             audit.flush(&pool).await;
+            downloads.flush(&pool).await;
         }
     });
 }

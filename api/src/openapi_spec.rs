@@ -82,6 +82,10 @@ fn canonical_header_names(doc: &mut Value) {
 }
 
 fn canonical(header: &str) -> String {
+    // The one name HTTP does not spell word by word (RFC 9110 §8.8.3).
+    if header.eq_ignore_ascii_case("etag") {
+        return "ETag".to_owned();
+    }
     let words = header.split('-').map(|word| {
         let mut chars = word.chars();
         chars.next().map_or_else(String::new, |first| {
@@ -130,8 +134,18 @@ get:
   summary: Download an export's file (local storage)
   description: |-
     `file_url` of a COMPLETED export, when the service stores files on local disk: this path
-    with `expires` and `signature`, valid until `file_url_expires_at`. No API key is needed:
-    the signature is the permission. With S3 storage `file_url` is a pre-signed S3 URL instead.
+    with `expires`, `link` and `signature`, valid until `file_url_expires_at`. No API key is
+    needed: the signature is the permission. With S3 storage `file_url` is a pre-signed S3 URL
+    instead (S3 serves `Range` itself; verify against the export's `sha256`).
+
+    Resumable and verifiable: `Accept-Ranges: bytes`; one byte range per request
+    (`Range: bytes=first-last`, `bytes=first-` or `bytes=-suffix`) is answered `206` with
+    `Content-Range`, a range with no byte in the file `416` with `Content-Range: bytes */{size}`;
+    a `Range` of several ranges, or one that is not a byte range, gets the whole file (`200`).
+    `If-Range` with the `ETag` honours the range, anything else gets the whole file. The `ETag`
+    is strong: the file's SHA-256 (the export's `sha256`), quoted; `If-None-Match` naming it is
+    `304`. `Repr-Digest` (RFC 9530) carries the SHA-256 of the whole file, on a `206` too.
+    `HEAD` answers the headers of a `200` without the body (it ignores `Range`).
   operationId: download_file
   parameters:
   - name: reference_id
@@ -162,10 +176,37 @@ get:
     schema:
       type: integer
       format: int64
+  - name: link
+    in: query
+    required: false
+    description: |-
+      The link's id, as `file_url` gives it (signed with the rest: a download is recorded
+      against its link). Links minted before links had ids have none.
+    schema:
+      type: string
+      format: uuid
   - name: signature
     in: query
     required: true
     description: The link's signature, as `file_url` gives it.
+    schema:
+      type: string
+  - name: Range
+    in: header
+    required: false
+    description: 'One byte range: `bytes=0-1048575`, `bytes=1048576-` or `bytes=-1024`.'
+    schema:
+      type: string
+  - name: If-Range
+    in: header
+    required: false
+    description: The `ETag` of the part already held; the range is sent only if the file is still that one.
+    schema:
+      type: string
+  - name: If-None-Match
+    in: header
+    required: false
+    description: '`ETag`s of copies already held: `304` when one is this file.'
     schema:
       type: string
   responses:
@@ -179,6 +220,23 @@ get:
           required: true
           schema:
             type: string
+        Accept-Ranges:
+          description: '`bytes`'
+          required: true
+          schema:
+            type: string
+        ETag:
+          description: The file's SHA-256 in hex (the export's `sha256`), quoted; a strong validator.
+          required: true
+          schema:
+            type: string
+            pattern: ^"[0-9a-f]{64}"$
+        Repr-Digest:
+          description: '`sha-256=:{base64 of the SHA-256}:` (RFC 9530).'
+          required: true
+          schema:
+            type: string
+            pattern: '^sha-256=:[A-Za-z0-9+/]{43}=:$'
       content:
         text/csv; charset=utf-8:
           schema:
@@ -188,6 +246,55 @@ get:
           schema:
             type: string
             format: binary
+    '206':
+      description: The bytes of the one range asked for (`Content-Range`).
+      headers:
+        Content-Range:
+          description: '`bytes {first}-{last}/{file_size}`'
+          required: true
+          schema:
+            type: string
+            pattern: ^bytes [0-9]+-[0-9]+/[0-9]+$
+        Content-Disposition:
+          description: '`attachment; filename="{file_name}"`'
+          required: true
+          schema:
+            type: string
+        Accept-Ranges:
+          description: '`bytes`'
+          required: true
+          schema:
+            type: string
+        ETag:
+          description: As for `200`.
+          required: true
+          schema:
+            type: string
+            pattern: ^"[0-9a-f]{64}"$
+        Repr-Digest:
+          description: The SHA-256 of the whole file (not of the range), as for `200`.
+          required: true
+          schema:
+            type: string
+            pattern: '^sha-256=:[A-Za-z0-9+/]{43}=:$'
+      content:
+        text/csv; charset=utf-8:
+          schema:
+            type: string
+            format: binary
+        application/gzip:
+          schema:
+            type: string
+            format: binary
+    '304':
+      description: '`If-None-Match` names this file: the copy held is current.'
+      headers:
+        ETag:
+          description: As for `200`.
+          required: true
+          schema:
+            type: string
+            pattern: ^"[0-9a-f]{64}"$
     '403':
       description: The link is expired, altered or incomplete; read the export again for a new one.
       content:
@@ -200,8 +307,21 @@ get:
         application/problem+json:
           schema:
             $ref: '#/components/schemas/Problem'
+    '416':
+      description: The range holds no byte of the file.
+      headers:
+        Content-Range:
+          description: '`bytes */{file_size}`'
+          required: true
+          schema:
+            type: string
+            pattern: ^bytes \*/[0-9]+$
+      content:
+        application/problem+json:
+          schema:
+            $ref: '#/components/schemas/Problem'
     '503':
-      description: Storage is unavailable; retry after the given seconds.
+      description: Storage or the database is unavailable; retry after the given seconds.
       headers:
         Retry-After:
           required: true
@@ -264,6 +384,7 @@ mod tests {
         }
         assert_eq!(canonical("RETRY-AFTER"), "Retry-After");
         assert_eq!(canonical("x-request-id"), "X-Request-Id");
+        assert_eq!(canonical("ETAG"), "ETag");
     }
 
     #[test]

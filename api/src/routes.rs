@@ -109,6 +109,8 @@ fn declared() -> Vec<Route> {
             serve: Serve::Nest(|| poem::Route::new().at("/", swagger_ui).boxed()),
         },
         Route::plain(M::GET, "/files/{*key}", || files::download.map_to_response().boxed()),
+        // Its own HEAD (poem's would run the GET and open the file).
+        Route::plain(M::HEAD, "/files/{*key}", || files::download.map_to_response().boxed()),
         Route::plain(M::GET, "/metrics", || metrics::scrape.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard", || dashboard::overview::page.map_to_response().boxed()),
         Route::page(M::GET, "/dashboard/sign-in", || dashboard::sign_in::form.map_to_response().boxed()),
@@ -331,5 +333,6 @@ mod tests {
         for path in ["/api/export/x1", "/health", "/docs/index.html"] {
             assert_eq!(allow(path), "GET", "{path}");
         }
+        assert_eq!(allow("/files/exports/a/b/s.csv"), "GET, HEAD");
     }
 }

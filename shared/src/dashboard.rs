@@ -1,5 +1,5 @@
 //! What the operator dashboard reads, composed from the modules that own the tables (`exports`,
-//! `queue`, `workers`, `api_keys`, `db`): each page's reads in one read-only snapshot, and the two
+//! `queue`, `workers`, `api_keys`, `downloads`, `db`): each page's reads in one read-only snapshot, and the two
 //! things it changes by hand (retry or cancel a job) in one transaction each. No SQL here.
 
 use deadpool_postgres::Object;
@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::{
     api_keys,
     db::{self, Begin, DbError},
+    downloads::{self, DownloadRow, LinkRow},
     exports::{self, Export, ListError, ListFilter, stats::Overview},
     failure::FailureCode,
     metrics::Metrics,
@@ -116,10 +117,15 @@ pub struct ExportPage {
     pub job: Option<JobSummary>,
     /// The name of the key that requested it (`None` when deleted or not recorded).
     pub requester: Option<String>,
+    /// Its newest download links.
+    pub links: Vec<LinkRow>,
+    /// Its newest downloads through the file endpoint.
+    pub downloads: Vec<DownloadRow>,
 }
 
-/// Reads what the export page shows beside `export`.
-pub async fn export(db: &mut Object, export: &Export) -> Result<ExportPage, DbError> {
+/// Reads what the export page shows beside `export`, with its `recent` newest download links
+/// and downloads.
+pub async fn export(db: &mut Object, export: &Export, recent: i64) -> Result<ExportPage, DbError> {
     let tx = db::snapshot(db).await?;
     let job = match export.job_id {
         Some(id) => queue::get(&tx, id).await?,
@@ -129,8 +135,10 @@ pub async fn export(db: &mut Object, export: &Export) -> Result<ExportPage, DbEr
         Some(id) => api_keys::name_of(&tx, id).await?,
         None => None,
     };
+    let links = downloads::links_of(&tx, export.id, recent).await?;
+    let downloads = downloads::downloads_of(&tx, export.id, recent).await?;
     tx.commit().await?;
-    Ok(ExportPage { job, requester })
+    Ok(ExportPage { job, requester, links, downloads })
 }
 
 /// What the health page reads from Postgres.

@@ -143,11 +143,15 @@ pub struct Export {
     pub snapshot_lag_seconds: Option<i64>,
     /// The source's replication position read inside the snapshot (a GTID set), if it has one.
     pub snapshot_position: Option<String>,
+    /// Download links handed out so far (advanced in batches: see [`crate::downloads`]).
+    pub download_links_issued: i64,
+    /// Responses of the file endpoint that sent file bytes (200 and 206), likewise.
+    pub downloads: i64,
 }
 
 const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, job_id, \
     file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
-    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position";
+    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position, download_links_issued, downloads";
 
 /// The failure an export row records, for the states that have one (FAILED, CANCELLED, and
 /// PENDING after a failed attempt): its code, or [`FailureCode::Unclassified`] when `error`
@@ -196,6 +200,8 @@ impl Export {
             file_lost_at: row.get("file_lost_at"),
             snapshot_lag_seconds: row.get("snapshot_lag_seconds"),
             snapshot_position: row.get("snapshot_position"),
+            download_links_issued: row.get("download_links_issued"),
+            downloads: row.get("downloads"),
         })
     }
 
@@ -599,20 +605,29 @@ pub async fn mark_file_lost(db: &impl Sql, id: Uuid, file_key: &str) -> Result<O
 /// Deletes up to `batch` export rows that can no longer be downloaded (expired, failed or
 /// cancelled) and finished longer than `older_than` ago (`EXPORT_ROW_RETENTION_DAYS`). Their
 /// hourly analytics stay (`export_hourly` is kept by inserts and status changes, never by
-/// deletes); their requesters go with them. Returns how many were deleted.
+/// deletes); their requesters, download links and downloads go with them. Returns how many
+/// were deleted.
 pub async fn prune_rows(db: &impl Sql, older_than: Duration, batch: i64) -> Result<u64, DbError> {
-    Ok(db
-        .execute(
-            "DELETE FROM exports WHERE id IN (
-                 SELECT id FROM exports
-                 WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
-                   -- created_at first: the (status, created_at) index finds them.
-                   AND created_at < now() - make_interval(secs => $1)
-                   AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
-                 LIMIT $2)",
+    let row = db
+        .query_one(
+            "WITH pruned AS (
+                 DELETE FROM exports WHERE id IN (
+                     SELECT id FROM exports
+                     WHERE status IN ('EXPIRED', 'FAILED', 'CANCELLED')
+                       -- created_at first: the (status, created_at) index finds them.
+                       AND created_at < now() - make_interval(secs => $1)
+                       AND coalesce(completed_at, created_at) < now() - make_interval(secs => $1)
+                     LIMIT $2)
+                 RETURNING id
+             ), links AS (
+                 -- No foreign key to cascade (see V16__downloads.sql): deleted here.
+                 DELETE FROM download_links WHERE export_id IN (SELECT id FROM pruned)
+             )
+             SELECT count(*) FROM pruned",
             &[&older_than.as_secs_f64(), &batch],
         )
-        .await?)
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
 /// Filters of an export listing; `None` means any.

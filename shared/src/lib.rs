@@ -7,6 +7,7 @@ pub mod config;
 pub mod csv_out;
 pub mod dashboard;
 pub mod db;
+pub mod downloads;
 pub mod exports;
 pub mod failure;
 pub mod idempotency;

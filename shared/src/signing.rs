@@ -4,6 +4,7 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -67,24 +68,44 @@ impl UrlSigner {
         Self::new(&key)
     }
 
-    fn mac(&self, object_key: &str, expires: i64) -> HmacSha256 {
+    /// The MAC of a link: `key \n expires`, and `\n link id` when it has one. A link id is not
+    /// a number, so no link without one signs the same message as a link with one.
+    fn mac(&self, object_key: &str, expires: i64, link: Option<Uuid>) -> HmacSha256 {
         let mut mac =
             HmacSha256::new_from_slice(self.key.expose_secret()).expect("HMAC takes any key length");
         mac.update(object_key.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());
+        if let Some(link) = link {
+            mac.update(b"\n");
+            mac.update(link.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        }
         mac
     }
 
-    /// Hex HMAC-SHA256 of the key and the expiry (unix seconds).
+    /// Hex HMAC-SHA256 of the key and the expiry (unix seconds): a link without an id, as
+    /// links were signed before they had one.
     pub fn sign(&self, object_key: &str, expires: i64) -> String {
-        hex::encode(self.mac(object_key, expires).finalize().into_bytes())
+        hex::encode(self.mac(object_key, expires, None).finalize().into_bytes())
     }
 
-    /// Checks the signature (in constant time) and the expiry.
-    pub fn verify(&self, object_key: &str, expires: i64, signature: &str) -> Result<(), SignatureError> {
+    /// Hex HMAC-SHA256 of the key, the expiry (unix seconds) and the link's id.
+    pub fn sign_link(&self, object_key: &str, expires: i64, link: Uuid) -> String {
+        hex::encode(self.mac(object_key, expires, Some(link)).finalize().into_bytes())
+    }
+
+    /// Checks the signature (in constant time) of the key, the expiry and the link id if the
+    /// link has one (links minted before ids were added have none and keep working), then the
+    /// expiry.
+    pub fn verify(
+        &self,
+        object_key: &str,
+        expires: i64,
+        link: Option<Uuid>,
+        signature: &str,
+    ) -> Result<(), SignatureError> {
         let bytes = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
-        self.mac(object_key, expires).verify_slice(&bytes).map_err(|_| SignatureError::Invalid)?;
+        self.mac(object_key, expires, link).verify_slice(&bytes).map_err(|_| SignatureError::Invalid)?;
         if OffsetDateTime::now_utc().unix_timestamp() > expires {
             return Err(SignatureError::Expired);
         }
@@ -101,17 +122,39 @@ mod tests {
         let signer = UrlSigner::new(b"test key");
         let future = OffsetDateTime::now_utc().unix_timestamp() + 60;
         let sig = signer.sign("exports/a.csv", future);
-        assert_eq!(signer.verify("exports/a.csv", future, &sig), Ok(()));
-        assert_eq!(signer.verify("exports/b.csv", future, &sig), Err(SignatureError::Invalid));
-        assert_eq!(signer.verify("exports/a.csv", future + 1, &sig), Err(SignatureError::Invalid));
-        assert_eq!(signer.verify("exports/a.csv", future, "zz"), Err(SignatureError::Invalid));
+        assert_eq!(signer.verify("exports/a.csv", future, None, &sig), Ok(()));
+        assert_eq!(signer.verify("exports/b.csv", future, None, &sig), Err(SignatureError::Invalid));
+        assert_eq!(signer.verify("exports/a.csv", future + 1, None, &sig), Err(SignatureError::Invalid));
+        assert_eq!(signer.verify("exports/a.csv", future, None, "zz"), Err(SignatureError::Invalid));
         assert_eq!(
-            UrlSigner::new(b"other").verify("exports/a.csv", future, &sig),
+            UrlSigner::new(b"other").verify("exports/a.csv", future, None, &sig),
             Err(SignatureError::Invalid)
         );
         let past = OffsetDateTime::now_utc().unix_timestamp() - 1;
         let sig = signer.sign("exports/a.csv", past);
-        assert_eq!(signer.verify("exports/a.csv", past, &sig), Err(SignatureError::Expired));
+        assert_eq!(signer.verify("exports/a.csv", past, None, &sig), Err(SignatureError::Expired));
+    }
+
+    #[test]
+    fn a_link_id_is_bound_to_its_signature_and_cannot_be_added_or_dropped() {
+        let signer = UrlSigner::new(b"test key");
+        let future = OffsetDateTime::now_utc().unix_timestamp() + 60;
+        let (link, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let sig = signer.sign_link("exports/a.csv", future, link);
+        assert_eq!(signer.verify("exports/a.csv", future, Some(link), &sig), Ok(()));
+        assert_eq!(signer.verify("exports/a.csv", future, Some(other), &sig), Err(SignatureError::Invalid));
+        assert_eq!(
+            signer.verify("exports/a.csv", future, None, &sig),
+            Err(SignatureError::Invalid),
+            "id dropped"
+        );
+        let old = signer.sign("exports/a.csv", future);
+        assert_eq!(
+            signer.verify("exports/a.csv", future, Some(link), &old),
+            Err(SignatureError::Invalid),
+            "id added"
+        );
+        assert_eq!(signer.verify("exports/b.csv", future, Some(link), &sig), Err(SignatureError::Invalid));
     }
 
     #[test]

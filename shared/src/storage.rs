@@ -200,6 +200,25 @@ impl Storage {
         Ok(self.store.get(&parse_key(key)?).await?)
     }
 
+    /// The object's metadata (its size), without its bytes.
+    pub async fn head(&self, key: &str) -> Result<object_store::ObjectMeta, StorageError> {
+        Ok(self.store.head(&parse_key(key)?).await?)
+    }
+
+    /// The bytes `range` (end exclusive, within the object) as a stream: on local disk the file
+    /// is opened, the read position set to the range's start, and read in chunks, never whole.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<object_store::GetResult, StorageError> {
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        Ok(self.store.get_opts(&parse_key(key)?, options).await?)
+    }
+
     /// Deletes an object (nothing when it is already gone).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&parse_key(key)?).await {
@@ -225,10 +244,13 @@ impl Storage {
     }
 
     /// A URL that lets its holder download `key` until it expires. For local storage the URL
-    /// points at the API's `/files/` route under `public_base_url`.
+    /// points at the API's `/files/` route under `public_base_url` and carries `link`, the
+    /// link's id, under the signature (so a download maps to its link); an S3 link is
+    /// pre-signed by S3 and carries none.
     pub async fn download_url(
         &self,
         key: &str,
+        link: uuid::Uuid,
         ttl: Duration,
         public_base_url: &str,
         signer: &UrlSigner,
@@ -237,9 +259,11 @@ impl Storage {
         match &self.backend {
             Backend::Local { .. } => {
                 let expires = expires_at.unix_timestamp();
-                let signature = signer.sign(key, expires);
+                let signature = signer.sign_link(key, expires, link);
                 Ok((
-                    format!("{public_base_url}/files/{key}?expires={expires}&signature={signature}"),
+                    format!(
+                        "{public_base_url}/files/{key}?expires={expires}&link={link}&signature={signature}"
+                    ),
                     expires_at,
                 ))
             }

@@ -274,9 +274,11 @@ async fn a_download_link_is_an_instance_of_the_documented_download_operation() {
     // The query: exactly the documented parameters, each of its type.
     let query: Vec<(String, String)> = link.query_pairs().into_owned().collect();
     let names: Vec<&str> = query.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["expires", "signature"]);
+    assert_eq!(names, ["expires", "link", "signature"]);
     assert_eq!(parameter("expires")["schema"]["type"], "integer");
     assert!(query[0].1.parse::<i64>().is_ok());
+    assert_eq!(parameter("link")["schema"]["format"], "uuid");
+    assert!(query[1].1.parse::<uuid::Uuid>().is_ok());
 
     let response = app.download(link.as_str()).await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -253,6 +253,14 @@ async fn old_export_rows_are_pruned_when_asked_and_their_analytics_stay() {
     let prunable = count(format!("{old} AND status IN ('EXPIRED', 'FAILED', 'CANCELLED')")).await;
     let total = count("true".into()).await;
     assert!(prunable > 100, "{prunable}");
+    // Two download links of every export (they go with it, or stay with it).
+    db.batch_execute(
+        "INSERT INTO download_links (id, export_id, via, api_key_id, issued_at, expires_at, backend)
+         SELECT gen_random_uuid(), e.id, 'api', gen_random_uuid(), now(), now(), 'local'
+         FROM exports e, generate_series(1, 2)",
+    )
+    .await
+    .unwrap();
 
     // Without the setting nothing goes.
     let ctx = worker::context(&app.config, &TestApp::worker_config()).unwrap();
@@ -266,6 +274,11 @@ async fn old_export_rows_are_pruned_when_asked_and_their_analytics_stay() {
     assert_eq!(count("true".into()).await, total - prunable);
     assert_eq!(count(format!("{old} AND status IN ('EXPIRED', 'FAILED', 'CANCELLED')")).await, 0);
     assert_eq!(count("file_key = 'kept'".into()).await, 1, "a downloadable export is never pruned");
+    let links =
+        db.query_one("SELECT count(*), count(DISTINCT export_id) FROM download_links", &[]).await.unwrap();
+    assert_eq!((links.get::<_, i64>(0), links.get::<_, i64>(1)), (2 * (total - prunable), total - prunable));
+    let orphans = "SELECT count(*) FROM download_links l WHERE NOT EXISTS (SELECT 1 FROM exports e WHERE e.id = l.export_id)";
+    assert_eq!(db.query_one(orphans, &[]).await.unwrap().get::<_, i64>(0), 0, "pruned with their exports");
     stats::fold_changes(&db).await.unwrap();
     let after: Vec<String> = db.query_one(rollups, &[]).await.unwrap().get(0);
     assert_eq!(after, before, "the analytics of pruned exports stay");

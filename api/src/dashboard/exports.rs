@@ -1,4 +1,5 @@
-//! `/dashboard/exports/{id}`: one export's request, timings, attempts and errors, and file.
+//! `/dashboard/exports/{id}`: one export's request, timings, attempts and errors, file, and its
+//! newest download links and downloads.
 
 use maud::html;
 use poem::{
@@ -7,13 +8,18 @@ use poem::{
 };
 use shared::{
     dashboard::{self, ExportPage},
+    downloads::{Holder as LinkHolder, HolderName, Via},
     exports::{self, ExportStatus},
     failure::FailureCode,
     operators::DashboardRole,
+    sessions::Holder,
 };
 
 use super::{DashboardError, Page, layout, signed_in};
 use crate::AppState;
+
+/// Download links and downloads listed (the newest).
+const LISTED: i64 = 50;
 
 #[handler]
 pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): Path<String>) -> Page {
@@ -23,15 +29,16 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
     let export = exports::get(&db, id).await?.ok_or(DashboardError::NotFound)?;
     // Never a dead link: a file gone from storage marks the export as having lost it.
     let crate::exports::Checked { export, verified } = crate::exports::check_file(state, &db, export).await?;
-    let ExportPage { job, requester } = dashboard::export(&mut db, &export).await?;
+    let ExportPage { job, requester, links, downloads } = dashboard::export(&mut db, &export, LISTED).await?;
     let link = match (&export.file_key, export.status) {
         // A viewer reads about exports; only an operator or an admin gets their files.
-        (Some(key), ExportStatus::Completed) if verified && admin.may(DashboardRole::Operator) => state
-            .storage
-            .download_url(key, state.download_url_ttl, &state.public_base_url, &state.signer)
-            .await
-            .map(|(url, _)| url)
-            .ok(),
+        (Some(key), ExportStatus::Completed) if verified && admin.may(DashboardRole::Operator) => {
+            let holder = match &admin.session.holder {
+                Holder::Person { operator_id, .. } => LinkHolder::Operator(*operator_id),
+                Holder::Key { api_key_id, .. } => LinkHolder::Key(*api_key_id),
+            };
+            state.download_link(export.id, key, Via::Dashboard, holder).await.map(|(url, _)| url).ok()
+        }
         _ => None,
     };
     let seconds = |from: Option<time::OffsetDateTime>, to: Option<time::OffsetDateTime>| {
@@ -91,10 +98,65 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
                 } @else { "—" }
             }
         }
+        h2 { "Download links" }
+        p.hint {
+            (layout::count(export.download_links_issued)) " issued, " (layout::count(export.downloads))
+            " downloads that sent file bytes (counted about a second behind; downloads from S3 are not seen). Newest "
+            (LISTED) ":"
+        }
+        table {
+            thead { tr { th { "Issued" } th { "To" } th { "Via" } th { "Expires" } th { "Storage" } th { "Link" } } }
+            tbody {
+                @for link in &links {
+                    tr {
+                        td { (layout::timestamp(link.issued_at)) }
+                        td { (holder_name(&link.holder)) }
+                        td { (link.via) }
+                        td { (layout::timestamp(link.expires_at)) }
+                        td { (link.backend) }
+                        td.mono { (link.id) }
+                    }
+                }
+                @if links.is_empty() { tr { td colspan="6" { "No links issued yet." } } }
+            }
+        }
+        h2 { "Downloads" }
+        table {
+            thead { tr {
+                th { "When" } th.num { "Status" } th { "Range" } th.num { "Bytes sent" } th { "Client" }
+                th { "Link issued to" } th { "Link" }
+            } }
+            tbody {
+                @for download in &downloads {
+                    tr {
+                        td { (layout::timestamp(download.started_at)) }
+                        td.num { (download.status) }
+                        td.mono { (layout::or_dash(download.range.map(|(first, last)| format!("{first}-{last}")))) }
+                        td.num { (layout::count(download.bytes_sent)) }
+                        td.mono { (download.client_addr) }
+                        td { (layout::or_dash(download.holder.as_ref().map(holder_name))) }
+                        td.mono { (layout::or_dash(download.link_id.map(|id| id.to_string()))) }
+                    }
+                }
+                @if downloads.is_empty() { tr { td colspan="7" { "No downloads through the file endpoint yet." } } }
+            }
+        }
     };
     let title = format!("Export {}", export.id);
     let refresh = if running { layout::Refresh::Always } else { layout::Refresh::Never };
     Ok(layout::html(layout::page(&admin, "", &title, refresh, body)))
+}
+
+/// Who a link was issued to: a key by its name and prefix, a person by name.
+fn holder_name(holder: &HolderName) -> String {
+    match holder {
+        HolderName::Key(_, Some((name, prefix))) => {
+            format!("key {}", shared::sessions::key_label(name, prefix))
+        }
+        HolderName::Key(id, None) => format!("deleted key {id}"),
+        HolderName::Operator(_, Some(name)) => name.clone(),
+        HolderName::Operator(id, None) => format!("removed operator {id}"),
+    }
 }
 
 /// A failure's code and message, and where its cause is: the worker's log, on the lines of

@@ -91,7 +91,11 @@ assert.ok(uploadId !== undefined && fileName !== undefined);
 const download = await anonymous.GET("/files/exports/{reference_id}/{upload_id}/{file_name}", {
   params: {
     path: { reference_id: id, upload_id: uploadId, file_name: fileName },
-    query: { expires: Number(link.searchParams.get("expires")), signature: link.searchParams.get("signature") ?? "" },
+    query: {
+      expires: Number(link.searchParams.get("expires")),
+      link: link.searchParams.get("link") ?? "",
+      signature: link.searchParams.get("signature") ?? "",
+    },
   },
   parseAs: "arrayBuffer",
 });
