@@ -757,6 +757,8 @@ mod tests {
             file_lost_at: None,
             snapshot_lag_seconds: None,
             snapshot_position: None,
+            download_links_issued: 2,
+            downloads: 1,
         };
         let body = event_body(EventType::ExportCompleted, at, export).unwrap();
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
