@@ -137,12 +137,7 @@ async fn keys(config: Config, action: KeyAction) -> anyhow::Result<()> {
                 Some(format!("api_key:{}", key.id)),
                 Outcome::Success,
             )
-            .with_details(serde_json::json!({
-                "name": key.name,
-                "prefix": key.prefix,
-                "role": key.role.as_str(),
-                "accounts": key.allowed_accounts,
-            }));
+            .with_details(key.created_details());
             audit::record(&tx, &[event]).await?;
             tx.commit().await?;
             eprintln!(

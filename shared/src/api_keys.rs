@@ -120,6 +120,18 @@ pub struct ApiKey {
     pub deactivated_at: Option<OffsetDateTime>,
 }
 
+impl ApiKey {
+    /// What the audit trail records of a created key (never its secret).
+    pub fn created_details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "prefix": self.prefix,
+            "role": self.role.as_str(),
+            "accounts": self.allowed_accounts,
+        })
+    }
+}
+
 /// Whether a key works, and whether that can change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {

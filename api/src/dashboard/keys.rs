@@ -146,12 +146,7 @@ pub(crate) async fn create(Data(state): Data<&AppState>, req: &Request, body: Bo
     })?;
     let event = admin
         .event("api_key.create", Some(format!("api_key:{}", key.id)), Outcome::Success)
-        .with_details(serde_json::json!({
-            "name": key.name,
-            "prefix": key.prefix,
-            "role": key.role.as_str(),
-            "accounts": key.allowed_accounts,
-        }));
+        .with_details(key.created_details());
     audit::record(&tx, &[event]).await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(api_key.id = %key.id, api_key.prefix = %key.prefix, "dashboard: key created");
