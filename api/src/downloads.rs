@@ -41,6 +41,10 @@ pub(crate) struct DownloadLog {
 struct Pending {
     links: Vec<IssuedLink>,
     downloads: Vec<Download>,
+    /// Batches whose write failed: perhaps after their commit (its answer lost). Each is written
+    /// again alone, first, so that "already recorded" (a unique violation, which
+    /// `shared::downloads::record` takes as done) can only mean the whole batch.
+    unconfirmed: Vec<(Vec<IssuedLink>, Vec<Download>)>,
 }
 
 impl DownloadLog {
@@ -75,8 +79,23 @@ impl DownloadLog {
                 "download link and download records dropped: Postgres did not take them in time"
             );
         }
-        let Pending { mut links, mut downloads } =
+        let Pending { mut links, mut downloads, unconfirmed } =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut unconfirmed = unconfirmed.into_iter();
+        while let Some((link_batch, download_batch)) = unconfirmed.next() {
+            if let Err(e) = write(pool, &link_batch, &download_batch).await {
+                tracing::warn!(error = %e, "could not record download links and downloads; kept for the next flush");
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let newer = std::mem::take(&mut *pending);
+                pending.unconfirmed = std::iter::once((link_batch, download_batch))
+                    .chain(unconfirmed)
+                    .chain(newer.unconfirmed)
+                    .collect();
+                pending.links = links.into_iter().chain(newer.links).collect();
+                pending.downloads = downloads.into_iter().chain(newer.downloads).collect();
+                return;
+            }
+        }
         while !links.is_empty() || !downloads.is_empty() {
             let link_batch: Vec<IssuedLink> = links.drain(..links.len().min(BATCH)).collect();
             let download_batch: Vec<Download> = downloads.drain(..downloads.len().min(BATCH)).collect();
@@ -89,9 +108,10 @@ impl DownloadLog {
                 );
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 let newer = std::mem::take(&mut *pending);
-                pending.links = link_batch.into_iter().chain(links).chain(newer.links).collect();
-                pending.downloads =
-                    download_batch.into_iter().chain(downloads).chain(newer.downloads).collect();
+                pending.unconfirmed =
+                    std::iter::once((link_batch, download_batch)).chain(newer.unconfirmed).collect();
+                pending.links = links.into_iter().chain(newer.links).collect();
+                pending.downloads = downloads.into_iter().chain(newer.downloads).collect();
                 let over = pending.links.len().saturating_sub(MAX_PENDING_LINKS)
                     + pending.downloads.len().saturating_sub(MAX_PENDING_DOWNLOADS);
                 pending.links.truncate(MAX_PENDING_LINKS);

@@ -691,10 +691,18 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<EndpointUrl, ApiErro
     };
     let policy = state.webhooks.policy;
     let url = policy.check_url(raw).map_err(refused)?;
-    tokio::time::timeout(RESOLVE_TIMEOUT, policy.resolve(url.host(), url.port()))
+    // What a name resolves to is not told (no probing of internal DNS through this answer):
+    // unresolvable and resolving to a refused address get the same message.
+    let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, policy.resolve(url.host(), url.port()))
         .await
-        .unwrap_or(Err(Refused::Unresolved))
-        .map_err(refused)?;
+        .unwrap_or(Err(Refused::Unresolved));
+    if let Err(e) = resolved {
+        tracing::info!(host = %url.host(), reason = %e, "webhook endpoint refused at registration");
+        return Err(ApiError::Unprocessable(vec![FieldError::new(
+            "url",
+            "its host does not resolve to an address webhooks may be sent to",
+        )]));
+    }
     Ok(url)
 }
 

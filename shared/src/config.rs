@@ -217,14 +217,23 @@ impl WebhookConfig {
             secret_overlap: secs("WEBHOOK_SECRET_OVERLAP_SECS", defaults.secret_overlap)?,
             disable_after: positive_secs("WEBHOOK_DISABLE_AFTER_SECS", defaults.disable_after)?,
             retry_schedule: match env::var("WEBHOOK_RETRY_SCHEDULE_SECS") {
-                Ok(value) if !value.trim().is_empty() => retry_schedule(&value).ok_or_else(|| {
-                    invalid("WEBHOOK_RETRY_SCHEDULE_SECS", "comma-separated positive seconds")
-                })?,
+                Ok(value) if !value.trim().is_empty() => {
+                    retry_schedule(&value).filter(|s| s.len() < MAX_WEBHOOK_ATTEMPTS).ok_or_else(|| {
+                        invalid(
+                            "WEBHOOK_RETRY_SCHEDULE_SECS",
+                            "comma-separated positive seconds, at most 7 (a delivery has 8 attempts)",
+                        )
+                    })?
+                }
                 _ => defaults.retry_schedule,
             },
         })
     }
 }
+
+/// Attempts a webhook delivery has (`DeliverWebhook::MAX_ATTEMPTS`): its schedule has fewer delays.
+const MAX_WEBHOOK_ATTEMPTS: usize =
+    <crate::webhooks::DeliverWebhook as crate::queue::JobKind>::MAX_ATTEMPTS as usize;
 
 /// `5,300,1800`: each a positive number of seconds.
 fn retry_schedule(value: &str) -> Option<Vec<Duration>> {

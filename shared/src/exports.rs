@@ -323,6 +323,22 @@ pub async fn request(
             let export = Export::from_row(&row)?;
             let held: bool = row.get("held");
             let recorded = match api_key_id {
+                // A new requester of an export still under way attaches under a share lock on
+                // it: the transaction that finishes it (and whose trigger writes the completion
+                // webhooks of its requesters) then either waits for this one, or has committed
+                // before it and this answer shows its final state.
+                Some(key) if !held && export.status.is_outstanding() => {
+                    let tx = db.transaction().await?;
+                    let row = tx
+                        .query_one(
+                            &format!("SELECT {COLUMNS} FROM exports WHERE id = $1 FOR SHARE"),
+                            &[&export.id],
+                        )
+                        .await?;
+                    requesters::record(&tx, export.id, key).await?;
+                    tx.commit().await?;
+                    return Ok(Requested { export: Export::from_row(&row)?, reused: true, recorded: true });
+                }
                 Some(key) if !held => {
                     requesters::record(&*db, export.id, key).await?;
                     true
@@ -404,9 +420,11 @@ pub async fn request(
             let export = Export { job_id: Some(job_id), ..export };
             return Ok(Requested { export, reused: false, recorded: true });
         }
+        // Under a share lock, as on the fast path: a requester attached here is one the
+        // transaction finishing the export sees (its webhooks).
         let existing = tx
             .query_opt(
-                &format!("SELECT {COLUMNS} FROM exports WHERE request_hash = $1 AND {LIVE_SLOT}"),
+                &format!("SELECT {COLUMNS} FROM exports WHERE request_hash = $1 AND {LIVE_SLOT} FOR SHARE"),
                 &[&hash.as_slice()],
             )
             .await?;

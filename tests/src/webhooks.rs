@@ -29,6 +29,8 @@ pub enum Answer {
     Redirect(String),
     /// `200` with a body of this many bytes.
     Big(usize),
+    /// `200` with exactly these bytes as its body.
+    Bytes(&'static [u8]),
     /// `200` declaring a body of `declared` bytes, sending `sent` of them, then nothing more
     /// (the connection stays open).
     Stall { declared: usize, sent: usize },
@@ -176,6 +178,12 @@ async fn connection(mut stream: TcpStream, shared: Arc<Shared>) {
                 left -= n;
             }
             Ok(())
+        }
+        Answer::Bytes(body) => {
+            if stream.write_all(head(200, "", body.len()).as_bytes()).await.is_err() {
+                return;
+            }
+            stream.write_all(body).await
         }
         Answer::Stall { declared, sent } => {
             let _ = stream.write_all(head(200, "", declared).as_bytes()).await;

@@ -429,14 +429,16 @@ async fn endpoints_that_may_not_receive_webhooks_are_refused_at_registration() {
     for (url, status, says) in [
         ("http://hooks.example.com/x", 422, "must use https"),
         ("https://127.0.0.1/x", 422, "loopback"),
-        ("https://localhost:8443/x", 422, "loopback"),
+        // A name's resolution is not told (no probing of internal DNS): refused like any
+        // name that does not resolve.
+        ("https://localhost:8443/x", 422, "does not resolve to an address webhooks may be sent to"),
         ("https://[::ffff:127.0.0.1]/x", 422, "loopback"),
         ("https://[::1]/x", 422, "loopback"),
         ("https://169.254.169.254/latest/meta-data", 422, "link-local"),
         ("https://10.1.2.3/x", 422, "private"),
         ("https://100.64.0.1/x", 422, "shared (CGNAT)"),
         ("https://user:pass@hooks.example.com/x", 422, "user name or password"),
-        ("https://no-such-host.invalid/x", 422, "does not resolve"),
+        ("https://no-such-host.invalid/x", 422, "does not resolve to an address webhooks may be sent to"),
         ("not a url", 400, "absolute https:// URL"),
     ] {
         let (got, problem) =
@@ -736,4 +738,20 @@ async fn the_webhooks_pages_show_endpoint_health_and_deliveries_and_an_operator_
     let (_, shown) = api(&app, &key, "GET", &format!("/api/webhook-endpoints/{endpoint}"), None).await;
     assert_eq!(shown["enabled"], true, "{shown}");
     assert_eq!(browser.get("/dashboard/webhooks/not-a-uuid").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_binary_answer_is_recorded_and_the_delivery_succeeds_once() {
+    let app = app().await;
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::Bytes(b"ok\0\xff\x00binary"));
+    let key = app.create_key(None).await;
+    let (endpoint, _) = register(&app, &key, &receiver.url("/binary"), None).await;
+    let done = export(&app, &key, &statement("ACC-1", "bank_transactions")).await;
+    assert_eq!(done["status"], "COMPLETED");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    app.run_pending_jobs().await;
+    let log = deliveries(&app, &key, &endpoint).await;
+    assert_eq!((&log[0]["status"], log[0]["attempts"].as_i64()), (&json!("succeeded"), Some(1)), "{log:?}");
+    assert_eq!(receiver.received().len(), 1, "a 2xx is not sent again");
 }

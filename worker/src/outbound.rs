@@ -86,7 +86,8 @@ impl Webhooks {
         }
         drop(response);
         read.truncate(EXCERPT_BYTES);
-        Ok(Answer { status, excerpt: String::from_utf8_lossy(&read).into_owned() })
+        // Postgres text cannot hold NUL: a binary answer must not make its attempt unrecordable.
+        Ok(Answer { status, excerpt: String::from_utf8_lossy(&read).replace('\0', "\u{FFFD}") })
     }
 }
 

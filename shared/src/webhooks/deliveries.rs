@@ -358,6 +358,8 @@ pub struct Outgoing {
     pub delivery_id: Uuid,
     /// Where it is (an attempt sends only a pending or retrying one).
     pub status: DeliveryStatus,
+    /// The job that sends it now (a resend gives it a new one: an older job sends nothing).
+    pub job_id: Option<i64>,
     /// Its endpoint.
     pub endpoint_id: Uuid,
     /// The endpoint's URL.
@@ -382,7 +384,7 @@ pub struct Outgoing {
 pub async fn outgoing(db: &impl Sql, id: Uuid) -> Result<Option<Outgoing>, DbError> {
     let Some(row) = db
         .query_opt(
-            "SELECT d.status, e.id AS endpoint_id, e.url, e.disabled_at IS NOT NULL AS disabled, e.secret,
+            "SELECT d.status, d.job_id, e.id AS endpoint_id, e.url, e.disabled_at IS NOT NULL AS disabled, e.secret,
                     CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
                     ev.id AS event_id, ev.type AS event_type, ev.occurred_at, ev.export_id, ev.body
              FROM webhook_deliveries d
@@ -402,6 +404,7 @@ pub async fn outgoing(db: &impl Sql, id: Uuid) -> Result<Option<Outgoing>, DbErr
     Ok(Some(Outgoing {
         delivery_id: id,
         status: decode(&row, "status")?,
+        job_id: row.get("job_id"),
         endpoint_id: row.get("endpoint_id"),
         url: row.get("url"),
         disabled: row.get("disabled"),

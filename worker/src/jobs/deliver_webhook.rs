@@ -51,6 +51,10 @@ impl Job for DeliverWebhook {
             info!(status = %outgoing.status, "the delivery has ended: nothing to send");
             return Ok(());
         }
+        if outgoing.job_id != Some(job.id) {
+            info!(owner = ?outgoing.job_id, "another job sends this delivery now (it was resent): nothing to send");
+            return Ok(());
+        }
         if outgoing.disabled {
             drop(db);
             let mut db = ctx.pool.get().await?;
