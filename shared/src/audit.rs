@@ -115,8 +115,7 @@ pub struct Event {
 impl Event {
     /// An event without details or client address.
     pub fn new(actor: Actor, action: &'static str, target: Option<String>, outcome: Outcome) -> Self {
-        let now = OffsetDateTime::now_utc();
-        let occurred_at = now.replace_nanosecond(now.microsecond() * 1000).expect("microseconds fit");
+        let occurred_at = crate::db::to_micros(OffsetDateTime::now_utc());
         Self {
             actor,
             action,
@@ -274,7 +273,7 @@ pub async fn record(db: &impl Sql, events: &[Event]) -> Result<(), DbError> {
     }
     // Timestamps are stored to the microsecond: hash what is stored.
     let now: OffsetDateTime = head.get("now");
-    let at = now.replace_nanosecond(now.microsecond() * 1000).expect("microseconds fit");
+    let at = crate::db::to_micros(now);
     let last: i64 = head.get::<_, Option<i64>>("seq").unwrap_or(0);
     let mut prev_hash: Vec<u8> = head.get::<_, Option<Vec<u8>>>("hash").unwrap_or_else(|| GENESIS.to_vec());
     let mut entries = Vec::with_capacity(events.len());

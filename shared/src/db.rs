@@ -357,6 +357,11 @@ fn typed<'a>(params: &[&'a (dyn ToSql + Sync)]) -> Vec<(&'a (dyn ToSql + Sync), 
         .collect()
 }
 
+/// `at` to the microsecond, as a `timestamptz` stores it (what is kept is what was stored).
+pub fn to_micros(at: time::OffsetDateTime) -> time::OffsetDateTime {
+    at.replace_nanosecond(at.microsecond() * 1000).expect("microseconds fit")
+}
+
 /// The session advisory locks the service takes: every key in one place, so two concerns can
 /// never share one by accident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

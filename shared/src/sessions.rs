@@ -108,8 +108,7 @@ pub async fn create(
         Holder::Key { api_key_id, .. } => (Some(*api_key_id), None),
     };
     // Stored to the microsecond: keep what is stored.
-    let expires_at =
-        expires_at.replace_nanosecond(expires_at.microsecond() * 1000).expect("microseconds fit");
+    let expires_at = crate::db::to_micros(expires_at);
     db.execute(
         "INSERT INTO admin_sessions (token_hash, api_key_id, operator_id, role, csrf_token, expires_at, id_token)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -5,9 +5,8 @@
 use maud::html;
 use poem::{Request, handler, web::Data};
 use shared::audit::{self, Filter};
-use time::{Date, macros::format_description};
 
-use super::{DashboardError, Page, layout, query_param, signed_in};
+use super::{DashboardError, Page, layout, query_date, query_text, signed_in};
 use crate::AppState;
 
 /// Rows per page.
@@ -16,17 +15,8 @@ const PAGE: usize = 100;
 #[handler]
 pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request) -> Page {
     let admin = signed_in(state, req).await?;
-    let text = |name: &str| query_param(req, name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    let day = |name: &str| -> Result<Option<Date>, DashboardError> {
-        text(name)
-            .map(|v| {
-                Date::parse(&v, format_description!("[year]-[month]-[day]")).map_err(|_| {
-                    DashboardError::BadRequest(format!("{name} must be a date such as 2026-11-30."))
-                })
-            })
-            .transpose()
-    };
-    let (from_day, to_day) = (day("from")?, day("to")?);
+    let text = |name: &str| query_text(req, name);
+    let (from_day, to_day) = (query_date(req, "from")?, query_date(req, "to")?);
     let actor = text("actor").filter(|a| a.chars().count() <= 200);
     let action = text("action").filter(|a| a.len() <= 100);
     let before =

@@ -9,9 +9,9 @@ use shared::{
     exports::{self, ExportStatus, ListFilter},
     statement::AccountId,
 };
-use time::{Date, macros::format_description};
+use time::Date;
 
-use super::{DashboardError, Page, layout, query_param, signed_in};
+use super::{DashboardError, Page, layout, query_date, query_param, query_text, signed_in};
 use crate::AppState;
 
 /// Exports per page.
@@ -30,16 +30,8 @@ struct Form {
 
 impl Form {
     fn read(state: &AppState, req: &Request) -> Result<Self, DashboardError> {
-        let text = |name: &str| query_param(req, name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let text = |name: &str| query_text(req, name);
         let bad = |message: String| DashboardError::BadRequest(message);
-        let day = |name: &str| {
-            text(name)
-                .map(|v| {
-                    Date::parse(&v, format_description!("[year]-[month]-[day]"))
-                        .map_err(|_| bad(format!("{name} must be a date such as 2026-11-30.")))
-                })
-                .transpose()
-        };
         let status = text("status")
             .map(|s| ExportStatus::parse(&s).ok_or_else(|| bad("Unknown status.".into())))
             .transpose()?;
@@ -54,7 +46,7 @@ impl Form {
             .map(|t| state.tables.get(&t).map(|_| t).ok_or_else(|| bad("Not a configured table.".into())))
             .transpose()?;
         let key = text("key").filter(|k| k.len() <= 64);
-        Ok(Self { status, account, key, table, from: day("from")?, to: day("to")? })
+        Ok(Self { status, account, key, table, from: query_date(req, "from")?, to: query_date(req, "to")? })
     }
 
     /// The query string of these filters, followed by `extra`.

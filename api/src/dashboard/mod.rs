@@ -266,6 +266,21 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
     pairs.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
 }
 
+/// Query parameter `name`, trimmed, if present and not empty (a filter form's field).
+fn query_text(req: &Request, name: &str) -> Option<String> {
+    query_param(req, name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Query parameter `name` as a date (`2026-11-30`), if given; anything else is 400.
+fn query_date(req: &Request, name: &str) -> Result<Option<time::Date>, DashboardError> {
+    query_text(req, name)
+        .map(|v| {
+            time::Date::parse(&v, time::macros::format_description!("[year]-[month]-[day]"))
+                .map_err(|_| DashboardError::BadRequest(format!("{name} must be a date such as 2026-11-30.")))
+        })
+        .transpose()
+}
+
 /// The outcome code a page was redirected with (`?notice=…`); pages map codes to their own
 /// fixed messages, so no user text travels in the URL.
 fn notice_code(req: &Request) -> Option<&str> {
