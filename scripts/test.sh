@@ -7,6 +7,7 @@ start=$(date +%s)
 bash scripts/services.sh
 bash scripts/s3-test-server.sh
 bash scripts/webhook-verifier.sh
+bash scripts/statement-parsers.sh
 # The downloads test checks `Repr-Digest` with a Structured Fields parser we did not write
 # (PyPI http-sf), in the venv s3-test-server.sh made.
 .local/venv/bin/python -c 'import http_sf' 2>/dev/null \

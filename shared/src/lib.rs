@@ -10,6 +10,7 @@ pub mod db;
 pub mod downloads;
 pub mod exports;
 pub mod failure;
+pub mod formats;
 pub mod idempotency;
 pub mod logging;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub mod oidc;
 pub mod pgbouncer;
 pub mod replica;
 pub mod s3;
+pub mod statements;
 pub mod tls;
 pub mod webhooks;
 

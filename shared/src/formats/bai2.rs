@@ -1,0 +1,15 @@
+//! The Bai2 writer (placeholder: writes nothing yet).
+
+use super::{Entry, File, Statement, StatementWriter};
+
+/// Writes Bai2 files.
+#[derive(Debug, Default)]
+pub struct Bai2 {}
+
+impl StatementWriter for Bai2 {
+    fn start_file(&mut self, _out: &mut Vec<u8>, _file: &File) {}
+    fn start_statement(&mut self, _out: &mut Vec<u8>, _file: &File, _statement: &Statement) {}
+    fn entry(&mut self, _out: &mut Vec<u8>, _file: &File, _statement: &Statement, _entry: &Entry<'_>) {}
+    fn end_statement(&mut self, _out: &mut Vec<u8>, _file: &File, _statement: &Statement) {}
+    fn end_file(&mut self, _out: &mut Vec<u8>, _file: &File) {}
+}
