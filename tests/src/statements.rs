@@ -60,6 +60,16 @@ pub struct Sample {
     pub statements: Vec<(Statement, Vec<OwnedEntry>)>,
 }
 
+/// The same sample without the totals (as the engine gives MT940, BAI2 and OFX writers when
+/// the balances come from the source).
+pub fn without_totals(mut sample: Sample) -> Sample {
+    for (statement, _) in &mut sample.statements {
+        statement.credits = None;
+        statement.debits = None;
+    }
+    sample
+}
+
 /// A sample file: for each currency, `entries` entries over January 2024 with the awkward texts
 /// in turn, credits and debits alternating, balances consistent.
 pub fn sample(currencies: &[&str], entries: usize) -> Sample {

@@ -189,10 +189,12 @@ pub struct Statement {
     pub opening: Decimal,
     /// The balance at the end of the last day (`opening + credits.sum - debits.sum`).
     pub closing: Decimal,
-    /// Credits (amount > 0).
-    pub credits: Totals,
-    /// Debits (amount < 0), summed as a positive number.
-    pub debits: Totals,
+    /// Credits (amount ≥ 0), when the engine read them before the entries: it does for
+    /// camt.053 (whose `TxsSummry` precedes the entries) and whenever balances are computed;
+    /// otherwise `None` (MT940, BAI2 and OFX do not need them up front).
+    pub credits: Option<Totals>,
+    /// Debits (amount < 0), summed as a positive number; `None` as for `credits`.
+    pub debits: Option<Totals>,
     /// The balances were computed from the entries, not read from the source.
     pub balances_computed: bool,
 }

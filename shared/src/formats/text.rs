@@ -7,7 +7,7 @@
 pub fn push_xml(out: &mut Vec<u8>, text: &str) {
     let mut rest = text;
     while let Some(i) = rest.find(|c: char| matches!(c, '&' | '<' | '>' | '"') || !xml_char(c)) {
-        out.extend_from_slice(rest[..i].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..i]);
         let c = rest[i..].chars().next().expect("found a char");
         match c {
             '&' => out.extend_from_slice(b"&amp;"),
