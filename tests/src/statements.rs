@@ -122,8 +122,15 @@ pub fn sample(currencies: &[&str], entries: usize) -> Sample {
             let (credits, debits) = (side(true), side(false));
             let opening = Decimal::new(-5_000_000 + 777 * index as i64, currency.minor_units());
             let closing = opening + credits.sum - debits.sum;
-            let statement =
-                Statement { index, currency, opening, closing, credits, debits, balances_computed: false };
+            let statement = Statement {
+                index,
+                currency,
+                opening,
+                closing,
+                credits: Some(credits),
+                debits: Some(debits),
+                balances_computed: false,
+            };
             (statement, owned)
         })
         .collect();
