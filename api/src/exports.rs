@@ -14,7 +14,7 @@ use shared::{
     downloads::{Holder, Via},
     exports::{self, Export, ExportStatus as Status},
     failure::FailureCode as ErrorCode,
-    statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
+    statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
     storage::StorageError,
 };
 use time::OffsetDateTime;
@@ -54,6 +54,11 @@ pub(crate) struct ExportRequest {
     pub force_refresh: Option<bool>,
     // No doc comment (see `ExportAccepted::status`): `Format` says that `csv` is the default.
     pub format: Option<Format>,
+    /// The bank's time zone, an IANA name such as `Europe/Berlin` (`STATEMENT_TIME_ZONE`, UTC
+    /// by default, when absent): the period's days are days there (for a DATETIME date
+    /// column), statements carry dates there, and a period has ended when its last day has
+    /// there. Part of what makes two requests identical.
+    pub time_zone: Option<String>,
 }
 
 impl FromJsonFields for ExportRequest {
@@ -64,6 +69,7 @@ impl FromJsonFields for ExportRequest {
         let date_to = fields.string("date_to");
         let force_refresh = fields.optional_bool("force_refresh");
         let format = fields.optional_parsed("format", |raw| ExportFormat::parse(raw).map(Format::from));
+        let time_zone = fields.optional_string("time_zone");
         Some(Self {
             account_id: account_id?,
             table_name: table_name?,
@@ -71,6 +77,7 @@ impl FromJsonFields for ExportRequest {
             date_to: CalendarDate(date_to?),
             force_refresh: force_refresh?,
             format: format?,
+            time_zone: time_zone?,
         })
     }
 }
@@ -83,36 +90,71 @@ impl Example for ExportRequest {
             date_from: CalendarDate("2024-01-01".into()),
             date_to: CalendarDate("2024-01-31".into()),
             force_refresh: None,
-            format: Some(Format::Csv),
+            format: Some(Format::Camt053),
+            time_zone: Some("Europe/Berlin".into()),
         }
     }
 }
 
-/// Output format: `csv` (the default when a request leaves it out) or `csv.gz`, the same CSV
-/// gzip-compressed.
+/// Output format (`csv` when a request leaves it out): `csv`; `jsonl` (JSON Lines: one object
+/// per row, typed values, decimals as strings); the bank statement formats `camt.053` (ISO 20022
+/// camt.053.001.08 XML), `mt940` (SWIFT MT940), `ofx` (OFX 2.2) and `bai2` (BAI2), which need a
+/// table with a statement mapping; and each of them gzip-compressed (`.gz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum Format {
     #[oai(rename = "csv")]
     Csv,
     #[oai(rename = "csv.gz")]
     CsvGz,
+    #[oai(rename = "jsonl")]
+    Jsonl,
+    #[oai(rename = "jsonl.gz")]
+    JsonlGz,
+    #[oai(rename = "camt.053")]
+    Camt053,
+    #[oai(rename = "camt.053.gz")]
+    Camt053Gz,
+    #[oai(rename = "mt940")]
+    Mt940,
+    #[oai(rename = "mt940.gz")]
+    Mt940Gz,
+    #[oai(rename = "ofx")]
+    Ofx,
+    #[oai(rename = "ofx.gz")]
+    OfxGz,
+    #[oai(rename = "bai2")]
+    Bai2,
+    #[oai(rename = "bai2.gz")]
+    Bai2Gz,
 }
+
+/// The API's formats in [`ExportFormat::all`]'s order.
+const FORMATS: [Format; 12] = [
+    Format::Csv,
+    Format::CsvGz,
+    Format::Jsonl,
+    Format::JsonlGz,
+    Format::Camt053,
+    Format::Camt053Gz,
+    Format::Mt940,
+    Format::Mt940Gz,
+    Format::Ofx,
+    Format::OfxGz,
+    Format::Bai2,
+    Format::Bai2Gz,
+];
 
 impl From<ExportFormat> for Format {
     fn from(format: ExportFormat) -> Self {
-        match format {
-            ExportFormat::Csv => Self::Csv,
-            ExportFormat::CsvGz => Self::CsvGz,
-        }
+        let i = ExportFormat::all().position(|f| f == format).expect("every format is listed");
+        FORMATS[i]
     }
 }
 
 impl From<Format> for ExportFormat {
     fn from(format: Format) -> Self {
-        match format {
-            Format::Csv => Self::Csv,
-            Format::CsvGz => Self::CsvGz,
-        }
+        let i = FORMATS.iter().position(|f| *f == format).expect("every format is listed");
+        ExportFormat::all().nth(i).expect("as many formats as the API lists")
     }
 }
 
@@ -174,6 +216,15 @@ pub struct ExportDetails {
     pub error: Option<String>,
     // See `ErrorCode`.
     pub error_code: Option<ErrorCode>,
+    /// What in the account's data made a bank statement fail (`several_currencies`,
+    /// `balance_mismatch`, `statement_value_invalid`): the currencies found, the balances that
+    /// do not add up, the entry that cannot be written.
+    pub error_detail: Option<String>,
+    /// The statement's time zone (IANA name): its days are days there.
+    pub time_zone: String,
+    /// A bank statement's number and figures (bank formats; once COMPLETED, its balances and
+    /// totals).
+    pub statement: Option<StatementFacts>,
     /// When the export was requested.
     pub created_at: OffsetDateTime,
     /// When the source snapshot was taken: the file holds the rows committed by then.
@@ -194,6 +245,59 @@ pub struct ExportDetails {
     /// file, or one range of it (a file fetched in four ranges counts four). Downloads from S3
     /// are not seen by the service. About a second behind, like `download_links_issued`.
     pub downloads: i64,
+}
+
+/// A bank statement's number and what its file states.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(skip_serializing_if_is_none)]
+pub struct StatementFacts {
+    /// The statement's number in its account's sequence (MT940 `:28C:`, camt.053
+    /// `ElctrncSeqNb`, BAI2 file id): one number per account, period and time zone, whatever
+    /// the format, kept when the export is reused or refreshed.
+    pub number: i64,
+    /// Where the balances come from: `source` (the table's running balance or balances table,
+    /// checked against the entries) or `computed` (the sum of every earlier entry, plus the
+    /// period's). Absent until the export completes.
+    pub balances: Option<BalanceOrigin>,
+    /// One per currency (camt.053 and OFX hold several; MT940 and BAI2 one). Empty until the
+    /// export completes.
+    #[serde(default)]
+    pub statements: Vec<CurrencyStatement>,
+}
+
+/// Where a statement's balances come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum BalanceOrigin {
+    /// Read from the source and checked: opening + entries = closing.
+    Source,
+    /// Computed from the entries.
+    Computed,
+}
+
+/// One currency's statement in the file.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct CurrencyStatement {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Balance at the start of the first day (a decimal string with the currency's minor units).
+    pub opening_balance: String,
+    /// Balance at the end of the last day.
+    pub closing_balance: String,
+    /// Credits (amount ≥ 0).
+    pub credits: EntryTotals,
+    /// Debits, summed as a positive amount.
+    pub debits: EntryTotals,
+}
+
+/// A count of entries and their sum.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct EntryTotals {
+    /// Entries.
+    pub count: i64,
+    /// Their sum (a decimal string).
+    pub sum: String,
 }
 
 /// A page of exports, newest first.
@@ -241,6 +345,9 @@ impl Example for ExportDetails {
             sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
             error: None,
             error_code: None,
+            error_detail: None,
+            time_zone: "UTC".into(),
+            statement: None,
             created_at: at,
             snapshot_at: Some(at),
             completed_at: Some(at + time::Duration::seconds(4)),
@@ -344,6 +451,7 @@ impl ExportsApi {
     ) -> Result<Idempotent<CreateResponse>, Errors<CreateErrors>> {
         let key = state.authenticate(&auth, client).await?;
         let request = validate(&state, &body.0)?;
+        state.check_database_knows(&request.time_zone).await?;
         if !key.may_access(request.account.as_str()) {
             let details = serde_json::json!({ "account_id": request.account.as_str() });
             state.api_audit.record(&key, client, "export.request", None, Outcome::Denied, details);
@@ -685,16 +793,20 @@ async fn visible_export(db: &deadpool_postgres::Object, key: &ApiKey, id: Uuid) 
 
 /// A create request as an `Idempotency-Key` compares it: its fields, valid, with their defaults
 /// (no `format` is `csv`, no `force_refresh` is `false`), in name order.
+/// The time zone is named when it is not UTC (keys stored before time zones stay comparable).
 fn canonical_request(request: &StatementRequest, force_refresh: bool) -> String {
-    serde_json::json!({
+    let mut canonical = serde_json::json!({
         "account_id": request.account.as_str(),
         "date_from": request.range.from().to_string(),
         "date_to": request.range.to().to_string(),
         "force_refresh": force_refresh,
         "format": request.format.as_str(),
         "table_name": request.table,
-    })
-    .to_string()
+    });
+    if !request.time_zone.is_utc() {
+        canonical["time_zone"] = request.time_zone.name().into();
+    }
+    canonical.to_string()
 }
 
 fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, ApiError> {
@@ -705,9 +817,26 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
         .map_err(|e| errors.push(e))
         .ok();
     let format = body.format.map(ExportFormat::from).unwrap_or_default();
-    match (account, range) {
-        (Some(account), Some(range)) if errors.is_empty() => {
-            Ok(StatementRequest { account, table: body.table_name.clone(), range, format })
+    if let (Some(bank), Some(spec)) = (format.bank(), state.tables.get(&body.table_name)) {
+        if spec.statement.is_none() {
+            errors.push(FieldError::new(
+                "format",
+                format!(
+                    "table {} has no statement mapping (which columns are the amount, currency and \
+                     booking date), so it exports as csv or jsonl only; {} needs one",
+                    spec.name,
+                    ExportFormat { layout: statement::Layout::Bank(bank), gzip: false }.as_str()
+                ),
+            ));
+        }
+    }
+    let time_zone = match &body.time_zone {
+        None => Some(state.statement_time_zone.clone()),
+        Some(raw) => StatementZone::parse(raw).map_err(|e| errors.push(e)).ok(),
+    };
+    match (account, range, time_zone) {
+        (Some(account), Some(range), Some(time_zone)) if errors.is_empty() => {
+            Ok(StatementRequest { account, table: body.table_name.clone(), range, format, time_zone })
         }
         _ => Err(ApiError::Validation(errors)),
     }
@@ -744,6 +873,9 @@ pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> 
         sha256: export.sha256,
         error: export.failure.map(|code| code.message().to_owned()),
         error_code: export.failure,
+        error_detail: export.error_detail.filter(|_| export.failure.is_some()),
+        time_zone: export.time_zone,
+        statement: statement_facts(export.statement_number, export.statement)?,
         created_at: export.created_at,
         snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
@@ -752,6 +884,20 @@ pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> 
         download_links_issued: export.download_links_issued,
         downloads: export.downloads,
     })
+}
+
+/// The statement's number and, once completed, its figures.
+fn statement_facts(
+    number: Option<i64>,
+    stored: Option<serde_json::Value>,
+) -> Result<Option<StatementFacts>, ApiError> {
+    match (number, stored) {
+        (_, Some(stored)) => {
+            serde_json::from_value(stored).map(Some).map_err(|e| ApiError::Internal(e.into()))
+        }
+        (Some(number), None) => Ok(Some(StatementFacts { number, balances: None, statements: Vec::new() })),
+        (None, None) => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -798,7 +944,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip_between_the_api_and_the_domain() {
-        for format in [ExportFormat::Csv, ExportFormat::CsvGz] {
+        for format in ExportFormat::all() {
             let api = Format::from(format);
             assert_eq!(ExportFormat::from(api), format);
             assert_eq!(api.to_json(), Some(serde_json::json!(format.as_str())));

@@ -87,9 +87,45 @@ pub struct AppState {
     pub(crate) storage_status: Arc<health::StorageStatusCache>,
     /// Webhook endpoints: the address policy for registrations and the secrets' overlap.
     pub(crate) webhooks: shared::config::WebhookConfig,
+    /// The time zone of a request that names none.
+    pub(crate) statement_time_zone: shared::time_zones::StatementZone,
+    /// The time zone names Postgres knows (read once): a request's zone must be one of them
+    /// too, for the reuse rule reads the snapshot's date there.
+    pub(crate) database_time_zones: Arc<tokio::sync::OnceCell<std::collections::HashSet<String>>>,
 }
 
 impl AppState {
+    /// Refuses (`422`) a time zone Postgres does not know (its time zone data is older than
+    /// the service's): the reuse rule reads an export's snapshot date there.
+    pub(crate) async fn check_database_knows(
+        &self,
+        zone: &shared::time_zones::StatementZone,
+    ) -> Result<(), error::ApiError> {
+        if zone.is_utc() {
+            return Ok(());
+        }
+        let known = self
+            .database_time_zones
+            .get_or_try_init(|| async {
+                let db = self.db().await?;
+                let rows = db
+                    .query("SELECT name FROM pg_timezone_names", &[])
+                    .await
+                    .map_err(shared::db::DbError::from)?;
+                Ok::<_, error::ApiError>(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            })
+            .await?;
+        if known.contains(zone.name()) {
+            return Ok(());
+        }
+        Err(error::ApiError::Validation(vec![shared::statement::FieldError::new(
+            "time_zone",
+            format!(
+                "{zone} is not known to the service's database (its time zone data is older); ask the operator"
+            ),
+        )]))
+    }
+
     /// The spec this service publishes (`/openapi.json`, `/openapi.yaml`, `/docs`).
     pub(crate) fn published_spec(&self) -> &openapi_spec::Spec {
         self.published_spec.get_or_init(|| openapi_spec::published(&self.public_base_url))
@@ -150,6 +186,8 @@ impl AppState {
             metrics: Arc::new(shared::metrics::Metrics::new().with_queue_gauges()),
             storage_status: Arc::default(),
             webhooks: config.webhooks.clone(),
+            statement_time_zone: config.statement_time_zone.clone(),
+            database_time_zones: Arc::default(),
         })
     }
 }

@@ -767,6 +767,10 @@ mod tests {
             snapshot_position: None,
             download_links_issued: 2,
             downloads: 1,
+            time_zone: "UTC".into(),
+            statement_number: None,
+            statement: None,
+            error_detail: None,
         };
         let body = event_body(EventType::ExportCompleted, at, export).unwrap();
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();

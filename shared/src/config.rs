@@ -16,8 +16,10 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
+    formats::FormatSettings,
     secrets::{self, SecretError},
     tables::{TableConfigError, TableRegistry},
+    time_zones::StatementZone,
 };
 
 /// A configuration problem found at start-up.
@@ -166,6 +168,10 @@ pub struct Config {
     pub formula_guard: bool,
     /// Completion webhooks: where they may go, how they are retried.
     pub webhooks: WebhookConfig,
+    /// The statement time zone of a request that names none (`STATEMENT_TIME_ZONE`, UTC).
+    pub statement_time_zone: StatementZone,
+    /// The bank formats' settings (`STATEMENT_*`).
+    pub formats: FormatSettings,
 }
 
 /// Completion webhooks (`WEBHOOK_*`): the API checks endpoints with the address policy and
@@ -560,6 +566,8 @@ impl Config {
             export_retention: days("EXPORT_RETENTION_DAYS", 30)?,
             formula_guard: parse_var("EXPORT_FORMULA_GUARD", "true or false", true)?,
             webhooks: WebhookConfig::from_env()?,
+            statement_time_zone: statement_time_zone()?,
+            formats: format_settings()?,
         })
     }
 
@@ -749,6 +757,49 @@ fn signing_secret() -> Result<Option<SecretString>, ConfigError> {
         return Err(ConfigError::WeakSigningSecret { min, got });
     }
     Ok(Some(secret))
+}
+
+/// `STATEMENT_TIME_ZONE`: an IANA name, UTC when unset.
+fn statement_time_zone() -> Result<StatementZone, ConfigError> {
+    let raw = var_or("STATEMENT_TIME_ZONE", "UTC");
+    StatementZone::parse(raw.trim()).map_err(|_| ConfigError::Invalid {
+        var: "STATEMENT_TIME_ZONE",
+        expected: "an IANA time zone name such as Europe/Berlin",
+        value: raw,
+    })
+}
+
+/// The bank formats' `STATEMENT_*` settings.
+fn format_settings() -> Result<FormatSettings, ConfigError> {
+    let defaults = FormatSettings::default();
+    let id = |var: &'static str, default: String| -> Result<String, ConfigError> {
+        let value = var_or(var, &default);
+        let plain = !value.is_empty()
+            && value.len() <= 32
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b' '));
+        if plain {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid { var, expected: "1 to 32 of A-Z a-z 0-9 - . space", value })
+        }
+    };
+    let optional_id = |var: &'static str| -> Result<Option<String>, ConfigError> {
+        match env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            None => Ok(None),
+            Some(_) => id(var, String::new()).map(Some),
+        }
+    };
+    Ok(FormatSettings {
+        mt940_entries_per_page: positive(
+            "STATEMENT_MT940_ENTRIES_PER_PAGE",
+            "a positive number of entries",
+            defaults.mt940_entries_per_page,
+        )?,
+        bai2_sender: id("STATEMENT_BAI2_SENDER_ID", defaults.bai2_sender)?,
+        bai2_receiver: id("STATEMENT_BAI2_RECEIVER_ID", defaults.bai2_receiver)?,
+        ofx_org: optional_id("STATEMENT_OFX_ORG")?,
+        ofx_fid: optional_id("STATEMENT_OFX_FID")?,
+    })
 }
 
 /// `TRUSTED_PROXIES`: comma-separated addresses (`10.0.0.5`) or CIDR blocks (`10.0.0.0/8`).

@@ -18,8 +18,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 pub use self::attempt::{
-    Attempt, ExportResult, SnapshotBasis, complete, fail, record_progress, record_snapshot_basis,
-    retry_later, start,
+    Attempt, ExportResult, SnapshotBasis, assign_statement_number, complete, fail, record_failure_detail,
+    record_progress, record_snapshot_basis, retry_later, start,
 };
 use crate::{
     db::{DbError, decode, text_enum},
@@ -147,11 +147,21 @@ pub struct Export {
     pub download_links_issued: i64,
     /// Responses of the file endpoint that sent file bytes (200 and 206), likewise.
     pub downloads: i64,
+    /// The statement's time zone (IANA name): its days are days there.
+    pub time_zone: String,
+    /// The statement's number in its account's sequence (bank formats, once started).
+    pub statement_number: Option<i64>,
+    /// What the completed statement file states ([`crate::exports::StatementFacts`] as JSON).
+    pub statement: Option<serde_json::Value>,
+    /// A client-safe sentence about the data behind a failure (the currencies found, the
+    /// balances that do not add up).
+    pub error_detail: Option<String>,
 }
 
 const COLUMNS: &str = "id, api_key_id, account_id, table_name, date_from, date_to, format, status, job_id, \
     file_key, file_size, row_count, rows_exported, sha256, error, error_code, created_at, snapshot_at, started_at, \
-    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position, download_links_issued, downloads";
+    completed_at, expires_at, file_lost_at, snapshot_lag_seconds, snapshot_position, download_links_issued, downloads, \
+    time_zone, statement_number, statement, error_detail";
 
 /// The failure an export row records, for the states that have one (FAILED, CANCELLED, and
 /// PENDING after a failed attempt): its code, or [`FailureCode::Unclassified`] when `error`
@@ -202,6 +212,10 @@ impl Export {
             snapshot_position: row.get("snapshot_position"),
             download_links_issued: row.get("download_links_issued"),
             downloads: row.get("downloads"),
+            time_zone: row.get("time_zone"),
+            statement_number: row.get("statement_number"),
+            statement: row.get("statement"),
+            error_detail: row.get("error_detail"),
         })
     }
 
@@ -275,16 +289,17 @@ pub struct ReusePolicy {
     /// reused only this long after the snapshot.
     pub freshness: std::time::Duration,
     /// A period's books are closed once its last day is at least this many days before the
-    /// snapshot's UTC day; such an export is reused for as long as it lives.
+    /// snapshot's day in the statement's time zone; such an export is reused for as long as it lives.
     pub books_closed_after_days: i32,
 }
 
 /// A completed export that may no longer be reused: its period's books were not closed at its
 /// snapshot (`date_to` fewer than `$3` days before the snapshot's UTC day) and the snapshot is
-/// older than the freshness window (`$2` seconds). The one statement of this rule: the reuse
+/// older than the freshness window (`$2` seconds). The snapshot's day is its day in the
+/// statement's time zone. The one statement of this rule: the reuse
 /// read and the supersede write both use it.
 const STALE_COMPLETED: &str = "status = 'COMPLETED'
-    AND (snapshot_at AT TIME ZONE 'UTC')::date - date_to < $3::int
+    AND (snapshot_at AT TIME ZONE time_zone)::date - date_to < $3::int
     AND snapshot_at < now() - make_interval(secs => $2)";
 
 /// The live export for request hash `$1` that may be reused: pending, processing, or
@@ -380,8 +395,9 @@ pub async fn request(
         let inserted = tx
             .query_opt(
                 &format!(
-                    "INSERT INTO exports (id, request_hash, api_key_id, account_id, table_name, date_from, date_to, format)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    "INSERT INTO exports (id, request_hash, api_key_id, account_id, table_name, date_from, date_to, format,
+                                          time_zone)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (request_hash) WHERE {LIVE_SLOT} DO NOTHING
                      RETURNING {COLUMNS}"
                 ),
@@ -394,6 +410,7 @@ pub async fn request(
                     &request.range.from(),
                     &request.range.to(),
                     &request.format.as_str(),
+                    &request.time_zone.name(),
                 ],
             )
             .await?;

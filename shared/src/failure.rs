@@ -28,6 +28,10 @@ text_enum! {
     /// | `storage_full` | storage is full |
     /// | `storage_missing` | the storage bucket or folder does not exist |
     /// | `table_not_configured` | the table is no longer configured for export |
+    /// | `several_currencies` | the account has entries in several currencies in this period, and the format holds one: ask for camt.053 or ofx |
+    /// | `balance_mismatch` | the source's opening balance plus the period's entries does not equal its closing balance |
+    /// | `account_not_found` | the account is not in the configured accounts table |
+    /// | `statement_value_invalid` | the source holds a value a bank statement cannot carry |
     /// | `cancelled` | the export was cancelled |
     /// | `cancelled_by_operator` | the export was cancelled by an operator |
     /// | `worker_shutdown` | the worker shut down; another worker will resume the export |
@@ -73,6 +77,18 @@ text_enum! {
         StorageMissing = "storage_missing",
         /// The table is no longer configured for export.
         TableNotConfigured = "table_not_configured",
+        /// A single-currency format (MT940, BAI2) was asked for an account with entries in
+        /// several currencies in the period; `error_detail` names them.
+        SeveralCurrencies = "several_currencies",
+        /// The source's balances and entries disagree (opening + entries ≠ closing);
+        /// `error_detail` gives the figures. No statement is written.
+        BalanceMismatch = "balance_mismatch",
+        /// The table's statement mapping names an accounts table without this account.
+        AccountNotFound = "account_not_found",
+        /// A value a statement cannot carry: an amount with more decimals than its currency, a
+        /// currency that is not ISO 4217, a credit/debit indicator that is neither, a NULL
+        /// amount; `error_detail` names the entry.
+        StatementValueInvalid = "statement_value_invalid",
         /// The client cancelled the export.
         Cancelled = "cancelled",
         /// An operator cancelled the export from the dashboard.
@@ -113,6 +129,14 @@ impl FailureCode {
             Self::StorageFull => "storage is full",
             Self::StorageMissing => "the storage bucket or folder does not exist",
             Self::TableNotConfigured => "the table is no longer configured for export",
+            Self::SeveralCurrencies => {
+                "the account has entries in several currencies in this period, and the format holds one: ask for camt.053 or ofx"
+            }
+            Self::BalanceMismatch => {
+                "the source's opening balance plus the period's entries does not equal its closing balance"
+            }
+            Self::AccountNotFound => "the account is not in the configured accounts table",
+            Self::StatementValueInvalid => "the source holds a value a bank statement cannot carry",
             Self::Cancelled => "the export was cancelled",
             Self::CancelledByOperator => "the export was cancelled by an operator",
             Self::WorkerShutdown => "the worker shut down; another worker will resume the export",

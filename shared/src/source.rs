@@ -18,6 +18,7 @@ use crate::{
     csv_out::ColumnKind,
     failure::FailureCode,
     tables::{TableRegistry, TableSpec},
+    time_zones::StatementZone,
     tls::mysql::{self as mysql_tls, SslMode},
 };
 
@@ -187,6 +188,10 @@ impl Source {
         // transactions write them, and `WITH CONSISTENT SNAPSHOT` holds statements to one
         // snapshot only under REPEATABLE READ (under READ COMMITTED each sees its own moment).
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
+        // TIMESTAMP values are read in UTC, whatever the server's zone: files carry no zone, and
+        // a statement's period bounds and dates are worked out from UTC (DATETIME values are in
+        // the table's `source_time_zone`).
+        conn.query_drop("SET SESSION time_zone = '+00:00'").await?;
         Ok(conn)
     }
 
@@ -418,6 +423,35 @@ fn pick_export_index(columns: &[IndexColumn], spec: &TableSpec) -> Option<String
         .map(str::to_owned)
 }
 
+/// The zone the values of `spec`'s date column are wall-clock times in: `None` for a DATE
+/// column (see [`crate::ledger::Dates::column_zone`]).
+pub async fn date_column_zone(
+    conn: &mut Conn,
+    spec: &TableSpec,
+) -> Result<Option<StatementZone>, SourceError> {
+    column_zones(conn, spec, &[&spec.date_column]).await.map(|mut zones| zones.remove(0))
+}
+
+/// The zones of `columns` of `spec`'s table (see [`date_column_zone`]), from the metadata of a
+/// query that reads no row.
+pub async fn column_zones(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    columns: &[&str],
+) -> Result<Vec<Option<StatementZone>>, SourceError> {
+    let list: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+    let sql = format!("SELECT {} FROM `{}` WHERE 1 = 0", list.join(", "), spec.source_table());
+    let result = conn.query_iter(sql).await?;
+    let table_zone = spec.source_zone();
+    let zones = result
+        .columns_ref()
+        .iter()
+        .map(|c| crate::ledger::Dates::column_zone(c.column_type(), &table_zone))
+        .collect();
+    result.drop_result().await?;
+    Ok(zones)
+}
+
 /// The executed GTID set: `@@gtid_current_pos` on MariaDB, `@@gtid_executed` on MySQL. `None`
 /// when the server has neither or has executed no GTID transaction yet. Read on the export's
 /// own connection, next to its snapshot ([`Snapshot::position`] says which side).
@@ -489,6 +523,8 @@ mod tests {
             date_column: "value_date".into(),
             id_column: "id".into(),
             columns: vec!["id".into()],
+            source_time_zone: None,
+            statement: None,
         }
     }
 

@@ -3,6 +3,9 @@
 use std::{borrow::Cow, fmt};
 
 use sha2::{Digest, Sha256};
+
+pub use crate::formats::BankFormat;
+pub use crate::time_zones::StatementZone;
 use time::{
     Date, OffsetDateTime,
     macros::{date, format_description},
@@ -150,44 +153,105 @@ fn date_error(field: &'static str) -> FieldError {
     FieldError::new(field, "must be a calendar date in ISO 8601 form, YYYY-MM-DD")
 }
 
-/// Output format of an export; part of the deduplication hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExportFormat {
-    /// CSV (the default).
-    #[default]
+/// How an export lays out its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// CSV: the configured columns, a header row.
     Csv,
-    /// The same CSV, gzip-compressed.
-    CsvGz,
+    /// JSON Lines: one object per row, typed values.
+    Jsonl,
+    /// A bank statement file, from the table's statement mapping.
+    Bank(BankFormat),
+}
+
+/// Output format of an export (`csv`, `camt.053.gz`, …); part of the deduplication hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExportFormat {
+    /// What the file holds.
+    pub layout: Layout,
+    /// Whether the file is gzip-compressed (`.gz`).
+    pub gzip: bool,
+}
+
+/// Every layout by the name clients use (the format without `.gz`).
+const LAYOUTS: [(&str, Layout); 6] = [
+    ("csv", Layout::Csv),
+    ("jsonl", Layout::Jsonl),
+    ("camt.053", Layout::Bank(BankFormat::Camt053)),
+    ("mt940", Layout::Bank(BankFormat::Mt940)),
+    ("ofx", Layout::Bank(BankFormat::Ofx)),
+    ("bai2", Layout::Bank(BankFormat::Bai2)),
+];
+
+impl Default for ExportFormat {
+    fn default() -> Self {
+        Self::CSV
+    }
 }
 
 impl ExportFormat {
-    /// The format as clients name it (`csv`, `csv.gz`).
+    /// `csv`, the default.
+    pub const CSV: Self = Self { layout: Layout::Csv, gzip: false };
+
+    /// Every format, in the order the API lists them: each layout, then its `.gz`.
+    pub fn all() -> impl Iterator<Item = Self> {
+        LAYOUTS.into_iter().flat_map(|(_, layout)| [false, true].map(|gzip| Self { layout, gzip }))
+    }
+
+    /// The format as clients name it (`csv`, `csv.gz`, `camt.053`, `mt940.gz`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Csv => "csv",
-            Self::CsvGz => "csv.gz",
-        }
+        let i = LAYOUTS.iter().position(|(_, l)| *l == self.layout).expect("every layout is listed");
+        const NAMES: [[&str; 2]; 6] = [
+            ["csv", "csv.gz"],
+            ["jsonl", "jsonl.gz"],
+            ["camt.053", "camt.053.gz"],
+            ["mt940", "mt940.gz"],
+            ["ofx", "ofx.gz"],
+            ["bai2", "bai2.gz"],
+        ];
+        NAMES[i][usize::from(self.gzip)]
     }
 
-    /// The format clients name (`csv`, `csv.gz`).
+    /// The format clients name.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        match raw {
-            "csv" => Ok(Self::Csv),
-            "csv.gz" => Ok(Self::CsvGz),
-            _ => Err(FieldError::new("format", "must be \"csv\" or \"csv.gz\"")),
+        Self::all().find(|f| f.as_str() == raw).ok_or_else(|| {
+            let names: Vec<_> = Self::all().map(|f| format!("\"{}\"", f.as_str())).collect();
+            FieldError::new("format", format!("must be one of {}", names.join(", ")))
+        })
+    }
+
+    /// The bank format, when the export is a bank statement file.
+    pub fn bank(self) -> Option<BankFormat> {
+        match self.layout {
+            Layout::Bank(format) => Some(format),
+            Layout::Csv | Layout::Jsonl => None,
         }
     }
 
-    /// The file name extension.
-    pub fn extension(self) -> &'static str {
-        self.as_str()
+    /// The file name extension (`csv`, `camt053.xml`, `mt940.gz`, …).
+    pub fn extension(self) -> String {
+        let base = match self.layout {
+            Layout::Csv => "csv",
+            Layout::Jsonl => "jsonl",
+            Layout::Bank(BankFormat::Camt053) => "camt053.xml",
+            Layout::Bank(BankFormat::Mt940) => "mt940",
+            Layout::Bank(BankFormat::Ofx) => "ofx",
+            Layout::Bank(BankFormat::Bai2) => "bai2",
+        };
+        if self.gzip { format!("{base}.gz") } else { base.to_owned() }
     }
 
     /// The file's content type.
     pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Csv => "text/csv; charset=utf-8",
-            Self::CsvGz => "application/gzip",
+        if self.gzip {
+            return "application/gzip";
+        }
+        match self.layout {
+            Layout::Csv => "text/csv; charset=utf-8",
+            Layout::Jsonl => "application/jsonl; charset=utf-8",
+            Layout::Bank(BankFormat::Camt053) => "application/xml",
+            Layout::Bank(BankFormat::Ofx) => "application/x-ofx",
+            Layout::Bank(BankFormat::Mt940 | BankFormat::Bai2) => "text/plain; charset=us-ascii",
         }
     }
 }
@@ -203,14 +267,18 @@ pub struct StatementRequest {
     pub range: DateRange,
     /// The file format.
     pub format: ExportFormat,
+    /// The bank's time zone: the period's days, and the dates a statement carries.
+    pub time_zone: StatementZone,
 }
 
 impl StatementRequest {
     /// SHA-256 over the normalized request. Two requests for the same statement hash equal
     /// whatever their JSON spelling; the version prefix lets the normalization change later
     /// without colliding with old hashes.
+    /// The time zone is named only when it is not UTC, so requests from before time zones keep
+    /// their hashes (and their exports).
     pub fn request_hash(&self) -> [u8; 32] {
-        let normalized = format!(
+        let mut normalized = format!(
             "v1\naccount={}\ntable={}\nfrom={}\nto={}\nformat={}\n",
             self.account,
             self.table,
@@ -218,6 +286,9 @@ impl StatementRequest {
             self.range.to(),
             self.format.as_str()
         );
+        if !self.time_zone.is_utc() {
+            normalized.push_str(&format!("time_zone={}\n", self.time_zone.name()));
+        }
         Sha256::digest(normalized.as_bytes()).into()
     }
 }
@@ -231,7 +302,8 @@ mod tests {
             account: AccountId::parse(account).unwrap(),
             table: "bank_transactions".into(),
             range: DateRange::parse(from, to, 3660).unwrap(),
-            format: ExportFormat::Csv,
+            format: ExportFormat::CSV,
+            time_zone: StatementZone::utc(),
         }
     }
 
@@ -242,6 +314,33 @@ mod tests {
         assert_ne!(base.request_hash(), request("ACC-2", "2024-01-01", "2024-01-31").request_hash());
         assert_ne!(base.request_hash(), request("ACC-1", "2024-01-02", "2024-01-31").request_hash());
         assert_ne!(base.request_hash(), request("ACC-1", "2024-01-01", "2024-01-30").request_hash());
+        let in_berlin =
+            StatementRequest { time_zone: StatementZone::parse("europe/berlin").unwrap(), ..base.clone() };
+        assert_ne!(base.request_hash(), in_berlin.request_hash());
+        let spelled =
+            StatementRequest { time_zone: StatementZone::parse("Europe/Berlin").unwrap(), ..base.clone() };
+        assert_eq!(in_berlin.request_hash(), spelled.request_hash());
+        let camt = StatementRequest { format: ExportFormat::parse("camt.053").unwrap(), ..base.clone() };
+        assert_ne!(base.request_hash(), camt.request_hash());
+    }
+
+    #[test]
+    fn hashes_of_utc_requests_are_those_of_the_releases_before_time_zones() {
+        // v1 of the normalization, as stored by earlier releases: their exports stay reusable.
+        let base = request("ACC-1", "2024-01-01", "2024-01-31");
+        let v1 = "v1\naccount=ACC-1\ntable=bank_transactions\nfrom=2024-01-01\nto=2024-01-31\nformat=csv\n";
+        assert_eq!(base.request_hash(), <[u8; 32]>::from(Sha256::digest(v1)));
+    }
+
+    #[test]
+    fn every_format_round_trips_by_name() {
+        let names: Vec<_> = ExportFormat::all().map(ExportFormat::as_str).collect();
+        assert_eq!(names.len(), 12);
+        for format in ExportFormat::all() {
+            assert_eq!(ExportFormat::parse(format.as_str()).unwrap(), format);
+        }
+        assert_eq!(ExportFormat::parse("camt.053.gz").unwrap().bank(), Some(BankFormat::Camt053));
+        assert!(ExportFormat::parse("CSV").is_err() && ExportFormat::parse("camt053").is_err());
     }
 
     #[test]

@@ -185,6 +185,8 @@ impl TestApp {
             export_retention: std::time::Duration::from_secs(30 * 86_400),
             formula_guard: true,
             webhooks: shared::config::WebhookConfig::default(),
+            statement_time_zone: shared::time_zones::StatementZone::utc(),
+            formats: shared::formats::FormatSettings::default(),
         };
         adjust(&mut config);
         db::migrate(config.session_database_url()).await.expect("migrations apply");
@@ -426,6 +428,7 @@ impl TestApp {
             file_size: 1,
             row_count: 1,
             sha256: "00".into(),
+            statement: None,
         };
         let retention = std::time::Duration::from_secs(60);
         let metrics = shared::metrics::Metrics::default();

@@ -103,7 +103,7 @@ pub fn sample(currencies: &[&str], entries: usize) -> Sample {
                 let day = time::macros::date!(2024 - 01 - 01) + time::Duration::days((i % 31) as i64);
                 let text = &texts[i % texts.len()];
                 owned.push(OwnedEntry {
-                    id: format!("{}", 9_000_000 + i),
+                    id: format!("{}", 9_000_000 + 100_000 * index + i),
                     amount,
                     booking_date: day,
                     value_date: (i % 3 != 0).then(|| day.next_day().unwrap()),

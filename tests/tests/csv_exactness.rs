@@ -46,6 +46,8 @@ fn edge_tables() -> TableRegistry {
         date_column: "day".into(),
         id_column: "id".into(),
         columns: ["id", "day", "at", "at_s", "amount", "whole", "note", "code"].map(String::from).to_vec(),
+        source_time_zone: None,
+        statement: None,
     }])
     .unwrap()
 }
@@ -215,6 +217,8 @@ async fn the_formula_guard_covers_text_held_in_binary_charset_columns() {
         date_column: "day".into(),
         id_column: "id".into(),
         columns: ["id", "vb", "bl", "bn", "vc", "amount"].map(String::from).to_vec(),
+        source_time_zone: None,
+        statement: None,
     }])
     .unwrap();
     let app = TestApp::spawn_with(tables).await;

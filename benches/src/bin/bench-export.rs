@@ -249,6 +249,8 @@ fn ledger_spec() -> TableSpec {
         ]
         .map(String::from)
         .to_vec(),
+        source_time_zone: None,
+        statement: None,
     }
 }
 
@@ -440,7 +442,8 @@ impl Bench {
                 account: AccountId::parse(account)?,
                 table: spec.name.clone(),
                 range,
-                format: ExportFormat::Csv,
+                format: ExportFormat::CSV,
+                time_zone: shared::time_zones::StatementZone::utc(),
             };
             ids.push(
                 shared::exports::request(&mut db, &request, None, true, 1, REUSE_NEVER).await?.export.id,
@@ -464,7 +467,9 @@ impl Bench {
         let children = accounts
             .iter()
             .map(|account| {
-                let sql = spec.select_sql(&AccountId::parse(account)?, &range, index);
+                let utc = shared::time_zones::StatementZone::utc();
+                let bounds = shared::tables::Bounds::new(&range, &utc, None);
+                let sql = spec.select_sql(&AccountId::parse(account)?, &bounds, index);
                 let out = std::fs::File::create(self.storage.join(format!("cli-{account}.tsv")))?;
                 // utf8mb4 results, as the worker asks for: the client's default (utf8mb3) would
                 // turn 4-byte characters into '?' and not dump the same rows.

@@ -137,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
         export_retention: Duration::from_secs(30 * 86_400),
         formula_guard: true,
         webhooks: WebhookConfig { policy, ..WebhookConfig::default() },
+        statement_time_zone: shared::time_zones::StatementZone::utc(),
+        formats: shared::formats::FormatSettings::default(),
     };
     let worker_config = WorkerConfig { concurrency, ..WorkerConfig::default() };
     let ctx = worker::context(&config, &worker_config)?;

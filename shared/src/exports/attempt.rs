@@ -53,6 +53,87 @@ pub async fn record_progress(db: &impl Sql, attempt: Attempt, rows: i64) -> Resu
     Ok(db.execute_cached(&sql, &[&attempt.export_id, &attempt.job_id, &attempt.token, &rows]).await? == 1)
 }
 
+/// Records a client-safe sentence about the data behind the failure the attempt is about to
+/// report (see [`Export::error_detail`]). `false` when fenced out.
+pub async fn record_failure_detail(db: &impl Sql, attempt: Attempt, detail: &str) -> Result<bool, DbError> {
+    let sql = format!(
+        "UPDATE exports SET error_detail = $4 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+        fence = *FENCE
+    );
+    Ok(db.execute(&sql, &[&attempt.export_id, &attempt.job_id, &attempt.token, &detail]).await? == 1)
+}
+
+/// The export's statement number: the one it already has (a retry, a reused export), else the
+/// one its statement (table, account, period, time zone) was given by an earlier export, else
+/// the account's next. Numbers are given under a lock on the account's sequence row, so two
+/// exports of one account never take the same one. `None` when fenced out.
+pub async fn assign_statement_number(
+    db: &mut Object,
+    attempt: Attempt,
+    export: &Export,
+) -> Result<Option<i64>, DbError> {
+    if let Some(number) = export.statement_number {
+        return Ok(Some(number));
+    }
+    let tx = db.transaction().await?;
+    let account = [&export.table_name as &(dyn tokio_postgres::types::ToSql + Sync), &export.account_id];
+    tx.execute(
+        "INSERT INTO statement_sequences (table_name, account_id, last_number) VALUES ($1, $2, 0)
+         ON CONFLICT DO NOTHING",
+        &account,
+    )
+    .await?;
+    tx.execute(
+        "SELECT 1 FROM statement_sequences WHERE table_name = $1 AND account_id = $2 FOR UPDATE",
+        &account,
+    )
+    .await?;
+    let statement = [
+        &export.table_name as &(dyn tokio_postgres::types::ToSql + Sync),
+        &export.account_id,
+        &export.date_from,
+        &export.date_to,
+        &export.time_zone,
+    ];
+    let given = tx
+        .query_opt(
+            "SELECT number FROM statement_numbers
+             WHERE table_name = $1 AND account_id = $2 AND date_from = $3 AND date_to = $4 AND time_zone = $5",
+            &statement,
+        )
+        .await?;
+    let number: i64 = match given {
+        Some(row) => row.get(0),
+        None => {
+            let number = tx
+                .query_one(
+                    "UPDATE statement_sequences SET last_number = last_number + 1
+                     WHERE table_name = $1 AND account_id = $2 RETURNING last_number",
+                    &account,
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                "INSERT INTO statement_numbers (table_name, account_id, date_from, date_to, time_zone, number)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&export.table_name, &export.account_id, &export.date_from, &export.date_to, &export.time_zone, &number],
+            )
+            .await?;
+            number
+        }
+    };
+    let sql = format!(
+        "UPDATE exports SET statement_number = $4 WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
+        fence = *FENCE
+    );
+    if tx.execute(&sql, &[&attempt.export_id, &attempt.job_id, &attempt.token, &number]).await? != 1 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(number))
+}
+
 /// What a snapshot was taken against: the replica's lag behind its primary (`None`: not
 /// checked) and the source's replication position (`None`: the source has none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +174,8 @@ pub struct ExportResult {
     pub row_count: i64,
     /// Its hex SHA-256.
     pub sha256: String,
+    /// What a bank statement file states (balances, totals per currency); `None` for rows.
+    pub statement: Option<serde_json::Value>,
 }
 
 /// Marks the export COMPLETED and its job completed, and takes the file out of the upload
@@ -112,7 +195,7 @@ pub async fn complete(
             &format!(
                 "UPDATE exports SET status = 'COMPLETED', completed_at = now(), file_key = $4, file_size = $5,
                      row_count = $6, rows_exported = $6, sha256 = $7, error = NULL, error_code = NULL,
-                     expires_at = now() + make_interval(secs => $8)
+                     error_detail = NULL, statement = $9, expires_at = now() + make_interval(secs => $8)
                  WHERE id = $1 AND status = 'PROCESSING' AND {fence}",
                 fence = *FENCE
             ),
@@ -125,6 +208,7 @@ pub async fn complete(
                 &result.row_count,
                 &result.sha256,
                 &retention.as_secs_f64(),
+                &result.statement,
             ],
         )
         .await?;

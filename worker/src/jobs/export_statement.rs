@@ -14,13 +14,14 @@ use mysql_async::{Conn, prelude::Queryable as _};
 use shared::{
     csv_out::{CsvEncoder, FileBytes},
     db::DbError,
-    exports::{self, Attempt, ExportResult, ExportStatement},
+    exports::{self, Attempt, Export, ExportResult, ExportStatement},
     failure::{Cause, FailureCode},
+    ledger::StatementError,
     queue::{ClaimedJob, JobKind as _},
     source::{self, Source, SourceError, Statements},
-    statement::{AccountId, DateRange, ExportFormat},
+    statement::{AccountId, DateRange, ExportFormat, Layout, StatementZone},
     storage::{StorageError, Upload},
-    tables::TableSpec,
+    tables::{Bounds, TableSpec},
     uploads,
 };
 use tokio::sync::mpsc;
@@ -30,8 +31,8 @@ use tracing::{info, warn};
 use super::{Job, JobContext, JobError, Setback};
 use crate::holds::HoldPoint;
 
-/// Bytes of CSV handed to the uploader at a time.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of the file handed to the uploader at a time.
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks in flight between the reader and the uploader.
 const CHANNEL_DEPTH: usize = 4;
 /// Longest an attempt spends removing its own upload; maintenance finishes what it could not.
@@ -94,6 +95,9 @@ async fn run(
         range: DateRange::new(export.date_from, export.date_to, i64::MAX)
             .map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
         format: ExportFormat::parse(&export.format).map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
+        time_zone: StatementZone::parse(&export.time_zone)
+            .map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
+        export: &export,
     };
     // Each claim writes its own key: a claim that lost the job can never replace, or delete,
     // the file of the claim that replaced it.
@@ -118,6 +122,9 @@ async fn run(
         Ok(result) => result,
         Err(e) => {
             clean_up(ctx, &key, upload_id.as_deref()).await;
+            if let JobError::Fatal(super::Failure { detail: Some(detail), .. }) = &e {
+                record_failure_detail(ctx, attempt, detail).await;
+            }
             return Err(e);
         }
     };
@@ -200,14 +207,20 @@ async fn upload(
     if let Err(Uploader::Storage(e)) = uploaded {
         return Err(storage_error(e));
     }
-    let (rows, size, digest) = produced?;
+    let (rows, size, digest, statement_facts) = produced?;
     if !finish {
         return Err(JobError::Fenced); // cancelled or released while the last bytes went up
     }
     if uploaded.is_err() {
         return Err(JobError::retryable(FailureCode::Internal, anyhow!("the upload was abandoned")));
     }
-    Ok(ExportResult { file_key: key.to_owned(), file_size: size as i64, row_count: rows, sha256: digest })
+    Ok(ExportResult {
+        file_key: key.to_owned(),
+        file_size: size as i64,
+        row_count: rows,
+        sha256: digest,
+        statement: statement_facts,
+    })
 }
 
 /// Removes what an attempt that will not be recorded left in storage, then its journal entry.
@@ -230,7 +243,7 @@ async fn clean_up(ctx: &JobContext, key: &str, upload_id: Option<&str>) {
 }
 
 /// Waits on the source for as long as it makes progress and the attempt holds its job.
-struct Watch<'a> {
+pub(super) struct Watch<'a> {
     cancel: &'a CancellationToken,
     /// The longest the source may send nothing.
     stall: Duration,
@@ -240,16 +253,19 @@ impl Watch<'_> {
     /// Runs one source step: `Fenced` as soon as the attempt is cancelled (or released at
     /// shutdown), retryable when the source sends nothing for the stall timeout. A step that is
     /// ready at once (rows already buffered) costs one poll.
-    async fn source<T>(&self, step: impl Future<Output = Result<T, SourceError>>) -> Result<T, JobError> {
+    pub(super) async fn source<T, E: Into<JobError>>(
+        &self,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, JobError> {
         let mut step = std::pin::pin!(step);
         if let Some(done) = (&mut step).now_or_never() {
-            return done.map_err(source_error);
+            return done.map_err(Into::into);
         }
         tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(JobError::Fenced),
             done = tokio::time::timeout(self.stall, step) => match done {
-                Ok(done) => done.map_err(source_error),
+                Ok(done) => done.map_err(Into::into),
                 Err(_) => Err(JobError::retryable(
                     FailureCode::SourceStalled,
                     anyhow!("the source database made no progress for {} s", self.stall.as_secs_f64()),
@@ -260,14 +276,16 @@ impl Watch<'_> {
 }
 
 /// What one export reads and writes.
-struct Statement<'a> {
-    spec: &'a TableSpec,
-    account: AccountId,
-    range: DateRange,
-    format: ExportFormat,
+pub(super) struct Statement<'a> {
+    pub(super) export: &'a Export,
+    pub(super) spec: &'a TableSpec,
+    pub(super) account: AccountId,
+    pub(super) range: DateRange,
+    pub(super) format: ExportFormat,
+    pub(super) time_zone: StatementZone,
 }
 
-enum Chunk {
+pub(super) enum Chunk {
     Data(Bytes),
     Finish,
 }
@@ -316,7 +334,7 @@ async fn produce(
     attempt: Attempt,
     watch: &Watch<'_>,
     chunks: &mpsc::Sender<Chunk>,
-) -> Result<(i64, u64, String), JobError> {
+) -> Result<(i64, u64, String, Option<serde_json::Value>), JobError> {
     let mut conn = watch.source(ctx.source.connect()).await?;
     let read = read(ctx, &mut conn, statement, attempt, watch, chunks).await;
     if read.is_err() {
@@ -332,38 +350,40 @@ async fn read(
     attempt: Attempt,
     watch: &Watch<'_>,
     chunks: &mpsc::Sender<Chunk>,
-) -> Result<(i64, u64, String), JobError> {
+) -> Result<(i64, u64, String, Option<serde_json::Value>), JobError> {
+    let mut sink = Sink::new(ctx, attempt, watch, chunks, statement.format.gzip);
+    let (rows, facts) = match statement.format.layout {
+        Layout::Bank(format) => super::bank_statement::read(ctx, conn, statement, format, &mut sink).await?,
+        Layout::Csv | Layout::Jsonl => (read_rows(ctx, conn, statement, &mut sink).await?, None),
+    };
+    let (size, digest) = sink.finish().await?;
+    Ok((rows, size, digest, facts))
+}
+
+/// Writes the table's rows (CSV or JSON Lines) from one SELECT.
+async fn read_rows(
+    ctx: &JobContext,
+    conn: &mut Conn,
+    statement: &Statement<'_>,
+    sink: &mut Sink<'_>,
+) -> Result<i64, JobError> {
+    let watch = sink.watch;
     let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
     encoder.write_header(statement.spec.columns.iter().map(String::as_str));
-    let mut file = FileBytes::new(statement.format == ExportFormat::CsvGz);
     let mut rows: i64 = 0;
-    let mut last_progress = Instant::now();
-    let mut first_chunk_sent = false;
-    let send = |bytes: Bytes| async move {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        // A cancel is noticed while storage is slow to take the bytes, too.
-        tokio::select! {
-            biased;
-            () = watch.cancel.cancelled() => Err(JobError::Fenced),
-            sent = chunks.send(Chunk::Data(bytes)) => {
-                sent.map_err(|_| JobError::retryable(FailureCode::Internal, anyhow!("uploader stopped")))
-            }
-        }
-    };
-
     let index = watch.source(source::export_index(conn, statement.spec)).await?;
-    let sql = statement.spec.select_sql(&statement.account, &statement.range, index.as_deref());
+    let date_zone = watch.source(source::date_column_zone(conn, statement.spec)).await?;
+    let bounds = Bounds::new(&statement.range, &statement.time_zone, date_zone.as_ref());
+    let sql = statement.spec.select_sql(&statement.account, &bounds, index.as_deref());
     let snapshot =
         watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag, Statements::One)).await?;
     {
         // The statement starts (and opens its read view) right after the position was read;
         // the basis is recorded once it runs, before its first row is taken.
-        let mut result = watch.source(async { Ok(conn.query_iter(sql).await?) }).await?;
-        record_snapshot_basis(ctx, attempt, &snapshot).await?;
+        let mut result = watch.source(async { Ok::<_, SourceError>(conn.query_iter(sql).await?) }).await?;
+        record_snapshot_basis(ctx, sink.attempt, &snapshot).await?;
         let kinds = source::column_kinds(result.columns_ref());
-        while let Some(row) = watch.source(async { Ok(result.next().await?) }).await? {
+        while let Some(row) = watch.source(async { Ok::<_, SourceError>(result.next().await?) }).await? {
             let mut not_text = false;
             encoder.write_record(
                 &kinds,
@@ -380,33 +400,113 @@ async fn read(
                 return Err(JobError::fatal(FailureCode::SourceUnexpectedData, source::NotText));
             }
             rows += 1;
-            let Some(csv) = encoder.take_full_chunk() else { continue };
-            if watch.cancel.is_cancelled() {
-                return Err(JobError::Fenced);
-            }
-            send(file.push(csv)).await?;
-            if !first_chunk_sent {
-                first_chunk_sent = true;
-                ctx.holds.reach(HoldPoint::AfterFirstChunk).await;
-            }
-            if last_progress.elapsed() >= ctx.progress_interval {
-                last_progress = Instant::now();
-                let db = ctx.pool.get().await?;
-                if !exports::record_progress(&db, attempt, rows).await? {
-                    return Err(JobError::Fenced);
-                }
+            if let Some(bytes) = encoder.take_full_chunk() {
+                sink.send(bytes, rows).await?;
             }
         }
     }
     watch.source(snapshot.end(conn)).await?;
-    send(file.push(encoder.take())).await?;
-    let (last, size, digest) = file.finish();
-    send(last).await?;
-    Ok((rows, size, digest))
+    sink.send(encoder.take(), rows).await?;
+    Ok(rows)
+}
+
+/// Where a reader's bytes go: gzipped when asked, hashed and counted as stored, handed to the
+/// uploader; progress is recorded as they go.
+pub(super) struct Sink<'a> {
+    ctx: &'a JobContext,
+    pub(super) attempt: Attempt,
+    pub(super) watch: &'a Watch<'a>,
+    chunks: &'a mpsc::Sender<Chunk>,
+    file: FileBytes,
+    last_progress: Instant,
+    first_chunk_sent: bool,
+}
+
+impl<'a> Sink<'a> {
+    fn new(
+        ctx: &'a JobContext,
+        attempt: Attempt,
+        watch: &'a Watch<'a>,
+        chunks: &'a mpsc::Sender<Chunk>,
+        gzip: bool,
+    ) -> Self {
+        Self {
+            ctx,
+            attempt,
+            watch,
+            chunks,
+            file: FileBytes::new(gzip),
+            last_progress: Instant::now(),
+            first_chunk_sent: false,
+        }
+    }
+
+    /// Sends `bytes` (the file's content, before gzip), `rows` written so far.
+    pub(super) async fn send(&mut self, bytes: Bytes, rows: i64) -> Result<(), JobError> {
+        if self.watch.cancel.is_cancelled() {
+            return Err(JobError::Fenced);
+        }
+        let stored = self.file.push(bytes);
+        self.upload(stored).await?;
+        if !self.first_chunk_sent {
+            self.first_chunk_sent = true;
+            self.ctx.holds.reach(HoldPoint::AfterFirstChunk).await;
+        }
+        if self.last_progress.elapsed() >= self.ctx.progress_interval {
+            self.last_progress = Instant::now();
+            let db = self.ctx.pool.get().await?;
+            if !exports::record_progress(&db, self.attempt, rows).await? {
+                return Err(JobError::Fenced);
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, bytes: Bytes) -> Result<(), JobError> {
+        Sink::upload_to(self.watch, self.chunks, bytes).await
+    }
+
+    async fn upload_to(
+        watch: &Watch<'_>,
+        chunks: &mpsc::Sender<Chunk>,
+        bytes: Bytes,
+    ) -> Result<(), JobError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // A cancel is noticed while storage is slow to take the bytes, too.
+        tokio::select! {
+            biased;
+            () = watch.cancel.cancelled() => Err(JobError::Fenced),
+            sent = chunks.send(Chunk::Data(bytes)) => {
+                sent.map_err(|_| JobError::retryable(FailureCode::Internal, anyhow!("uploader stopped")))
+            }
+        }
+    }
+
+    /// Sends the file's last bytes: its size and hex SHA-256.
+    async fn finish(self) -> Result<(u64, String), JobError> {
+        let Self { ctx: _, attempt: _, watch, chunks, file, last_progress: _, first_chunk_sent: _ } = self;
+        let (last, size, digest) = file.finish();
+        Sink::upload_to(watch, chunks, last).await?;
+        Ok((size, digest))
+    }
+}
+
+/// Records the client-safe detail of a data failure before the failure itself is recorded; a
+/// detail that cannot be written is logged (the failure's code still reaches the client).
+async fn record_failure_detail(ctx: &JobContext, attempt: Attempt, detail: &str) {
+    let recorded = match ctx.pool.get().await {
+        Ok(db) => exports::record_failure_detail(&db, attempt, detail).await.map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = recorded {
+        warn!(export.id = %attempt.export_id, error = %e, "could not record the failure's detail");
+    }
 }
 
 /// Records in the export what its snapshot was taken against (replica lag, GTID position).
-async fn record_snapshot_basis(
+pub(super) async fn record_snapshot_basis(
     ctx: &JobContext,
     attempt: Attempt,
     snapshot: &source::Snapshot,
@@ -419,9 +519,21 @@ async fn record_snapshot_basis(
     if exports::record_snapshot_basis(&db, attempt, &basis).await? { Ok(()) } else { Err(JobError::Fenced) }
 }
 
-fn source_error(e: SourceError) -> JobError {
-    let code = e.failure_code();
-    if e.is_retryable() { JobError::retryable(code, e) } else { JobError::fatal(code, e) }
+impl From<SourceError> for JobError {
+    fn from(e: SourceError) -> Self {
+        let code = e.failure_code();
+        if e.is_retryable() { JobError::retryable(code, e) } else { JobError::fatal(code, e) }
+    }
+}
+
+impl From<StatementError> for JobError {
+    /// A data problem is fatal, with its client-safe detail.
+    fn from(e: StatementError) -> Self {
+        match e {
+            StatementError::Source(e) => e.into(),
+            StatementError::Data { code, detail } => JobError::fatal_with_detail(code, detail),
+        }
+    }
 }
 
 /// Storage failures are retried, whatever their class: a full disk or a revoked permission is

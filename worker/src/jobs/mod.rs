@@ -2,6 +2,7 @@
 //! list. A kind is a type ([`JobKind`]: its name, payload and attempt budget) that the worker
 //! knows how to run (`Job`); the runner knows nothing of any kind's payload.
 
+mod bank_statement;
 mod deliver_webhook;
 mod export_statement;
 pub mod noop;
@@ -96,6 +97,8 @@ pub struct JobContext {
     pub(crate) abandoned_upload_age: Duration,
     /// Guard text cells against spreadsheet formula injection.
     pub(crate) formula_guard: bool,
+    /// The bank formats' settings.
+    pub(crate) formats: shared::formats::FormatSettings,
     /// This process's instruments (served on the worker's `/metrics`).
     pub metrics: Arc<shared::metrics::Metrics>,
     /// Test holds (nothing is armed in production).
@@ -129,6 +132,7 @@ impl JobContext {
             abandoned_upload_age: worker.abandoned_upload_age,
             export_retention: config.export_retention,
             formula_guard: config.formula_guard,
+            formats: config.formats.clone(),
             metrics: Arc::default(),
             holds: Holds::default(),
             source_max_lag: worker.source_max_lag,
@@ -155,12 +159,18 @@ pub(crate) enum JobError {
 impl JobError {
     /// A retryable failure of class `code`.
     pub(crate) fn retryable(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
-        Self::Retryable(Failure { code, cause: cause.into() })
+        Self::Retryable(Failure { code, cause: cause.into(), detail: None })
     }
 
     /// A fatal failure of class `code`.
     pub(crate) fn fatal(code: FailureCode, cause: impl Into<anyhow::Error>) -> Self {
-        Self::Fatal(Failure { code, cause: cause.into() })
+        Self::Fatal(Failure { code, cause: cause.into(), detail: None })
+    }
+
+    /// A fatal failure of class `code` caused by the source's data, with a client-safe `detail`
+    /// the export records (see `exports::record_failure_detail`).
+    pub(crate) fn fatal_with_detail(code: FailureCode, detail: String) -> Self {
+        Self::Fatal(Failure { code, cause: anyhow::anyhow!("{detail}"), detail: Some(detail) })
     }
 }
 
@@ -170,6 +180,8 @@ impl JobError {
 pub(crate) struct Failure {
     pub(crate) code: FailureCode,
     pub(crate) cause: anyhow::Error,
+    /// A client-safe sentence about the data behind the failure, when it has one.
+    pub(crate) detail: Option<String>,
 }
 
 impl std::fmt::Display for Failure {
