@@ -12,6 +12,7 @@ pub mod exports;
 pub mod failure;
 pub mod formats;
 pub mod idempotency;
+pub mod jsonl_out;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
