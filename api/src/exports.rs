@@ -817,29 +817,31 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
         .map_err(|e| errors.push(e))
         .ok();
     let format = body.format.map(ExportFormat::from).unwrap_or_default();
-    if let (Some(bank), Some(spec)) = (format.bank(), state.tables.get(&body.table_name)) {
-        if spec.statement.is_none() {
-            errors.push(FieldError::new(
-                "format",
-                format!(
-                    "table {} has no statement mapping (which columns are the amount, currency and \
-                     booking date), so it exports as csv or jsonl only; {} needs one",
-                    spec.name,
-                    ExportFormat { layout: statement::Layout::Bank(bank), gzip: false }.as_str()
-                ),
-            ));
-        }
-    }
     let time_zone = match &body.time_zone {
         None => Some(state.statement_time_zone.clone()),
         Some(raw) => StatementZone::parse(raw).map_err(|e| errors.push(e)).ok(),
     };
-    match (account, range, time_zone) {
-        (Some(account), Some(range), Some(time_zone)) if errors.is_empty() => {
-            Ok(StatementRequest { account, table: body.table_name.clone(), range, format, time_zone })
-        }
-        _ => Err(ApiError::Validation(errors)),
+    let (Some(account), Some(range), Some(time_zone)) = (account, range, time_zone) else {
+        return Err(ApiError::Validation(errors));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
     }
+    if let (Some(bank), Some(spec)) = (format.bank(), state.tables.get(&body.table_name)) {
+        if spec.statement.is_none() {
+            // Well-formed, but this table cannot make a statement: `422`, saying what is missing.
+            return Err(ApiError::Unprocessable(vec![FieldError::new(
+                "format",
+                format!(
+                    "table {} has no statement mapping (which columns are the amount, the currency and \
+                     the booking date), so it exports as csv or jsonl only; {} needs one",
+                    spec.name,
+                    ExportFormat { layout: statement::Layout::Bank(bank), gzip: false }.as_str()
+                ),
+            )]));
+        }
+    }
+    Ok(StatementRequest { account, table: body.table_name.clone(), range, format, time_zone })
 }
 
 /// The export as a client sees it; a COMPLETED one with a fresh download link for `key`.

@@ -118,7 +118,7 @@ impl AppState {
         if known.contains(zone.name()) {
             return Ok(());
         }
-        Err(error::ApiError::Validation(vec![shared::statement::FieldError::new(
+        Err(error::ApiError::Unprocessable(vec![shared::statement::FieldError::new(
             "time_zone",
             format!(
                 "{zone} is not known to the service's database (its time zone data is older); ask the operator"

@@ -12,10 +12,11 @@ use deadpool_postgres::Transaction;
 use futures::FutureExt as _;
 use mysql_async::{Conn, prelude::Queryable as _};
 use shared::{
-    csv_out::{CsvEncoder, FileBytes},
+    csv_out::{ColumnKind, CsvEncoder, FileBytes},
     db::DbError,
     exports::{self, Attempt, Export, ExportResult, ExportStatement},
     failure::{Cause, FailureCode},
+    jsonl_out::{JsonKind, JsonlEncoder, json_kinds},
     ledger::StatementError,
     queue::{ClaimedJob, JobKind as _},
     source::{self, Source, SourceError, Statements},
@@ -368,8 +369,19 @@ async fn read_rows(
     sink: &mut Sink<'_>,
 ) -> Result<i64, JobError> {
     let watch = sink.watch;
-    let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
-    encoder.write_header(statement.spec.columns.iter().map(String::as_str));
+    let names = statement.spec.columns.iter().map(String::as_str);
+    let mut encoder = match statement.format.layout {
+        Layout::Jsonl => {
+            let mut encoder = JsonlEncoder::new(CHUNK_BYTES);
+            encoder.set_columns(names);
+            RowEncoder::Jsonl(encoder, Vec::new())
+        }
+        _ => {
+            let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
+            encoder.write_header(names);
+            RowEncoder::Csv(encoder, Vec::new())
+        }
+    };
     let mut rows: i64 = 0;
     let index = watch.source(source::export_index(conn, statement.spec)).await?;
     let date_zone = watch.source(source::date_column_zone(conn, statement.spec)).await?;
@@ -382,20 +394,17 @@ async fn read_rows(
         // the basis is recorded once it runs, before its first row is taken.
         let mut result = watch.source(async { Ok::<_, SourceError>(conn.query_iter(sql).await?) }).await?;
         record_snapshot_basis(ctx, sink.attempt, &snapshot).await?;
-        let kinds = source::column_kinds(result.columns_ref());
+        encoder.set_kinds(result.columns_ref());
         while let Some(row) = watch.source(async { Ok::<_, SourceError>(result.next().await?) }).await? {
             let mut not_text = false;
-            encoder.write_record(
-                &kinds,
-                (0..row.len()).map(|i| match row.as_ref(i).map(source::text_value) {
-                    Some(Ok(value)) => value,
-                    None => None,
-                    Some(Err(_)) => {
-                        not_text = true;
-                        None
-                    }
-                }),
-            );
+            encoder.write_record((0..row.len()).map(|i| match row.as_ref(i).map(source::text_value) {
+                Some(Ok(value)) => value,
+                None => None,
+                Some(Err(_)) => {
+                    not_text = true;
+                    None
+                }
+            }));
             if not_text {
                 return Err(JobError::fatal(FailureCode::SourceUnexpectedData, source::NotText));
             }
@@ -408,6 +417,42 @@ async fn read_rows(
     watch.source(snapshot.end(conn)).await?;
     sink.send(encoder.take(), rows).await?;
     Ok(rows)
+}
+
+/// The rows' encoder, with each column's kind once the result's columns are known.
+enum RowEncoder {
+    Csv(CsvEncoder, Vec<ColumnKind>),
+    Jsonl(JsonlEncoder, Vec<JsonKind>),
+}
+
+impl RowEncoder {
+    fn set_kinds(&mut self, columns: &[mysql_async::Column]) {
+        match self {
+            Self::Csv(_, kinds) => *kinds = source::column_kinds(columns),
+            Self::Jsonl(_, kinds) => *kinds = json_kinds(columns),
+        }
+    }
+
+    fn write_record<'a>(&mut self, fields: impl IntoIterator<Item = Option<&'a [u8]>>) {
+        match self {
+            Self::Csv(encoder, kinds) => encoder.write_record(kinds, fields),
+            Self::Jsonl(encoder, kinds) => encoder.write_record(kinds, fields),
+        }
+    }
+
+    fn take_full_chunk(&mut self) -> Option<Bytes> {
+        match self {
+            Self::Csv(encoder, _) => encoder.take_full_chunk(),
+            Self::Jsonl(encoder, _) => encoder.take_full_chunk(),
+        }
+    }
+
+    fn take(&mut self) -> Bytes {
+        match self {
+            Self::Csv(encoder, _) => encoder.take(),
+            Self::Jsonl(encoder, _) => encoder.take(),
+        }
+    }
 }
 
 /// Where a reader's bytes go: gzipped when asked, hashed and counted as stored, handed to the
