@@ -50,7 +50,8 @@
 //! - Supplementary details (`:61:` second line): the counterparty's name, cut to 34.
 //! - Wrapping breaks at a space (the space is dropped, readers join the lines); a word longer
 //!   than a line is split. A text line that would start with `:` or `-` (which readers take for
-//!   a tag or the end of the message) starts with a space instead.
+//!   a tag or the end of the message) starts with a space instead; so does text right after
+//!   `:86:`, which some readers would otherwise take for a second tag.
 //!
 //! So every line is at most 65 characters of the X set, and only tags start with `:` and only
 //! the message end with `-`. The one exception: an amount above 15 characters (from 10^12 in a
@@ -188,10 +189,8 @@ fn statement_line(out: &mut Vec<u8>, entry: &Entry<'_>, currency: Currency) {
         text.push_str(&bank);
     }
     line(out, &text);
-    if let Some(name) = entry.counterparty_name {
-        if let Some(first) = wrap(&swift_x(name), 34, 34, 1).first() {
-            line(out, first);
-        }
+    if let Some(first) = wrap(&swift_x(entry.counterparty_name.unwrap_or_default()), 34, 34, 1).first() {
+        line(out, first);
     }
 }
 
