@@ -31,11 +31,12 @@
 //!
 //! # Text and record length
 //!
-//! Every physical record ends with CRLF and is at most 80 characters (the customary card-image length, which
-//! importers with fixed buffers expect); a longer record continues in `88` records.
+//! Every physical record ends with CRLF and is at most 80 characters (the customary card-image
+//! length, which importers with fixed buffers expect); a longer record continues in `88`
+//! records.
 //!
-//! - All text goes through [`ascii_text`](super::text::ascii_text): German letters as `ae oe ue
-//!   ss`, anything else non-ASCII transliterated by `deunicode`, line breaks and tabs → space,
+//! - All text goes through [`ascii_text`]: German letters as `ae oe ue ss`, anything else
+//!   non-ASCII transliterated by `deunicode`, line breaks and tabs → space,
 //!   control characters dropped, spaces collapsed.
 //! - Fields other than the text (sender, receiver, originator, account, references) cannot hold
 //!   `,` (which ends a field) or `/` (which ends a record): both become `-`. References are cut
@@ -46,10 +47,15 @@
 //!   of `/` become one `/` and a trailing `/` is dropped, so that no record ends in a `/` that
 //!   belongs to the text. It is wrapped into `88` records at spaces (the space is dropped:
 //!   readers, the `bai2` package included, join continued text with a space); a word longer
-//!   than the room left is split, and then reads back with a space inside. When not even the
+//!   than the room left (or, rarely, one right after a `/`) is split, and then reads back with
+//!   a space inside. When not even the
 //!   text's first word fits on the `16` record, that record ends with `/` after the reference
 //!   and the text starts its `88`. An entry without any text ends its `16` record with `/` after
-//!   the reference.
+//!   the reference. (Only where the room left holds nothing but slashes and spaces, as in a
+//!   text of `/ / / …`, are those dropped at the record's end.)
+//! - A summary of the `03` record (type code, amount, item count, funds type) is never split
+//!   across records: readers, the `bai2` package among them, find summaries by counting fields
+//!   per record.
 
 use super::text::ascii_text;
 use super::{Entry, File, Statement, StatementWriter};

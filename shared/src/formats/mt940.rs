@@ -15,8 +15,9 @@
 //! -
 //! ```
 //!
-//! `:60F:` is the statement's opening balance, dated the period's first day; `:62F:` its
-//! closing balance, dated the last day. A page that is not the last closes with `:62M:`, the
+//! Every page repeats `:20:` and `:25:`; `:28C:` numbers it. `:60F:` is the statement's
+//! opening balance, dated the period's first day; `:62F:` its closing balance, dated the last
+//! day. A page that is not the last closes with `:62M:`, the
 //! running balance (opening + the entries so far) dated the booking date of its last entry, and
 //! the next page opens with `:60M:`, the same balance and date. A statement without entries is
 //! one page with `:60F:` and `:62F:`. No `:64:` is written: the source knows no available
@@ -31,12 +32,12 @@
 //!
 //! # Text
 //!
-//! Every text goes through [`swift_x`](super::text::swift_x) first: German letters as `ae oe ue
-//! ss`, anything else non-ASCII transliterated by `deunicode`, ASCII outside the SWIFT X set
-//! replaced (`&` → `+`, `"` → `'`, brackets → parentheses, the rest → `.`), line breaks and
-//! tabs → space, spaces collapsed. Then:
+//! Every text goes through [`swift_x`] first: German letters as `ae oe ue ss`, anything else
+//! non-ASCII transliterated by `deunicode`, ASCII outside the SWIFT X set replaced (`&` → `+`,
+//! `"` → `'`, brackets → parentheses, the rest → `.`), line breaks and tabs → space, spaces
+//! collapsed. Then:
 //!
-//! - References (`:20:`, `:61:` customer and bank references): runs of `/` become one `/`
+//! - References (`:61:` customer and bank references): runs of `/` become one `/`
 //!   (SWIFT forbids `//` inside a reference), leading and trailing `/` and spaces are dropped,
 //!   cut to 16 characters. The bank reference is cut further when a long amount leaves less
 //!   room on the 65-character `:61:` line (never below 13 characters).
@@ -48,7 +49,7 @@
 //!   banks write, and readers would take free text for sub-fields. An entry with none of the
 //!   three has no `:86:`.
 //! - Supplementary details (`:61:` second line): the counterparty's name, cut to 34.
-//! - Wrapping breaks at a space (the space is dropped, readers join the lines); a word longer
+//! - Wrapping breaks at a space (the line break stands for the space); a word longer
 //!   than a line is split. A text line that would start with `:` or `-` (which readers take for
 //!   a tag or the end of the message) starts with a space instead; so does text right after
 //!   `:86:`, which some readers would otherwise take for a second tag.
