@@ -33,6 +33,99 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
     }
 }
 
+/// `text` in the SWIFT X character set (`a-z A-Z 0-9 / - ? : ( ) . , ' +` and space), as MT940
+/// carries it, character by character:
+///
+/// 1. German letters first, as German banks write them: `ä ö ü ß` → `ae oe ue ss`, `Ä Ö Ü ẞ` →
+///    `Ae Oe Ue SS`.
+/// 2. Any other non-ASCII character is transliterated by `deunicode` (`é` → `e`, `Ł` → `L`,
+///    Cyrillic, Greek, Hebrew, Arabic and CJK to Latin letters, `🚀` → `rocket`); one it has no
+///    transliteration for becomes `.`.
+/// 3. ASCII outside the set: `&` → `+`, `"` → `'`, `< [ {` → `(`, `> ] }` → `)`, `_` → `-`,
+///    `;` → `,`, and each of `!#$%*=@\^|~` and the backtick → `.`; line breaks and tabs →
+///    space; other control characters are dropped.
+/// 4. Runs of spaces become one space; leading and trailing spaces are dropped.
+///
+/// `swift_x("Müller & Söhne")` is `"Mueller + Soehne"`. Lengths are the writer's business
+/// (every character of the result is one byte).
+pub fn swift_x(text: &str) -> String {
+    transliterate(text, |c| match c {
+        'a'..='z'
+        | 'A'..='Z'
+        | '0'..='9'
+        | '/'
+        | '-'
+        | '?'
+        | ':'
+        | '('
+        | ')'
+        | '.'
+        | ','
+        | '\''
+        | '+'
+        | ' ' => Some(c),
+        '&' => Some('+'),
+        '"' => Some('\''),
+        '<' | '[' | '{' => Some('('),
+        '>' | ']' | '}' => Some(')'),
+        '_' => Some('-'),
+        ';' => Some(','),
+        '!' | '#' | '$' | '%' | '*' | '=' | '@' | '\\' | '^' | '`' | '|' | '~' => Some('.'),
+        _ => None,
+    })
+}
+
+/// `text` in printable ASCII (`0x20`..=`0x7E`), as BAI2 carries it: German letters and other
+/// non-ASCII characters transliterated as in [`swift_x`] (steps 1 and 2), line breaks and tabs
+/// → space, other control characters dropped, runs of spaces collapsed and the ends trimmed.
+/// Every printable ASCII character is kept, `,` and `/` included: BAI2 allows them in a
+/// transaction's text, and the BAI2 writer decides what its other fields may hold.
+pub fn ascii_text(text: &str) -> String {
+    transliterate(text, |c| (' '..='~').contains(&c).then_some(c))
+}
+
+/// German letters, then `deunicode`, then `ascii` on every ASCII character (`None`: not kept),
+/// whitespace collapsed. Line breaks and tabs are spaces; other controls are dropped.
+fn transliterate(text: &str, ascii: impl Fn(char) -> Option<char>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let push_ascii = |c: char, out: &mut String| {
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_ascii_control() => return,
+            c => match ascii(c) {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {
+            out.push(c);
+        }
+    };
+    for c in text.chars() {
+        let german = match c {
+            'ä' => "ae",
+            'ö' => "oe",
+            'ü' => "ue",
+            'Ä' => "Ae",
+            'Ö' => "Oe",
+            'Ü' => "Ue",
+            'ß' => "ss",
+            'ẞ' => "SS",
+            c if c.is_ascii() => {
+                push_ascii(c, &mut out);
+                continue;
+            }
+            c => deunicode::deunicode_char(c).unwrap_or("."),
+        };
+        for c in german.chars() {
+            push_ascii(c, &mut out);
+        }
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +140,42 @@ mod tests {
         );
         assert_eq!(truncate_chars("h\u{e9}llo", 2), "h\u{e9}");
         assert_eq!(truncate_chars("abc", 5), "abc");
+    }
+
+    #[test]
+    fn swift_x_writes_german_letters_the_german_way_and_transliterates_the_rest() {
+        assert_eq!(swift_x("M\u{fc}ller & S\u{f6}hne"), "Mueller + Soehne");
+        assert_eq!(swift_x("\u{c4}rger \u{d6}l \u{dc}bel Stra\u{df}e"), "Aerger Oel Uebel Strasse");
+        assert_eq!(swift_x("Caf\u{e9} Se\u{f1}or \u{141}\u{f3}d\u{17a}"), "Cafe Senor Lodz");
+        assert_eq!(swift_x("\u{41f}\u{43b}\u{430}\u{442}\u{451}\u{436}"), "Platiozh");
+        assert_eq!(swift_x("\u{3b1}\u{3b2}\u{3b3}"), "abg");
+        assert_eq!(swift_x("Rent \"May\" & <utilities> [x] {y}"), "Rent 'May' + (utilities) (x) (y)");
+        assert_eq!(swift_x("a_b;c!d#e$f%g*h=i@j\\k^l`m|n~o"), "a-b,c.d.e.f.g.h.i.j.k.l.m.n.o");
+        assert_eq!(swift_x("  line one\nline two\r\n\tthree  "), "line one line two three");
+        assert_eq!(swift_x("a\u{1}b\u{7f}c"), "abc");
+        assert_eq!(swift_x(":61:x -} {4: '?/,.+()"), ":61:x -) (4: '?/,.+()");
+    }
+
+    #[test]
+    fn swift_x_output_is_always_in_the_x_set() {
+        let x = |c: char| c.is_ascii_alphanumeric() || "/-?:().,'+ ".contains(c);
+        for text in [
+            "\u{1F680}\u{1F4B8} \u{5EA}\u{5E9}\u{5DC}\u{5D5}\u{5DD} \u{62F}\u{641}\u{639}",
+            "\u{E000}\u{FFFF}",
+            "\u{5317}\u{4EB0}",
+        ] {
+            let out = swift_x(text);
+            assert!(!out.is_empty() && out.chars().all(x), "{text:?} gave {out:?}");
+        }
+        assert_eq!(swift_x("\u{E000}"), ".");
+    }
+
+    #[test]
+    fn ascii_text_keeps_printable_ascii_and_transliterates_the_rest() {
+        assert_eq!(ascii_text("M\u{fc}ller & S\u{f6}hne, 50% /x"), "Mueller & Soehne, 50% /x");
+        assert_eq!(ascii_text("Rent \"May\" & <utilities>\nnext\u{1}"), "Rent \"May\" & <utilities> next");
+        assert_eq!(ascii_text("Caf\u{e9} \u{df}"), "Cafe ss");
+        let out = ascii_text("\u{5EA}\u{5E9}\u{5DC}\u{5D5}\u{5DD} \u{62F}\u{641}\u{639} \u{1F680}");
+        assert!(!out.is_empty() && out.chars().all(|c| (' '..='~').contains(&c)), "{out:?}");
     }
 }
