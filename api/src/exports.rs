@@ -827,8 +827,9 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    if let (Some(bank), Some(spec)) = (format.bank(), state.tables.get(&body.table_name)) {
-        if spec.statement.is_none() {
+    let spec = state.tables.get(&body.table_name);
+    if let (Some(bank), Some(spec)) = (format.bank(), spec.filter(|spec| spec.statement.is_none())) {
+        {
             // Well-formed, but this table cannot make a statement: `422`, saying what is missing.
             return Err(ApiError::Unprocessable(vec![FieldError::new(
                 "format",

@@ -160,17 +160,11 @@ impl<'a> Ledger<'a> {
         account.number = text(2)?;
         account.routing = text(3)?;
         account.name = text(4)?;
-        if let Some(iban) = &account.iban {
-            if !valid_iban(iban) {
-                return Err(StatementError::invalid(format!(
-                    "the account's IBAN {iban} is not a valid IBAN"
-                )));
-            }
+        if let Some(iban) = account.iban.as_ref().filter(|iban| !valid_iban(iban)) {
+            return Err(StatementError::invalid(format!("the account's IBAN {iban} is not a valid IBAN")));
         }
-        if let Some(bic) = &account.bic {
-            if !valid_bic(bic) {
-                return Err(StatementError::invalid(format!("the account's BIC {bic} is not a valid BIC")));
-            }
+        if let Some(bic) = account.bic.as_ref().filter(|bic| !valid_bic(bic)) {
+            return Err(StatementError::invalid(format!("the account's BIC {bic} is not a valid BIC")));
         }
         let currency = match text(5)? {
             Some(code) => Some(currency(&code)?),
@@ -196,7 +190,7 @@ impl<'a> Ledger<'a> {
              GROUP BY c ORDER BY c",
             signed = self.signed_sql(),
             currency = self.currency_sql(),
-            from = self.spec.from_sql(self.index),
+            from = self.spec.table_sql(self.index),
             account = self.spec.account_sql(self.account),
             period = self.bounds.sql(&self.spec.date_column),
         );
@@ -244,7 +238,7 @@ impl<'a> Ledger<'a> {
             let sql = format!(
                 "SELECT `{column}` FROM {from} WHERE {account} AND {condition} \
                  ORDER BY `{date}` {order}, `{id}` {order} LIMIT 1",
-                from = self.spec.from_sql(self.index),
+                from = self.spec.table_sql(self.index),
                 account = self.spec.account_sql(self.account),
                 date = self.spec.date_column,
                 id = self.spec.id_column,
@@ -266,7 +260,7 @@ impl<'a> Ledger<'a> {
         let Some(column) = &self.mapping.currency else { return Ok(Vec::new()) };
         let sql = format!(
             "SELECT DISTINCT `{column}` FROM {from} WHERE {account} AND {period} ORDER BY 1",
-            from = self.spec.from_sql(self.index),
+            from = self.spec.table_sql(self.index),
             account = self.spec.account_sql(self.account),
             period = self.bounds.sql(&self.spec.date_column),
         );
@@ -291,7 +285,7 @@ impl<'a> Ledger<'a> {
                     "SELECT `{column}`, {signed} FROM {from} WHERE {account} AND {condition}{currency} \
                      ORDER BY `{date}` {order}, `{id}` {order} LIMIT 1",
                     signed = self.signed_sql(),
-                    from = self.spec.from_sql(self.index),
+                    from = self.spec.table_sql(self.index),
                     account = self.spec.account_sql(self.account),
                     currency = self.currency_filter(raw_code),
                     date = self.spec.date_column,
@@ -365,7 +359,7 @@ impl<'a> Ledger<'a> {
         let sql = format!(
             "SELECT SUM({signed}), SUM({signed} IS NULL) FROM {from} WHERE {account} AND {before}{currency}",
             signed = self.signed_sql(),
-            from = self.spec.from_sql(self.index),
+            from = self.spec.table_sql(self.index),
             account = self.spec.account_sql(self.account),
             before = self.bounds.before_sql(&self.spec.date_column),
             currency = self.currency_filter(raw_code),

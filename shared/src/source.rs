@@ -254,17 +254,22 @@ impl Source {
         for spec in tables.iter() {
             let mut needed: Vec<&str> = spec.columns.iter().map(String::as_str).collect();
             needed.extend([spec.account_column.as_str(), spec.date_column.as_str(), spec.id_column.as_str()]);
-            let sql = format!(
-                "SELECT {} FROM `{}` WHERE 1 = 0",
-                needed.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-                spec.source_table()
-            );
-            conn.query_drop(sql).await.map_err(|e| match e {
-                mysql_async::Error::Server(server) => {
-                    SourceError::Schema { table: spec.name.clone(), problem: server.message }
-                }
-                other => SourceError::Mysql(other),
-            })?;
+            let mut reads = vec![(spec.source_table(), needed)];
+            if let Some(mapping) = &spec.statement {
+                reads.extend(mapping.source_reads(spec));
+            }
+            for (table, columns) in reads {
+                let sql = format!(
+                    "SELECT {} FROM `{table}` WHERE 1 = 0",
+                    columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                );
+                conn.query_drop(sql).await.map_err(|e| match e {
+                    mysql_async::Error::Server(server) => {
+                        SourceError::Schema { table: spec.name.clone(), problem: server.message }
+                    }
+                    other => SourceError::Mysql(other),
+                })?;
+            }
             if export_index(&mut conn, spec).await?.is_none() {
                 tracing::warn!(
                     table = spec.name,

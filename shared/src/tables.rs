@@ -176,41 +176,10 @@ pub struct AccountsTable {
 }
 
 impl StatementMapping {
-    /// Every identifier the mapping names (tables and columns), for validation.
-    fn identifiers(&self) -> Vec<&str> {
-        let mut names = vec![self.amount.as_str()];
-        let optional = [
-            &self.currency,
-            &self.value_date,
-            &self.description,
-            &self.counterparty_name,
-            &self.counterparty_account,
-            &self.reference,
-            &self.bank_transaction_code,
-            &self.balance_after,
-        ];
-        names.extend(optional.into_iter().flatten().map(String::as_str));
-        if let Some(cd) = &self.credit_debit {
-            names.push(&cd.column);
-        }
-        if let Some(b) = &self.balances {
-            names.extend([b.table.as_str(), &b.account_column, &b.date_column, &b.balance_column]);
-            names.extend(b.currency_column.as_deref());
-        }
-        if let Some(a) = &self.accounts {
-            names.extend([a.table.as_str(), &a.account_column]);
-            names.extend(
-                [&a.iban, &a.bic, &a.number, &a.routing, &a.name, &a.currency]
-                    .into_iter()
-                    .flatten()
-                    .map(String::as_str),
-            );
-        }
-        names
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        for ident in self.identifiers() {
+    fn validate(&self, spec: &TableSpec) -> Result<(), String> {
+        let reads = self.source_reads(spec);
+        let identifiers = reads.iter().flat_map(|(table, columns)| std::iter::once(table).chain(columns));
+        for ident in identifiers {
             if !is_identifier(ident) {
                 return Err(format!(
                     "statement: {ident:?} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -232,10 +201,10 @@ impl StatementMapping {
                 return Err("statement.credit_debit: credit and debit must differ".into());
             }
         }
-        if let Some(code) = &self.default_currency {
-            if crate::formats::Currency::from_code(code).is_none() {
-                return Err(format!("statement.default_currency: {code:?} is not an ISO 4217 currency code"));
-            }
+        if let Some(code) =
+            self.default_currency.as_ref().filter(|c| crate::formats::Currency::from_code(c).is_none())
+        {
+            return Err(format!("statement.default_currency: {code:?} is not an ISO 4217 currency code"));
         }
         let account_currency = self.accounts.as_ref().is_some_and(|a| a.currency.is_some());
         if self.currency.is_none() && !account_currency && self.default_currency.is_none() {
@@ -252,6 +221,45 @@ impl StatementMapping {
                 .into());
         }
         Ok(())
+    }
+
+    /// The columns a statement reads beyond the table's own (`table` is `None` for the
+    /// table itself): the mapping's entry columns, and the accounts and balances tables'.
+    pub(crate) fn source_reads<'a>(&'a self, spec: &'a TableSpec) -> Vec<(&'a str, Vec<&'a str>)> {
+        let mut own = vec![self.amount.as_str()];
+        own.extend(
+            [
+                &self.currency,
+                &self.value_date,
+                &self.description,
+                &self.counterparty_name,
+                &self.counterparty_account,
+                &self.reference,
+                &self.bank_transaction_code,
+                &self.balance_after,
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+        );
+        own.extend(self.credit_debit.as_ref().map(|cd| cd.column.as_str()));
+        let mut reads = vec![(spec.source_table(), own)];
+        if let Some(b) = &self.balances {
+            let mut columns = vec![b.account_column.as_str(), &b.date_column, &b.balance_column];
+            columns.extend(b.currency_column.as_deref());
+            reads.push((b.table.as_str(), columns));
+        }
+        if let Some(a) = &self.accounts {
+            let mut columns = vec![a.account_column.as_str()];
+            columns.extend(
+                [&a.iban, &a.bic, &a.number, &a.routing, &a.name, &a.currency]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            reads.push((a.table.as_str(), columns));
+        }
+        reads
     }
 
     /// Where the statement's balances come from.
@@ -419,7 +427,7 @@ impl TableSpec {
                 .map_err(|_| invalid(format!("source_time_zone: {zone:?} is not an IANA time zone name")))?;
         }
         if let Some(mapping) = &self.statement {
-            mapping.validate().map_err(invalid)?;
+            mapping.validate(self).map_err(invalid)?;
         }
         Ok(())
     }
@@ -454,7 +462,7 @@ impl TableSpec {
         let _ = write!(
             sql,
             " FROM {from} WHERE {account} AND {period}{extra} ORDER BY `{date}`, `{id}`",
-            from = self.from_sql(index),
+            from = self.table_sql(index),
             account = self.account_sql(account),
             period = bounds.sql(&self.date_column),
             extra = extra.map(|e| format!(" AND {e}")).unwrap_or_default(),
@@ -465,7 +473,7 @@ impl TableSpec {
     }
 
     /// `` `table` FORCE INDEX (`index`) ``.
-    pub(crate) fn from_sql(&self, index: Option<&str>) -> String {
+    pub(crate) fn table_sql(&self, index: Option<&str>) -> String {
         let hint = index.map(|i| format!(" FORCE INDEX (`{}`)", i.replace('`', "``"))).unwrap_or_default();
         format!("`{}`{hint}", self.source_table())
     }

@@ -128,6 +128,8 @@ pub(super) async fn read(
             }
         };
         (s.opening, s.closing) = (balances.opening, balances.closing);
+        check_width(format, s.currency, s.opening, || "the opening balance".into())?;
+        check_width(format, s.currency, s.closing, || "the closing balance".into())?;
     }
 
     let number = {
@@ -171,6 +173,7 @@ pub(super) async fn read(
                     }
                 }
                 let entry = read.entry();
+                check_width(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
                 let side = if entry.is_credit() { &mut credits } else { &mut debits };
                 side.count += 1;
                 side.sum += entry.amount.abs();
@@ -220,6 +223,26 @@ fn check(s: &FileStatement, credits: Totals, debits: Totals) -> Result<(), JobEr
             c.fixed(s.closing)
         );
         return Err(StatementError::Data { code: FailureCode::BalanceMismatch, detail }.into());
+    }
+    Ok(())
+}
+
+/// MT940 amounts are at most 15 characters (digits and the decimal comma): a larger amount
+/// cannot be written.
+fn check_width(
+    format: BankFormat,
+    currency: Currency,
+    amount: Decimal,
+    what: impl FnOnce() -> String,
+) -> Result<(), StatementError> {
+    if format == BankFormat::Mt940 && currency.fixed(amount.abs()).len() > 15 {
+        let detail = format!(
+            "{}: {} {} is too large for MT940 (15 characters)",
+            what(),
+            currency.fixed(amount),
+            currency
+        );
+        return Err(StatementError::Data { code: FailureCode::StatementValueInvalid, detail });
     }
     Ok(())
 }
