@@ -21,7 +21,9 @@ pub fn push_xml(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(rest.as_bytes());
 }
 
-fn xml_char(c: char) -> bool {
+/// Whether XML 1.0 can carry `c` (TAB, LF, CR, and everything from U+0020 but U+FFFE and
+/// U+FFFF).
+pub fn xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}'))
 }
 
