@@ -429,7 +429,7 @@ fn date_time(out: &mut Vec<u8>, at: OffsetDateTime) {
 
 /// Spaces for nesting `depth` (two per level).
 fn indent(out: &mut Vec<u8>, depth: usize) {
-    const SPACES: &[u8] = b"                    ";
+    const SPACES: &[u8] = &[b' '; 32];
     out.extend_from_slice(&SPACES[..2 * depth]);
 }
 
