@@ -329,7 +329,12 @@ fn amount(out: &mut Vec<u8>, depth: usize, currency: Currency, value: Decimal) {
 /// The text rule of the module's documentation, steps 1 and 2: one line, only characters XML
 /// carries, trimmed.
 fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.contains(|c: char| matches!(c, '\t' | '\n' | '\r') || !xml_char(c)) {
+    // Bytes below 0x20 are the controls, TAB, LF and CR; 0xEF leads U+F000 to U+FFFF (U+FFFE
+    // and U+FFFF among them). Most texts have neither and are only trimmed.
+    let suspect = |b: &u8| *b < 0x20 || *b == 0xEF;
+    if !text.as_bytes().iter().any(suspect)
+        || !text.contains(|c: char| matches!(c, '\t' | '\n' | '\r') || !xml_char(c))
+    {
         return Cow::Borrowed(text.trim());
     }
     let mut kept = String::with_capacity(text.len());
@@ -364,7 +369,7 @@ fn fit(text: &str, max: usize) -> Cow<'_, str> {
 /// id when it fits 35 characters, else its first 18 characters, `~` and 16 hex digits of the
 /// SHA-256 of `raw`.
 fn servicer_reference<'a>(id: &'a str, raw: &str) -> Cow<'a, str> {
-    if id.chars().nth(35).is_none() {
+    if id.len() <= 35 || id.chars().nth(35).is_none() {
         return Cow::Borrowed(id);
     }
     let digest = hex::encode(&Sha256::digest(raw.as_bytes())[..8]);
@@ -406,7 +411,22 @@ fn is_bic(bic: &str) -> bool {
 
 /// `2024-01-31`.
 fn date(out: &mut Vec<u8>, day: Date) {
-    display(out, format_args!("{:04}-{:02}-{:02}", day.year(), u8::from(day.month()), day.day()));
+    // Years are 1900 to 2100 (the engine checks): four digits, no sign.
+    digits(out, day.year().unsigned_abs(), 4);
+    out.push(b'-');
+    digits(out, u8::from(day.month()).into(), 2);
+    out.push(b'-');
+    digits(out, day.day().into(), 2);
+}
+
+/// The last `width` decimal digits of `value`, zero-padded.
+fn digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// `2024-02-01T02:30:00+01:00`: whole seconds, the offset in hours and minutes.
@@ -540,7 +560,8 @@ mod tests {
     fn date_times_carry_the_offset() {
         let mut out = Vec::new();
         date_time(&mut out, time::macros::datetime!(2024-02-01 02:30:05.9 -03:30));
-        assert_eq!(String::from_utf8(out).unwrap(), "2024-02-01T02:30:05-03:30");
+        date(&mut out, time::macros::date!(1900 - 12 - 09));
+        assert_eq!(String::from_utf8(out).unwrap(), "2024-02-01T02:30:05-03:301900-12-09");
     }
 
     #[test]
