@@ -104,7 +104,7 @@ fn rows() -> Vec<Row> {
             id: 1_000 + rows.len() as u64,
             account,
             at,
-            value_day: (i % 4 != 0).then(|| at.date().next_day().unwrap()),
+            value_day: (!i.is_multiple_of(4)).then(|| at.date().next_day().unwrap()),
             amount,
             currency,
             balance_after: *balance,
@@ -174,6 +174,8 @@ struct Expected {
     opening: Decimal,
     closing: Decimal,
     entries: Vec<Row>,
+    /// Each entry's booking day in the statement's zone.
+    days: Vec<Date>,
 }
 
 fn expected(rows: &[Row], account: &str, currency: &str, from: Date, to: Date, zone: &str) -> Expected {
@@ -186,7 +188,8 @@ fn expected(rows: &[Row], account: &str, currency: &str, from: Date, to: Date, z
     let before: Vec<&&Row> = mine.iter().filter(|r| day(r) < from).collect();
     let opening = before.last().map_or(Decimal::new(500, 0), |r| r.balance_after);
     let closing = opening + entries.iter().map(|r| r.amount).sum::<Decimal>();
-    Expected { opening, closing, entries }
+    let days = entries.iter().map(day).collect();
+    Expected { opening, closing, entries, days }
 }
 
 /// Asks for a statement and returns the settled export.
@@ -212,15 +215,16 @@ fn assert_statement(format: &str, parsed: &Value, currency: &str, expected: &Exp
     assert_eq!(statements::decimal(&parsed["closing"]), expected.closing, "{context}: closing balance");
     let entries = parsed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), expected.entries.len(), "{context}: entries");
-    for (got, row) in entries.iter().zip(&expected.entries) {
+    for ((got, row), day) in entries.iter().zip(&expected.entries).zip(&expected.days) {
         assert_eq!(statements::decimal(&got["amount"]), row.amount, "{context}: entry {}", row.id);
+        if let Some(booking_date) = got["booking_date"].as_str() {
+            assert_eq!(booking_date, day.to_string(), "{context}: {}", row.id);
+        }
         if let Some(value_date) = got["value_date"].as_str() {
-            assert_eq!(
-                Some(value_date.to_owned()),
-                row.value_day.map(|d| d.to_string()),
-                "{context}: {}",
-                row.id
-            );
+            // MT940's `:61:` always has a value date: without one, the booking date is written.
+            let fallback = format.starts_with("mt940").then_some(*day);
+            let want = row.value_day.or(fallback).map(|d| d.to_string());
+            assert_eq!(Some(value_date.to_owned()), want, "{context}: {}", row.id);
         }
     }
 }

@@ -166,11 +166,12 @@ pub(super) async fn read(
                 watch.source(async { Ok::<_, StatementError>(result.next().await?) }).await?
             {
                 let read = columns.read(&row, s.currency, &dates)?;
-                if let (Some(raw), Some(expected)) = (read.raw_code, plan.raw_code.as_deref()) {
-                    if !raw.trim_ascii().eq_ignore_ascii_case(expected.trim().as_bytes()) {
-                        let other = String::from_utf8_lossy(raw).trim().to_ascii_uppercase();
-                        return Err(several_currencies(&[s.currency.code(), &other], true).into());
-                    }
+                let expected = plan.raw_code.as_deref().map(|c| c.trim().as_bytes());
+                if let (Some(raw), Some(expected)) = (read.raw_code, expected)
+                    && !raw.trim_ascii().eq_ignore_ascii_case(expected)
+                {
+                    let other = String::from_utf8_lossy(raw).trim().to_ascii_uppercase();
+                    return Err(several_currencies(&[s.currency.code(), &other], true).into());
                 }
                 let entry = read.entry();
                 check_width(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;

@@ -379,7 +379,7 @@ async fn read_rows(
         _ => {
             let mut encoder = CsvEncoder::new(CHUNK_BYTES, ctx.formula_guard);
             encoder.write_header(names);
-            RowEncoder::Csv(encoder, Vec::new())
+            RowEncoder::Csv(Box::new(encoder), Vec::new())
         }
     };
     let mut rows: i64 = 0;
@@ -421,7 +421,7 @@ async fn read_rows(
 
 /// The rows' encoder, with each column's kind once the result's columns are known.
 enum RowEncoder {
-    Csv(CsvEncoder, Vec<ColumnKind>),
+    Csv(Box<CsvEncoder>, Vec<ColumnKind>),
     Jsonl(JsonlEncoder, Vec<JsonKind>),
 }
 
