@@ -54,6 +54,16 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
             dt { "Table" } dd { (export.table_name) }
             dt { "Period" } dd { (export.date_from) " – " (export.date_to) }
             dt { "Format" } dd { (export.format) }
+            dt { "Time zone" } dd { (export.time_zone) }
+            @if let Some(number) = export.statement_number {
+                dt { "Statement number" } dd { (number) }
+            }
+            @if let Some(balances) = export.statement.as_ref().and_then(|s| s.get("balances")).and_then(|b| b.as_str()) {
+                dt { "Balances" } dd { (balances) }
+            }
+            @if let Some(detail) = export.error_detail.as_deref().filter(|_| export.failure.is_some()) {
+                dt { "Failure detail" } dd { (detail) }
+            }
             dt { "Requested by" } dd { (requester.as_deref().unwrap_or("—")) }
         }
         h2 { "Timings" }
