@@ -151,7 +151,8 @@ pub struct Export {
     pub time_zone: String,
     /// The statement's number in its account's sequence (bank formats, once started).
     pub statement_number: Option<i64>,
-    /// What the completed statement file states ([`crate::exports::StatementFacts`] as JSON).
+    /// What the completed statement file states, as JSON: its number, where its balances
+    /// come from, and each currency's balances and totals.
     pub statement: Option<serde_json::Value>,
     /// A client-safe sentence about the data behind a failure (the currencies found, the
     /// balances that do not add up).
@@ -580,7 +581,8 @@ pub(crate) enum Revived {
 pub(crate) async fn revive(db: &impl Sql, id: Uuid) -> Result<Revived, DbError> {
     let revived = db
         .execute(
-            "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, completed_at = NULL
+            "UPDATE exports SET status = 'PENDING', error = NULL, error_code = NULL, error_detail = NULL,
+                 completed_at = NULL
              WHERE id = $1 AND status IN ('FAILED', 'PENDING')",
             &[&id],
         )

@@ -52,7 +52,8 @@ impl From<mysql_async::Error> for StatementError {
 /// One currency's entries in the period, as the aggregate pre-pass counts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Figures {
-    /// The currency code as the source spells it (written back into the entries' query).
+    /// The currency code as the entries' query selects it: trimmed and upper-cased (`None`
+    /// without a currency column).
     pub raw_code: Option<String>,
     /// The currency.
     pub currency: Currency,
@@ -103,7 +104,9 @@ impl<'a> Ledger<'a> {
         match &self.mapping.credit_debit {
             None => format!("`{amount}`"),
             Some(cd) => format!(
-                "CASE `{column}` WHEN '{credit}' THEN `{amount}` WHEN '{debit}' THEN -`{amount}` END",
+                // Byte for byte, as the entries are read (`EntryColumns::read`), whatever the
+                // column's collation.
+                "CASE BINARY `{column}` WHEN '{credit}' THEN `{amount}` WHEN '{debit}' THEN -`{amount}` END",
                 column = cd.column,
                 credit = cd.credit,
                 debit = cd.debit,
@@ -111,9 +114,12 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// The entry's currency code as compared and grouped: trimmed and upper-cased, so `EUR`,
+    /// `eur` and ` EUR` are one currency whatever the column's collation (as [`currency`]
+    /// reads them).
     fn currency_sql(&self) -> String {
         match &self.mapping.currency {
-            Some(column) => format!("`{column}`"),
+            Some(column) => normalized(column),
             None => "NULL".into(),
         }
     }
@@ -121,7 +127,7 @@ impl<'a> Ledger<'a> {
     /// `` AND `currency` = 'EUR' `` for one currency's rows, nothing without a currency column.
     fn currency_filter(&self, raw_code: Option<&str>) -> String {
         match (&self.mapping.currency, raw_code) {
-            (Some(column), Some(code)) => format!(" AND `{column}` = '{code}'"),
+            (Some(column), Some(code)) => format!(" AND {} = '{code}'", normalized(column)),
             _ => String::new(),
         }
     }
@@ -206,12 +212,7 @@ impl<'a> Ledger<'a> {
                 None => account_currency.ok_or_else(no_currency)?,
             };
             if integer(row, 6)? > 0 {
-                return Err(StatementError::invalid(match &self.mapping.credit_debit {
-                    Some(_) => {
-                        "an entry of the period has no amount, or is marked neither credit nor debit".into()
-                    }
-                    None => "an entry of the period has no amount".into(),
-                }));
+                return Err(self.first_unsigned(conn).await?);
             }
             let totals = |count: usize, sum: usize| -> Result<Totals, StatementError> {
                 Ok(Totals {
@@ -224,20 +225,46 @@ impl<'a> Ledger<'a> {
         Ok(figures)
     }
 
-    /// The currency of the period's first entry, else of the last entry before the period;
-    /// `None` when the account has neither, or when entries carry no currency column.
+    /// The failure for the period's first entry without a signed amount (no amount, or an
+    /// indicator that is neither credit nor debit), naming it.
+    async fn first_unsigned(&self, conn: &mut Conn) -> Result<StatementError, StatementError> {
+        let sql = format!(
+            "SELECT `{id}` FROM {from} WHERE {account} AND {period} AND ({signed}) IS NULL \
+             ORDER BY `{date}`, `{id}` LIMIT 1",
+            id = self.spec.id_column,
+            from = self.spec.table_sql(self.index),
+            account = self.spec.account_sql(self.account),
+            period = self.bounds.sql(&self.spec.date_column),
+            signed = self.signed_sql(),
+            date = self.spec.date_column,
+        );
+        let id: Option<Option<String>> = conn.query_first(sql).await?;
+        let id = id.flatten().unwrap_or_default();
+        let problem = match &self.mapping.credit_debit {
+            Some(_) => "no amount, or marked neither credit nor debit",
+            None => "no amount",
+        };
+        Ok(StatementError::invalid(format!("entry {id}: {problem}")))
+    }
+
+    /// The currency of the period's first entry, else of the last entry before the period,
+    /// else of the first after it; `None` when the account has no entry, or when entries carry
+    /// no currency column.
     pub async fn first_currency(
         &self,
         conn: &mut Conn,
     ) -> Result<Option<(String, Currency)>, StatementError> {
         let Some(column) = &self.mapping.currency else { return Ok(None) };
+        let date = &self.spec.date_column;
         for (condition, order) in [
-            (self.bounds.sql(&self.spec.date_column), "ASC"),
-            (self.bounds.before_sql(&self.spec.date_column), "DESC"),
+            (self.bounds.sql(date), "ASC"),
+            (self.bounds.before_sql(date), "DESC"),
+            (format!("NOT ({})", self.bounds.until_end_sql(date)), "ASC"),
         ] {
             let sql = format!(
-                "SELECT `{column}` FROM {from} WHERE {account} AND {condition} \
+                "SELECT {currency} FROM {from} WHERE {account} AND {condition} \
                  ORDER BY `{date}` {order}, `{id}` {order} LIMIT 1",
+                currency = normalized(column),
                 from = self.spec.table_sql(self.index),
                 account = self.spec.account_sql(self.account),
                 date = self.spec.date_column,
@@ -252,20 +279,6 @@ impl<'a> Ledger<'a> {
             }
         }
         Ok(None)
-    }
-
-    /// The currencies of the period's entries (for a failure's detail: a single-currency
-    /// format found a second one).
-    pub async fn currencies(&self, conn: &mut Conn) -> Result<Vec<String>, StatementError> {
-        let Some(column) = &self.mapping.currency else { return Ok(Vec::new()) };
-        let sql = format!(
-            "SELECT DISTINCT `{column}` FROM {from} WHERE {account} AND {period} ORDER BY 1",
-            from = self.spec.table_sql(self.index),
-            account = self.spec.account_sql(self.account),
-            period = self.bounds.sql(&self.spec.date_column),
-        );
-        let codes: Vec<Option<String>> = conn.query(sql).await?;
-        Ok(codes.into_iter().flatten().collect())
     }
 
     /// The opening and closing balances of one currency, from the source: the running balance
@@ -313,14 +326,16 @@ impl<'a> Ledger<'a> {
             let end: Option<Row> = conn.query_first(last(self.bounds.until_end_sql(date), "DESC")).await?;
             let closing = match end {
                 Some(row) => self.balance(&row, 0, currency)?,
-                None => Decimal::ZERO,
+                // No entry up to the period's end (a period before the account's first entry):
+                // nothing changed the opening balance.
+                None => opening,
             };
             return Ok(Some(Balances { opening, closing }));
         }
         let Some(table) = &self.mapping.balances else { return Ok(None) };
         let at = |condition: String| {
             let currency = match (&table.currency_column, raw_code) {
-                (Some(column), Some(code)) => format!(" AND `{column}` = '{code}'"),
+                (Some(column), Some(code)) => format!(" AND {} = '{code}'", normalized(column)),
                 _ => String::new(),
             };
             format!(
@@ -395,6 +410,11 @@ impl<'a> Ledger<'a> {
         let raw = cell(row, i)?.ok_or_else(|| StatementError::invalid("a balance is NULL".into()))?;
         self.amount(raw, currency)
     }
+}
+
+/// `UPPER(TRIM(`column`))`: a currency code as the ledger compares it.
+fn normalized(column: &str) -> String {
+    format!("UPPER(TRIM(`{column}`))")
 }
 
 fn no_currency() -> StatementError {

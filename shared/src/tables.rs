@@ -197,8 +197,8 @@ impl StatementMapping {
                     ));
                 }
             }
-            if cd.credit == cd.debit {
-                return Err("statement.credit_debit: credit and debit must differ".into());
+            if cd.credit.eq_ignore_ascii_case(&cd.debit) {
+                return Err("statement.credit_debit: credit and debit must differ (in more than case)".into());
             }
         }
         if let Some(code) =

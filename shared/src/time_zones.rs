@@ -66,7 +66,14 @@ impl StatementZone {
             .find(|name| name.as_str().eq_ignore_ascii_case(raw))
             .map(|name| name.as_str().to_owned())
             .ok_or_else(unknown)?;
-        if name == "UTC" { Ok(Self::utc()) } else { Ok(Self { name, zone }) }
+        // The database's other names of UTC are UTC: one statement, one hash, one number.
+        const UTC_ALIASES: [&str; 7] =
+            ["UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu", "UCT"];
+        if UTC_ALIASES.contains(&name.as_str()) || name == "Etc/UCT" {
+            Ok(Self::utc())
+        } else {
+            Ok(Self { name, zone })
+        }
     }
 
     /// The IANA name.
@@ -104,6 +111,14 @@ impl StatementZone {
     /// The calendar date of `at` in this zone.
     pub fn date_of(&self, at: Timestamp) -> Date {
         time_date(self.zone.to_datetime(at).date())
+    }
+
+    /// The zone's UTC offset at a wall-clock time on `date` (an hour repeated by a DST change
+    /// is taken at its first occurrence).
+    pub fn offset_on(&self, date: Date, hour: u8, minute: u8, second: u8) -> UtcOffset {
+        let time = jiff::civil::time(hour as i8, minute as i8, second as i8, 0);
+        let at = self.instant(civil_date(date).to_datetime(time)).unwrap_or_else(|| self.day_start(date));
+        UtcOffset::from_whole_seconds(self.zone.to_offset(at).seconds()).expect("offsets are within a day")
     }
 
     /// `at` with this zone's offset at that instant.
@@ -146,6 +161,9 @@ mod tests {
     fn names_are_iana_names_in_any_case_spelled_as_the_database_does() {
         assert_eq!(StatementZone::parse("europe/BERLIN").unwrap().name(), "Europe/Berlin");
         assert!(StatementZone::parse("utc").unwrap().is_utc());
+        for utc in ["Etc/UTC", "zulu", "Universal", "Etc/UCT"] {
+            assert_eq!(StatementZone::parse(utc).unwrap(), StatementZone::utc(), "{utc}");
+        }
         for bad in ["", "Mars/Olympus", "+01:00", "Europe/Berlin\n", "../etc/passwd", "EST5EDT,M3.2.0"] {
             assert_eq!(StatementZone::parse(bad).unwrap_err().field, "time_zone", "{bad:?}");
         }

@@ -89,6 +89,7 @@ pub fn sample(currencies: &[&str], entries: usize) -> Sample {
             name: Some("M\u{fc}ller & S\u{f6}hne GmbH".into()),
         },
         settings: FormatSettings { mt940_entries_per_page: 5, ..FormatSettings::default() },
+        time_zone: shared::time_zones::StatementZone::parse("Europe/Berlin").expect("a zone"),
     };
     let statements = currencies
         .iter()

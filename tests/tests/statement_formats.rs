@@ -17,7 +17,7 @@ const SCHEMA: &str = "CREATE TABLE ledger (
     booked_at     DATETIME(6)     NOT NULL,
     value_day     DATE            NULL,
     amount        DECIMAL(18, 3)  NOT NULL,
-    currency      CHAR(3)         NOT NULL,
+    currency      VARCHAR(8)      NOT NULL,
     balance_after DECIMAL(18, 3)  NOT NULL,
     narrative     VARCHAR(255)    NULL,
     party         VARCHAR(255)    NULL,
@@ -87,6 +87,8 @@ struct Row {
     currency: &'static str,
     balance_after: Decimal,
     narrative: Option<String>,
+    /// The currency as the row spells it, when not `currency` itself.
+    spelled: Option<&'static str>,
 }
 
 /// Rows of ACC-1 (EUR) from December 2023 to February 2024, and of ACC-2 (EUR and USD) in
@@ -109,6 +111,7 @@ fn rows() -> Vec<Row> {
             currency,
             balance_after: *balance,
             narrative: (i % 6 != 5).then(|| texts[i as usize % texts.len()].clone()),
+            spelled: None,
         });
     };
     let mut i = 0;
@@ -125,6 +128,10 @@ fn rows() -> Vec<Row> {
         push("ACC-2", currency, datetime!(2024-01-03 10:00) + time::Duration::hours(20 * n as i64), n as u64);
     }
     rows.sort_by_key(|r| (r.account, r.at, r.id));
+    // One January entry spells its currency otherwise: it is still EUR.
+    if let Some(row) = rows.iter_mut().find(|r| r.account == "ACC-1" && r.at > datetime!(2024-01-15 00:00)) {
+        row.spelled = Some(" eur");
+    }
     // Running balances follow the export's order (date, id).
     let mut running = std::collections::HashMap::new();
     for row in &mut rows {
@@ -156,7 +163,7 @@ async fn app_with_ledger() -> (TestApp, Vec<Row>) {
                 r.at,
                 r.value_day.map_or("NULL".into(), |d| format!("'{d}'")),
                 r.amount,
-                r.currency,
+                r.spelled.unwrap_or(r.currency),
                 r.balance_after,
                 r.narrative.as_deref().map_or("NULL".into(), quote),
                 quote(&format!("Party {} \u{1F680} & Co", r.id)),
@@ -220,11 +227,22 @@ fn assert_statement(format: &str, parsed: &Value, currency: &str, expected: &Exp
         if let Some(booking_date) = got["booking_date"].as_str() {
             assert_eq!(booking_date, day.to_string(), "{context}: {}", row.id);
         }
-        if let Some(value_date) = got["value_date"].as_str() {
+        let value_date = got["value_date"].as_str().map(str::to_owned);
+        match format.split(' ').next().map(|f| f.trim_end_matches(".gz")) {
+            // Every value date there is, and none where the source has none.
+            Some("camt.053" | "ofx") => {
+                assert_eq!(value_date, row.value_day.map(|d| d.to_string()), "{context}: {}", row.id);
+            }
             // MT940's `:61:` always has a value date: without one, the booking date is written.
-            let fallback = format.starts_with("mt940").then_some(*day);
-            let want = row.value_day.or(fallback).map(|d| d.to_string());
-            assert_eq!(Some(value_date.to_owned()), want, "{context}: {}", row.id);
+            Some("mt940") => {
+                assert_eq!(
+                    value_date,
+                    Some(row.value_day.unwrap_or(*day).to_string()),
+                    "{context}: {}",
+                    row.id
+                )
+            }
+            _ => assert_eq!(value_date, None, "{context}: BAI2 carries no entry dates"),
         }
     }
 }
@@ -276,6 +294,22 @@ async fn each_bank_format_is_read_back_by_an_independent_parser_entry_for_entry(
         "date_to": "2024-01-31", "format": "mt940", "force_refresh": true,
     });
     assert_eq!(export(&app, &key, again).await["statement"]["number"], 1);
+    // A period before the account's first entry: no entries, the opening balance throughout.
+    for format in ["mt940", "camt.053"] {
+        let november = json!({
+            "account_id": "ACC-1", "table_name": "ledger", "date_from": "2023-11-01",
+            "date_to": "2023-11-30", "format": format,
+        });
+        let done = export(&app, &key, november).await;
+        let parsed = statements::parse(format, &file_of(&app, &done).await).unwrap();
+        let empty = Expected {
+            opening: Decimal::new(500, 0),
+            closing: Decimal::new(500, 0),
+            entries: vec![],
+            days: vec![],
+        };
+        assert_statement(format, &parsed["statements"][0], "EUR", &empty);
+    }
 }
 
 #[tokio::test]
@@ -451,4 +485,142 @@ async fn bank_formats_need_a_statement_mapping_and_time_zones_must_be_known() {
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["errors"][0]["field"], "time_zone", "{problem}");
     }
+}
+
+/// A ledger of unsigned amounts in minor units with a credit/debit column, a DATE booking day,
+/// its currency in the accounts table (KWD, three decimals) and end-of-day balances in a table
+/// of their own.
+fn postings_table() -> TableSpec {
+    TableSpec {
+        name: "postings".into(),
+        source_table: None,
+        account_column: "acct".into(),
+        date_column: "day".into(),
+        id_column: "id".into(),
+        columns: ["id", "acct", "day", "fils", "dc"].map(String::from).to_vec(),
+        source_time_zone: None,
+        statement: Some(StatementMapping {
+            amount: "fils".into(),
+            amount_in_minor_units: true,
+            credit_debit: Some(shared::tables::CreditDebit {
+                column: "dc".into(),
+                credit: "CR".into(),
+                debit: "DR".into(),
+            }),
+            currency: None,
+            default_currency: None,
+            value_date: None,
+            description: Some("memo".into()),
+            counterparty_name: None,
+            counterparty_account: None,
+            reference: None,
+            bank_transaction_code: None,
+            balance_after: None,
+            balances: Some(shared::tables::BalancesTable {
+                table: "eod".into(),
+                account_column: "acct".into(),
+                date_column: "day".into(),
+                balance_column: "fils".into(),
+                currency_column: None,
+            }),
+            accounts: Some(AccountsTable {
+                table: "accts".into(),
+                account_column: "id".into(),
+                iban: None,
+                bic: None,
+                number: Some("number".into()),
+                routing: Some("routing".into()),
+                name: None,
+                currency: Some("ccy".into()),
+            }),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn unsigned_minor_units_with_an_indicator_and_a_balances_table_make_the_same_statement() {
+    let app = TestApp::spawn_with(TableRegistry::new(vec![postings_table()]).unwrap()).await;
+    // A case-insensitive collation: the indicator is still matched byte for byte.
+    app.source_exec(
+        "CREATE TABLE postings (id INT PRIMARY KEY, acct VARCHAR(16) NOT NULL, day DATE NOT NULL,
+             fils BIGINT NOT NULL, dc CHAR(2) NOT NULL, memo VARCHAR(100), KEY (acct, day, id))
+         DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_general_ci",
+    )
+    .await;
+    app.source_exec("CREATE TABLE eod (acct VARCHAR(16), day DATE, fils BIGINT, PRIMARY KEY (acct, day))")
+        .await;
+    app.source_exec(
+        "CREATE TABLE accts (id VARCHAR(16) PRIMARY KEY, number VARCHAR(20), routing VARCHAR(9), ccy CHAR(3))",
+    )
+    .await;
+    app.source_exec(
+        "INSERT INTO accts VALUES ('KW-1', '0012345678', '021000021', 'KWD'), ('KW-2', '1', '2', 'KWD')",
+    )
+    .await;
+    // Entries from 2024-02-25 to 2024-03-10; end-of-day balances on the days with entries.
+    let mut balance: i64 = 7_500_250;
+    let (mut postings, mut eod, mut march) = (Vec::new(), Vec::new(), Vec::new());
+    let mut opening_march = 0;
+    for i in 0..30_i64 {
+        let day = date!(2024 - 02 - 25) + time::Duration::days(i / 2);
+        if day == date!(2024 - 03 - 01) && opening_march == 0 {
+            opening_march = balance;
+        }
+        let fils = 1_000 + 7_919 * i % 50_000;
+        let credit = i % 3 != 1;
+        balance += if credit { fils } else { -fils };
+        postings.push(format!(
+            "({}, 'KW-1', '{day}', {fils}, '{}', 'posting {i}')",
+            100 + i,
+            if credit { "CR" } else { "DR" }
+        ));
+        if i % 2 == 1 {
+            eod.push(format!("('KW-1', '{day}', {balance})"));
+        }
+        if day >= date!(2024 - 03 - 01) {
+            march.push((100 + i, Decimal::new(if credit { fils } else { -fils }, 3), day));
+        }
+    }
+    app.source_exec(&format!("INSERT INTO postings VALUES {}", postings.join(", "))).await;
+    app.source_exec(&format!("INSERT INTO eod VALUES {}", eod.join(", "))).await;
+    // KW-2 has an entry marked `cr`: neither `CR` nor `DR`, byte for byte.
+    app.source_exec("INSERT INTO postings VALUES (500, 'KW-2', '2024-03-02', 10, 'cr', 'lower case')").await;
+    let key = app.create_key(None).await;
+    let want = Expected {
+        opening: Decimal::new(opening_march, 3),
+        closing: Decimal::new(balance, 3),
+        days: march.iter().map(|m| m.2).collect(),
+        entries: march
+            .iter()
+            .map(|(id, amount, day)| Row {
+                id: *id as u64,
+                account: "KW-1",
+                at: day.midnight(),
+                value_day: None,
+                amount: *amount,
+                currency: "KWD",
+                balance_after: Decimal::ZERO,
+                narrative: None,
+                spelled: None,
+            })
+            .collect(),
+    };
+    for format in ["camt.053", "mt940", "bai2", "ofx"] {
+        let body = json!({
+            "account_id": "KW-1", "table_name": "postings", "date_from": "2024-03-01",
+            "date_to": "2024-03-31", "format": format, "time_zone": "Asia/Kuwait",
+        });
+        let done = export(&app, &key, body).await;
+        let parsed = statements::parse(format, &file_of(&app, &done).await).unwrap();
+        assert_statement(format, &parsed["statements"][0], "KWD", &want);
+        assert_eq!(done["statement"]["statements"][0]["opening_balance"], json!(format!("{}", want.opening)));
+    }
+    let body = json!({
+        "account_id": "KW-2", "table_name": "postings", "date_from": "2024-03-01",
+        "date_to": "2024-03-31", "format": "camt.053",
+    });
+    let failed = export(&app, &key, body).await;
+    assert_eq!(failed["error_code"], "statement_value_invalid", "{failed}");
+    let detail = failed["error_detail"].as_str().unwrap();
+    assert!(detail.starts_with("entry 500: ") && detail.contains("neither credit nor debit"), "{detail}");
 }

@@ -33,7 +33,7 @@ pub async fn start(db: &impl Sql, attempt: Attempt) -> Result<Option<Export>, Db
         .query_opt(
             &format!(
                 "UPDATE exports SET status = 'PROCESSING', started_at = now(), snapshot_at = now(),
-                     rows_exported = 0, error = NULL, error_code = NULL
+                     rows_exported = 0, error = NULL, error_code = NULL, error_detail = NULL
                  WHERE id = $1 AND status IN ('PENDING', 'PROCESSING') AND {fence}
                  RETURNING {COLUMNS}",
                 fence = *FENCE

@@ -16,7 +16,9 @@ pub mod ofx;
 pub mod text;
 
 use rust_decimal::Decimal;
-use time::{Date, OffsetDateTime};
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use crate::time_zones::StatementZone;
 use uuid::Uuid;
 
 /// The bank formats (the request's `format`, without a `.gz`).
@@ -112,6 +114,16 @@ pub struct File {
     pub account: Account,
     /// The format settings.
     pub settings: FormatSettings,
+    /// The statement's time zone (its days are days there).
+    pub time_zone: StatementZone,
+}
+
+impl File {
+    /// The statement time zone's UTC offset at a wall-clock time on `date` (it changes with
+    /// daylight saving time within a period).
+    pub fn offset_on(&self, date: Date, hour: u8, minute: u8, second: u8) -> UtcOffset {
+        self.time_zone.offset_on(date, hour, minute, second)
+    }
 }
 
 /// An ISO 4217 currency: its code and its minor units (2 for EUR, 0 for JPY, 3 for KWD).

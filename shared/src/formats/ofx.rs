@@ -12,8 +12,9 @@
 //! - `TRNAMT`, balances: signed, `.` as the decimal separator, exactly the currency's minor
 //!   units (`-12.30` EUR, `1500` JPY, `1.250` KWD). `TRNTYPE` is `CREDIT` for an amount ≥ 0,
 //!   `DEBIT` below.
-//! - Dates and times carry the UTC offset the file was made at (`[+1]`, `[-5]`, `[+5.30]`
-//!   for +05:30), without a zone name (OFX makes it optional, and the offset alone is not a
+//! - Dates and times carry the statement time zone's UTC offset at that moment (`[+1]` in
+//!   Berlin's winter, `[+2]` in its summer, `[-5]`, `[+5.30]` for +05:30; `DTSERVER` the
+//!   offset when the snapshot was taken), without a zone name (OFX makes it optional, and the offset alone is not a
 //!   name). A day (`DTPOSTED` = booking date, `DTAVAIL` = value date, when present) is written
 //!   as noon of that day (`20240105120000.000[+1]`), so a reader converting it to any zone
 //!   within ±11 hours still sees the same day. `DTSTART` is the period's first day at
@@ -124,24 +125,23 @@ impl StatementWriter for Ofx {
         out.extend_from_slice(
             b"</ACCTID><ACCTTYPE>CHECKING</ACCTTYPE></BANKACCTFROM>\n<BANKTRANLIST>\n<DTSTART>",
         );
-        push_start_of_day(out, file.from, offset(file));
+        push_start_of_day(out, file.from, file.offset_on(file.from, 0, 0, 0));
         out.extend_from_slice(b"</DTSTART><DTEND>");
-        push_end_of_day(out, file.to, offset(file));
+        push_end_of_day(out, file.to, file.offset_on(file.to, 23, 59, 59));
         out.extend_from_slice(b"</DTEND>\n");
     }
 
     fn entry(&mut self, out: &mut Vec<u8>, file: &File, statement: &Statement, entry: &Entry<'_>) {
-        let offset = offset(file);
         out.extend_from_slice(if entry.is_credit() {
             b"<STMTTRN><TRNTYPE>CREDIT</TRNTYPE><DTPOSTED>"
         } else {
             b"<STMTTRN><TRNTYPE>DEBIT</TRNTYPE><DTPOSTED>"
         });
-        push_day(out, entry.booking_date, offset);
+        push_day(out, entry.booking_date, file.offset_on(entry.booking_date, 12, 0, 0));
         out.extend_from_slice(b"</DTPOSTED>");
         if let Some(value_date) = entry.value_date {
             out.extend_from_slice(b"<DTAVAIL>");
-            push_day(out, value_date, offset);
+            push_day(out, value_date, file.offset_on(value_date, 12, 0, 0));
             out.extend_from_slice(b"</DTAVAIL>");
         }
         let _ = write!(out, "<TRNAMT>{}</TRNAMT><FITID>", statement.currency.fixed(entry.amount));
@@ -160,7 +160,7 @@ impl StatementWriter for Ofx {
     }
 
     fn end_statement(&mut self, out: &mut Vec<u8>, file: &File, statement: &Statement) {
-        let offset = offset(file);
+        let offset = file.offset_on(file.to, 23, 59, 59);
         let closing = statement.currency.fixed(statement.closing);
         out.extend_from_slice(b"</BANKTRANLIST>\n");
         for tag in ["LEDGERBAL", "AVAILBAL"] {
@@ -174,7 +174,7 @@ impl StatementWriter for Ofx {
              <BALTYPE>DOLLAR</BALTYPE><VALUE>{}</VALUE><DTASOF>",
             statement.currency.fixed(statement.opening),
         );
-        push_start_of_day(out, file.from, offset);
+        push_start_of_day(out, file.from, file.offset_on(file.from, 0, 0, 0));
         out.extend_from_slice(b"</DTASOF></BAL></BALLIST>\n</STMTRS>\n</STMTTRNRS>\n");
     }
 
@@ -272,11 +272,6 @@ fn bank_id(file: &File, scratch: &mut String) -> String {
         }
     }
     "0".into()
-}
-
-/// The UTC offset every date of the file is written at: the snapshot's.
-fn offset(file: &File) -> UtcOffset {
-    file.created_at.offset()
 }
 
 /// `YYYYMMDDHHMMSS.XXX[offset]`.
@@ -384,6 +379,7 @@ mod tests {
         File {
             export_id: uuid::Uuid::nil(),
             created_at: datetime!(2024-02-01 00:00 UTC),
+            time_zone: crate::time_zones::StatementZone::utc(),
             sequence: 1,
             from: date!(2024 - 01 - 01),
             to: date!(2024 - 01 - 31),

@@ -128,8 +128,8 @@ pub(super) async fn read(
             }
         };
         (s.opening, s.closing) = (balances.opening, balances.closing);
-        check_width(format, s.currency, s.opening, || "the opening balance".into())?;
-        check_width(format, s.currency, s.closing, || "the closing balance".into())?;
+        check_amount(format, s.currency, s.opening, || "the opening balance".into())?;
+        check_amount(format, s.currency, s.closing, || "the closing balance".into())?;
     }
 
     let number = {
@@ -146,6 +146,7 @@ pub(super) async fn read(
         to: statement.range.to(),
         account,
         settings: ctx.formats.clone(),
+        time_zone: statement.time_zone.clone(),
     };
     let mut writer = formats::writer(format);
     let mut out = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
@@ -174,7 +175,7 @@ pub(super) async fn read(
                     return Err(several_currencies(&[s.currency.code(), &other], true).into());
                 }
                 let entry = read.entry();
-                check_width(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
+                check_amount(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
                 let side = if entry.is_credit() { &mut credits } else { &mut debits };
                 side.count += 1;
                 side.sum += entry.amount.abs();
@@ -228,24 +229,29 @@ fn check(s: &FileStatement, credits: Totals, debits: Totals) -> Result<(), JobEr
     Ok(())
 }
 
-/// MT940 amounts are at most 15 characters (digits and the decimal comma): a larger amount
-/// cannot be written.
-fn check_width(
+/// Whether `format` can carry `amount`: never rounded (no more decimals than the currency's
+/// minor units; entries are checked as they are read, balances here), and within the format's
+/// width (MT940: 15 characters with the decimal comma; camt.053: 18 digits).
+fn check_amount(
     format: BankFormat,
     currency: Currency,
     amount: Decimal,
     what: impl FnOnce() -> String,
 ) -> Result<(), StatementError> {
-    if format == BankFormat::Mt940 && currency.fixed(amount.abs()).len() > 15 {
-        let detail = format!(
-            "{}: {} {} is too large for MT940 (15 characters)",
-            what(),
-            currency.fixed(amount),
-            currency
-        );
-        return Err(StatementError::Data { code: FailureCode::StatementValueInvalid, detail });
+    let invalid = |problem: &str| StatementError::Data {
+        code: FailureCode::StatementValueInvalid,
+        detail: format!("{}: {amount} {currency} {problem}", what()),
+    };
+    if !currency.fits(amount) {
+        return Err(invalid(&format!("has more decimals than {currency}'s {}", currency.minor_units())));
     }
-    Ok(())
+    let written = currency.fixed(amount.abs());
+    let digits = written.bytes().filter(u8::is_ascii_digit).count();
+    match format {
+        BankFormat::Mt940 if written.len() > 15 => Err(invalid("is too large for MT940 (15 characters)")),
+        BankFormat::Camt053 if digits > 18 => Err(invalid("is too large for camt.053 (18 digits)")),
+        _ => Ok(()),
+    }
 }
 
 fn several_currencies(codes: &[&str], at_least: bool) -> StatementError {
