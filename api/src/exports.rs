@@ -222,8 +222,7 @@ pub struct ExportDetails {
     pub error_detail: Option<String>,
     /// The statement's time zone (IANA name): its days are days there.
     pub time_zone: String,
-    /// A bank statement's number and figures (bank formats; once COMPLETED, its balances and
-    /// totals).
+    // No doc comment (see `ExportAccepted::status`): `StatementFacts` documents itself.
     pub statement: Option<StatementFacts>,
     /// When the export was requested.
     pub created_at: OffsetDateTime,
@@ -247,7 +246,8 @@ pub struct ExportDetails {
     pub downloads: i64,
 }
 
-/// A bank statement's number and what its file states.
+/// A bank statement's number and what its file states (bank formats only; `balances` and
+/// `statements` once the export is COMPLETED).
 #[derive(Debug, Clone, Object, serde::Deserialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct StatementFacts {
@@ -255,9 +255,8 @@ pub struct StatementFacts {
     /// `ElctrncSeqNb`, BAI2 file id): one number per account, period and time zone, whatever
     /// the format, kept when the export is reused or refreshed.
     pub number: i64,
-    /// Where the balances come from: `source` (the table's running balance or balances table,
-    /// checked against the entries) or `computed` (the sum of every earlier entry, plus the
-    /// period's). Absent until the export completes.
+    // No doc comment (see `ExportAccepted::status`): `BalanceOrigin` documents itself; absent
+    // until the export completes.
     pub balances: Option<BalanceOrigin>,
     /// One per currency (camt.053 and OFX hold several; MT940 and BAI2 one). Empty until the
     /// export completes.
@@ -265,7 +264,9 @@ pub struct StatementFacts {
     pub statements: Vec<CurrencyStatement>,
 }
 
-/// Where a statement's balances come from.
+/// Where a statement's balances come from: `source` (the table's running balance or balances
+/// table, checked against the entries) or `computed` (the sum of every earlier entry, plus the
+/// period's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -285,13 +286,14 @@ pub struct CurrencyStatement {
     pub opening_balance: String,
     /// Balance at the end of the last day.
     pub closing_balance: String,
-    /// Credits (amount ≥ 0).
+    // No doc comments on the two (see `ExportAccepted::status`): credits (amount ≥ 0), then
+    // debits summed as a positive amount.
     pub credits: EntryTotals,
-    /// Debits, summed as a positive amount.
     pub debits: EntryTotals,
 }
 
-/// A count of entries and their sum.
+/// A count of entries and their sum: a statement's `credits` (amount ≥ 0) or `debits` (summed
+/// as a positive amount).
 #[derive(Debug, Clone, Object, serde::Deserialize)]
 pub struct EntryTotals {
     /// Entries.

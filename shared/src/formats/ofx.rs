@@ -79,6 +79,8 @@ const FI_MAX: usize = 32;
 #[derive(Debug, Default)]
 pub struct Ofx {
     scratch: String,
+    /// The last day whose offset was looked up (entries come in date order).
+    offset_cache: Option<(Date, UtcOffset)>,
 }
 
 impl StatementWriter for Ofx {
@@ -137,11 +139,11 @@ impl StatementWriter for Ofx {
         } else {
             b"<STMTTRN><TRNTYPE>DEBIT</TRNTYPE><DTPOSTED>"
         });
-        push_day(out, entry.booking_date, file.offset_on(entry.booking_date, 12, 0, 0));
+        push_day(out, entry.booking_date, self.noon_offset(file, entry.booking_date));
         out.extend_from_slice(b"</DTPOSTED>");
         if let Some(value_date) = entry.value_date {
             out.extend_from_slice(b"<DTAVAIL>");
-            push_day(out, value_date, file.offset_on(value_date, 12, 0, 0));
+            push_day(out, value_date, self.noon_offset(file, value_date));
             out.extend_from_slice(b"</DTAVAIL>");
         }
         let _ = write!(out, "<TRNAMT>{}</TRNAMT><FITID>", statement.currency.fixed(entry.amount));
@@ -184,6 +186,18 @@ impl StatementWriter for Ofx {
 }
 
 impl Ofx {
+    /// The statement zone's offset at noon of `day`, remembered for the next entry of that day.
+    fn noon_offset(&mut self, file: &File, day: Date) -> UtcOffset {
+        match self.offset_cache {
+            Some((cached, offset)) if cached == day => offset,
+            _ => {
+                let offset = file.offset_on(day, 12, 0, 0);
+                self.offset_cache = Some((day, offset));
+                offset
+            }
+        }
+    }
+
     /// `<TAG>text</TAG>` under the text rule, nothing when the text comes out empty.
     fn element(&mut self, out: &mut Vec<u8>, tag: &str, text: &str, max: usize) {
         let text = clean(text, max, &mut self.scratch);

@@ -245,11 +245,18 @@ fn check_amount(
     if !currency.fits(amount) {
         return Err(invalid(&format!("has more decimals than {currency}'s {}", currency.minor_units())));
     }
-    let written = currency.fixed(amount.abs());
-    let digits = written.bytes().filter(u8::is_ascii_digit).count();
+    // Digits before the decimal point, without formatting the amount.
+    let whole = amount.abs().trunc();
+    let limit = |digits: u32| Decimal::from_i128_with_scale(10_i128.pow(digits), 0);
+    let minor = currency.minor_units();
     match format {
-        BankFormat::Mt940 if written.len() > 15 => Err(invalid("is too large for MT940 (15 characters)")),
-        BankFormat::Camt053 if digits > 18 => Err(invalid("is too large for camt.053 (18 digits)")),
+        // Digits, the decimal comma and the minor units in 15 characters.
+        BankFormat::Mt940 if whole >= limit(14_u32.saturating_sub(minor)) => {
+            Err(invalid("is too large for MT940 (15 characters)"))
+        }
+        BankFormat::Camt053 if whole >= limit(18_u32.saturating_sub(minor)) => {
+            Err(invalid("is too large for camt.053 (18 digits)"))
+        }
         _ => Ok(()),
     }
 }
