@@ -139,8 +139,9 @@ const SCHEMA: &str = "CREATE TABLE statement_entries (
 /// statement, in one INSERT, the running balance by a window function.
 async fn load_statement_entries(pool: &mysql_async::Pool, rows: u64) -> anyhow::Result<()> {
     let Some(mut conn) = table_to_load(pool, "statement_entries", rows, SCHEMA).await? else { return Ok(()) };
-    // Amounts from 0.01 to 1000.00, credits and debits alternating; dates spread evenly over
-    // the two years, in id order.
+    // Amounts from 0.01 to 1000.00, half credits, half debits; dates spread evenly over the
+    // two years, in id order. The awkward narratives fall on credits and debits, with and
+    // without a value date.
     conn.query_drop(format!(
         "INSERT INTO statement_entries
          SELECT id, account, 'EUR', booked_on, value_on, amount,
@@ -148,9 +149,9 @@ async fn load_statement_entries(pool: &mysql_async::Pool, rows: u64) -> anyhow::
                 narrative, counterparty_name, counterparty_iban, end_to_end_id
          FROM (SELECT n + 1 AS id, '{ACCOUNT}' AS account,
                       DATE_ADD('{FIRST_DAY}', INTERVAL n * {DAYS} DIV {rows} DAY) AS booked_on,
-                      IF(n % 4 = 0, NULL,
+                      IF(n % 4 = n DIV 20 % 4, NULL,
                          DATE_ADD('{FIRST_DAY}', INTERVAL n * {DAYS} DIV {rows} + n % 3 DAY)) AS value_on,
-                      CAST(IF(n % 2 = 0, 1, -1) * ((n * 7919) % 100000 + 1) / 100 AS DECIMAL(18, 2)) AS amount,
+                      CAST(IF(n % 2 = n DIV 20 % 2, 1, -1) * ((n * 7919) % 100000 + 1) / 100 AS DECIMAL(18, 2)) AS amount,
                       IF(n % 20 = 0,
                          ELT(1 + n DIV 20 % 5, CONCAT('Refund \"', n, '\" & thanks'),
                              CONCAT('Invoice <', n, '> for A&B <Ltd>'), CONCAT('Line one\\nline two ', n),
