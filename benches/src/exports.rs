@@ -21,9 +21,10 @@ use crate::fresh_database;
 /// The source database the benchmarks load once and keep.
 pub const SOURCE_DB: &str = "stmt_bench_source";
 
-/// Alternating rounds per comparison (`BENCH_ROUNDS`, default 5); each side's best counts.
+/// Alternating rounds per comparison (`BENCH_ROUNDS`, default 5, at least 1); each side's
+/// best counts.
 pub fn rounds() -> usize {
-    std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+    std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1)
 }
 
 /// Rows the main table shape holds (`BENCH_ROWS`, default 1,000,000).
