@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export bench-api bench-abuse bench-dashboard bench-webhooks
+.PHONY: run test fmt openapi bench-queue bench-export bench-formats bench-api bench-abuse bench-dashboard bench-webhooks
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -22,6 +22,10 @@ bench-queue:
 ## Export speed, memory and the ratio to `mariadb --quick --batch` on the same rows.
 bench-export:
 	bash scripts/bench.sh bench-export
+
+## Each statement format (camt.053, MT940, OFX, BAI2, JSON Lines) against CSV: rows/s, ratio, peak memory.
+bench-formats:
+	bash scripts/bench.sh bench-formats
 
 ## API throughput and p99 (wrk, 16 connections) vs pgbench -S on the same machine.
 bench-api:

@@ -1,11 +1,15 @@
-//! Helpers for the benchmark commands: a fresh Postgres database, pgbench runs, and the
-//! `name: value` output the Makefile targets promise.
+//! Helpers for the benchmark commands: a fresh Postgres database, pgbench runs, what the
+//! export benchmarks share ([`exports`]), and the `name: value` output the Makefile targets
+//! promise.
+
+pub mod exports;
 
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 
+/// The Postgres administrator URL (`PG_ADMIN_URL`, default postgres on 127.0.0.1:5432).
 pub fn pg_admin_url() -> String {
     std::env::var("PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
