@@ -60,7 +60,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use time::{Date, OffsetDateTime};
 
-use super::text::{push_xml, truncate_chars, xml_char};
+use super::text::{fit, one_line, push_xml, truncate_chars};
 use super::{Currency, Entry, File, Statement, StatementWriter};
 
 /// The XML namespace of the documents this writer makes.
@@ -324,45 +324,6 @@ fn amount(out: &mut Vec<u8>, depth: usize, currency: Currency, value: Decimal) {
     value.rescale(currency.minor_units());
     display(out, value);
     close(out, "Amt");
-}
-
-/// The text rule of the module's documentation, steps 1 and 2: one line, only characters XML
-/// carries, trimmed.
-fn one_line(text: &str) -> Cow<'_, str> {
-    // Bytes below 0x20 are the controls, TAB, LF and CR; 0xEF leads U+F000 to U+FFFF (U+FFFE
-    // and U+FFFF among them). Most texts have neither and are only trimmed.
-    let suspect = |b: &u8| *b < 0x20 || *b == 0xEF;
-    if !text.as_bytes().iter().any(suspect)
-        || !text.contains(|c: char| matches!(c, '\t' | '\n' | '\r') || !xml_char(c))
-    {
-        return Cow::Borrowed(text.trim());
-    }
-    let mut kept = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                kept.push(' ');
-            }
-            '\n' | '\t' => kept.push(' '),
-            c if xml_char(c) => kept.push(c),
-            _ => {}
-        }
-    }
-    match kept.trim() {
-        trimmed if trimmed.len() == kept.len() => Cow::Owned(kept),
-        trimmed => Cow::Owned(trimmed.to_owned()),
-    }
-}
-
-/// Steps 1 to 3 of the text rule: one line, trimmed, at most `max` characters, trimmed at the
-/// end again.
-fn fit(text: &str, max: usize) -> Cow<'_, str> {
-    match one_line(text) {
-        Cow::Borrowed(text) => Cow::Borrowed(truncate_chars(text, max).trim_end()),
-        Cow::Owned(text) => Cow::Owned(truncate_chars(&text, max).trim_end().to_owned()),
-    }
 }
 
 /// `AcctSvcrRef` for an entry id already on one line (`id`; `raw` as the source gave it): the

@@ -57,7 +57,7 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::{
     Entry, File, Statement, StatementWriter,
-    text::{push_xml, truncate_chars},
+    text::{fit, push_xml},
 };
 
 /// OFX's limit on `ACCTID`.
@@ -217,24 +217,7 @@ impl Ofx {
 /// `text` under the module's text rule (steps 1 to 3), in `scratch`.
 fn clean<'s>(text: &str, max: usize, scratch: &'s mut String) -> &'s str {
     scratch.clear();
-    let mut chars = text.trim().chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                scratch.push(' ');
-            }
-            '\n' | '\t' => scratch.push(' '),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => scratch.push(c),
-        }
-    }
-    let kept = truncate_chars(scratch.trim(), max).trim_end();
-    // `kept` lies inside `scratch`: move it to the front.
-    let start = kept.as_ptr() as usize - scratch.as_ptr() as usize;
-    let len = kept.len();
-    scratch.truncate(start + len);
-    scratch.drain(..start);
+    scratch.push_str(&fit(text, max));
     scratch
 }
 

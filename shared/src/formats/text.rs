@@ -1,6 +1,8 @@
 //! Making source text fit a format: XML escaping, length limits, and the SWIFT and ASCII
 //! character sets.
 
+use std::borrow::Cow;
+
 /// Appends `text` to `out` escaped for XML character data or a double-quoted attribute
 /// (`&`, `<`, `>`, `"`), dropping the characters XML 1.0 cannot carry (controls other than TAB,
 /// LF, CR; U+FFFE, U+FFFF).
@@ -136,6 +138,45 @@ fn transliterate(text: &str, ascii: impl Fn(char) -> Option<char>) -> String {
     let trimmed = out.trim_end().len();
     out.truncate(trimmed);
     out
+}
+
+/// One line of text that XML carries, trimmed: CR LF, CR, LF and TAB become one space each, the
+/// characters XML 1.0 cannot carry are dropped (camt.053's and OFX's text rule, steps 1 and 2).
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    // Bytes below 0x20 are the controls, TAB, LF and CR; 0xEF leads U+F000 to U+FFFF (U+FFFE
+    // and U+FFFF among them). Most texts have neither and are only trimmed.
+    let suspect = |b: &u8| *b < 0x20 || *b == 0xEF;
+    if !text.as_bytes().iter().any(suspect)
+        || !text.contains(|c: char| matches!(c, '\t' | '\n' | '\r') || !xml_char(c))
+    {
+        return Cow::Borrowed(text.trim());
+    }
+    let mut kept = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                kept.push(' ');
+            }
+            '\n' | '\t' => kept.push(' '),
+            c if xml_char(c) => kept.push(c),
+            _ => {}
+        }
+    }
+    match kept.trim() {
+        trimmed if trimmed.len() == kept.len() => Cow::Owned(kept),
+        trimmed => Cow::Owned(trimmed.to_owned()),
+    }
+}
+
+/// [`one_line`], cut to at most `max` characters and trimmed at the end again (camt.053's and
+/// OFX's text rule, steps 1 to 3).
+pub fn fit(text: &str, max: usize) -> Cow<'_, str> {
+    match one_line(text) {
+        Cow::Borrowed(text) => Cow::Borrowed(truncate_chars(text, max).trim_end()),
+        Cow::Owned(text) => Cow::Owned(truncate_chars(&text, max).trim_end().to_owned()),
+    }
 }
 
 #[cfg(test)]
