@@ -190,19 +190,37 @@ impl<'a> Ledger<'a> {
         conn: &mut Conn,
         account_currency: Option<Currency>,
     ) -> Result<Vec<Figures>, StatementError> {
-        let sql = format!(
-            "SELECT c, COUNT(*), SUM(s >= 0), SUM(IF(s >= 0, s, 0)), SUM(s < 0), SUM(IF(s < 0, -s, 0)), SUM(s IS NULL) \
-             FROM (SELECT {signed} AS s, {currency} AS c FROM {from} WHERE {account} AND {period}) AS entries \
-             GROUP BY c ORDER BY c",
+        const AGGREGATES: &str =
+            "COUNT(*), SUM(s >= 0), SUM(IF(s >= 0, s, 0)), SUM(s < 0), SUM(IF(s < 0, -s, 0)), SUM(s IS NULL)";
+        let entries = format!(
+            "(SELECT {signed} AS s, {currency} AS c FROM {from} WHERE {account} AND {period}) AS entries",
             signed = self.signed_sql(),
             currency = self.currency_sql(),
             from = self.spec.table_sql(self.index),
             account = self.spec.account_sql(self.account),
             period = self.bounds.sql(&self.spec.date_column),
         );
-        let rows: Vec<Row> = conn.query(sql).await?;
+        // Most accounts hold one currency: an aggregate without grouping (no temporary table)
+        // tells, and gives its figures. `MIN(c)` is column 0, the aggregates start at 3.
+        let sql = format!("SELECT MIN(c), MAX(c), COUNT(c), {AGGREGATES} FROM {entries}");
+        let whole: Option<Row> = conn.query_first(sql).await?;
+        let Some(whole) = whole else { return Ok(Vec::new()) };
+        let (with_currency, all) = (integer(&whole, 2)?, integer(&whole, 3)?);
+        if all == 0 {
+            return Ok(Vec::new());
+        }
+        if self.mapping.currency.is_some() && with_currency < all {
+            return Err(StatementError::invalid("an entry of the period has no currency".into()));
+        }
+        let rows = if cell(&whole, 0)? == cell(&whole, 1)? {
+            vec![(whole, 3)]
+        } else {
+            let sql = format!("SELECT c, {AGGREGATES} FROM {entries} GROUP BY c ORDER BY c");
+            let rows: Vec<Row> = conn.query(sql).await?;
+            rows.into_iter().map(|row| (row, 1)).collect()
+        };
         let mut figures = Vec::new();
-        for row in &rows {
+        for (row, at) in &rows {
             let raw_code = cell(row, 0)?.map(|v| String::from_utf8_lossy(v).into_owned());
             let currency = match &raw_code {
                 Some(code) => currency(code)?,
@@ -211,16 +229,16 @@ impl<'a> Ledger<'a> {
                 }
                 None => account_currency.ok_or_else(no_currency)?,
             };
-            if integer(row, 6)? > 0 {
+            if integer(row, at + 5)? > 0 {
                 return Err(self.first_unsigned(conn).await?);
             }
             let totals = |count: usize, sum: usize| -> Result<Totals, StatementError> {
                 Ok(Totals {
-                    count: integer(row, count)?,
-                    sum: self.amount(cell(row, sum)?.unwrap_or(b"0"), currency)?,
+                    count: integer(row, at + count)?,
+                    sum: self.amount(cell(row, at + sum)?.unwrap_or(b"0"), currency)?,
                 })
             };
-            figures.push(Figures { raw_code, currency, credits: totals(2, 3)?, debits: totals(4, 5)? });
+            figures.push(Figures { raw_code, currency, credits: totals(1, 2)?, debits: totals(3, 4)? });
         }
         Ok(figures)
     }

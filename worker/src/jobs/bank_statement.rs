@@ -167,12 +167,22 @@ pub(super) async fn read(
                 watch.source(async { Ok::<_, StatementError>(result.next().await?) }).await?
             {
                 let read = columns.read(&row, s.currency, &dates)?;
-                let expected = plan.raw_code.as_deref().map(|c| c.trim().as_bytes());
-                if let (Some(raw), Some(expected)) = (read.raw_code, expected)
-                    && !raw.trim_ascii().eq_ignore_ascii_case(expected)
-                {
-                    let other = String::from_utf8_lossy(raw).trim().to_ascii_uppercase();
-                    return Err(several_currencies(&[s.currency.code(), &other], true).into());
+                if let Some(expected) = plan.raw_code.as_deref() {
+                    match read.raw_code {
+                        Some(raw) if raw.trim_ascii().eq_ignore_ascii_case(expected.as_bytes()) => {}
+                        Some(raw) => {
+                            let other = String::from_utf8_lossy(raw).trim().to_ascii_uppercase();
+                            return Err(several_currencies(&[s.currency.code(), &other], true).into());
+                        }
+                        None => {
+                            let detail = format!("entry {}: no currency", read.entry.id);
+                            return Err(StatementError::Data {
+                                code: FailureCode::StatementValueInvalid,
+                                detail,
+                            }
+                            .into());
+                        }
+                    }
                 }
                 let entry = read.entry();
                 check_amount(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
