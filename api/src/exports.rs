@@ -12,7 +12,7 @@ use shared::{
     audit::Outcome,
     db::DbError,
     downloads::{Holder, Via},
-    exports::{self, Export, ExportStatus as Status},
+    exports::{self, Export, ExportStatus as Status, StatementFacts},
     failure::FailureCode as ErrorCode,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
     storage::StorageError,
@@ -244,62 +244,6 @@ pub struct ExportDetails {
     /// file, or one range of it (a file fetched in four ranges counts four). Downloads from S3
     /// are not seen by the service. About a second behind, like `download_links_issued`.
     pub downloads: i64,
-}
-
-/// A bank statement's number and what its file states (bank formats only; `balances` and
-/// `statements` once the export is COMPLETED).
-#[derive(Debug, Clone, Object, serde::Deserialize)]
-#[oai(skip_serializing_if_is_none)]
-pub struct StatementFacts {
-    /// The statement's number in its account's sequence (MT940 `:28C:`, camt.053
-    /// `ElctrncSeqNb`, BAI2 file id): one number per account, period and time zone, whatever
-    /// the format, kept when the export is reused or refreshed.
-    pub number: i64,
-    // No doc comment (see `ExportAccepted::status`): `BalanceOrigin` documents itself; absent
-    // until the export completes.
-    pub balances: Option<BalanceOrigin>,
-    /// One per currency (camt.053 and OFX hold several; MT940 and BAI2 one). Empty until the
-    /// export completes.
-    #[serde(default)]
-    pub statements: Vec<CurrencyStatement>,
-}
-
-/// Where a statement's balances come from: `source` (the table's running balance or balances
-/// table, checked against the entries) or `computed` (the sum of every earlier entry, plus the
-/// period's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Deserialize)]
-#[oai(rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum BalanceOrigin {
-    /// Read from the source and checked: opening + entries = closing.
-    Source,
-    /// Computed from the entries.
-    Computed,
-}
-
-/// One currency's statement in the file.
-#[derive(Debug, Clone, Object, serde::Deserialize)]
-pub struct CurrencyStatement {
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Balance at the start of the first day (a decimal string with the currency's minor units).
-    pub opening_balance: String,
-    /// Balance at the end of the last day.
-    pub closing_balance: String,
-    // No doc comments on the two (see `ExportAccepted::status`): credits (amount ≥ 0), then
-    // debits summed as a positive amount.
-    pub credits: EntryTotals,
-    pub debits: EntryTotals,
-}
-
-/// A count of entries and their sum: a statement's `credits` (amount ≥ 0) or `debits` (summed
-/// as a positive amount).
-#[derive(Debug, Clone, Object, serde::Deserialize)]
-pub struct EntryTotals {
-    /// Entries.
-    pub count: i64,
-    /// Their sum (a decimal string).
-    pub sum: String,
 }
 
 /// A page of exports, newest first.
@@ -880,7 +824,14 @@ pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> 
         error_code: export.failure,
         error_detail: export.error_detail.filter(|_| export.failure.is_some()),
         time_zone: export.time_zone,
-        statement: statement_facts(export.statement_number, export.statement)?,
+        // Its number from its first start, its figures once completed.
+        statement: export.statement.or_else(|| {
+            export.statement_number.map(|number| StatementFacts {
+                number,
+                balances: None,
+                statements: Vec::new(),
+            })
+        }),
         created_at: export.created_at,
         snapshot_at: export.snapshot_at,
         completed_at: export.completed_at,
@@ -889,20 +840,6 @@ pub(crate) fn representation(export: Export) -> Result<ExportDetails, ApiError> 
         download_links_issued: export.download_links_issued,
         downloads: export.downloads,
     })
-}
-
-/// The statement's number and, once completed, its figures.
-fn statement_facts(
-    number: Option<i64>,
-    stored: Option<serde_json::Value>,
-) -> Result<Option<StatementFacts>, ApiError> {
-    match (number, stored) {
-        (_, Some(stored)) => {
-            serde_json::from_value(stored).map(Some).map_err(|e| ApiError::Internal(e.into()))
-        }
-        (Some(number), None) => Ok(Some(StatementFacts { number, balances: None, statements: Vec::new() })),
-        (None, None) => Ok(None),
-    }
 }
 
 #[cfg(test)]

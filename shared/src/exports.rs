@@ -7,6 +7,7 @@
 //! check-then-insert. Worker writes are fenced by the job's attempt token.
 
 pub mod attempt;
+mod facts;
 pub mod stats;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use self::attempt::{
     Attempt, ExportResult, SnapshotBasis, assign_statement_number, complete, fail, record_failure_detail,
     record_progress, record_snapshot_basis, retry_later, start,
 };
+pub use self::facts::{CurrencyStatement, EntryTotals, StatementFacts};
 use crate::{
     db::{DbError, decode, text_enum},
     failure::FailureCode,
@@ -151,9 +153,9 @@ pub struct Export {
     pub time_zone: String,
     /// The statement's number in its account's sequence (bank formats, once started).
     pub statement_number: Option<i64>,
-    /// What the completed statement file states, as JSON: its number, where its balances
-    /// come from, and each currency's balances and totals.
-    pub statement: Option<serde_json::Value>,
+    /// What the completed statement file states: its number, where its balances come from,
+    /// and each currency's balances and totals.
+    pub statement: Option<StatementFacts>,
     /// A client-safe sentence about the data behind a failure (the currencies found, the
     /// balances that do not add up).
     pub error_detail: Option<String>,
@@ -215,7 +217,9 @@ impl Export {
             downloads: row.get("downloads"),
             time_zone: row.get("time_zone"),
             statement_number: row.get("statement_number"),
-            statement: row.get("statement"),
+            statement: row
+                .try_get::<_, Option<tokio_postgres::types::Json<StatementFacts>>>("statement")?
+                .map(|facts| facts.0),
             error_detail: row.get("error_detail"),
         })
     }

@@ -5,7 +5,7 @@
 //! values only: the account id, the period's bounds, and currency codes read from the source
 //! and checked to be three letters before they are written back into a query.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::borrow::Cow;
 
 use mysql_async::{Conn, Row, consts::ColumnType, prelude::Queryable as _};
 use rust_decimal::Decimal;
@@ -451,7 +451,8 @@ fn currency(raw: &str) -> Result<Currency, StatementError> {
     })
 }
 
-/// An amount from the source's text: a decimal in units, or an integer count of minor units.
+/// An amount from the source's text: a decimal in units, or an integer count of minor units;
+/// never with more decimals than the currency has (a statement never rounds).
 fn parse_amount(raw: &[u8], currency: Currency, minor_units: bool) -> Result<Decimal, StatementError> {
     let bad = || {
         StatementError::invalid(format!(
@@ -466,6 +467,10 @@ fn parse_amount(raw: &[u8], currency: Currency, minor_units: bool) -> Result<Dec
             return Err(bad());
         }
         amount.set_scale(amount.scale() + currency.minor_units()).map_err(|_| bad())?;
+    }
+    if !currency.fits(amount) {
+        let minor = currency.minor_units();
+        return Err(StatementError::invalid(format!("{amount} has more decimals than {currency}'s {minor}")));
     }
     Ok(amount)
 }
@@ -492,7 +497,7 @@ fn integer(row: &Row, i: usize) -> Result<u64, StatementError> {
 pub struct EntryColumns {
     credit_debit: Option<(String, String)>,
     has_currency: bool,
-    optional: [bool; 7],
+    optional: [bool; 6],
     minor_units: bool,
 }
 
@@ -519,7 +524,7 @@ impl EntryColumns {
         columns
     }
 
-    fn optional(mapping: &StatementMapping) -> [Option<&str>; 7] {
+    fn optional(mapping: &StatementMapping) -> [Option<&str>; 6] {
         [
             mapping.value_date.as_deref(),
             mapping.description.as_deref(),
@@ -527,7 +532,6 @@ impl EntryColumns {
             mapping.counterparty_account.as_deref(),
             mapping.reference.as_deref(),
             mapping.bank_transaction_code.as_deref(),
-            None,
         ]
     }
 
@@ -574,12 +578,6 @@ impl EntryColumns {
                 Some(v) if v == debit.as_bytes() => amount = -amount,
                 _ => return Err(invalid("marked neither credit nor debit")),
             }
-        }
-        if !currency.fits(amount) {
-            return Err(invalid(&format!(
-                "amount {amount} has more decimals than {currency}'s {}",
-                currency.minor_units()
-            )));
         }
         let booking_date = dates
             .booking(date_raw.ok_or_else(|| invalid("no booking date"))?)
@@ -727,9 +725,6 @@ pub fn valid_bic(bic: &str) -> bool {
         && b[4..6].iter().all(u8::is_ascii_uppercase)
         && alnum(&b[6..])
 }
-
-/// Per-currency figures keyed by currency, for lookups while streaming.
-pub type FiguresByCurrency = BTreeMap<Currency, Figures>;
 
 #[cfg(test)]
 mod tests {

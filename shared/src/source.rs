@@ -428,26 +428,24 @@ fn pick_export_index(columns: &[IndexColumn], spec: &TableSpec) -> Option<String
         .map(str::to_owned)
 }
 
-/// The zone the values of `spec`'s date column are wall-clock times in: `None` for a DATE
-/// column (see [`crate::ledger::Dates::column_zone`]).
-pub async fn date_column_zone(
-    conn: &mut Conn,
-    spec: &TableSpec,
-) -> Result<Option<StatementZone>, SourceError> {
-    column_zones(conn, spec, &[&spec.date_column]).await.map(|mut zones| zones.remove(0))
-}
-
-/// The zones of `columns` of `spec`'s table (see [`date_column_zone`]), from the metadata of a
-/// query that reads no row.
+/// The zones `columns` of `spec`'s table hold wall-clock times in: `None` for a DATE column
+/// (see [`crate::ledger::Dates::column_zone`]), from the metadata of a query that reads no row.
+/// When a statement in `zone` could not tell them apart (it and the table's DATETIMEs are UTC,
+/// as TIMESTAMPs are read), nothing is asked and every column is `None`: an export in the
+/// default zones costs no round trip.
 pub async fn column_zones(
     conn: &mut Conn,
     spec: &TableSpec,
     columns: &[&str],
+    zone: &StatementZone,
 ) -> Result<Vec<Option<StatementZone>>, SourceError> {
+    let table_zone = spec.source_zone();
+    if zone.is_utc() && table_zone.is_utc() {
+        return Ok(vec![None; columns.len()]);
+    }
     let list: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
     let sql = format!("SELECT {} FROM `{}` WHERE 1 = 0", list.join(", "), spec.source_table());
     let result = conn.query_iter(sql).await?;
-    let table_zone = spec.source_zone();
     let zones = result
         .columns_ref()
         .iter()

@@ -173,14 +173,14 @@ pub struct ExportFormat {
     pub gzip: bool,
 }
 
-/// Every layout by the name clients use (the format without `.gz`).
-const LAYOUTS: [(&str, Layout); 6] = [
-    ("csv", Layout::Csv),
-    ("jsonl", Layout::Jsonl),
-    ("camt.053", Layout::Bank(BankFormat::Camt053)),
-    ("mt940", Layout::Bank(BankFormat::Mt940)),
-    ("ofx", Layout::Bank(BankFormat::Ofx)),
-    ("bai2", Layout::Bank(BankFormat::Bai2)),
+/// Every layout with the names clients use, plain and gzip-compressed.
+const LAYOUTS: [(Layout, [&str; 2]); 6] = [
+    (Layout::Csv, ["csv", "csv.gz"]),
+    (Layout::Jsonl, ["jsonl", "jsonl.gz"]),
+    (Layout::Bank(BankFormat::Camt053), ["camt.053", "camt.053.gz"]),
+    (Layout::Bank(BankFormat::Mt940), ["mt940", "mt940.gz"]),
+    (Layout::Bank(BankFormat::Ofx), ["ofx", "ofx.gz"]),
+    (Layout::Bank(BankFormat::Bai2), ["bai2", "bai2.gz"]),
 ];
 
 impl Default for ExportFormat {
@@ -195,21 +195,13 @@ impl ExportFormat {
 
     /// Every format, in the order the API lists them: each layout, then its `.gz`.
     pub fn all() -> impl Iterator<Item = Self> {
-        LAYOUTS.into_iter().flat_map(|(_, layout)| [false, true].map(|gzip| Self { layout, gzip }))
+        LAYOUTS.into_iter().flat_map(|(layout, _)| [false, true].map(|gzip| Self { layout, gzip }))
     }
 
     /// The format as clients name it (`csv`, `csv.gz`, `camt.053`, `mt940.gz`, …).
     pub fn as_str(self) -> &'static str {
-        let i = LAYOUTS.iter().position(|(_, l)| *l == self.layout).expect("every layout is listed");
-        const NAMES: [[&str; 2]; 6] = [
-            ["csv", "csv.gz"],
-            ["jsonl", "jsonl.gz"],
-            ["camt.053", "camt.053.gz"],
-            ["mt940", "mt940.gz"],
-            ["ofx", "ofx.gz"],
-            ["bai2", "bai2.gz"],
-        ];
-        NAMES[i][usize::from(self.gzip)]
+        let (_, names) = LAYOUTS.iter().find(|(l, _)| *l == self.layout).expect("every layout is listed");
+        names[usize::from(self.gzip)]
     }
 
     /// The format clients name.

@@ -67,7 +67,7 @@ pub struct TableSpec {
 /// Which columns make a statement entry, and where the account's identifiers and balances come
 /// from. Every name is a column of the table unless said otherwise. The booking date is the
 /// table's `date_column`; the entry's id is its `id_column`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StatementMapping {
     /// The amount: signed (credits positive, debits negative), or unsigned with
@@ -272,18 +272,22 @@ impl StatementMapping {
     }
 }
 
-/// Where a statement's opening and closing balances come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a statement's balances come from: `source` (the table's running balance or balances
+/// table, checked against the entries) or `computed` (the sum of every earlier entry, plus the
+/// period's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename = "BalanceOrigin", rename_all = "lowercase"))]
 pub enum BalanceSource {
-    /// Read from the source (a running-balance column or a balances table) and checked against
-    /// the entries.
+    /// Read from the source and checked: opening + entries = closing.
     Source,
-    /// Computed from the entries: the sum of every earlier entry, plus the period's.
+    /// Computed from the entries.
     Computed,
 }
 
 impl BalanceSource {
-    /// `source` or `computed`, as the export's metadata says.
+    /// `source` or `computed`, as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Source => "source",
@@ -329,19 +333,11 @@ impl TableRegistry {
             source_time_zone: None,
             statement: Some(StatementMapping {
                 amount: "amount".into(),
-                amount_in_minor_units: false,
-                credit_debit: None,
                 currency: Some("currency".into()),
-                default_currency: None,
-                value_date: None,
                 description: Some("description".into()),
                 counterparty_name: Some("counterparty".into()),
-                counterparty_account: None,
                 reference: Some("reference".into()),
-                bank_transaction_code: None,
-                balance_after: None,
-                balances: None,
-                accounts: None,
+                ..StatementMapping::default()
             }),
         }])
         .expect("the demo table configuration is valid")

@@ -61,11 +61,8 @@ impl StatementZone {
             return Err(unknown());
         }
         let zone = database().get(raw).map_err(|_| unknown())?;
-        let name = database()
-            .available()
-            .find(|name| name.as_str().eq_ignore_ascii_case(raw))
-            .map(|name| name.as_str().to_owned())
-            .ok_or_else(unknown)?;
+        // As the database spells it, whatever the request's case.
+        let name = zone.iana_name().ok_or_else(unknown)?.to_owned();
         // The database's other names of UTC are UTC: one statement, one hash, one number.
         const UTC_ALIASES: [&str; 7] =
             ["UTC", "Etc/UTC", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu", "UCT"];

@@ -45,18 +45,13 @@ fn mapped(name: &str, balance_after: bool) -> TableSpec {
         source_time_zone: None,
         statement: Some(StatementMapping {
             amount: "amount".into(),
-            amount_in_minor_units: false,
-            credit_debit: None,
             currency: Some("currency".into()),
-            default_currency: None,
             value_date: Some("value_day".into()),
             description: Some("narrative".into()),
             counterparty_name: Some("party".into()),
             counterparty_account: Some("party_iban".into()),
             reference: Some("ref".into()),
-            bank_transaction_code: None,
             balance_after: balance_after.then(|| "balance_after".into()),
-            balances: None,
             accounts: Some(AccountsTable {
                 table: "accounts".into(),
                 account_column: "id".into(),
@@ -67,6 +62,7 @@ fn mapped(name: &str, balance_after: bool) -> TableSpec {
                 name: Some("holder".into()),
                 currency: None,
             }),
+            ..StatementMapping::default()
         }),
     }
 }
@@ -507,15 +503,7 @@ fn postings_table() -> TableSpec {
                 credit: "CR".into(),
                 debit: "DR".into(),
             }),
-            currency: None,
-            default_currency: None,
-            value_date: None,
             description: Some("memo".into()),
-            counterparty_name: None,
-            counterparty_account: None,
-            reference: None,
-            bank_transaction_code: None,
-            balance_after: None,
             balances: Some(shared::tables::BalancesTable {
                 table: "eod".into(),
                 account_column: "acct".into(),
@@ -533,6 +521,7 @@ fn postings_table() -> TableSpec {
                 name: None,
                 currency: Some("ccy".into()),
             }),
+            ..StatementMapping::default()
         }),
     }
 }

@@ -58,8 +58,8 @@ pub(crate) async fn page(Data(state): Data<&AppState>, req: &Request, Path(id): 
             @if let Some(number) = export.statement_number {
                 dt { "Statement number" } dd { (number) }
             }
-            @if let Some(balances) = export.statement.as_ref().and_then(|s| s.get("balances")).and_then(|b| b.as_str()) {
-                dt { "Balances" } dd { (balances) }
+            @if let Some(balances) = export.statement.as_ref().and_then(|s| s.balances) {
+                dt { "Balances" } dd { (balances.as_str()) }
             }
             @if let Some(detail) = export.error_detail.as_deref().filter(|_| export.failure.is_some()) {
                 dt { "Failure detail" } dd { (detail) }

@@ -175,7 +175,7 @@ pub struct ExportResult {
     /// Its hex SHA-256.
     pub sha256: String,
     /// What a bank statement file states (balances, totals per currency); `None` for rows.
-    pub statement: Option<serde_json::Value>,
+    pub statement: Option<super::StatementFacts>,
 }
 
 /// Marks the export COMPLETED and its job completed, and takes the file out of the upload
@@ -208,7 +208,7 @@ pub async fn complete(
                 &result.row_count,
                 &result.sha256,
                 &retention.as_secs_f64(),
-                &result.statement,
+                &result.statement.as_ref().map(tokio_postgres::types::Json),
             ],
         )
         .await?;

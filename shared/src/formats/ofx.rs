@@ -75,10 +75,9 @@ const MEMO_MAX: usize = 255;
 /// OFX's limit on `ORG` and `FID`.
 const FI_MAX: usize = 32;
 
-/// Writes OFX 2.2 bank statement responses. Its only state is a scratch buffer for one text.
+/// Writes OFX 2.2 bank statement responses. Its only state is the last day's UTC offset.
 #[derive(Debug, Default)]
 pub struct Ofx {
-    scratch: String,
     /// The last day whose offset was looked up (entries come in date order).
     offset_cache: Option<(Date, UtcOffset)>,
 }
@@ -97,9 +96,7 @@ impl StatementWriter for Ofx {
         push_datetime(out, file.created_at);
         out.extend_from_slice(b"</DTSERVER>\n<LANGUAGE>ENG</LANGUAGE>\n");
         let settings = &file.settings;
-        if let Some(org) =
-            settings.ofx_org.as_deref().filter(|org| !clean(org, FI_MAX, &mut self.scratch).is_empty())
-        {
+        if let Some(org) = settings.ofx_org.as_deref().filter(|org| !fit(org, FI_MAX).is_empty()) {
             out.extend_from_slice(b"<FI>");
             self.element(out, "ORG", org, FI_MAX);
             if let Some(fid) = settings.ofx_fid.as_deref() {
@@ -121,9 +118,9 @@ impl StatementWriter for Ofx {
             statement.currency.code(),
         );
         out.extend_from_slice(b"<BANKID>");
-        push_xml(out, &bank_id(file, &mut self.scratch));
+        push_xml(out, &bank_id(file));
         out.extend_from_slice(b"</BANKID><ACCTID>");
-        push_xml(out, &account_id(file, &mut self.scratch));
+        push_xml(out, &account_id(file));
         out.extend_from_slice(
             b"</ACCTID><ACCTTYPE>CHECKING</ACCTTYPE></BANKACCTFROM>\n<BANKTRANLIST>\n<DTSTART>",
         );
@@ -147,7 +144,7 @@ impl StatementWriter for Ofx {
             out.extend_from_slice(b"</DTAVAIL>");
         }
         let _ = write!(out, "<TRNAMT>{}</TRNAMT><FITID>", statement.currency.fixed(entry.amount));
-        push_fitid(out, entry.id, &mut self.scratch);
+        push_fitid(out, entry.id);
         out.extend_from_slice(b"</FITID>");
         if let Some(reference) = entry.reference {
             self.element(out, "REFNUM", reference, REFNUM_MAX);
@@ -200,30 +197,23 @@ impl Ofx {
 
     /// `<TAG>text</TAG>` under the text rule, nothing when the text comes out empty.
     fn element(&mut self, out: &mut Vec<u8>, tag: &str, text: &str, max: usize) {
-        let text = clean(text, max, &mut self.scratch);
+        let text = fit(text, max);
         if text.is_empty() {
             return;
         }
         out.push(b'<');
         out.extend_from_slice(tag.as_bytes());
         out.push(b'>');
-        push_xml(out, text);
+        push_xml(out, &text);
         out.extend_from_slice(b"</");
         out.extend_from_slice(tag.as_bytes());
         out.push(b'>');
     }
 }
 
-/// `text` under the module's text rule (steps 1 to 3), in `scratch`.
-fn clean<'s>(text: &str, max: usize, scratch: &'s mut String) -> &'s str {
-    scratch.clear();
-    scratch.push_str(&fit(text, max));
-    scratch
-}
-
 /// The `FITID` of an entry with this id (see the module's doc).
-fn push_fitid(out: &mut Vec<u8>, id: &str, scratch: &mut String) {
-    if clean(id, FITID_MAX + 1, scratch) == id && id.chars().count() <= FITID_MAX && !id.is_empty() {
+fn push_fitid(out: &mut Vec<u8>, id: &str) {
+    if fit(id, FITID_MAX + 1) == id && id.chars().count() <= FITID_MAX && !id.is_empty() {
         push_xml(out, id);
     } else {
         out.extend_from_slice(b"SHA256:");
@@ -232,18 +222,18 @@ fn push_fitid(out: &mut Vec<u8>, id: &str, scratch: &mut String) {
 }
 
 /// `ACCTID`: the first of IBAN, number, id that fits, else the last 22 characters of the first.
-fn account_id(file: &File, scratch: &mut String) -> String {
+fn account_id(file: &File) -> String {
     let account = &file.account;
     let candidates = [account.iban.as_deref(), account.number.as_deref(), Some(account.id.as_str())];
     let mut first = None;
     for candidate in candidates.into_iter().flatten() {
-        let cleaned = clean(candidate, usize::MAX, scratch);
+        let cleaned = fit(candidate, usize::MAX);
         if cleaned.is_empty() {
             continue;
         }
         let count = cleaned.chars().count();
         if count <= ACCTID_MAX {
-            return cleaned.to_owned();
+            return cleaned.into_owned();
         }
         if first.is_none() {
             let skip = cleaned.char_indices().nth(count - ACCTID_MAX).map_or(0, |(i, _)| i);
@@ -254,18 +244,18 @@ fn account_id(file: &File, scratch: &mut String) -> String {
 }
 
 /// `BANKID`: the routing number when it fits, else the BIC's first 8 characters, else `0`.
-fn bank_id(file: &File, scratch: &mut String) -> String {
+fn bank_id(file: &File) -> String {
     let account = &file.account;
     if let Some(routing) = account.routing.as_deref() {
-        let cleaned = clean(routing, usize::MAX, scratch);
+        let cleaned = fit(routing, usize::MAX);
         if !cleaned.is_empty() && cleaned.chars().count() <= BANKID_MAX {
-            return cleaned.to_owned();
+            return cleaned.into_owned();
         }
     }
     if let Some(bic) = account.bic.as_deref() {
-        let cleaned = clean(bic, 8, scratch);
+        let cleaned = fit(bic, 8);
         if !cleaned.is_empty() {
-            return cleaned.to_owned();
+            return cleaned.into_owned();
         }
     }
     "0".into()
@@ -319,7 +309,7 @@ mod tests {
     use crate::formats::{Account, FormatSettings};
 
     fn text(input: &str, max: usize) -> String {
-        clean(input, max, &mut String::new()).to_owned()
+        fit(input, max).into_owned()
     }
 
     #[test]
@@ -359,7 +349,7 @@ mod tests {
     fn fitids_are_the_id_unless_ofx_cannot_carry_it_unchanged() {
         let fitid = |id: &str| {
             let mut out = Vec::new();
-            push_fitid(&mut out, id, &mut String::new());
+            push_fitid(&mut out, id);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(fitid("9000001"), "9000001");
@@ -389,8 +379,7 @@ mod tests {
     fn account_ids_fit_ofx_lengths() {
         let ids = |account: Account| {
             let file = file(account);
-            let mut scratch = String::new();
-            (bank_id(&file, &mut scratch), account_id(&file, &mut scratch))
+            (bank_id(&file), account_id(&file))
         };
         let de = Account {
             id: "A".into(),

@@ -17,9 +17,8 @@
 use bytes::Bytes;
 use mysql_async::{Conn, prelude::Queryable as _};
 use rust_decimal::Decimal;
-use serde_json::json;
 use shared::{
-    exports,
+    exports::{self, CurrencyStatement, EntryTotals, StatementFacts},
     failure::FailureCode,
     formats::{self, BankFormat, Currency, File, Statement as FileStatement, Totals},
     ledger::{Balances, Dates, EntryColumns, Ledger, StatementError},
@@ -47,7 +46,7 @@ pub(super) async fn read(
     statement: &Statement<'_>,
     format: BankFormat,
     sink: &mut Sink<'_>,
-) -> Result<(i64, Option<serde_json::Value>), JobError> {
+) -> Result<(i64, Option<StatementFacts>), JobError> {
     let watch = sink.watch;
     let spec = statement.spec;
     let mapping = spec.statement.as_ref().ok_or_else(|| {
@@ -59,7 +58,7 @@ pub(super) async fn read(
     let index = watch.source(source::export_index(conn, spec)).await?;
     let mut date_columns = vec![spec.date_column.as_str()];
     date_columns.extend(mapping.value_date.as_deref());
-    let zones = watch.source(source::column_zones(conn, spec, &date_columns)).await?;
+    let zones = watch.source(source::column_zones(conn, spec, &date_columns, &statement.time_zone)).await?;
     let dates = Dates::new(statement.time_zone.clone(), zones[0].clone(), zones.get(1).cloned().flatten());
     let bounds = Bounds::new(&statement.range, &statement.time_zone, zones[0].as_ref());
     let period = (statement.range.from(), statement.range.to());
@@ -128,8 +127,8 @@ pub(super) async fn read(
             }
         };
         (s.opening, s.closing) = (balances.opening, balances.closing);
-        check_amount(format, s.currency, s.opening, || "the opening balance".into())?;
-        check_amount(format, s.currency, s.closing, || "the closing balance".into())?;
+        check_width(format, s.currency, s.opening, || "the opening balance".into())?;
+        check_width(format, s.currency, s.closing, || "the closing balance".into())?;
     }
 
     let number = {
@@ -185,7 +184,7 @@ pub(super) async fn read(
                     }
                 }
                 let entry = read.entry();
-                check_amount(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
+                check_width(format, s.currency, entry.amount, || format!("entry {}", entry.id))?;
                 let side = if entry.is_credit() { &mut credits } else { &mut debits };
                 side.count += 1;
                 side.sum += entry.amount.abs();
@@ -199,19 +198,19 @@ pub(super) async fn read(
         }
         check(s, credits, debits)?;
         writer.end_statement(&mut out, &file, s);
-        facts.push(json!({
-            "currency": s.currency.code(),
-            "opening_balance": s.currency.fixed(s.opening),
-            "closing_balance": s.currency.fixed(s.closing),
-            "credits": { "count": credits.count, "sum": s.currency.fixed(credits.sum) },
-            "debits": { "count": debits.count, "sum": s.currency.fixed(debits.sum) },
-        }));
+        let totals = |t: Totals| EntryTotals { count: t.count as i64, sum: s.currency.fixed(t.sum) };
+        facts.push(CurrencyStatement {
+            currency: s.currency.code().to_owned(),
+            opening_balance: s.currency.fixed(s.opening),
+            closing_balance: s.currency.fixed(s.closing),
+            credits: totals(credits),
+            debits: totals(debits),
+        });
     }
     writer.end_file(&mut out, &file);
     watch.source(snapshot.end(conn)).await?;
     sink.send(Bytes::from(out), rows).await?;
-    let balances = if computed { BalanceSource::Computed } else { BalanceSource::Source };
-    let facts = json!({ "number": number, "balances": balances.as_str(), "statements": facts });
+    let facts = StatementFacts { number, balances: Some(mapping.balance_source()), statements: facts };
     Ok((rows, Some(facts)))
 }
 
@@ -239,10 +238,9 @@ fn check(s: &FileStatement, credits: Totals, debits: Totals) -> Result<(), JobEr
     Ok(())
 }
 
-/// Whether `format` can carry `amount`: never rounded (no more decimals than the currency's
-/// minor units; entries are checked as they are read, balances here), and within the format's
-/// width (MT940: 15 characters with the decimal comma; camt.053: 18 digits).
-fn check_amount(
+/// Whether `amount` fits `format`'s width (MT940: 15 characters with the decimal comma;
+/// camt.053: 18 digits). Decimals are checked as amounts are read (`ledger`).
+fn check_width(
     format: BankFormat,
     currency: Currency,
     amount: Decimal,
@@ -252,9 +250,6 @@ fn check_amount(
         code: FailureCode::StatementValueInvalid,
         detail: format!("{}: {amount} {currency} {problem}", what()),
     };
-    if !currency.fits(amount) {
-        return Err(invalid(&format!("has more decimals than {currency}'s {}", currency.minor_units())));
-    }
     // Digits before the decimal point, without formatting the amount.
     let whole = amount.abs().trunc();
     let limit = |digits: u32| Decimal::from_i128_with_scale(10_i128.pow(digits), 0);

@@ -335,7 +335,7 @@ async fn produce(
     attempt: Attempt,
     watch: &Watch<'_>,
     chunks: &mpsc::Sender<Chunk>,
-) -> Result<(i64, u64, String, Option<serde_json::Value>), JobError> {
+) -> Result<(i64, u64, String, Option<exports::StatementFacts>), JobError> {
     let mut conn = watch.source(ctx.source.connect()).await?;
     let read = read(ctx, &mut conn, statement, attempt, watch, chunks).await;
     if read.is_err() {
@@ -351,7 +351,7 @@ async fn read(
     attempt: Attempt,
     watch: &Watch<'_>,
     chunks: &mpsc::Sender<Chunk>,
-) -> Result<(i64, u64, String, Option<serde_json::Value>), JobError> {
+) -> Result<(i64, u64, String, Option<exports::StatementFacts>), JobError> {
     let mut sink = Sink::new(ctx, attempt, watch, chunks, statement.format.gzip);
     let (rows, facts) = match statement.format.layout {
         Layout::Bank(format) => super::bank_statement::read(ctx, conn, statement, format, &mut sink).await?,
@@ -384,8 +384,10 @@ async fn read_rows(
     };
     let mut rows: i64 = 0;
     let index = watch.source(source::export_index(conn, statement.spec)).await?;
-    let date_zone = watch.source(source::date_column_zone(conn, statement.spec)).await?;
-    let bounds = Bounds::new(&statement.range, &statement.time_zone, date_zone.as_ref());
+    let date_column = [statement.spec.date_column.as_str()];
+    let zones =
+        watch.source(source::column_zones(conn, statement.spec, &date_column, &statement.time_zone)).await?;
+    let bounds = Bounds::new(&statement.range, &statement.time_zone, zones[0].as_ref());
     let sql = statement.spec.select_sql(&statement.account, &bounds, index.as_deref());
     let snapshot =
         watch.source(ctx.source.snapshot_with_basis(conn, ctx.source_max_lag, Statements::One)).await?;
