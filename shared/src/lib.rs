@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod operators;
 pub mod queue;
 pub mod requesters;
+pub mod schedules;
 pub mod secrets;
 pub mod sessions;
 pub mod shutdown;
