@@ -15,6 +15,7 @@ use shared::{
     exports::{self, Export, ExportStatus as Status, StatementFacts},
     failure::FailureCode as ErrorCode,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
+    schedules::store::ScheduledRun,
     storage::StorageError,
 };
 use time::OffsetDateTime;
@@ -427,7 +428,7 @@ impl ExportsApi {
         force_refresh: bool,
     ) -> Result<CreateResponse, ApiError> {
         let mut db = state.db().await?;
-        let mut requested = request_export(state, &mut db, request, key.id, force_refresh).await?;
+        let mut requested = request_export(state, &mut db, request, key.id, force_refresh, None).await?;
         if requested.reused && requested.export.status == Status::Completed {
             let checked = check_file(state, &db, requested.export).await?.export;
             requested = if checked.status == Status::Completed {
@@ -435,7 +436,7 @@ impl ExportsApi {
             } else {
                 // Its file is gone and it has left the deduplication slot: ask once more, which
                 // makes a new export.
-                request_export(state, &mut db, request, key.id, force_refresh).await?
+                request_export(state, &mut db, request, key.id, force_refresh, None).await?
             };
         }
         let export = requested.export;
@@ -665,19 +666,26 @@ fn check_table(state: &AppState, field: &'static str, name: &str) -> Result<(), 
 const FILE_GONE: &str = "This export's file no longer exists. Request the statement again \
     (POST /api/export with the same fields) to get a new export.";
 
-async fn request_export(
+pub(crate) async fn request_export(
     state: &AppState,
     db: &mut deadpool_postgres::Object,
     request: &StatementRequest,
     key_id: Uuid,
     force_refresh: bool,
+    schedule: Option<ScheduledRun>,
 ) -> Result<exports::Requested, ApiError> {
     let max_attempts = state.export_max_attempts;
-    let by =
-        exports::RequestedBy { api_key_id: key_id, max_outstanding: state.max_outstanding_exports_per_key };
+    let by = exports::RequestedBy {
+        api_key_id: key_id,
+        max_outstanding: state.max_outstanding_exports_per_key,
+        schedule,
+    };
     match exports::request(db, request, Some(by), force_refresh, max_attempts, state.reuse_policy).await {
         Ok(requested) => Ok(requested),
         Err(exports::RequestError::TooManyOutstanding { limit }) => Err(ApiError::TooManyOutstanding(limit)),
+        Err(exports::RequestError::RunTaken) => {
+            Err(ApiError::Conflict("the scheduled period has been asked for meanwhile; read it again"))
+        }
         Err(exports::RequestError::Db(e)) => Err(e.into()),
     }
 }

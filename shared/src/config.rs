@@ -172,6 +172,70 @@ pub struct Config {
     pub statement_time_zone: StatementZone,
     /// The bank formats' settings (`STATEMENT_*`).
     pub formats: FormatSettings,
+    /// Recurring statements (`SCHEDULE_*`).
+    pub schedules: ScheduleConfig,
+}
+
+/// Recurring statements: how the maintenance leader's scheduler catches up, retries and defers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// Periods that ended more than this many days ago are not produced when catching up
+    /// (`SCHEDULE_BACKFILL_DAYS`, 92).
+    pub backfill_days: u32,
+    /// Retries of a period whose export failed (`SCHEDULE_RETRY_LIMIT`, 3).
+    pub retry_limit: i32,
+    /// Wait before a failed period's first retry, doubling with each (`SCHEDULE_RETRY_AFTER_SECS`,
+    /// 900).
+    pub retry_after: Duration,
+    /// Wait before asking again for a period the key's cap on outstanding exports deferred
+    /// (`SCHEDULE_DEFER_SECS`, 60).
+    pub defer: Duration,
+    /// The key's cap on outstanding exports, as the API applies it.
+    pub max_outstanding_per_key: i64,
+    /// When an identical completed export is reused, as the API decides it.
+    pub reuse: crate::exports::ReusePolicy,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            backfill_days: 92,
+            retry_limit: 3,
+            retry_after: Duration::from_secs(900),
+            defer: Duration::from_secs(60),
+            max_outstanding_per_key: 10,
+            reuse: crate::exports::ReusePolicy {
+                freshness: Duration::from_secs(300),
+                books_closed_after_days: 5,
+            },
+        }
+    }
+}
+
+impl ScheduleConfig {
+    fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            backfill_days: positive("SCHEDULE_BACKFILL_DAYS", "a positive number of days", 92)?,
+            retry_limit: parse_var("SCHEDULE_RETRY_LIMIT", "a number of retries", 3)?,
+            retry_after: positive_secs("SCHEDULE_RETRY_AFTER_SECS", Duration::from_secs(900))?,
+            defer: positive_secs("SCHEDULE_DEFER_SECS", Duration::from_secs(60))?,
+            max_outstanding_per_key: max_outstanding_exports_per_key()?,
+            reuse: reuse_policy()?,
+        })
+    }
+}
+
+/// `MAX_OUTSTANDING_EXPORTS_PER_KEY`: read by the API (requests) and the scheduler alike.
+fn max_outstanding_exports_per_key() -> Result<i64, ConfigError> {
+    positive("MAX_OUTSTANDING_EXPORTS_PER_KEY", "a positive number of exports", 10)
+}
+
+/// `FRESHNESS_WINDOW_SECS` and `BOOKS_CLOSED_AFTER_DAYS`: read by the API and the scheduler.
+fn reuse_policy() -> Result<crate::exports::ReusePolicy, ConfigError> {
+    Ok(crate::exports::ReusePolicy {
+        freshness: secs("FRESHNESS_WINDOW_SECS", Duration::from_secs(300))?,
+        books_closed_after_days: positive("BOOKS_CLOSED_AFTER_DAYS", "a positive number of days", 5)?,
+    })
 }
 
 /// Completion webhooks (`WEBHOOK_*`): the API checks endpoints with the address policy and
@@ -568,6 +632,7 @@ impl Config {
             webhooks: WebhookConfig::from_env()?,
             statement_time_zone: statement_time_zone()?,
             formats: format_settings()?,
+            schedules: ScheduleConfig::from_env()?,
         })
     }
 
@@ -615,8 +680,8 @@ impl ApiConfig {
         Ok(Self {
             bind,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
-            freshness_window: secs("FRESHNESS_WINDOW_SECS", Duration::from_secs(300))?,
-            books_closed_after_days: positive("BOOKS_CLOSED_AFTER_DAYS", "a positive number of days", 5)?,
+            freshness_window: reuse_policy()?.freshness,
+            books_closed_after_days: reuse_policy()?.books_closed_after_days,
             max_range_days: positive("MAX_RANGE_DAYS", "a positive number of days", 366)?,
             rate_limit_per_minute: positive("RATE_LIMIT_PER_MINUTE", "a positive number of requests", 600)?,
             rate_limit_burst: positive("RATE_LIMIT_BURST", "a positive number of requests", 60)?,
@@ -631,11 +696,7 @@ impl ApiConfig {
                 30,
             )?,
             trusted_proxies: trusted_proxies()?,
-            max_outstanding_exports_per_key: positive(
-                "MAX_OUTSTANDING_EXPORTS_PER_KEY",
-                "a positive number of exports",
-                10,
-            )?,
+            max_outstanding_exports_per_key: max_outstanding_exports_per_key()?,
             idempotency_key_ttl: positive_secs("IDEMPOTENCY_KEY_TTL_SECS", Duration::from_secs(86_400))?,
             transport: TransportLimits::from_env()?,
             dashboard_sign_in: DashboardSignIn::from_env()?,

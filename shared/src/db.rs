@@ -57,6 +57,9 @@ pub enum DbError {
     /// never mapped to some other value.
     #[error("unreadable stored value: {0}")]
     Decode(tokio_postgres::Error),
+    /// A stored value that reads but does not parse (a schedule's frequency, say).
+    #[error("unreadable stored value: {0}")]
+    Stored(String),
 }
 
 impl DbError {
@@ -76,7 +79,7 @@ impl DbError {
                             || *c == SqlState::TOO_MANY_CONNECTIONS
                     })
             }
-            Self::Url(_) | Self::Migration(_) | Self::Contention(_) | Self::Decode(_) => false,
+            Self::Url(_) | Self::Migration(_) | Self::Contention(_) | Self::Decode(_) | Self::Stored(_) => false,
         }
     }
 

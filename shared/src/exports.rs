@@ -29,6 +29,7 @@ use crate::{
     metrics::Metrics,
     queue::{self, JobKind},
     requesters,
+    schedules::store::{self as schedules, ScheduledRun},
     statement::StatementRequest,
 };
 
@@ -249,13 +250,16 @@ pub struct Requested {
 }
 
 /// The key asking for an export, and how many outstanding exports it may have.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestedBy {
     /// The asking key.
     pub api_key_id: Uuid,
     /// Most exports created by this key that may be pending or processing at once; a request
     /// that would create one more is refused (a dedup hit is not: it creates no work).
     pub max_outstanding: i64,
+    /// The schedule's run the key asks for, linked to the export in the transaction that
+    /// creates or attaches it.
+    pub schedule: Option<ScheduledRun>,
 }
 
 /// Why an export was not requested.
@@ -267,6 +271,9 @@ pub enum RequestError {
         /// The cap.
         limit: i64,
     },
+    /// The schedule's run is linked to another export already: nothing was created.
+    #[error("the scheduled run has its export already")]
+    RunTaken,
     /// Postgres failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -288,7 +295,7 @@ const OUTSTANDING: &str = "status IN ('PENDING', 'PROCESSING')";
 const LIVE_SLOT: &str = "superseded_at IS NULL AND status IN ('PENDING', 'PROCESSING', 'COMPLETED')";
 
 /// When a completed export may be handed out again instead of a new one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReusePolicy {
     /// A completed export of a period whose books were not yet closed at its snapshot is
     /// reused only this long after the snapshot.
@@ -327,7 +334,7 @@ pub async fn request(
 ) -> Result<Requested, RequestError> {
     let hash = request.request_hash();
     let (freshness, horizon) = (reuse.freshness.as_secs_f64(), reuse.books_closed_after_days);
-    let api_key_id = by.map(|b| b.api_key_id);
+    let api_key_id = by.as_ref().map(|b| b.api_key_id);
     if !force_refresh {
         // Fast path for the common repeat request: one read, no transaction and no write when
         // this key already holds the export. It only spares work; the unique index below is
@@ -356,6 +363,9 @@ pub async fn request(
                         )
                         .await?;
                     requesters::record(&tx, export.id, key).await?;
+                    if !link_run(&tx, by.as_ref(), export.id).await? {
+                        return Err(RequestError::RunTaken);
+                    }
                     tx.commit().await?;
                     return Ok(Requested { export: Export::from_row(&row)?, reused: true, recorded: true });
                 }
@@ -365,6 +375,10 @@ pub async fn request(
                 }
                 _ => false,
             };
+            // Nothing was created: a run linked to another export meanwhile keeps it.
+            if !link_run(&*db, by.as_ref(), export.id).await? {
+                return Err(RequestError::RunTaken);
+            }
             return Ok(Requested { export, reused: true, recorded });
         }
     }
@@ -372,7 +386,7 @@ pub async fn request(
     // then the next round inserts. Three rounds cover any realistic interleaving.
     for _ in 0..3 {
         let tx = db.transaction().await?;
-        if let Some(by) = by {
+        if let Some(by) = &by {
             // Creates by one key take turns (on every API process), so two of them cannot
             // both pass the outstanding cap. A dedup hit below takes this lock too, briefly:
             // this path runs only when the fast path found nothing.
@@ -421,7 +435,7 @@ pub async fn request(
             .await?;
         if let Some(row) = inserted {
             let export = Export::from_row(&row)?;
-            if let Some(by) = by {
+            if let Some(by) = &by {
                 let outstanding: i64 = tx
                     .query_one(
                         &format!("SELECT count(*) FROM exports WHERE api_key_id = $1 AND {OUTSTANDING}"),
@@ -434,6 +448,10 @@ pub async fn request(
                     return Err(RequestError::TooManyOutstanding { limit: by.max_outstanding });
                 }
                 requesters::record(&tx, export.id, by.api_key_id).await?;
+                if !link_run(&tx, Some(by), export.id).await? {
+                    tx.rollback().await?;
+                    return Err(RequestError::RunTaken);
+                }
             }
             let job_id =
                 ExportStatement { export_id: export.id }.enqueue_with_attempts(&tx, max_attempts).await?;
@@ -451,8 +469,12 @@ pub async fn request(
             )
             .await?;
         let existing = Export::from_opt(existing.as_ref())?;
-        if let (Some(export), Some(by)) = (&existing, by) {
+        if let (Some(export), Some(by)) = (&existing, &by) {
             requesters::record(&tx, export.id, by.api_key_id).await?;
+            if !link_run(&tx, Some(by), export.id).await? {
+                tx.rollback().await?;
+                return Err(RequestError::RunTaken);
+            }
         }
         tx.commit().await?;
         if let Some(export) = existing {
@@ -460,6 +482,17 @@ pub async fn request(
         }
     }
     Err(DbError::Contention("deduplication did not settle after 3 rounds").into())
+}
+
+/// Links the schedule's run the request is for (if any) to `export`; `false` when the run has
+/// another export already.
+async fn link_run(db: &impl Sql, by: Option<&RequestedBy>, export: Uuid) -> Result<bool, DbError> {
+    match by {
+        Some(RequestedBy { api_key_id, schedule: Some(run), .. }) => {
+            schedules::link(db, run, *api_key_id, export).await
+        }
+        _ => Ok(true),
+    }
 }
 
 /// One export by id.

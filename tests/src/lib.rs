@@ -187,6 +187,7 @@ impl TestApp {
             webhooks: shared::config::WebhookConfig::default(),
             statement_time_zone: shared::time_zones::StatementZone::utc(),
             formats: shared::formats::FormatSettings::default(),
+            schedules: shared::config::ScheduleConfig::default(),
         };
         adjust(&mut config);
         db::migrate(config.session_database_url()).await.expect("migrations apply");

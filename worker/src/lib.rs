@@ -5,6 +5,7 @@ pub mod jobs;
 pub mod maintenance;
 mod outbound;
 pub mod runner;
+pub mod scheduling;
 mod storage_check;
 
 use anyhow::Context as _;

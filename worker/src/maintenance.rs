@@ -4,7 +4,8 @@
 //! rescuing, so any number may run it, and a leader that hangs (SIGSTOP, a stalled VM) cannot
 //! stop it. The rest runs on one worker at a time. Leadership is a Postgres session advisory
 //! lock held on a dedicated connection: if its worker dies, the connection closes, the lock is
-//! released and another worker takes over at its next tick. The leader cleans up after uploads
+//! released and another worker takes over at its next tick. The leader runs the scheduler
+//! (recurring statements, [`crate::scheduling`]) at every tick, cleans up after uploads
 //! nobody will finish (the upload journal), deletes the files of exports past retention
 //! (marking them EXPIRED so deduplication stops returning them) and prunes old finished jobs and
 //! expired idempotency keys in bounded batches.
@@ -55,6 +56,8 @@ pub struct Report {
     pub folded_changes: i64,
     /// Local staging files from before the upload journal, untouched for a day.
     pub abandoned_uploads: u64,
+    /// What the scheduler did (recurring statements).
+    pub schedules: shared::schedules::scheduler::Report,
 }
 
 /// A local upload's staging file untouched this long belongs to a killed worker.
@@ -258,6 +261,7 @@ async fn run_pass(ctx: &JobContext, retention: Retention, housekeeping: bool) ->
         }
         Err(e) => warn!(error = %e, "maintenance: listing abandoned uploads failed"),
     }
+    report.schedules = crate::scheduling::run(ctx).await;
     match exports::stats::fold_changes(&db).await {
         Ok(n) => report.folded_changes = n,
         Err(e) => warn!(error = %e, "maintenance: folding export analytics failed"),

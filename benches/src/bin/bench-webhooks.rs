@@ -139,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         webhooks: WebhookConfig { policy, ..WebhookConfig::default() },
         statement_time_zone: shared::time_zones::StatementZone::utc(),
         formats: shared::formats::FormatSettings::default(),
+        schedules: shared::config::ScheduleConfig::default(),
     };
     let worker_config = WorkerConfig { concurrency, ..WorkerConfig::default() };
     let ctx = worker::context(&config, &worker_config)?;

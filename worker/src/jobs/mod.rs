@@ -111,6 +111,10 @@ pub struct JobContext {
     pub(crate) kinds: Arc<Registry>,
     /// Webhook deliveries: their settings and the outbound HTTP client.
     pub(crate) webhooks: Arc<crate::outbound::Webhooks>,
+    /// Recurring statements: how the maintenance leader's scheduler works.
+    pub(crate) scheduler: shared::schedules::scheduler::Settings,
+    /// The scheduler's clock (the database's, unless a benchmark drives it).
+    pub scheduler_clock: crate::scheduling::SchedulerClock,
 }
 
 impl JobContext {
@@ -138,6 +142,8 @@ impl JobContext {
             source_max_lag: worker.source_max_lag,
             kinds: Arc::new(registry()),
             webhooks: Arc::new(webhooks),
+            scheduler: crate::scheduling::settings(config),
+            scheduler_clock: crate::scheduling::SchedulerClock::default(),
         }
     }
 }
