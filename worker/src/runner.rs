@@ -343,6 +343,15 @@ async fn settle(ctx: &JobContext, config: &WorkerConfig, job: &ClaimedJob, outco
             Backoff::GiveUp => (failure, None, None),
         },
         Err(JobError::Fatal(failure)) => (failure, None, Some(config.retry_window)),
+        // Handled by the export itself; should one escape, the attempt is simply retried.
+        Err(JobError::Replan) => {
+            let failure = crate::jobs::Failure {
+                code: shared::failure::FailureCode::Internal,
+                cause: anyhow::anyhow!("a statement was replanned outside its export"),
+                detail: None,
+            };
+            (failure, Some(OffsetDateTime::now_utc()), Some(config.retry_window))
+        }
     };
     // The one line that names the cause (in the job's span: job and export id); what is
     // recorded, and shown to clients, is only its code.

@@ -71,9 +71,12 @@ pub(super) async fn read(
 
     let (account, account_currency) = watch.source(ledger.account(conn)).await?;
     let computed = mapping.balance_source() == BalanceSource::Computed;
-    let summed_first = format == BankFormat::Camt053
-        || (format == BankFormat::Ofx && mapping.currency.is_some())
-        || computed;
+    // camt.053 puts each statement's totals before its entries, computed balances need the
+    // period's sums; OFX needs its currencies first only when the period holds several, which it
+    // learns from meeting a second one (then it starts over: `JobError::Replan`).
+    let several_possible = format.several_currencies() && mapping.currency.is_some();
+    let summed_first =
+        format == BankFormat::Camt053 || (several_possible && statement.currencies_first) || computed;
     let mut planned: Vec<Planned> = Vec::new();
     let zero = |currency: Currency, totals: Option<(Totals, Totals)>, raw_code: Option<String>| Planned {
         raw_code,
@@ -169,6 +172,7 @@ pub(super) async fn read(
                 if let Some(expected) = plan.raw_code.as_deref() {
                     match read.raw_code {
                         Some(raw) if raw.trim_ascii().eq_ignore_ascii_case(expected.as_bytes()) => {}
+                        Some(_) if several_possible && !summed_first => return Err(JobError::Replan),
                         Some(raw) => {
                             let other = String::from_utf8_lossy(raw).trim().to_ascii_uppercase();
                             return Err(several_currencies(&[s.currency.code(), &other], true).into());

@@ -86,7 +86,7 @@ async fn run(
         let db = ctx.pool.get().await?;
         exports::start(&db, attempt).await?.ok_or(JobError::Fenced)?
     };
-    let statement = Statement {
+    let mut statement = Statement {
         spec: ctx.tables.get(&export.table_name).ok_or_else(|| {
             let cause = anyhow!("table {:?} is not configured for export", export.table_name);
             JobError::fatal(FailureCode::TableNotConfigured, cause)
@@ -99,6 +99,7 @@ async fn run(
         time_zone: StatementZone::parse(&export.time_zone)
             .map_err(|e| JobError::fatal(FailureCode::Internal, e))?,
         export: &export,
+        currencies_first: false,
     };
     // Each claim writes its own key: a claim that lost the job can never replace, or delete,
     // the file of the claim that replaced it.
@@ -119,15 +120,23 @@ async fn run(
     let watch = Watch { cancel: &cancel, stall: ctx.stall_timeout };
     let started = Instant::now();
     let mut upload_id = None;
-    let uploaded = match upload(ctx, &statement, attempt, &key, &watch, &mut upload_id).await {
-        Ok(result) => result,
-        Err(e) => {
-            clean_up(ctx, &key, upload_id.as_deref()).await;
-            if let JobError::Fatal(super::Failure { detail: Some(detail), .. }) = &e {
-                record_failure_detail(ctx, attempt, detail).await;
-            }
-            return Err(e);
+    let uploaded = loop {
+        let e = match upload(ctx, &statement, attempt, &key, &watch, &mut upload_id).await {
+            Ok(result) => break result,
+            Err(e) => e,
+        };
+        clean_up(ctx, &key, upload_id.take().as_deref()).await;
+        if matches!(e, JobError::Replan) && !statement.currencies_first {
+            // What was written is gone (and its journal entry); the file starts over.
+            statement.currencies_first = true;
+            let db = ctx.pool.get().await?;
+            uploads::begin(&db, &key, attempt).await?;
+            continue;
         }
+        if let JobError::Fatal(super::Failure { detail: Some(detail), .. }) = &e {
+            record_failure_detail(ctx, attempt, detail).await;
+        }
+        return Err(e);
     };
 
     ctx.holds.reach(HoldPoint::BeforeRecord).await;
@@ -284,6 +293,10 @@ pub(super) struct Statement<'a> {
     pub(super) range: DateRange,
     pub(super) format: ExportFormat,
     pub(super) time_zone: StatementZone,
+    /// Read the period's currencies (and their totals) before the first entry, even where the
+    /// format could start from the first entry's currency: set when such a start met a second
+    /// currency ([`JobError::Replan`]).
+    pub(super) currencies_first: bool,
 }
 
 pub(super) enum Chunk {

@@ -160,6 +160,10 @@ pub(crate) enum JobError {
     /// The attempt lost its lease or was cancelled: it must stop and write nothing.
     #[error("attempt no longer holds the job")]
     Fenced,
+    /// A statement file begun for the currency of its first entry met another: the export
+    /// starts over, reading the period's currencies first. Never leaves the export's own code.
+    #[error("the period holds several currencies; the file starts over")]
+    Replan,
 }
 
 impl JobError {
