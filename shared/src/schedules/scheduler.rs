@@ -82,6 +82,9 @@ pub struct Report {
     pub retried: u64,
 }
 
+/// When a schedule whose accounts could not be listed is looked at again.
+const LOOK_AGAIN: Duration = Duration::from_secs(300);
+
 /// Most periods one schedule plans per pass: a long catch-up goes on at the next pass.
 const MAX_PERIODS_PER_PASS: usize = 100;
 
@@ -153,8 +156,14 @@ async fn plan_batch(
             match accounts(&schedule, allowed.as_deref(), directory).await {
                 Ok(accounts) => accounts,
                 Err(reason) => {
-                    // Left due: the next pass tries again, nothing is lost.
+                    // Its cursor stays (nothing is lost); it is looked at again a little later,
+                    // so a schedule that keeps failing does not hold up the others.
                     warn!(schedule.id = %schedule.id, reason, "scheduler: the schedule's accounts cannot be listed");
+                    tx.execute(
+                        "UPDATE schedules SET next_due_at = $2 WHERE id = $1",
+                        &[&schedule.id, &(now + LOOK_AGAIN)],
+                    )
+                    .await?;
                     continue;
                 }
             }
@@ -354,20 +363,21 @@ pub async fn retry(
     job_id: Option<i64>,
 ) -> Result<Option<Uuid>, DbError> {
     let Some(job_id) = job_id else { return Ok(None) };
-    let tx = db.transaction().await?;
-    let counted = tx
-        .execute(
-            "UPDATE schedule_runs SET retries = retries + 1, attention_at = NULL
-             WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
-            &[&run.schedule_id, &run.account_id, &run.period_from, &run.export_id],
-        )
-        .await?;
-    if counted == 0 {
-        return Ok(None);
-    }
-    let mut tx = tx;
+    // The export first, then the run: the order in which a failing export reaches its runs (the
+    // V18 trigger), so the two never deadlock.
+    let mut tx = db.transaction().await?;
     match dashboard::retry_job(&mut tx, job_id).await? {
         Retried::Now => {
+            let counted = tx
+                .execute(
+                    "UPDATE schedule_runs SET retries = retries + 1, attention_at = NULL
+                     WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
+                    &[&run.schedule_id, &run.account_id, &run.period_from, &run.export_id],
+                )
+                .await?;
+            if counted == 0 {
+                return Ok(None); // relinked meanwhile: rolled back
+            }
             tx.commit().await?;
             Ok(run.export_id)
         }
