@@ -10,7 +10,7 @@ use crate::{
     db::{DbError, Sql, decode},
     exports::ExportStatus,
     failure::FailureCode,
-    statement::ExportFormat,
+    statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
     time_zones::StatementZone,
 };
 
@@ -82,6 +82,18 @@ impl Schedule {
             paused_at: decode(row, "paused_at")?,
             created_at: decode(row, "created_at")?,
             updated_at: decode(row, "updated_at")?,
+        })
+    }
+
+    /// The statement of `account` over `period` as this schedule asks for it; an error when
+    /// the account id or the period is one the service refuses.
+    pub fn request(&self, account: &str, period: &Period) -> Result<StatementRequest, FieldError> {
+        Ok(StatementRequest {
+            account: AccountId::parse(account)?,
+            table: self.table_name.clone(),
+            range: DateRange::new(period.first, period.last, i64::MAX)?,
+            format: self.format,
+            time_zone: self.time_zone.clone(),
         })
     }
 
@@ -158,7 +170,10 @@ pub async fn create(db: &impl Sql, new: &NewSchedule) -> Result<Schedule, DbErro
 /// One schedule of `key` (`None`: no such schedule, or another key's).
 pub async fn get(db: &impl Sql, key: Uuid, id: Uuid) -> Result<Option<Schedule>, DbError> {
     let row = db
-        .query_opt(&format!("SELECT {COLUMNS} FROM schedules WHERE id = $1 AND api_key_id = $2"), &[&id, &key])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM schedules WHERE id = $1 AND api_key_id = $2"),
+            &[&id, &key],
+        )
         .await?;
     row.as_ref().map(Schedule::from_row).transpose()
 }
@@ -171,7 +186,12 @@ pub async fn get_any(db: &impl Sql, id: Uuid) -> Result<Option<Schedule>, DbErro
 
 /// Schedules oldest first, of one key or (`None`) all, after `after` (a schedule id, the
 /// previous page's last), at most `limit`.
-pub async fn list(db: &impl Sql, key: Option<Uuid>, after: Option<Uuid>, limit: i64) -> Result<Vec<Schedule>, DbError> {
+pub async fn list(
+    db: &impl Sql,
+    key: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Schedule>, DbError> {
     let rows = db
         .query(
             &format!(
@@ -204,7 +224,12 @@ pub struct Changes {
 /// Changes one schedule of `key`; `None` when it has no such schedule. A new delay moves the
 /// next period's due time; periods already planned keep theirs. Resuming plans the periods
 /// that came due while paused, as far as the backfill horizon.
-pub async fn update(db: &impl Sql, key: Uuid, id: Uuid, changes: &Changes) -> Result<Option<Schedule>, DbError> {
+pub async fn update(
+    db: &impl Sql,
+    key: Uuid,
+    id: Uuid,
+    changes: &Changes,
+) -> Result<Option<Schedule>, DbError> {
     let Some(schedule) = get(db, key, id).await? else { return Ok(None) };
     let delay = changes.delay_minutes.unwrap_or(schedule.delay_minutes);
     let next_due = timestamp(due_at(&schedule.time_zone, &schedule.next_period, delay));
@@ -305,8 +330,29 @@ pub async fn runs(db: &impl Sql, schedule: Uuid, limit: i64) -> Result<Vec<Run>,
     rows.iter().map(Run::from_row).collect()
 }
 
+/// The latest run (newest period, then first account) of each of `schedules` that has one.
+pub async fn last_runs(db: &impl Sql, schedules: &[Uuid]) -> Result<Vec<Run>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (r.schedule_id) {RUN_COLUMNS}
+                 FROM schedule_runs r LEFT JOIN exports e ON e.id = r.export_id
+                 WHERE r.schedule_id = ANY($1)
+                 ORDER BY r.schedule_id, r.period_from DESC, r.account_id"
+            ),
+            &[&schedules],
+        )
+        .await?;
+    rows.iter().map(Run::from_row).collect()
+}
+
 /// One run of a schedule.
-pub async fn run(db: &impl Sql, schedule: Uuid, account: &str, period_from: Date) -> Result<Option<Run>, DbError> {
+pub async fn run(
+    db: &impl Sql,
+    schedule: Uuid,
+    account: &str,
+    period_from: Date,
+) -> Result<Option<Run>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -335,7 +381,12 @@ pub struct ScheduledRun {
 /// Links `run` to `export` (asked for by the schedule's key, recorded as its requester) and
 /// marks that key's requester row with the schedule. `false` when the run is linked to another
 /// export already: the caller rolls back whatever it created for it, so a run never has two.
-pub(crate) async fn link(db: &impl Sql, run: &ScheduledRun, key: Uuid, export: Uuid) -> Result<bool, DbError> {
+pub(crate) async fn link(
+    db: &impl Sql,
+    run: &ScheduledRun,
+    key: Uuid,
+    export: Uuid,
+) -> Result<bool, DbError> {
     let linked = db
         .execute(
             "UPDATE schedule_runs SET export_id = $4, attention_at = NULL
@@ -354,4 +405,17 @@ pub(crate) async fn link(db: &impl Sql, run: &ScheduledRun, key: Uuid, export: U
     )
     .await?;
     Ok(true)
+}
+
+/// Clears `run`'s link to `export` (cancelled, expired or pruned), so that the run can be asked
+/// for again; `false` when the run is linked to another export by now.
+pub async fn unlink(db: &impl Sql, run: &ScheduledRun, export: Uuid) -> Result<bool, DbError> {
+    let cleared = db
+        .execute(
+            "UPDATE schedule_runs SET export_id = NULL
+             WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
+            &[&run.schedule_id, &run.account_id, &run.period_from, &export],
+        )
+        .await?;
+    Ok(cleared == 1)
 }
