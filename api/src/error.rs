@@ -467,6 +467,7 @@ const PARAMETERS: &[(&str, &str)] = &[
     ("endpoint_id", "must be a UUID: a webhook endpoint's id"),
     ("delivery_id", "must be a UUID: a webhook delivery's id"),
     ("resend", "must be true or false"),
+    ("schedule_id", "must be a UUID: a schedule's id"),
 ];
 
 /// A path parameter's parse error (poem-openapi names path parameters `param0`, `param1`, … in

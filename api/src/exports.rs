@@ -17,6 +17,7 @@ use shared::{
     schedules::store::ScheduledRun,
     statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
     storage::StorageError,
+    tables::TableSpec,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -402,7 +403,7 @@ impl ExportsApi {
         if !key.may_access(request.account.as_str()) {
             let details = serde_json::json!({ "account_id": request.account.as_str() });
             state.api_audit.record(&key, client, "export.request", None, Outcome::Denied, details);
-            return Err(ApiError::Forbidden("This API key may not export this account.").into());
+            return Err(ApiError::Forbidden(FOREIGN_ACCOUNT).into());
         }
         let force_refresh = body.0.force_refresh.unwrap_or(false);
         let Some(idempotency_key) = idempotency_key.0 else {
@@ -653,8 +654,35 @@ impl ExportsApi {
 const LIST_PARAMETERS: &[&str] =
     &["status", "account_id", "table_name", "created_from", "created_before", "limit", "cursor"];
 
+/// The time zone a request names (`raw`), or the configured `STATEMENT_TIME_ZONE` when it names
+/// none. (Whether Postgres knows it too is [`AppState::check_database_knows`]'s to say.)
+pub(crate) fn time_zone(state: &AppState, raw: Option<&str>) -> Result<StatementZone, FieldError> {
+    match raw {
+        None => Ok(state.statement_time_zone.clone()),
+        Some(raw) => StatementZone::parse(raw),
+    }
+}
+
+/// Refuses (`422`, saying what is missing) a bank statement format on a table without a
+/// statement mapping: the request is well-formed, but this table cannot make a statement.
+pub(crate) fn check_format_fits(spec: &TableSpec, format: ExportFormat) -> Result<(), ApiError> {
+    let (Some(bank), None) = (format.bank(), &spec.statement) else { return Ok(()) };
+    Err(ApiError::Unprocessable(vec![FieldError::new(
+        "format",
+        format!(
+            "table {} has no statement mapping (which columns are the amount, the currency and the \
+             booking date), so it exports as csv or jsonl only; {} needs one",
+            spec.name,
+            ExportFormat { layout: statement::Layout::Bank(bank), gzip: false }.as_str()
+        ),
+    )]))
+}
+
+/// What a key restricted to accounts is told when it names another account.
+pub(crate) const FOREIGN_ACCOUNT: &str = "This API key may not export this account.";
+
 /// The table name, if it is a configured table.
-fn check_table(state: &AppState, field: &'static str, name: &str) -> Result<(), FieldError> {
+pub(crate) fn check_table(state: &AppState, field: &'static str, name: &str) -> Result<(), FieldError> {
     if state.tables.get(name).is_some() {
         return Ok(());
     }
@@ -771,36 +799,21 @@ fn validate(state: &AppState, body: &ExportRequest) -> Result<StatementRequest, 
         .map_err(|e| errors.push(e))
         .ok();
     let format = body.format.map(ExportFormat::from).unwrap_or_default();
-    let time_zone = match &body.time_zone {
-        None => Some(state.statement_time_zone.clone()),
-        Some(raw) => StatementZone::parse(raw).map_err(|e| errors.push(e)).ok(),
-    };
+    let time_zone = time_zone(state, body.time_zone.as_deref()).map_err(|e| errors.push(e)).ok();
     let (Some(account), Some(range), Some(time_zone)) = (account, range, time_zone) else {
         return Err(ApiError::Validation(errors));
     };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let spec = state.tables.get(&body.table_name);
-    if let (Some(bank), Some(spec)) = (format.bank(), spec.filter(|spec| spec.statement.is_none())) {
-        {
-            // Well-formed, but this table cannot make a statement: `422`, saying what is missing.
-            return Err(ApiError::Unprocessable(vec![FieldError::new(
-                "format",
-                format!(
-                    "table {} has no statement mapping (which columns are the amount, the currency and \
-                     the booking date), so it exports as csv or jsonl only; {} needs one",
-                    spec.name,
-                    ExportFormat { layout: statement::Layout::Bank(bank), gzip: false }.as_str()
-                ),
-            )]));
-        }
+    if let Some(spec) = state.tables.get(&body.table_name) {
+        check_format_fits(spec, format)?;
     }
     Ok(StatementRequest { account, table: body.table_name.clone(), range, format, time_zone })
 }
 
 /// The export as a client sees it; a COMPLETED one with a fresh download link for `key`.
-async fn details(state: &AppState, export: Export, key: Uuid) -> Result<ExportDetails, ApiError> {
+pub(crate) async fn details(state: &AppState, export: Export, key: Uuid) -> Result<ExportDetails, ApiError> {
     let (file_url, file_url_expires_at) = match (&export.status, &export.file_key) {
         (Status::Completed, Some(file)) => {
             let (url, expires) = state.download_link(export.id, file, Via::Api, Holder::Key(key)).await?;
@@ -881,7 +894,9 @@ mod tests {
             .filter(|p| p.contains("A-Za-z0-9][A-Za-z0-9._-]"))
             .collect();
         assert_eq!(patterns.len(), 1, "{patterns:?}");
-        assert_eq!(spec.matches("pattern: ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").count(), 2);
+        // The export request's and the listing's `account_id`, a schedule's and a schedule
+        // change's `accounts` items, and a re-run's `account_id`.
+        assert_eq!(spec.matches("pattern: ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").count(), 5);
         let rule = regex::Regex::new(patterns.first().unwrap()).unwrap();
         let long = "A".repeat(64);
         let too_long = "A".repeat(65);

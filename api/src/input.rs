@@ -173,6 +173,43 @@ impl JsonFields {
         Some(Some(values))
     }
 
+    /// A required string field that `parse` turns into a value (an enum); `parse`'s error names
+    /// the field.
+    pub(crate) fn parsed<T>(
+        &mut self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        let raw = self.string(name)?;
+        parse(&raw).map_err(|e| self.errors.push(e)).ok()
+    }
+
+    /// An optional whole number (within `i64`); `null`, a fraction or a string is refused.
+    /// Its range is the caller's to check, with its own words.
+    pub(crate) fn optional_integer(&mut self, name: &'static str) -> Option<Option<i64>> {
+        match self.object.remove(name) {
+            None => Some(None),
+            Some(Value::Number(n)) if n.is_i64() => Some(n.as_i64()),
+            Some(Value::Number(n)) if n.is_u64() => {
+                self.errors.push(FieldError::new(name, "is too large"));
+                None
+            }
+            Some(other) => {
+                let kind = if other.is_number() { "a fraction" } else { json_kind(&other) };
+                self.errors.push(FieldError::new(name, format!("must be a whole number, not {kind}")));
+                None
+            }
+        }
+    }
+
+    /// Refuses a field this request may not give (one fixed when the resource was made), with
+    /// `message` saying why, rather than the generic "is not a field of this request".
+    pub(crate) fn refuse_present(&mut self, name: &'static str, message: &str) {
+        if self.object.remove(name).is_some() {
+            self.errors.push(FieldError::new(name, message.to_owned()));
+        }
+    }
+
     /// An optional boolean field; `null` is refused.
     pub(crate) fn optional_bool(&mut self, name: &'static str) -> Option<Option<bool>> {
         match self.object.remove(name) {
@@ -323,6 +360,27 @@ mod tests {
             [("size".into(), "must be a JSON string, not a number".into())]
         );
         assert_eq!(errors(r#"{"name": true, "flag": 1}"#)[1].1, "must be true or false, not a number");
+    }
+
+    #[test]
+    fn whole_numbers_are_read_as_such_and_nothing_else_is() {
+        #[derive(Debug)]
+        struct Numbered(Option<i64>);
+        impl FromJsonFields for Numbered {
+            fn from_fields(fields: &mut JsonFields) -> Option<Self> {
+                fields.refuse_present("fixed", "cannot be changed");
+                Some(Self(fields.optional_integer("n")?))
+            }
+        }
+        let read = |body: &str| parse_body::<Numbered>(body.as_bytes()).map(|n| n.0);
+        assert_eq!(read(r#"{"n": -3}"#).unwrap(), Some(-3));
+        assert_eq!(read("{}").unwrap(), None);
+        let message = |body: &str| read(body).unwrap_err()[0].message.clone();
+        assert_eq!(message(r#"{"n": 1.5}"#), "must be a whole number, not a fraction");
+        assert_eq!(message(r#"{"n": "1"}"#), "must be a whole number, not a string");
+        assert_eq!(message(r#"{"n": null}"#), "must be a whole number, not null");
+        assert_eq!(message(r#"{"n": 18446744073709551615}"#), "is too large");
+        assert_eq!(read(r#"{"fixed": 1}"#).unwrap_err(), [FieldError::new("fixed", "cannot be changed")]);
     }
 
     #[test]

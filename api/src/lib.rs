@@ -20,6 +20,7 @@ pub mod rate_limit;
 mod requesters;
 mod reuse;
 mod routes;
+mod schedules;
 pub mod serve;
 pub mod webhooks;
 
@@ -198,6 +199,8 @@ pub(crate) enum ApiTags {
     Exports,
     /// Completion webhooks: endpoints and their delivery logs
     Webhooks,
+    /// Recurring statements: schedules and the re-run of their periods
+    Schedules,
     /// Health and readiness
     Operations,
 }
@@ -205,7 +208,7 @@ pub(crate) enum ApiTags {
 /// The OpenAPI service (operations and their generated document, which `openapi_spec` finishes).
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
     OpenApiService::new(
-        (exports::ExportsApi, webhooks::WebhooksApi, health::HealthApi),
+        (exports::ExportsApi, webhooks::WebhooksApi, schedules::SchedulesApi, health::HealthApi),
         "Bank statement export service",
         env!("CARGO_PKG_VERSION"),
     )

@@ -127,6 +127,10 @@ fn declared() -> Vec<Route> {
         Route::page(M::GET, "/dashboard/webhooks/{id}", || {
             dashboard::webhooks::detail.map_to_response().boxed()
         }),
+        Route::page(M::GET, "/dashboard/schedules", || dashboard::schedules::list.map_to_response().boxed()),
+        Route::page(M::GET, "/dashboard/schedules/{id}", || {
+            dashboard::schedules::detail.map_to_response().boxed()
+        }),
         Route::page(M::POST, "/dashboard/webhooks/{id}/{action}", || {
             dashboard::webhooks::enable.map_to_response().boxed()
         }),

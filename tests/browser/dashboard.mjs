@@ -3,7 +3,8 @@
 //
 //   sign in with an admin key → create a client key (shown once, never again) → use it against
 //   the API to request an export → watch the export reach COMPLETED on the dashboard → overview,
-//   queue and health pages → deactivate the key and see the API refuse it → sign out.
+//   queue and health pages → a schedule created through the API on the schedules pages →
+//   deactivate the key and see the API refuse it → sign out.
 //
 // Every page is screenshotted into ARTIFACTS_DIR, and the run fails on any console error, page
 // error, failed request or 4xx/5xx answer from the service.
@@ -189,8 +190,36 @@ async function run(page) {
   }
   await screenshot(page, 'health');
 
+  // 7b. A schedule made through the API is on the schedules page and has its own page.
+  const scheduleName = `browser schedule ${Date.now()}`;
+  const schedule = await api('POST', '/api/schedules', key, {
+    name: scheduleName, accounts: ['ACC-1001'], table_name: 'bank_transactions', frequency: 'monthly',
+    day_of_month: 31, time_zone: 'Europe/Berlin', starts_on: '2096-02-10',
+  });
+  check(schedule.status === 201, `POST /api/schedules with the new key: HTTP ${schedule.status}: ${schedule.text}`);
+  const scheduleId = schedule.json?.id;
+  await visit(page, '/dashboard/schedules');
+  check(await page.locator('h1', { hasText: /^Schedules$/ }).isVisible(), 'the schedules page has no heading');
+  const scheduleRow = page.locator('#schedules tbody tr').filter({
+    has: page.locator(`a[href="/dashboard/schedules/${scheduleId}"]`),
+  });
+  check(await scheduleRow.count() === 1, `the schedules page does not list schedule ${scheduleId}`);
+  const rowText = await scheduleRow.textContent();
+  for (const shown of [scheduleName, 'ACC-1001', 'monthly on day 31', 'Europe/Berlin', '2096-01-31 – 2096-02-28', 'active']) {
+    check(rowText.includes(shown), `the schedules page's row does not show "${shown}": ${rowText}`);
+  }
+  await checkStyled(page);
+  await screenshot(page, 'schedules');
+  await scheduleRow.locator(`a[href="/dashboard/schedules/${scheduleId}"]`).click();
+  await page.waitForURL(`${BASE_URL}/dashboard/schedules/${scheduleId}`);
+  await page.waitForLoadState('load');
+  check(await page.locator('h1', { hasText: scheduleName }).isVisible(), 'the schedule page has no heading with its name');
+  check((await page.locator('#next-period').textContent()).trim() === '2096-01-31 – 2096-02-28', 'the schedule page does not show its next period');
+  check(await page.locator('#runs').isVisible(), 'the schedule page has no runs table');
+  await screenshot(page, 'schedule-detail');
+
   // None of the pages showed the key again.
-  for (const target of ['/dashboard', '/dashboard/queue', '/dashboard/health', `/dashboard/exports/${reference}`]) {
+  for (const target of ['/dashboard', '/dashboard/queue', '/dashboard/health', `/dashboard/exports/${reference}`, '/dashboard/schedules']) {
     await visit(page, target);
     check(!(await page.content()).includes(key), `${target} shows the created key`);
   }

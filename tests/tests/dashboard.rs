@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::{TestApp, dashboard::DashboardClient};
 
-const PAGES: [&str; 8] = [
+const PAGES: [&str; 9] = [
     "/dashboard",
     "/dashboard/queue",
     "/dashboard/health",
@@ -15,6 +15,7 @@ const PAGES: [&str; 8] = [
     "/dashboard/exports/{id}",
     "/dashboard/audit",
     "/dashboard/webhooks",
+    "/dashboard/schedules",
 ];
 
 fn january() -> Value {
@@ -523,4 +524,63 @@ async fn the_exports_page_lists_every_export_filtered_and_paged() {
     db.execute("UPDATE jobs SET state = 'cancelled', finished_at = now() WHERE state = 'available'", &[])
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_schedule_is_listed_and_has_its_own_page_with_its_runs_linked_to_their_exports() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key(None).await;
+    let admin_key = app.create_admin_key().await;
+    let body = json!({
+        "name": "Weekly <b>statements</b>", "accounts": ["ACC-1"], "table_name": "bank_transactions",
+        "frequency": "weekly", "weekday": "monday", "time_zone": "Europe/Berlin", "starts_on": "2024-01-03",
+    });
+    let response = app
+        .http
+        .post(format!("{}/api/schedules", app.base_url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let schedule: Value = response.json().await.unwrap();
+    let id = schedule["id"].as_str().unwrap().to_owned();
+    // A run of it, linked to an export of its period.
+    let export = json!({"account_id": "ACC-1", "table_name": "bank_transactions", "date_from": "2024-01-01", "date_to": "2024-01-07", "time_zone": "Europe/Berlin"});
+    let created: Value = app.post_export(&key, &export).await.json().await.unwrap();
+    let export_id = created["reference_id"].as_str().unwrap().to_owned();
+    let db = app.pool.get().await.unwrap();
+    db.execute(
+        "INSERT INTO schedule_runs (schedule_id, account_id, period_from, period_to, due_at, export_id)
+         VALUES ($1::text::uuid, 'ACC-1', '2024-01-01', '2024-01-07', now(), $2::text::uuid)",
+        &[&id, &export_id],
+    )
+    .await
+    .unwrap();
+
+    let mut browser = DashboardClient::signed_in(&app, &admin_key).await;
+    let list = browser.get("/dashboard/schedules").await;
+    assert_eq!(list.status, StatusCode::OK);
+    for shown in [
+        "Weekly &lt;b&gt;statements&lt;/b&gt;",
+        "test (sk_",
+        "weekly on monday",
+        "Europe/Berlin",
+        "2024-01-01 – 2024-01-07",
+        "active",
+        "PENDING",
+    ] {
+        assert!(list.body.contains(shown), "the list lacks {shown}: {}", list.body);
+    }
+    assert!(list.body.contains(&format!("/dashboard/schedules/{id}")));
+    let page = browser.get(&format!("/dashboard/schedules/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&format!("href=\"/dashboard/exports/{export_id}\"")), "{}", page.body);
+    assert!(page.body.contains("ACC-1") && page.body.contains("weekly on monday"));
+    assert_eq!(
+        browser.get(&format!("/dashboard/schedules/{}", uuid::Uuid::new_v4())).await.status,
+        StatusCode::NOT_FOUND
+    );
+    app.run_pending_jobs().await;
 }

@@ -68,6 +68,7 @@ pub(crate) fn page(admin: &Admin, active: &str, title: &str, refresh: Refresh, b
         ("/dashboard/queue", "Queue & workers"),
         ("/dashboard/health", "System health"),
         ("/dashboard/webhooks", "Webhooks"),
+        ("/dashboard/schedules", "Schedules"),
         ("/admin/api-keys", "API keys"),
         ("/dashboard/audit", "Audit"),
     ];

@@ -18,6 +18,7 @@ pub(crate) mod keys;
 pub(crate) mod layout;
 pub(crate) mod overview;
 pub(crate) mod queue;
+pub(crate) mod schedules;
 pub(crate) mod sign_in;
 pub(crate) mod sso;
 pub(crate) mod webhooks;

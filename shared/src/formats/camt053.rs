@@ -498,8 +498,8 @@ mod tests {
     fn amounts_are_positive_with_the_currencys_minor_units() {
         let d = |s: &str| s.parse::<Decimal>().unwrap();
         let mut out = Vec::new();
-        amount(&mut out, 0, Currency::from_code("KWD").unwrap(), d("-1.25"));
-        amount(&mut out, 0, Currency::from_code("JPY").unwrap(), d("1500"));
+        amount(&mut out, Currency::from_code("KWD").unwrap(), d("-1.25"));
+        amount(&mut out, Currency::from_code("JPY").unwrap(), d("1500"));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "<Amt Ccy=\"KWD\">1.250</Amt>\n<Amt Ccy=\"JPY\">1500</Amt>\n"

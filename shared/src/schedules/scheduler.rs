@@ -32,7 +32,6 @@ use crate::{
     dashboard::{self, Retried},
     db::{DbError, Sql, decode},
     exports::{self, ExportStatus, RequestError, RequestedBy, ReusePolicy},
-    statement::{AccountId, DateRange, StatementRequest},
     time_zones::StatementZone,
 };
 
@@ -303,7 +302,7 @@ async fn attend(
                 set_attention(db, &a.run, Some(retry_at)).await?;
                 return Ok(());
             }
-            match retry(db, &a.run, a.job_id).await? {
+            match retry(db, &a.run, a.job_id, RetryBy::Policy).await? {
                 Some(_) => report.retried += 1,
                 None => set_attention(db, &a.run, None).await?,
             }
@@ -333,15 +332,8 @@ pub async fn ask(
     period_to: Date,
     settings: &Settings,
 ) -> Result<Asked, DbError> {
-    let Ok(account) = AccountId::parse(&run.account_id) else { return Ok(Asked::Invalid) };
-    let Ok(range) = DateRange::new(run.period_from, period_to, i64::MAX) else { return Ok(Asked::Invalid) };
-    let request = StatementRequest {
-        account,
-        table: schedule.table_name.clone(),
-        range,
-        format: schedule.format,
-        time_zone: schedule.time_zone.clone(),
-    };
+    let period = Period { first: run.period_from, last: period_to };
+    let Ok(request) = schedule.request(&run.account_id, &period) else { return Ok(Asked::Invalid) };
     let by = RequestedBy {
         api_key_id: schedule.api_key_id,
         max_outstanding: settings.max_outstanding,
@@ -354,13 +346,25 @@ pub async fn ask(
     }
 }
 
-/// Revives the run's FAILED export (the same export, its job queued again) and counts the
-/// retry; when an identical export has taken its place meanwhile, links the run to that one.
-/// `None` when it cannot be retried (its job pruned, or no longer failed).
+/// Who retries a FAILED run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryBy {
+    /// The schedule's retry policy: the retry counts against `SCHEDULE_RETRY_LIMIT`.
+    Policy,
+    /// The schedule's owner (a re-run through the API): not counted, so the policy's retries
+    /// are still there if it fails again.
+    Owner,
+}
+
+/// Revives the run's FAILED export (the same export, its job queued again), counting the retry
+/// when the policy makes it; when an identical export has taken its place meanwhile, links the
+/// run to that one. `None` when it cannot be retried (its job pruned, no longer failed, or the
+/// run linked to another export meanwhile).
 pub async fn retry(
     db: &mut Object,
     run: &ScheduledRun,
     job_id: Option<i64>,
+    by: RetryBy,
 ) -> Result<Option<Uuid>, DbError> {
     let Some(job_id) = job_id else { return Ok(None) };
     // The export first, then the run: the order in which a failing export reaches its runs (the
@@ -370,9 +374,15 @@ pub async fn retry(
         Retried::Now => {
             let counted = tx
                 .execute(
-                    "UPDATE schedule_runs SET retries = retries + 1, attention_at = NULL
+                    "UPDATE schedule_runs SET retries = retries + $5, attention_at = NULL
                      WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
-                    &[&run.schedule_id, &run.account_id, &run.period_from, &run.export_id],
+                    &[
+                        &run.schedule_id,
+                        &run.account_id,
+                        &run.period_from,
+                        &run.export_id,
+                        &i32::from(by == RetryBy::Policy),
+                    ],
                 )
                 .await?;
             if counted == 0 {

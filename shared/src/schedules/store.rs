@@ -10,7 +10,7 @@ use crate::{
     db::{DbError, Sql, decode},
     exports::ExportStatus,
     failure::FailureCode,
-    statement::ExportFormat,
+    statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
     time_zones::StatementZone,
 };
 
@@ -82,6 +82,18 @@ impl Schedule {
             paused_at: decode(row, "paused_at")?,
             created_at: decode(row, "created_at")?,
             updated_at: decode(row, "updated_at")?,
+        })
+    }
+
+    /// The statement of `account` over `period` as this schedule asks for it; an error when
+    /// the account id or the period is one the service refuses.
+    pub fn request(&self, account: &str, period: &Period) -> Result<StatementRequest, FieldError> {
+        Ok(StatementRequest {
+            account: AccountId::parse(account)?,
+            table: self.table_name.clone(),
+            range: DateRange::new(period.first, period.last, i64::MAX)?,
+            format: self.format,
+            time_zone: self.time_zone.clone(),
         })
     }
 
@@ -318,6 +330,22 @@ pub async fn runs(db: &impl Sql, schedule: Uuid, limit: i64) -> Result<Vec<Run>,
     rows.iter().map(Run::from_row).collect()
 }
 
+/// The latest run (newest period, then first account) of each of `schedules` that has one.
+pub async fn last_runs(db: &impl Sql, schedules: &[Uuid]) -> Result<Vec<Run>, DbError> {
+    let rows = db
+        .query(
+            &format!(
+                "SELECT DISTINCT ON (r.schedule_id) {RUN_COLUMNS}
+                 FROM schedule_runs r LEFT JOIN exports e ON e.id = r.export_id
+                 WHERE r.schedule_id = ANY($1)
+                 ORDER BY r.schedule_id, r.period_from DESC, r.account_id"
+            ),
+            &[&schedules],
+        )
+        .await?;
+    rows.iter().map(Run::from_row).collect()
+}
+
 /// One run of a schedule.
 pub async fn run(
     db: &impl Sql,
@@ -377,4 +405,17 @@ pub(crate) async fn link(
     )
     .await?;
     Ok(true)
+}
+
+/// Clears `run`'s link to `export` (cancelled, expired or pruned), so that the run can be asked
+/// for again; `false` when the run is linked to another export by now.
+pub async fn unlink(db: &impl Sql, run: &ScheduledRun, export: Uuid) -> Result<bool, DbError> {
+    let cleared = db
+        .execute(
+            "UPDATE schedule_runs SET export_id = NULL
+             WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
+            &[&run.schedule_id, &run.account_id, &run.period_from, &export],
+        )
+        .await?;
+    Ok(cleared == 1)
 }
