@@ -78,3 +78,49 @@ CREATE TRIGGER exports_failed_to_schedule_runs
     AFTER UPDATE OF status ON exports
     FOR EACH ROW WHEN (NEW.status = 'FAILED' AND OLD.status IS DISTINCT FROM 'FAILED')
     EXECUTE FUNCTION schedule_runs_notice_failure();
+
+-- A completion event for the keys that hold an export (or, given `only_key`, that key alone):
+-- the body of V14's trigger, given one home so a schedule that finds its period's export already
+-- completed tells its key through the key's endpoints, as it would have had the export finished
+-- after it asked.
+CREATE FUNCTION webhook_events_write(export uuid, status text, only_key uuid) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_type  text := 'export.' || lower(status);
+    new_event uuid := gen_random_uuid();
+BEGIN
+    WITH targets AS MATERIALIZED (
+        SELECT gen_random_uuid() AS delivery_id, e.id AS endpoint_id, e.disabled_at IS NOT NULL AS disabled
+        FROM export_requesters r
+        JOIN api_keys k ON k.id = r.api_key_id AND k.revoked_at IS NULL AND k.deactivated_at IS NULL
+        JOIN webhook_endpoints e ON e.api_key_id = r.api_key_id
+        WHERE r.export_id = export AND r.detached_at IS NULL AND new_type = ANY (e.event_types)
+          AND (only_key IS NULL OR r.api_key_id = only_key)
+    ), event AS (
+        INSERT INTO webhook_events (id, export_id, type, occurred_at)
+        SELECT new_event, export, new_type, now() WHERE EXISTS (SELECT 1 FROM targets)
+    ), queued AS (
+        INSERT INTO jobs (kind, args, max_attempts)
+        SELECT 'deliver_webhook', jsonb_build_object('delivery_id', delivery_id), 8
+        FROM targets WHERE NOT disabled
+        RETURNING id, (args ->> 'delivery_id')::uuid AS delivery_id
+    )
+    INSERT INTO webhook_deliveries (id, event_id, endpoint_id, job_id, status, next_attempt_at, finished_at)
+    SELECT t.delivery_id, new_event, t.endpoint_id, q.id,
+           CASE WHEN t.disabled THEN 'disabled' ELSE 'pending' END,
+           CASE WHEN t.disabled THEN NULL ELSE now() END,
+           CASE WHEN t.disabled THEN now() END
+    FROM targets t LEFT JOIN queued q USING (delivery_id);
+    IF FOUND THEN
+        PERFORM pg_notify('statement_jobs', 'deliver_webhook');
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webhook_events_record() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM webhook_events_write(NEW.id, NEW.status, NULL);
+    RETURN NULL;
+END
+$$;

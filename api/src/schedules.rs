@@ -801,8 +801,8 @@ impl SchedulesApi {
         schedule_id: Path<Uuid>,
     ) -> Result<DeletedResponse, Errors<ScheduleErrors>> {
         let key = state.authenticate(&auth, client).await?;
-        let db = state.db().await?;
-        let deleted = store::delete(&db, key.id, schedule_id.0).await?;
+        let mut db = state.db().await?;
+        let deleted = store::delete(&mut db, key.id, schedule_id.0).await?;
         let outcome = if deleted { Outcome::Success } else { Outcome::NotFound };
         audit(&state, &key, client, "schedule.delete", schedule_id.0, outcome, serde_json::json!({}));
         if !deleted {
@@ -861,8 +861,25 @@ impl SchedulesApi {
                 let job_id = shared_exports::get(&db, failed).await?.and_then(|e| e.job_id);
                 match scheduler::retry(&mut db, &scheduled, job_id, RetryBy::Owner).await? {
                     Some(revived) => (revived, "revived"),
-                    // Its job is gone: a new export.
-                    None => (ask_anew(&state, &mut db, &schedule, &run, &key).await?, "created"),
+                    None => {
+                        // Not revived: its job is gone, an identical export took its place (the
+                        // run was let go), or the schedule revived it meanwhile. Asked anew only
+                        // in the first two cases.
+                        let now =
+                            store::run(&db, schedule.id, &run.account_id, run.period.first).await?.ok_or(
+                                ApiError::NotFound("This schedule has no run for this account and period."),
+                            )?;
+                        match (now.export_id, now.status) {
+                            (None, _) | (Some(_), Some(Status::Failed)) => {
+                                (ask_anew(&state, &mut db, &schedule, &now, &key).await?, "created")
+                            }
+                            _ => {
+                                return Err(
+                                    ApiError::Conflict("This period's export is already under way.").into()
+                                );
+                            }
+                        }
+                    }
                 }
             }
             (_, _) => (ask_anew(&state, &mut db, &schedule, &run, &key).await?, "created"),

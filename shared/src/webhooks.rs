@@ -327,14 +327,18 @@ mod tests {
                 assert_eq!(event.as_str(), format!("export.{}", status.as_str().to_lowercase()));
             }
         }
-        let migration = include_str!("../../sql/V14__webhooks.sql");
+        // V18 moved the trigger's body into `webhook_events_write` (and V14's stays as it was).
         let enqueue = format!(
             "SELECT '{}', jsonb_build_object('delivery_id', delivery_id), {}",
             DeliverWebhook::KIND,
             DeliverWebhook::MAX_ATTEMPTS
         );
-        assert!(migration.contains(&enqueue), "V14's trigger enqueues as DeliverWebhook does: {enqueue}");
-        assert!(migration.contains(&format!("pg_notify('{}'", crate::queue::NOTIFY_CHANNEL)));
+        for migration in
+            [include_str!("../../sql/V14__webhooks.sql"), include_str!("../../sql/V18__schedules.sql")]
+        {
+            assert!(migration.contains(&enqueue), "the trigger enqueues as DeliverWebhook does: {enqueue}");
+            assert!(migration.contains(&format!("pg_notify('{}'", crate::queue::NOTIFY_CHANNEL)));
+        }
         let args = serde_json::to_value(DeliverWebhook { delivery_id: Uuid::nil() }).unwrap();
         assert_eq!(args, serde_json::json!({ "delivery_id": Uuid::nil() }));
     }

@@ -486,3 +486,64 @@ async fn all_accounts_schedules_follow_the_accounts_table_and_the_keys_restricti
         scheduled_exports(&app, paused.id).await.iter().map(|e| e.1.to_string()).collect();
     assert_eq!(days, ["2026-01-01", "2026-01-02", "2026-01-03"]);
 }
+
+#[tokio::test]
+async fn a_period_whose_statement_was_already_exported_still_reaches_the_keys_webhook() {
+    let app = app_with(|_| {}).await;
+    let receiver = Receiver::start().await;
+    let (other, _) = key(&app, None).await;
+    let (plaintext, key) = key(&app, None).await;
+    let response = app
+        .http
+        .post(format!("{}/api/webhook-endpoints", app.base_url))
+        .bearer_auth(&plaintext)
+        .json(&json!({"url": receiver.url("/hook")}))
+        .send()
+        .await
+        .unwrap();
+    let secret = response.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    // Another key exported the same statement earlier: the schedule's period reuses it.
+    let body = json!({"account_id": "ACC-1", "table_name": "bank_transactions",
+                      "date_from": "2024-01-01", "date_to": "2024-01-31"});
+    let created: Value = app.post_export(&other, &body).await.json().await.unwrap();
+    let id = created["reference_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.run_until_settled(&other, &id).await["status"], "COMPLETED");
+
+    let monthly = Frequency::parse("monthly", None, None).unwrap();
+    let s = schedule(
+        &app,
+        key,
+        Plan { frequency: monthly, delay_minutes: 0, starts_on: "2024-01-01", ..Plan::default() },
+    )
+    .await;
+    let worker = worker_on(&app, &Clock::at("2024-02-01T00:00:00Z"));
+    assert_eq!(tick(&worker).await.asked, 1);
+    assert_eq!(scheduled_exports(&app, s.id).await[0].3.to_string(), id, "the completed export, reused");
+    app.run_pending_jobs().await;
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let events = verify_with_standardwebhooks(&secret, &received).unwrap();
+    assert_eq!(events[0]["type"], "export.completed");
+    assert!(events[0].to_string().contains(&id), "{}", events[0]);
+    // Once: asking again (a second scheduler) sends nothing more.
+    tick(&worker).await;
+    app.run_pending_jobs().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn an_accounts_table_caught_empty_holds_the_period_back_instead_of_passing_it() {
+    let app = app_with(|_| {}).await;
+    app.source_exec("CREATE TABLE accounts (account_id VARCHAR(32) PRIMARY KEY)").await;
+    let (_, key) = key(&app, None).await;
+    let s = schedule(&app, key, Plan { accounts: None, table: "ledger", ..Plan::default() }).await;
+    let clock = Clock::at("2026-01-02T01:00:00Z");
+    let worker = worker_on(&app, &clock);
+    assert_eq!(tick(&worker).await.planned, 0);
+
+    // Reloaded; looked at again a little later, the period is there.
+    app.source_exec("INSERT INTO accounts VALUES ('ACC-1'), ('ACC-2')").await;
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(tick(&worker).await.planned, 2);
+    assert_eq!(periods(&scheduled_exports(&app, s.id).await).len(), 2);
+}

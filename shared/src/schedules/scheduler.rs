@@ -26,13 +26,12 @@ use uuid::Uuid;
 
 use super::{
     calendar::Period,
-    store::{COLUMNS, Schedule, ScheduledRun},
+    store::{self, COLUMNS, Schedule, ScheduledRun},
 };
 use crate::{
     dashboard::{self, Retried},
     db::{DbError, Sql, decode},
     exports::{self, ExportStatus, RequestError, RequestedBy, ReusePolicy},
-    time_zones::StatementZone,
 };
 
 /// How the scheduler works (`SCHEDULE_*`).
@@ -129,7 +128,7 @@ async fn plan_batch(
                  WHERE s.paused_at IS NULL AND s.next_due_at <= $1
                    AND k.revoked_at IS NULL AND k.deactivated_at IS NULL
                  ORDER BY s.next_due_at LIMIT $2
-                 FOR UPDATE OF s SKIP LOCKED"
+                 FOR NO KEY UPDATE OF s SKIP LOCKED"
             ),
             &[&now, &settings.batch],
         )
@@ -138,11 +137,13 @@ async fn plan_batch(
     for row in &rows {
         let schedule = Schedule::from_row(row)?;
         let allowed: Option<Vec<String>> = decode(row, "allowed_accounts")?;
-        let horizon = horizon(&schedule.time_zone, now, settings.backfill_days);
+        let horizon = now - Duration::from_secs(u64::from(settings.backfill_days) * 86_400);
         let mut periods: Vec<Period> = Vec::new();
         let mut period = schedule.next_period;
         while schedule.due_at(&period) <= now && periods.len() < MAX_PERIODS_PER_PASS {
-            if period.last >= horizon {
+            // Measured from when the period was due, so a long delay never skips a period the
+            // scheduler is on time for.
+            if schedule.due_at(&period) >= horizon {
                 periods.push(period);
             } else {
                 skipped += 1;
@@ -190,15 +191,6 @@ async fn plan_batch(
     Ok((rows.len(), planned, skipped))
 }
 
-/// The last day of the oldest period still produced: `backfill_days` before `now`'s day in
-/// the zone.
-fn horizon(zone: &StatementZone, now: OffsetDateTime, backfill_days: u32) -> Date {
-    let today = zone.date_of(
-        jiff::Timestamp::from_nanosecond(now.unix_timestamp_nanos()).expect("instants within jiff's range"),
-    );
-    today.saturating_sub(time::Duration::days(i64::from(backfill_days)))
-}
-
 /// The accounts a schedule asks for now: its list, or every account it may read; either way
 /// only those its key may still read.
 async fn accounts(
@@ -209,7 +201,15 @@ async fn accounts(
     let mut accounts = match (&schedule.accounts, allowed) {
         (Some(list), _) => list.clone(),
         (None, Some(allowed)) => allowed.to_vec(),
-        (None, None) => directory.accounts(&schedule.table_name).await?,
+        (None, None) => {
+            let listed = directory.accounts(&schedule.table_name).await?;
+            if listed.is_empty() {
+                // An accounts table caught empty (being reloaded, say) is not "no accounts":
+                // the periods wait rather than pass with no statement.
+                return Err("the accounts table lists no account".into());
+            }
+            listed
+        }
     };
     if let Some(allowed) = allowed {
         accounts.retain(|a| allowed.contains(a));
@@ -256,7 +256,12 @@ async fn attend_batch(
         .await?;
     for row in &rows {
         let attention = attention(row)?;
-        attend(db, now, settings, attention, report).await?;
+        let run = attention.run.clone();
+        if let Err(e) = attend(db, now, settings, attention, report).await {
+            // One run's trouble does not hold up the others: it is looked at again later.
+            warn!(schedule.id = %run.schedule_id, error = %e, "scheduler: attending to a run failed");
+            set_attention(db, &run, Some(now + LOOK_AGAIN)).await?;
+        }
     }
     Ok(rows.len())
 }
@@ -392,26 +397,15 @@ pub async fn retry(
             Ok(run.export_id)
         }
         Retried::NotRetryable => Ok(None),
+        // An identical export holds the slot now: the run lets go of its failed one and is asked
+        // for again, which attaches it to that export as a request would (its requester row,
+        // its webhook).
         Retried::Superseded => {
-            let live = tx
-                .query_opt(
-                    "SELECT live.id FROM exports failed
-                     JOIN exports live ON live.request_hash = failed.request_hash
-                         AND live.superseded_at IS NULL AND live.status IN ('PENDING', 'PROCESSING', 'COMPLETED')
-                     WHERE failed.id = $1",
-                    &[&run.export_id],
-                )
-                .await?;
-            let Some(live) = live else { return Ok(None) };
-            let live: Uuid = live.get(0);
-            tx.execute(
-                "UPDATE schedule_runs SET export_id = $4, attention_at = NULL
-                 WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3",
-                &[&run.schedule_id, &run.account_id, &run.period_from, &live],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(Some(live))
+            drop(tx);
+            if let Some(failed) = run.export_id {
+                store::unlink(&*db, run, failed).await?;
+            }
+            Ok(None)
         }
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::calendar::{Frequency, Period, due_at};
 use crate::{
-    db::{DbError, Sql, decode},
+    db::{Begin, DbError, Sql, decode},
     exports::ExportStatus,
     failure::FailureCode,
     statement::{AccountId, DateRange, ExportFormat, FieldError, StatementRequest},
@@ -269,8 +269,19 @@ pub async fn update(
 }
 
 /// Deletes one schedule of `key` with its runs (their exports stay). Whether it existed.
-pub async fn delete(db: &impl Sql, key: Uuid, id: Uuid) -> Result<bool, DbError> {
-    Ok(db.execute("DELETE FROM schedules WHERE id = $1 AND api_key_id = $2", &[&id, &key]).await? == 1)
+pub async fn delete(db: &mut impl Begin, key: Uuid, id: Uuid) -> Result<bool, DbError> {
+    // The runs first, then the schedule: the order in which linking a run's export locks them
+    // (the run, then the schedule its requester row names), so the two cannot deadlock.
+    let tx = db.begin().await?;
+    tx.execute(
+        "DELETE FROM schedule_runs WHERE schedule_id = (SELECT id FROM schedules WHERE id = $1 AND api_key_id = $2)",
+        &[&id, &key],
+    )
+    .await?;
+    let deleted =
+        tx.execute("DELETE FROM schedules WHERE id = $1 AND api_key_id = $2", &[&id, &key]).await? == 1;
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// One statement a schedule asked for (or will ask for), with its export's state.
@@ -381,6 +392,10 @@ pub struct ScheduledRun {
 /// Links `run` to `export` (asked for by the schedule's key, recorded as its requester) and
 /// marks that key's requester row with the schedule. `false` when the run is linked to another
 /// export already: the caller rolls back whatever it created for it, so a run never has two.
+///
+/// A run newly linked to an export that has completed already (an identical statement asked for
+/// before) gets its completion event now, for this key's endpoints: the key learns of its
+/// scheduled statement as it would had the export completed after it asked.
 pub(crate) async fn link(
     db: &impl Sql,
     run: &ScheduledRun,
@@ -388,32 +403,45 @@ pub(crate) async fn link(
     export: Uuid,
 ) -> Result<bool, DbError> {
     let linked = db
-        .execute(
-            "UPDATE schedule_runs SET export_id = $4, attention_at = NULL
+        .query_opt(
+            "WITH before AS (
+                 SELECT export_id FROM schedule_runs
+                 WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3
+             )
+             UPDATE schedule_runs SET export_id = $4, attention_at = NULL
              WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3
-               AND (export_id IS NULL OR export_id = $4)",
+               AND (export_id IS NULL OR export_id = $4)
+             RETURNING (SELECT export_id IS NULL FROM before) AS new_link",
             &[&run.schedule_id, &run.account_id, &run.period_from, &export],
         )
         .await?;
-    if linked == 0 {
-        return Ok(false);
-    }
+    let Some(linked) = linked else { return Ok(false) };
     db.execute(
         "UPDATE export_requesters SET schedule_id = $3
          WHERE export_id = $1 AND api_key_id = $2 AND schedule_id IS DISTINCT FROM $3",
         &[&export, &key, &run.schedule_id],
     )
     .await?;
+    if linked.get::<_, Option<bool>>("new_link") == Some(true) {
+        db.execute(
+            "SELECT webhook_events_write(id, status, $2) FROM exports WHERE id = $1 AND status = 'COMPLETED'",
+            &[&export, &key],
+        )
+        .await?;
+    }
     Ok(true)
 }
 
-/// Clears `run`'s link to `export` (cancelled, expired or pruned), so that the run can be asked
-/// for again; `false` when the run is linked to another export by now.
+/// Clears `run`'s link to `export` while that export is finished without a file (failed,
+/// cancelled or expired), so that the run can be asked for again; the scheduler asks for it at
+/// its next pass should the caller not get to. `false` when the run is linked to another export
+/// by now, or its export is live again (revived meanwhile).
 pub async fn unlink(db: &impl Sql, run: &ScheduledRun, export: Uuid) -> Result<bool, DbError> {
     let cleared = db
         .execute(
-            "UPDATE schedule_runs SET export_id = NULL
-             WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4",
+            "UPDATE schedule_runs SET export_id = NULL, attention_at = now()
+             WHERE schedule_id = $1 AND account_id = $2 AND period_from = $3 AND export_id = $4
+               AND EXISTS (SELECT 1 FROM exports e WHERE e.id = $4 AND e.status IN ('FAILED', 'CANCELLED', 'EXPIRED'))",
             &[&run.schedule_id, &run.account_id, &run.period_from, &export],
         )
         .await?;
