@@ -14,8 +14,8 @@ use shared::{
     downloads::{Holder, Via},
     exports::{self, Export, ExportStatus as Status, StatementFacts},
     failure::FailureCode as ErrorCode,
-    statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
     schedules::store::ScheduledRun,
+    statement::{self, AccountId, DateRange, ExportFormat, FieldError, StatementRequest, StatementZone},
     storage::StorageError,
 };
 use time::OffsetDateTime;

@@ -79,7 +79,9 @@ impl DbError {
                             || *c == SqlState::TOO_MANY_CONNECTIONS
                     })
             }
-            Self::Url(_) | Self::Migration(_) | Self::Contention(_) | Self::Decode(_) | Self::Stored(_) => false,
+            Self::Url(_) | Self::Migration(_) | Self::Contention(_) | Self::Decode(_) | Self::Stored(_) => {
+                false
+            }
         }
     }
 

@@ -348,7 +348,11 @@ pub async fn ask(
 /// Revives the run's FAILED export (the same export, its job queued again) and counts the
 /// retry; when an identical export has taken its place meanwhile, links the run to that one.
 /// `None` when it cannot be retried (its job pruned, or no longer failed).
-pub async fn retry(db: &mut Object, run: &ScheduledRun, job_id: Option<i64>) -> Result<Option<Uuid>, DbError> {
+pub async fn retry(
+    db: &mut Object,
+    run: &ScheduledRun,
+    job_id: Option<i64>,
+) -> Result<Option<Uuid>, DbError> {
     let Some(job_id) = job_id else { return Ok(None) };
     let tx = db.transaction().await?;
     let counted = tx

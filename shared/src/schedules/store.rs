@@ -158,7 +158,10 @@ pub async fn create(db: &impl Sql, new: &NewSchedule) -> Result<Schedule, DbErro
 /// One schedule of `key` (`None`: no such schedule, or another key's).
 pub async fn get(db: &impl Sql, key: Uuid, id: Uuid) -> Result<Option<Schedule>, DbError> {
     let row = db
-        .query_opt(&format!("SELECT {COLUMNS} FROM schedules WHERE id = $1 AND api_key_id = $2"), &[&id, &key])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM schedules WHERE id = $1 AND api_key_id = $2"),
+            &[&id, &key],
+        )
         .await?;
     row.as_ref().map(Schedule::from_row).transpose()
 }
@@ -171,7 +174,12 @@ pub async fn get_any(db: &impl Sql, id: Uuid) -> Result<Option<Schedule>, DbErro
 
 /// Schedules oldest first, of one key or (`None`) all, after `after` (a schedule id, the
 /// previous page's last), at most `limit`.
-pub async fn list(db: &impl Sql, key: Option<Uuid>, after: Option<Uuid>, limit: i64) -> Result<Vec<Schedule>, DbError> {
+pub async fn list(
+    db: &impl Sql,
+    key: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Schedule>, DbError> {
     let rows = db
         .query(
             &format!(
@@ -204,7 +212,12 @@ pub struct Changes {
 /// Changes one schedule of `key`; `None` when it has no such schedule. A new delay moves the
 /// next period's due time; periods already planned keep theirs. Resuming plans the periods
 /// that came due while paused, as far as the backfill horizon.
-pub async fn update(db: &impl Sql, key: Uuid, id: Uuid, changes: &Changes) -> Result<Option<Schedule>, DbError> {
+pub async fn update(
+    db: &impl Sql,
+    key: Uuid,
+    id: Uuid,
+    changes: &Changes,
+) -> Result<Option<Schedule>, DbError> {
     let Some(schedule) = get(db, key, id).await? else { return Ok(None) };
     let delay = changes.delay_minutes.unwrap_or(schedule.delay_minutes);
     let next_due = timestamp(due_at(&schedule.time_zone, &schedule.next_period, delay));
@@ -306,7 +319,12 @@ pub async fn runs(db: &impl Sql, schedule: Uuid, limit: i64) -> Result<Vec<Run>,
 }
 
 /// One run of a schedule.
-pub async fn run(db: &impl Sql, schedule: Uuid, account: &str, period_from: Date) -> Result<Option<Run>, DbError> {
+pub async fn run(
+    db: &impl Sql,
+    schedule: Uuid,
+    account: &str,
+    period_from: Date,
+) -> Result<Option<Run>, DbError> {
     let row = db
         .query_opt(
             &format!(
@@ -335,7 +353,12 @@ pub struct ScheduledRun {
 /// Links `run` to `export` (asked for by the schedule's key, recorded as its requester) and
 /// marks that key's requester row with the schedule. `false` when the run is linked to another
 /// export already: the caller rolls back whatever it created for it, so a run never has two.
-pub(crate) async fn link(db: &impl Sql, run: &ScheduledRun, key: Uuid, export: Uuid) -> Result<bool, DbError> {
+pub(crate) async fn link(
+    db: &impl Sql,
+    run: &ScheduledRun,
+    key: Uuid,
+    export: Uuid,
+) -> Result<bool, DbError> {
     let linked = db
         .execute(
             "UPDATE schedule_runs SET export_id = $4, attention_at = NULL
