@@ -1,4 +1,4 @@
-.PHONY: run test fmt openapi bench-queue bench-export bench-formats bench-api bench-abuse bench-dashboard bench-webhooks
+.PHONY: run test fmt openapi bench-queue bench-export bench-formats bench-api bench-abuse bench-dashboard bench-webhooks bench-schedules
 
 ## Start Postgres/MariaDB if needed, load the demo dataset, run the API and a worker.
 run:
@@ -42,3 +42,7 @@ bench-dashboard:
 ## Completion webhooks: deliveries per second to a local receiver, and completion-to-arrival p99.
 bench-webhooks:
 	bash scripts/bench.sh bench-webhooks
+
+## Recurring statements: 10,000 daily schedules through 30 simulated days, two workers, a leader change.
+bench-schedules:
+	bash scripts/bench.sh bench-schedules

@@ -6,4 +6,4 @@ bash scripts/services.sh >&2
 # shellcheck disable=SC1091
 source .local/services.env
 cargo build --release -q -p statement-api -p statement-worker -p statement-benches >&2
-RUST_LOG="${RUST_LOG:-warn}" "target/release/$1"
+RUST_LOG="${RUST_LOG:-warn}" "${CARGO_TARGET_DIR:-target}/release/$1"
