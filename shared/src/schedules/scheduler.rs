@@ -111,6 +111,11 @@ pub async fn pass(
     Ok(report)
 }
 
+/// [`COLUMNS`] of `schedules` aliased `s`, for the reads that join it.
+fn schedule_columns() -> String {
+    COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Plans one batch of due schedules; returns how many schedules it looked at, runs planned
 /// and periods skipped.
 async fn plan_batch(
@@ -120,7 +125,7 @@ async fn plan_batch(
     directory: &impl AccountDirectory,
 ) -> Result<(usize, u64, u64), DbError> {
     let tx = db.transaction().await?;
-    let columns = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+    let columns = schedule_columns();
     let rows = tx
         .query(
             &format!(
@@ -237,7 +242,7 @@ async fn attend_batch(
     settings: &Settings,
     report: &mut Report,
 ) -> Result<usize, DbError> {
-    let columns = COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+    let columns = schedule_columns();
     let rows = db
         .query(
             &format!(
