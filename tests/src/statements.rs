@@ -62,7 +62,18 @@ pub struct Sample {
 
 /// The same sample without the totals (as the engine gives MT940, BAI2 and OFX writers when
 /// the balances come from the source).
-pub fn without_totals(mut sample: Sample) -> Sample {
+pub fn without_totals(sample: Sample) -> Sample {
+    let mut sample = counted_only(sample);
+    for (statement, _) in &mut sample.statements {
+        statement.count = None;
+    }
+    sample
+}
+
+/// The same sample with the number of entries but not the credits' and debits' totals (as the
+/// engine gives the camt.053 writer a one-currency statement whose balances come from the
+/// source).
+pub fn counted_only(mut sample: Sample) -> Sample {
     for (statement, _) in &mut sample.statements {
         statement.credits = None;
         statement.debits = None;
@@ -128,6 +139,7 @@ pub fn sample(currencies: &[&str], entries: usize) -> Sample {
                 currency,
                 opening,
                 closing,
+                count: Some(credits.count + debits.count),
                 credits: Some(credits),
                 debits: Some(debits),
                 balances_computed: false,

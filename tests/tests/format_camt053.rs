@@ -7,7 +7,7 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 use shared::formats::BankFormat;
-use testkit::statements::{OwnedEntry, Sample, decimal, parse, sample, write};
+use testkit::statements::{OwnedEntry, Sample, counted_only, decimal, parse, sample, write};
 
 /// Writes `sample`, validates and parses it, and checks what both parsers read against it.
 /// Returns pycamt's result.
@@ -48,22 +48,27 @@ fn written_and_read_back(sample: &Sample) -> Value {
     }
 
     for ((statement, entries), got) in sample.statements.iter().zip(read["statements"].as_array().unwrap()) {
-        // TxsSummry, as xmlschema decodes it: the sample's totals, which are the entries'.
+        // TxsSummry, as xmlschema decodes it: the entries' number and net always, their sums
+        // when the sample gives the totals.
         let summary = &got["summary"];
-        let (credits, debits) = (statement.credits.unwrap(), statement.debits.unwrap());
         let side = |credit: bool| {
             let picked: Vec<_> = entries.iter().filter(|e| (e.amount >= Decimal::ZERO) == credit).collect();
             (picked.len() as u64, picked.iter().map(|e| e.amount.abs()).sum::<Decimal>())
         };
-        assert_eq!((credits.count, credits.sum), side(true));
-        assert_eq!((debits.count, debits.sum), side(false));
-        assert_eq!(summary["count"], credits.count + debits.count);
-        assert_eq!(decimal(&summary["sum"]), credits.sum + debits.sum);
-        assert_eq!(decimal(&summary["net"]), credits.sum - debits.sum);
+        let ((credit_count, credit_sum), (debit_count, debit_sum)) = (side(true), side(false));
+        assert_eq!(summary["count"], entries.len(), "{summary}");
+        assert_eq!(decimal(&summary["net"]), credit_sum - debit_sum);
         assert_eq!(decimal(&summary["net"]), statement.closing - statement.opening);
-        for (got, totals) in [(&summary["credits"], credits), (&summary["debits"], debits)] {
-            assert_eq!(got["count"], totals.count);
-            assert_eq!(decimal(&got["sum"]), totals.sum);
+        let sums =
+            [(&summary["credits"], credit_count, credit_sum), (&summary["debits"], debit_count, debit_sum)];
+        if statement.credits.is_some() {
+            assert_eq!(decimal(&summary["sum"]), credit_sum + debit_sum);
+            for (got, count, sum) in sums {
+                assert_eq!(got["count"], count);
+                assert_eq!(decimal(&got["sum"]), sum);
+            }
+        } else {
+            assert!(sums.iter().all(|(got, ..)| got.is_null()) && summary["sum"].is_null(), "{summary}");
         }
     }
     read
@@ -127,6 +132,18 @@ fn ustrd(description: Option<&str>) -> (Option<String>, Option<String>) {
 #[test]
 fn several_currencies_make_one_statement_each() {
     written_and_read_back(&sample(&["EUR", "USD", "JPY"], 30));
+}
+
+#[test]
+fn a_statement_counted_but_not_summed_has_its_number_and_net_alone() {
+    // As the engine writes one currency whose balances come from the source: the number of
+    // entries from the index, the net from the balances, no sums (valid without them).
+    let counted = counted_only(sample(&["EUR"], 12));
+    let xml = compact(&write(BankFormat::Camt053, &counted));
+    assert!(xml.contains("<TxsSummry><TtlNtries><NbOfNtries>12</NbOfNtries><TtlNetNtry>"), "{xml}");
+    assert!(!xml.contains("<Sum>") && !xml.contains("TtlCdtNtries"));
+    written_and_read_back(&counted);
+    written_and_read_back(&counted_only(sample(&["JPY"], 0)));
 }
 
 #[test]

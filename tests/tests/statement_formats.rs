@@ -210,6 +210,32 @@ async fn file_of(app: &TestApp, export: &Value) -> Vec<u8> {
     bytes
 }
 
+/// Compares camt.053's `TxsSummry` with what the source rows say: the number of entries and
+/// their net always; when `summed`, the sum of their amounts and the credits' and debits'
+/// totals too, else none of them.
+fn assert_summary(parsed: &Value, expected: &Expected, summed: bool) {
+    let summary = &parsed["summary"];
+    assert_eq!(summary["count"], expected.entries.len(), "{summary}");
+    assert_eq!(statements::decimal(&summary["net"]), expected.closing - expected.opening, "{summary}");
+    let side = |credit: bool| {
+        let picked: Vec<&Row> =
+            expected.entries.iter().filter(|r| (r.amount >= Decimal::ZERO) == credit).collect();
+        (picked.len() as u64, picked.iter().map(|r| r.amount.abs()).sum::<Decimal>())
+    };
+    let totals = |got: &Value| Some((got["count"].as_u64()?, statements::decimal(&got["sum"])));
+    if summed {
+        assert_eq!(totals(&summary["credits"]), Some(side(true)), "{summary}");
+        assert_eq!(totals(&summary["debits"]), Some(side(false)), "{summary}");
+        let all: Decimal = expected.entries.iter().map(|r| r.amount.abs()).sum();
+        assert_eq!(statements::decimal(&summary["sum"]), all, "{summary}");
+    } else {
+        assert!(
+            summary["credits"].is_null() && summary["debits"].is_null() && summary["sum"].is_null(),
+            "{summary}"
+        );
+    }
+}
+
 /// Compares a parsed statement with what the source rows say.
 fn assert_statement(format: &str, parsed: &Value, currency: &str, expected: &Expected) {
     let context = format!("{format} {currency}");
@@ -269,6 +295,10 @@ async fn each_bank_format_is_read_back_by_an_independent_parser_entry_for_entry(
             let parsed_statements = parsed["statements"].as_array().unwrap();
             assert_eq!(parsed_statements.len(), 1, "{format}: {parsed}");
             assert_statement(format, &parsed_statements[0], "EUR", &want);
+            if format == "camt.053" {
+                // Balances from the source: the entries counted, not summed, before them.
+                assert_summary(&parsed_statements[0], &want, false);
+            }
         }
         assert_eq!(done["row_count"].as_i64(), Some(want.entries.len() as i64), "{format}");
         let facts = &done["statement"];
@@ -349,12 +379,12 @@ async fn several_currencies_make_a_statement_each_where_the_format_allows_and_fa
         let parsed = parsed["statements"].as_array().unwrap();
         assert_eq!(parsed.len(), 2, "{format}: one statement per currency");
         for (statement, currency) in parsed.iter().zip(["EUR", "USD"]) {
-            assert_statement(
-                format,
-                statement,
-                currency,
-                &expected(&rows, "ACC-2", currency, from, to, "UTC"),
-            );
+            let want = expected(&rows, "ACC-2", currency, from, to, "UTC");
+            assert_statement(format, statement, currency, &want);
+            if format == "camt.053" {
+                // Met a second currency, started over with each currency's figures first.
+                assert_summary(statement, &want, true);
+            }
         }
     }
     for format in ["mt940", "bai2"] {
@@ -435,18 +465,24 @@ async fn balances_that_do_not_add_up_fail_the_export_and_leave_no_file() {
 async fn computed_balances_are_the_sum_of_earlier_entries_and_say_so() {
     let (app, rows) = app_with_ledger().await;
     let key = app.create_key(None).await;
-    let body = json!({
-        "account_id": "ACC-1", "table_name": "ledger_computed", "date_from": "2024-01-01",
-        "date_to": "2024-01-31", "format": "ofx",
-    });
-    let done = export(&app, &key, body).await;
-    assert_eq!(done["statement"]["balances"], "computed");
     let mut want = expected(&rows, "ACC-1", "EUR", date!(2024 - 01 - 01), date!(2024 - 01 - 31), "UTC");
     // Computed from the entries alone: the account starts at zero, not at the source's 500.
     want.opening -= Decimal::new(500, 0);
     want.closing -= Decimal::new(500, 0);
-    let parsed = statements::parse("ofx", &file_of(&app, &done).await).unwrap();
-    assert_statement("ofx computed", &parsed["statements"][0], "EUR", &want);
+    for format in ["ofx", "camt.053"] {
+        let body = json!({
+            "account_id": "ACC-1", "table_name": "ledger_computed", "date_from": "2024-01-01",
+            "date_to": "2024-01-31", "format": format,
+        });
+        let done = export(&app, &key, body).await;
+        assert_eq!(done["statement"]["balances"], "computed");
+        let parsed = statements::parse(format, &file_of(&app, &done).await).unwrap();
+        assert_statement(&format!("{format} computed"), &parsed["statements"][0], "EUR", &want);
+        if format == "camt.053" {
+            // The sums the balances are computed from are in the summary too.
+            assert_summary(&parsed["statements"][0], &want, true);
+        }
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,8 @@
 //! Prints `name: value` lines: `rows`; for each `<f>` in `camt053`, `mt940`, `ofx`, `bai2`,
 //! `jsonl`: `<f>_rows_per_s`, `<f>_ratio_vs_csv` (its best over the best CSV export of the same
 //! worker), `<f>_peak_rss_mib` (that worker's peak resident memory, VmHWM); last,
-//! `csv_rows_per_s` (the best CSV export over all workers).
+//! `csv_rows_per_s` (the best CSV export over all workers). `BENCH_FORMATS` (`camt053,ofx`)
+//! measures some formats alone.
 
 use anyhow::{Context as _, bail};
 use benchkit::{
@@ -61,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
     figure("rows", rows as f64);
 
     let mut csv_best: f64 = 0.0;
-    for (name, format) in FORMATS {
+    // `BENCH_FORMATS=camt053,ofx` measures those alone.
+    let only = std::env::var("BENCH_FORMATS").ok();
+    let chosen = |name: &str| only.as_deref().is_none_or(|only| only.split(',').any(|o| o.trim() == name));
+    for (name, format) in FORMATS.into_iter().filter(|(name, _)| chosen(name)) {
         let format = ExportFormat::parse(format)?;
         // A worker of its own: its peak memory is this format's (and CSV's) alone.
         let mut worker = Worker::start(&bench, Some(&tables_file))?;

@@ -14,9 +14,12 @@
 //!   daylight-saving change, and no offset is better than a wrong one). `Acct`: `Id/IBAN` when
 //!   the account has a valid IBAN, else `Id/Othr/Id` with the domestic number (else the account
 //!   id), `Ccy`, `Nm` (the account's name) and `Svcr/FinInstnId/BICFI` when the BIC is valid.
-//!   `Bal` `OPBD` dated the first day and `CLBD` dated the last day; `TxsSummry` with the count,
-//!   the sum of the amounts and the net amount of all entries, then of the credits and of the
-//!   debits (omitted if the engine did not give the totals).
+//!   `Bal` `OPBD` dated the first day and `CLBD` dated the last day; `TxsSummry` with the number
+//!   of entries and their net amount (closing − opening), plus the sum of their amounts and the
+//!   credits' and debits' numbers and sums when the engine summed the entries before writing
+//!   them (balances computed from the entries, or several currencies in the file). With
+//!   balances read from the source, summing first would read the period twice; the count comes
+//!   from the index alone. (`TxsSummry` is omitted if the engine did not give the count.)
 //! - One `Ntry` per entry: `Amt`, `CdtDbtInd`, `Sts/Cd` `BOOK`, `BookgDt/Dt`, `ValDt/Dt` when the
 //!   entry has a value date, `AcctSvcrRef` (the entry's id), `BkTxCd` with the domain code
 //!   `PMNT` / family `MCOP` (miscellaneous credit operations) or `MDOP` (miscellaneous debit
@@ -137,18 +140,25 @@ impl StatementWriter for Camt053 {
         balance(out, "OPBD", currency, statement.opening, file.from);
         balance(out, "CLBD", currency, statement.closing, file.to);
 
-        if let (Some(credits), Some(debits)) = (statement.credits, statement.debits) {
-            let net = credits.sum - debits.sum;
+        if let Some(count) = statement.count {
+            let sides = statement.credits.zip(statement.debits);
+            // The balances' difference: the entries' net, which the engine checks as it writes
+            // them (a statement whose entries do not add up fails).
+            let net = statement.closing - statement.opening;
             line(out, "<TxsSummry>");
             line(out, "<TtlNtries>");
-            leaf(out, "NbOfNtries", credits.count + debits.count);
-            leaf(out, "Sum", currency.fixed(credits.sum + debits.sum));
+            leaf(out, "NbOfNtries", count);
+            if let Some((credits, debits)) = sides {
+                leaf(out, "Sum", currency.fixed(credits.sum + debits.sum));
+            }
             line(out, "<TtlNetNtry>");
             leaf(out, "Amt", currency.fixed(net.abs()));
             leaf(out, "CdtDbtInd", indicator(net));
             line(out, "</TtlNetNtry>");
             line(out, "</TtlNtries>");
-            for (name, totals) in [("TtlCdtNtries", credits), ("TtlDbtNtries", debits)] {
+            for (name, totals) in
+                sides.into_iter().flat_map(|(c, d)| [("TtlCdtNtries", c), ("TtlDbtNtries", d)])
+            {
                 open(out, name);
                 out.push(b'\n');
                 leaf(out, "NbOfNtries", totals.count);

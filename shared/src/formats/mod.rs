@@ -201,9 +201,13 @@ pub struct Statement {
     pub opening: Decimal,
     /// The balance at the end of the last day (`opening + credits.sum - debits.sum`).
     pub closing: Decimal,
-    /// Credits (amount ≥ 0), when the engine read them before the entries: it does for
-    /// camt.053 (whose `TxsSummry` precedes the entries) and whenever balances are computed;
-    /// otherwise `None` (MT940, BAI2 and OFX do not need them up front).
+    /// The number of entries, when the engine counted them before the entries: it does for
+    /// camt.053 (whose `TxsSummry` precedes them) and whenever it knows `credits` and `debits`
+    /// (then it is the sum of their counts).
+    pub count: Option<u64>,
+    /// Credits (amount ≥ 0), when the engine summed them before the entries: it does when
+    /// balances are computed, and for a file of several currencies; otherwise `None` (no format
+    /// needs them up front: camt.053's `TxsSummry` then gives the count and the net alone).
     pub credits: Option<Totals>,
     /// Debits (amount < 0), summed as a positive number; `None` as for `credits`.
     pub debits: Option<Totals>,

