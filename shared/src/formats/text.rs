@@ -63,30 +63,7 @@ pub fn truncate_chars(text: &str, max: usize) -> &str {
 /// `swift_x("Müller & Söhne")` is `"Mueller + Soehne"`. Lengths are the writer's business
 /// (every character of the result is one byte).
 pub fn swift_x(text: &str) -> String {
-    transliterate(text, |c| match c {
-        'a'..='z'
-        | 'A'..='Z'
-        | '0'..='9'
-        | '/'
-        | '-'
-        | '?'
-        | ':'
-        | '('
-        | ')'
-        | '.'
-        | ','
-        | '\''
-        | '+'
-        | ' ' => Some(c),
-        '&' => Some('+'),
-        '"' => Some('\''),
-        '<' | '[' | '{' => Some('('),
-        '>' | ']' | '}' => Some(')'),
-        '_' => Some('-'),
-        ';' => Some(','),
-        '!' | '#' | '$' | '%' | '*' | '=' | '@' | '\\' | '^' | '`' | '|' | '~' => Some('.'),
-        _ => None,
-    })
+    transliterate(text, &SWIFT_X)
 }
 
 /// `text` in printable ASCII (`0x20`..=`0x7E`), as BAI2 carries it: German letters and other
@@ -95,27 +72,71 @@ pub fn swift_x(text: &str) -> String {
 /// Every printable ASCII character is kept, `,` and `/` included: BAI2 allows them in a
 /// transaction's text, and the BAI2 writer decides what its other fields may hold.
 pub fn ascii_text(text: &str) -> String {
-    transliterate(text, |c| (' '..='~').contains(&c).then_some(c))
+    transliterate(text, &PRINTABLE)
 }
 
-/// German letters, then `deunicode`, then `ascii` on every ASCII character (`None`: not kept),
-/// whitespace collapsed. Line breaks and tabs are spaces; other controls are dropped.
-fn transliterate(text: &str, ascii: impl Fn(char) -> Option<char>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let push_ascii = |c: char, out: &mut String| {
-        let c = match c {
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_ascii_control() => return,
-            c => match ascii(c) {
-                Some(c) => c,
-                None => return,
-            },
+/// What each ASCII byte becomes in a character set (0: it is dropped). In every set, line
+/// breaks and tabs are spaces and the other control characters are dropped.
+type AsciiMap = [u8; 128];
+
+/// [`swift_x`]'s step 3.
+const SWIFT_X: AsciiMap = ascii_map(true);
+
+/// [`ascii_text`]'s: printable ASCII as it is.
+const PRINTABLE: AsciiMap = ascii_map(false);
+
+/// What [`swift_x`] writes for a printable ASCII byte (0: nothing).
+const fn swift_x_byte(b: u8) -> u8 {
+    match b {
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => b,
+        b'/' | b'-' | b'?' | b':' | b'(' | b')' | b'.' | b',' | b'\'' | b'+' | b' ' => b,
+        b'&' => b'+',
+        b'"' => b'\'',
+        b'<' | b'[' | b'{' => b'(',
+        b'>' | b']' | b'}' => b')',
+        b'_' => b'-',
+        b';' => b',',
+        b'!' | b'#' | b'$' | b'%' | b'*' | b'=' | b'@' | b'\\' | b'^' | b'`' | b'|' | b'~' => b'.',
+        _ => 0,
+    }
+}
+
+/// The map of the SWIFT X set (`swift`), or of printable ASCII.
+const fn ascii_map(swift: bool) -> AsciiMap {
+    let mut map = [0; 128];
+    let mut b = 0;
+    while b < 128 {
+        map[b as usize] = match b {
+            b'\n' | b'\r' | b'\t' => b' ',
+            0..=0x1F | 0x7F => 0,
+            _ if swift => swift_x_byte(b),
+            _ => b,
         };
-        if c != ' ' || !(out.is_empty() || out.ends_with(' ')) {
-            out.push(c);
+        b += 1;
+    }
+    map
+}
+
+/// German letters, then `deunicode`, then `map` on every ASCII byte; runs of spaces collapsed
+/// and the ends trimmed. Byte by byte: every text of millions of entries passes through here.
+fn transliterate(text: &str, map: &AsciiMap) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(text.len());
+    let push = |b: u8, out: &mut Vec<u8>| {
+        let b = map[usize::from(b)];
+        if b != 0 && (b != b' ' || !matches!(out.last(), None | Some(b' '))) {
+            out.push(b);
         }
     };
-    for c in text.chars() {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii() {
+            push(b, &mut out);
+            i += 1;
+            continue;
+        }
+        let c = text[i..].chars().next().expect("a character starts here");
+        i += c.len_utf8();
         let german = match c {
             'ä' => "ae",
             'ö' => "oe",
@@ -125,19 +146,17 @@ fn transliterate(text: &str, ascii: impl Fn(char) -> Option<char>) -> String {
             'Ü' => "Ue",
             'ß' => "ss",
             'ẞ' => "SS",
-            c if c.is_ascii() => {
-                push_ascii(c, &mut out);
-                continue;
-            }
             c => deunicode::deunicode_char(c).unwrap_or("."),
         };
-        for c in german.chars() {
-            push_ascii(c, &mut out);
+        // Transliterations are ASCII; a character that is not would be dropped.
+        for b in german.bytes().filter(u8::is_ascii) {
+            push(b, &mut out);
         }
     }
-    let trimmed = out.trim_end().len();
-    out.truncate(trimmed);
-    out
+    while out.last() == Some(&b' ') {
+        out.pop();
+    }
+    String::from_utf8(out).expect("ASCII only")
 }
 
 /// One line of text that XML carries, trimmed: CR LF, CR, LF and TAB become one space each, the
